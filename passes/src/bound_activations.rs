@@ -1,0 +1,342 @@
+//! # bound_activations — replace each Relu by a bounded activation with a bound tensor
+//!
+//! **Before**
+//! ```text
+//! Y = Relu(X)
+//! ```
+//! **After**, `mode = zero` (FitAct, FT-ClipAct: y = x for 0 < x <= B, else 0; NaN and +Inf give 0)
+//! ```text
+//! opset >= 12:  K = LessOrEqual(X, B)        T = Where(K, X, 0)   Y = Max(T, 0)
+//! opset 9-11:   K = Less(X, next_up(B))      T = Where(K, X, 0)   Y = Max(T, 0)
+//! ```
+//! A NaN or +Inf fails the comparison and becomes 0 in `Where`; a negative value passes it and
+//! `Max` sends it to 0. `LessOrEqual` appears only in opset 12, so older models compare strictly
+//! against the next float above B, which is the same predicate on floats.
+//!
+//! **After**, `mode = saturate` (Ranger: y = min(max(x, 0), B))
+//! ```text
+//! scalar B, opset >= 11:  Y = Clip(X, 0, B)
+//! otherwise:              T = Max(X, 0)   Y = Min(T, B)
+//! ```
+//! ONNX `Clip` takes only scalar bounds (onnxruntime rejects tensors), and before opset 11 it
+//! takes them as attributes, where fault injection could not reach them; hence `Min`/`Max`.
+//!
+//! B is an initializer of shape `[]` (layer), `[C, 1, ..]` (channel) or the activation's shape
+//! without batch (neuron), so it broadcasts against `[N, C, ..]`. `Y` keeps its name, so
+//! consumers and graph outputs are untouched.
+//!
+//! **When it applies**: the node at the site is still a default-domain `Relu` reading and
+//! writing the tensors the site names; the model's default opset is at least 9; the activation
+//! is float32 or float64; the bound is finite, non-negative and has as many values as its
+//! dims say. A node that fails a condition is left as it is and reported as skipped; a node
+//! is rewritten whole or not at all.
+//!
+//! **Names**: every added node, tensor and initializer is named `<relu>/fitact/<role>` after
+//! the Relu it replaces (its node name, or its output's), made unique against every name in
+//! the model. Models with IR version < 4 also list each added initializer as a graph input.
+
+use crate::activations::ActivationSite;
+use crate::error::PassError;
+use crate::graph::{default_opset, graph_at_mut};
+use crate::names::NameAllocator;
+use crate::onnx::{
+    GraphProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    tensor_shape_proto, type_proto,
+};
+use crate::tensor::{DOUBLE, FLOAT, float_tensor};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// x for 0 < x <= B, 0 otherwise (NaN and +Inf included).
+    Zero,
+    /// min(max(x, 0), B).
+    Saturate,
+}
+
+/// A bound tensor: `values` in row-major order for `dims` (empty dims: a scalar).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bound {
+    pub dims: Vec<i64>,
+    pub values: Vec<f32>,
+}
+
+impl Bound {
+    pub fn scalar(value: f32) -> Self {
+        Bound {
+            dims: Vec::new(),
+            values: vec![value],
+        }
+    }
+    pub fn is_scalar(&self) -> bool {
+        self.dims.is_empty()
+    }
+}
+
+/// What to bound: the site found by discovery, its bound, and the activation's element type.
+#[derive(Debug, Clone)]
+pub struct BoundRequest {
+    pub site: ActivationSite,
+    pub bound: Bound,
+    pub elem_type: i32,
+}
+
+/// One rewritten activation: the initializer holding its bound and the nodes that replaced it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Applied {
+    pub site: ActivationSite,
+    pub bound_initializer: String,
+    pub nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Skipped {
+    pub site: ActivationSite,
+    pub reason: PassError,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PassReport {
+    pub applied: Vec<Applied>,
+    pub skipped: Vec<Skipped>,
+}
+
+/// Which comparison keeps a value in `zero` mode: the only opset-dependent choice of the pass.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum KeepTest {
+    LessOrEqual,
+    LessThanNextUp,
+}
+
+fn keep_test(opset: i64) -> KeepTest {
+    if opset >= 12 {
+        KeepTest::LessOrEqual
+    } else {
+        KeepTest::LessThanNextUp
+    }
+}
+
+fn saturate_with_clip(opset: i64, bound: &Bound) -> bool {
+    opset >= 11 && bound.is_scalar()
+}
+
+/// The bound tensor as stored. With `exclusive`, each value is replaced by the next
+/// representable float above it (in the stored precision), so that `x < stored` iff `x <= B`.
+fn bound_tensor(name: &str, bound: &Bound, elem_type: i32, exclusive: bool) -> TensorProto {
+    let mut tensor = float_tensor(name, &bound.dims, &bound.values, elem_type);
+    if exclusive {
+        // Values are validated >= 0; abs() turns -0.0 into +0.0 so that stepping its bits goes up.
+        let values = bound.values.iter().map(|v| v.abs());
+        tensor.raw_data = Some(if elem_type == DOUBLE {
+            values
+                .flat_map(|v| f64::from_bits(f64::from(v).to_bits() + 1).to_le_bytes())
+                .collect()
+        } else {
+            values
+                .flat_map(|v| f32::from_bits(v.to_bits() + 1).to_le_bytes())
+                .collect()
+        });
+    }
+    tensor
+}
+
+/// Rewrites every requested activation. Model-level problems (no graph, opset < 9) are
+/// errors; a request that does not match is skipped with its reason and leaves its node as is.
+pub fn bound_activations(
+    model: &mut ModelProto,
+    requests: &[BoundRequest],
+    mode: Mode,
+) -> Result<PassReport, PassError> {
+    let opset = default_opset(model)?;
+    if opset < 9 {
+        return Err(PassError::OpsetTooOld(opset));
+    }
+    if model.graph.is_none() {
+        return Err(PassError::NoGraph);
+    }
+    let declare_initializers_as_inputs = model.ir_version() < 4;
+    let mut names = NameAllocator::for_model(model);
+
+    // Deepest graphs first, and within a graph from the last node back: a rewrite shifts the
+    // indices of later nodes only, and paths into subgraphs go through parent indices.
+    let mut order: Vec<&BoundRequest> = requests.iter().collect();
+    order.sort_by(|a, b| {
+        (b.site.graph.0.len(), &b.site.graph, b.site.node).cmp(&(
+            a.site.graph.0.len(),
+            &a.site.graph,
+            a.site.node,
+        ))
+    });
+
+    let mut report = PassReport::default();
+    for request in order {
+        let site = &request.site;
+        let outcome = match_site(model, request).and_then(|()| {
+            let graph = graph_at_mut(model, &site.graph)?;
+            Ok(rewrite(
+                graph,
+                request,
+                mode,
+                opset,
+                declare_initializers_as_inputs,
+                &mut names,
+            ))
+        });
+        match outcome {
+            Ok(applied) => report.applied.push(applied),
+            Err(reason) => report.skipped.push(Skipped {
+                site: site.clone(),
+                reason,
+            }),
+        }
+    }
+    // Report in model order, whatever order the rewrites ran in.
+    let position = |s: &ActivationSite| (s.graph.clone(), s.node);
+    report.applied.sort_by_key(|a| position(&a.site));
+    report.skipped.sort_by_key(|s| position(&s.site));
+    Ok(report)
+}
+
+/// Checks every condition of the header before anything is touched.
+fn match_site(model: &mut ModelProto, request: &BoundRequest) -> Result<(), PassError> {
+    let site = &request.site;
+    let describe = || site.describe();
+    let graph = graph_at_mut(model, &site.graph)?;
+    let node = graph
+        .node
+        .get(site.node)
+        .ok_or_else(|| PassError::SiteNotFound(describe()))?;
+    let matches = node.op_type() == site.kind.op_type()
+        && (node.domain().is_empty() || node.domain() == "ai.onnx")
+        && node.input.len() == 1
+        && node.output.len() == 1
+        && node.input[0] == site.input
+        && node.output[0] == site.output;
+    if !matches {
+        return Err(PassError::SiteNotFound(describe()));
+    }
+    if request.elem_type != FLOAT && request.elem_type != DOUBLE {
+        return Err(PassError::UnsupportedElemType {
+            site: describe(),
+            elem_type: request.elem_type,
+        });
+    }
+    let bound = &request.bound;
+    let expected: i64 = bound.dims.iter().product();
+    if bound.dims.iter().any(|d| *d < 1) || expected != bound.values.len() as i64 {
+        return Err(PassError::InvalidBound {
+            site: describe(),
+            reason: format!(
+                "dims {:?} do not hold {} values",
+                bound.dims,
+                bound.values.len()
+            ),
+        });
+    }
+    if let Some(bad) = bound.values.iter().find(|v| !v.is_finite() || **v < 0.0) {
+        return Err(PassError::InvalidBound {
+            site: describe(),
+            reason: format!("value {bad} is not finite and >= 0"),
+        });
+    }
+    Ok(())
+}
+
+fn node(op_type: &str, name: String, inputs: &[&str], output: &str) -> NodeProto {
+    NodeProto {
+        op_type: Some(op_type.to_owned()),
+        name: Some(name),
+        input: inputs.iter().map(|s| (*s).to_owned()).collect(),
+        output: vec![output.to_owned()],
+        ..Default::default()
+    }
+}
+
+fn tensor_input(name: &str, elem_type: i32, dims: &[i64]) -> ValueInfoProto {
+    let dim = dims
+        .iter()
+        .map(|d| tensor_shape_proto::Dimension {
+            value: Some(tensor_shape_proto::dimension::Value::DimValue(*d)),
+            ..Default::default()
+        })
+        .collect();
+    ValueInfoProto {
+        name: Some(name.to_owned()),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem_type),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn rewrite(
+    graph: &mut GraphProto,
+    request: &BoundRequest,
+    mode: Mode,
+    opset: i64,
+    declare_initializers_as_inputs: bool,
+    names: &mut NameAllocator,
+) -> Applied {
+    let site = &request.site;
+    let (x, y, elem_type) = (site.input.as_str(), site.output.as_str(), request.elem_type);
+    let stem = format!("{}/fitact", site.stem());
+    let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
+
+    let bound = &request.bound;
+    let bound_name = fresh("bound");
+    let zero_name = fresh("zero");
+    let exclusive = mode == Mode::Zero && keep_test(opset) == KeepTest::LessThanNextUp;
+    let nodes: Vec<NodeProto> = match mode {
+        Mode::Zero => {
+            let keep = fresh("keep");
+            let kept = fresh("kept");
+            let compare = match keep_test(opset) {
+                KeepTest::LessOrEqual => node("LessOrEqual", fresh("le"), &[x, &bound_name], &keep),
+                KeepTest::LessThanNextUp => node("Less", fresh("lt"), &[x, &bound_name], &keep),
+            };
+            vec![
+                compare,
+                node("Where", fresh("where"), &[&keep, x, &zero_name], &kept),
+                node("Max", fresh("max"), &[&kept, &zero_name], y),
+            ]
+        }
+        Mode::Saturate if saturate_with_clip(opset, bound) => {
+            vec![node(
+                "Clip",
+                fresh("clip"),
+                &[x, &zero_name, &bound_name],
+                y,
+            )]
+        }
+        Mode::Saturate => {
+            let positive = fresh("positive");
+            vec![
+                node("Max", fresh("max"), &[x, &zero_name], &positive),
+                node("Min", fresh("min"), &[&positive, &bound_name], y),
+            ]
+        }
+    };
+    let added_initializers = [
+        bound_tensor(&bound_name, bound, elem_type, exclusive),
+        float_tensor(&zero_name, &[], &[0.0], elem_type),
+    ];
+
+    if declare_initializers_as_inputs {
+        for init in &added_initializers {
+            graph
+                .input
+                .push(tensor_input(init.name(), elem_type, &init.dims));
+        }
+    }
+    graph.initializer.extend(added_initializers);
+    let node_names = nodes.iter().map(|n| n.name().to_owned()).collect();
+    graph.node.splice(site.node..=site.node, nodes);
+    Applied {
+        site: site.clone(),
+        bound_initializer: bound_name,
+        nodes: node_names,
+    }
+}

@@ -1,0 +1,201 @@
+//! `harden`: read a model, calibrate its Relus, bound them, write the hardened model.
+
+use crate::bounds::{Granularity, bound_from_maxima};
+use crate::calibrate::{CalibrateOptions, calibrate};
+use crate::dataset::load_samples;
+use crate::method::{Method, ModeName};
+use crate::model_io::{read_model, write_atomically, write_model};
+use crate::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, TOOL, VERSION};
+use crate::runtime::model_input_names;
+use anyhow::{Context, Result};
+use fitact_passes::activations::{ActivationSite, find_relus};
+use fitact_passes::bound_activations::{BoundRequest, bound_activations};
+use fitact_passes::graph::default_opset;
+use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
+use fitact_passes::tensor::FLOAT;
+use std::path::PathBuf;
+use std::time::Instant;
+use thiserror::Error;
+
+#[derive(Debug, Clone)]
+pub struct HardenOptions {
+    pub input: PathBuf,
+    pub output: PathBuf,
+    pub calib: PathBuf,
+    pub method: Method,
+    pub granularity: Option<Granularity>,
+    pub mode: Option<ModeName>,
+    pub margin: f32,
+    pub batch_size: usize,
+    pub report: Option<PathBuf>,
+    pub progress: bool,
+}
+
+/// Conditions under which there is nothing sensible to write.
+#[derive(Debug, Error)]
+pub enum HardenError {
+    #[error("{0} has no Relu to bound")]
+    NoActivations(String),
+    #[error(
+        "{site}: calibrating activations inside subgraphs (If/Loop/Scan bodies) is not supported yet"
+    )]
+    InSubgraph { site: String },
+    #[error("could not bound {site}: {reason}")]
+    Skipped { site: String, reason: String },
+}
+
+pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
+    let source = read_model(&options.input).context("reading the model")?;
+    let mut model = source.model;
+    let opset = default_opset(&model).with_context(|| format!("{}", options.input.display()))?;
+    let sites = find_relus(&model);
+    if sites.is_empty() {
+        return Err(HardenError::NoActivations(options.input.display().to_string()).into());
+    }
+    if let Some(site) = sites.iter().find(|s| !s.graph.is_main()) {
+        return Err(HardenError::InSubgraph {
+            site: site.describe(),
+        }
+        .into());
+    }
+    let (granularity, mode) = options.method.resolve(options.granularity, options.mode);
+
+    let samples = load_samples(&options.calib, &model_input_names(&model))
+        .context("reading calibration samples")?;
+    let started = Instant::now();
+    let tensors: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
+    let calibration = calibrate(
+        &model,
+        &samples,
+        &tensors,
+        &CalibrateOptions {
+            batch_size: options.batch_size,
+            progress: options.progress,
+        },
+    )
+    .context("calibrating")?;
+    let seconds = started.elapsed().as_secs_f64();
+
+    let requests: Vec<BoundRequest> = sites
+        .iter()
+        .zip(&calibration.activations)
+        .map(|(site, max)| BoundRequest {
+            site: site.clone(),
+            bound: bound_from_maxima(&max.neuron_max, granularity, options.margin),
+            elem_type: FLOAT,
+        })
+        .collect();
+    let outcome = bound_activations(&mut model, &requests, mode.into())
+        .context("bounding the activations")?;
+    if let Some(skipped) = outcome.skipped.first() {
+        return Err(HardenError::Skipped {
+            site: skipped.site.describe(),
+            reason: skipped.reason.to_string(),
+        }
+        .into());
+    }
+    record_metadata(
+        &mut model,
+        options.method,
+        granularity,
+        mode,
+        options.margin,
+        requests.len(),
+    );
+    write_model(
+        &options.output,
+        &model,
+        &source.external_tensors,
+        &source.files_read,
+    )
+    .context("writing the hardened model")?;
+
+    let activations = requests
+        .iter()
+        .zip(&outcome.applied)
+        .zip(&calibration.activations)
+        .map(|((request, applied), max)| activation_report(&request.site, request, applied, max))
+        .collect();
+    let report = HardenReport {
+        tool: TOOL,
+        version: VERSION,
+        input: options.input.display().to_string(),
+        output: options.output.display().to_string(),
+        method: options.method,
+        granularity,
+        mode,
+        margin: options.margin,
+        opset,
+        calibration: CalibrationSummary {
+            file: options.calib.display().to_string(),
+            samples: calibration.samples,
+            batch_size: calibration.batch_size,
+            seconds,
+        },
+        activations,
+    };
+    if let Some(path) = &options.report {
+        write_atomically(path, report.to_json().as_bytes()).context("writing the report")?;
+    }
+    Ok(report)
+}
+
+fn activation_report(
+    site: &ActivationSite,
+    request: &BoundRequest,
+    applied: &fitact_passes::bound_activations::Applied,
+    max: &crate::calibrate::ActivationMax,
+) -> ActivationReport {
+    ActivationReport {
+        kind: site.kind.op_type(),
+        node: site.stem().to_owned(),
+        graph: site.graph.to_string(),
+        input: site.input.clone(),
+        output: site.output.clone(),
+        sample_shape: max.shape.clone(),
+        bound_initializer: applied.bound_initializer.clone(),
+        bound_shape: request.bound.dims.clone(),
+        bound: Stats::of(&request.bound.values),
+        calibrated_max: max
+            .neuron_max
+            .iter()
+            .copied()
+            .fold(f32::NEG_INFINITY, f32::max),
+        nonfinite_values: max.nonfinite,
+        emitted_nodes: applied.nodes.clone(),
+    }
+}
+
+/// Records what was done in the model's `metadata_props` (replacing earlier `fitact.*` keys),
+/// so a deployed model says how it was hardened. No timestamps: reruns are byte-identical.
+fn record_metadata(
+    model: &mut ModelProto,
+    method: Method,
+    granularity: Granularity,
+    mode: ModeName,
+    margin: f32,
+    count: usize,
+) {
+    let granularity = serde_json::to_value(granularity)
+        .unwrap()
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let entries = [
+        ("fitact.tool", format!("{TOOL} {VERSION}")),
+        ("fitact.method", method.to_string()),
+        ("fitact.granularity", granularity),
+        ("fitact.mode", mode.to_string()),
+        ("fitact.margin", margin.to_string()),
+        ("fitact.bounded_activations", count.to_string()),
+    ];
+    model
+        .metadata_props
+        .retain(|e| !entries.iter().any(|(k, _)| e.key() == *k));
+    model
+        .metadata_props
+        .extend(entries.into_iter().map(|(k, v)| StringStringEntryProto {
+            key: Some(k.to_owned()),
+            value: Some(v),
+        }));
+}

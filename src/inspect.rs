@@ -1,0 +1,172 @@
+//! `inspect`: what the tool sees in a model before it changes anything: the Relus (with their
+//! shapes, as tract infers them), and where the weights live.
+
+use crate::model_io::read_model;
+use anyhow::{Context, Result};
+use fitact_passes::activations::find_relus;
+use fitact_passes::graph::{default_opset, for_each_graph};
+use fitact_passes::onnx::ModelProto;
+use serde::Serialize;
+use std::path::Path;
+use tract_onnx::prelude::*;
+
+#[derive(Debug, Serialize)]
+pub struct Inspection {
+    pub model: String,
+    pub ir_version: i64,
+    pub opset: Option<i64>,
+    pub inputs: Vec<String>,
+    pub outputs: Vec<String>,
+    pub relus: Vec<RelUInfo>,
+    pub weights: WeightsInfo,
+    /// Why shapes are missing, if tract could not analyse the model.
+    pub shape_error: Option<String>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct RelUInfo {
+    pub node: String,
+    pub graph: String,
+    pub input: String,
+    pub output: String,
+    /// As tract infers it, e.g. `N,32,14,14`; `None` when unknown.
+    pub shape: Option<String>,
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct WeightsInfo {
+    pub initializers: usize,
+    pub initializer_elements: u64,
+    pub external_initializers: usize,
+    pub constant_nodes: usize,
+    pub constant_elements: u64,
+}
+
+fn elements(dims: &[i64]) -> u64 {
+    dims.iter().map(|d| (*d).max(0) as u64).product()
+}
+
+pub fn inspect(path: &Path) -> Result<Inspection> {
+    let file = read_model(path).context("reading the model")?;
+    let model = &file.model;
+    let mut weights = WeightsInfo::default();
+    for_each_graph(model, |_, graph| {
+        weights.initializers += graph.initializer.len();
+        weights.initializer_elements += graph
+            .initializer
+            .iter()
+            .map(|t| elements(&t.dims))
+            .sum::<u64>();
+        for node in graph.node.iter().filter(|n| n.op_type() == "Constant") {
+            weights.constant_nodes += 1;
+            weights.constant_elements += node
+                .attribute
+                .iter()
+                .filter_map(|a| a.t.as_ref())
+                .map(|t| elements(&t.dims))
+                .sum::<u64>();
+        }
+    });
+    weights.external_initializers = file.external_tensors.len();
+
+    let (shapes, shape_error) = match tract_shapes(model) {
+        Ok(shapes) => (shapes, None),
+        Err(e) => (Default::default(), Some(format!("{e:#}"))),
+    };
+    let relus = find_relus(model)
+        .into_iter()
+        .map(|site| RelUInfo {
+            node: site.stem().to_owned(),
+            graph: site.graph.to_string(),
+            shape: site
+                .graph
+                .is_main()
+                .then(|| shapes.get(&site.output).cloned())
+                .flatten(),
+            input: site.input,
+            output: site.output,
+        })
+        .collect();
+    let graph = model.graph.as_ref();
+    Ok(Inspection {
+        model: path.display().to_string(),
+        ir_version: model.ir_version(),
+        opset: default_opset(model).ok(),
+        inputs: crate::runtime::model_input_names(model),
+        outputs: graph
+            .iter()
+            .flat_map(|g| g.output.iter().map(|o| o.name().to_owned()))
+            .collect(),
+        relus,
+        weights,
+        shape_error,
+    })
+}
+
+/// The shape tract infers for every tensor of the main graph, by ONNX tensor name.
+fn tract_shapes(model: &ModelProto) -> TractResult<std::collections::HashMap<String, String>> {
+    let bytes = crate::model_io::encode(model);
+    let typed = tract_onnx::onnx()
+        .model_for_read(&mut &bytes[..])?
+        .into_typed()?;
+    let mut shapes = std::collections::HashMap::new();
+    for node in typed.nodes() {
+        for (slot, output) in node.outputs.iter().enumerate() {
+            let outlet = OutletId::new(node.id, slot);
+            if let Some(label) = typed.outlet_label(outlet) {
+                shapes.insert(
+                    label.to_owned(),
+                    output
+                        .fact
+                        .shape
+                        .iter()
+                        .map(|d| d.to_string())
+                        .collect::<Vec<_>>()
+                        .join(","),
+                );
+            }
+        }
+    }
+    Ok(shapes)
+}
+
+impl Inspection {
+    pub fn to_text(&self) -> String {
+        let mut t = format!(
+            "{}: IR {}, opset {}, inputs {:?}, outputs {:?}\n",
+            self.model,
+            self.ir_version,
+            self.opset.map_or("none".into(), |o| o.to_string()),
+            self.inputs,
+            self.outputs
+        );
+        let w = &self.weights;
+        t += &format!(
+            "weights: {} initializers ({} values, {} in external data), {} Constant nodes ({} values)\n",
+            w.initializers,
+            w.initializer_elements,
+            w.external_initializers,
+            w.constant_nodes,
+            w.constant_elements
+        );
+        t += &format!("{} Relu(s):\n", self.relus.len());
+        for r in &self.relus {
+            t += &format!(
+                "  {:<32} {} -> {}  [{}]{}\n",
+                r.node,
+                r.input,
+                r.output,
+                r.shape.as_deref().unwrap_or("?"),
+                if r.graph == "main" {
+                    String::new()
+                } else {
+                    format!("  in {}", r.graph)
+                }
+            );
+        }
+        if let Some(e) = &self.shape_error {
+            t += &format!("shapes unavailable: {e}\n");
+        }
+        t
+    }
+}

@@ -1,0 +1,16 @@
+//! fitact-onnx: post-training, gradient-free hardening of ONNX models against bit flips.
+//!
+//! The execution side lives here (data, calibration through tract, bounds, reports, the CLI
+//! commands); pure graph rewrites live in the `fitact-passes` crate (`passes/`).
+
+pub mod bounds;
+pub mod calibrate;
+pub mod dataset;
+pub mod harden;
+pub mod inspect;
+pub mod method;
+pub mod model_io;
+pub mod report;
+pub mod runtime;
+
+pub use fitact_passes as passes;

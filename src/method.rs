@@ -1,0 +1,77 @@
+//! The method presets of the literature and how explicit flags override them.
+//!
+//! | method  | granularity       | above the bound |
+//! |---------|-------------------|-----------------|
+//! | fitact  | channel (neuron)  | zero            |
+//! | ranger  | layer             | saturate        |
+//! | clipact | layer             | zero            |
+
+use crate::bounds::Granularity;
+use fitact_passes::bound_activations::Mode;
+use serde::Serialize;
+use std::fmt;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// Per-channel (or per-neuron) bounds, zero above the bound (FitAct, DATE 2022).
+    Fitact,
+    /// One bound per layer, saturate at the bound (Ranger, DSN 2021).
+    Ranger,
+    /// One bound per layer, zero above the bound (FT-ClipAct, DATE 2020).
+    Clipact,
+}
+
+/// `--mode` on the command line and in reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum ModeName {
+    /// x for 0 < x <= bound, 0 otherwise (NaN and +Inf too).
+    Zero,
+    /// min(max(x, 0), bound).
+    Saturate,
+}
+
+impl From<ModeName> for Mode {
+    fn from(m: ModeName) -> Mode {
+        match m {
+            ModeName::Zero => Mode::Zero,
+            ModeName::Saturate => Mode::Saturate,
+        }
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Method::Fitact => "fitact",
+            Method::Ranger => "ranger",
+            Method::Clipact => "clipact",
+        })
+    }
+}
+
+impl fmt::Display for ModeName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ModeName::Zero => "zero",
+            ModeName::Saturate => "saturate",
+        })
+    }
+}
+
+impl Method {
+    /// The preset's granularity and mode, each replaced by an explicit choice if given.
+    pub fn resolve(
+        self,
+        granularity: Option<Granularity>,
+        mode: Option<ModeName>,
+    ) -> (Granularity, ModeName) {
+        let (g, m) = match self {
+            Method::Fitact => (Granularity::Channel, ModeName::Zero),
+            Method::Ranger => (Granularity::Layer, ModeName::Saturate),
+            Method::Clipact => (Granularity::Layer, ModeName::Zero),
+        };
+        (granularity.unwrap_or(g), mode.unwrap_or(m))
+    }
+}

@@ -1,0 +1,111 @@
+//! The `harden` report: what was bounded and with what, as JSON for tools (`--report`) and
+//! as a short summary for people (stderr). The JSON layout is documented in docs/reports.md.
+
+use crate::bounds::Granularity;
+use crate::method::{Method, ModeName};
+use serde::Serialize;
+
+pub const TOOL: &str = "fitact-onnx";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HardenReport {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub input: String,
+    pub output: String,
+    pub method: Method,
+    pub granularity: Granularity,
+    pub mode: ModeName,
+    pub margin: f32,
+    pub opset: i64,
+    pub calibration: CalibrationSummary,
+    pub activations: Vec<ActivationReport>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CalibrationSummary {
+    pub file: String,
+    pub samples: usize,
+    pub batch_size: usize,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ActivationReport {
+    pub kind: &'static str,
+    pub node: String,
+    pub graph: String,
+    pub input: String,
+    pub output: String,
+    /// Shape of one sample's activation (without the batch axis).
+    pub sample_shape: Vec<usize>,
+    pub bound_initializer: String,
+    pub bound_shape: Vec<i64>,
+    pub bound: Stats,
+    /// The largest value this activation took on the calibration samples.
+    pub calibrated_max: f32,
+    /// NaN or infinite values seen on clean samples (a sign of a broken model or data).
+    pub nonfinite_values: usize,
+    pub emitted_nodes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Serialize, PartialEq)]
+pub struct Stats {
+    pub min: f32,
+    pub mean: f32,
+    pub max: f32,
+}
+
+impl Stats {
+    pub fn of(values: &[f32]) -> Stats {
+        let min = values.iter().copied().fold(f32::INFINITY, f32::min);
+        let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mean =
+            (values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len().max(1) as f64) as f32;
+        Stats { min, mean, max }
+    }
+}
+
+impl HardenReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serializes") + "\n"
+    }
+
+    /// A few lines for stderr.
+    pub fn summary(&self) -> String {
+        let bound_values: usize = self
+            .activations
+            .iter()
+            .map(|a| a.bound_shape.iter().product::<i64>() as usize)
+            .sum();
+        let mut text = format!(
+            "{} -> {}: {} Relu(s) bounded ({} method: {} granularity, {} mode), {} bound values, calibrated on {} samples in {:.1}s\n",
+            self.input,
+            self.output,
+            self.activations.len(),
+            self.method,
+            serde_json::to_value(self.granularity)
+                .unwrap()
+                .as_str()
+                .unwrap_or_default(),
+            self.mode,
+            bound_values,
+            self.calibration.samples,
+            self.calibration.seconds
+        );
+        for a in &self.activations {
+            text += &format!(
+                "  {:<32} bound {:?} min {:.3} mean {:.3} max {:.3}\n",
+                a.node, a.bound_shape, a.bound.min, a.bound.mean, a.bound.max
+            );
+        }
+        let nonfinite: usize = self.activations.iter().map(|a| a.nonfinite_values).sum();
+        if nonfinite > 0 {
+            text += &format!(
+                "warning: the clean calibration samples produced {nonfinite} NaN/Inf activation values\n"
+            );
+        }
+        text
+    }
+}

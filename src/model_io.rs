@@ -251,11 +251,12 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelIoError> {
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(Path::new("."));
-    let mut tmp = tempfile::Builder::new()
-        .prefix(".fitact-")
-        .suffix(".tmp")
-        .tempfile_in(dir)
-        .map_err(write_err)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".fitact-").suffix(".tmp");
+    // tempfile creates 0600 files; an output should get the usual 0666 less the umask.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut tmp = builder.tempfile_in(dir).map_err(write_err)?;
     tmp.write_all(bytes).map_err(write_err)?;
     tmp.as_file().sync_all().map_err(write_err)?;
     tmp.persist(path).map_err(|e| write_err(e.error))?;

@@ -1,10 +1,13 @@
 """Cross-runtime checks of hardened models, run by the Rust end-to-end tests.
 
-    python3 crosscheck.py ORIGINAL HARDENED DATA.npy [--rtol R] [--atol A]
+    python3 crosscheck.py ORIGINAL HARDENED DATA.npy [--report REPORT.json] [--rtol R] [--atol A]
 
 Checks that HARDENED passes onnx.checker.check_model(full_check=True), has no Relu left,
 and that onnxruntime gives the same outputs for ORIGINAL and HARDENED on DATA (bounds are
-calibrated maxima, so nothing is cut). Prints one JSON line with what it measured; exits 1
+calibrated maxima, so nothing is cut). With --report (the harden report, DATA being the
+calibration samples), it also recomputes every bound independently in onnxruntime: the
+maximum of each Relu output reduced to the report's granularity, times (1 + margin), and
+compares it with the bound tensor in HARDENED (values and shape). Prints one JSON line with what it measured; exits 1
 with a one-line reason on a failed check.
 """
 import argparse
@@ -29,8 +32,14 @@ def ops(graph):
                 yield from ops(g)
 
 
+def session(model):
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+
 def run(path, data):
-    sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
+    sess = session(path)
     inp = sess.get_inputs()[0]
     fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
     step = fixed or 256
@@ -43,11 +52,48 @@ def run(path, data):
     return np.concatenate(outs)
 
 
+def expected_bound(neuron_max, granularity):
+    """Per-neuron maxima [C, ...] of one activation reduced to the bound tensor's layout."""
+    if granularity == "layer" or neuron_max.ndim == 0:
+        return np.array(neuron_max.max(), dtype=np.float32)
+    if granularity == "channel":
+        per_channel = neuron_max.reshape(neuron_max.shape[0], -1).max(axis=1)
+        return per_channel.reshape((-1,) + (1,) * (neuron_max.ndim - 1))
+    return neuron_max
+
+
+def check_bounds(original, hardened, data, report):
+    acts = report["activations"]
+    probe = onnx.load(original)
+    known = {o.name for o in probe.graph.output}
+    for a in acts:
+        if a["output"] not in known:
+            probe.graph.output.append(onnx.ValueInfoProto(name=a["output"]))
+    sess = session(probe.SerializeToString())
+    names = [a["output"] for a in acts]
+    inp = sess.get_inputs()[0]
+    maxima = None
+    for i in range(0, len(data), 256):
+        outs = sess.run(names, {inp.name: data[i : i + 256]})
+        batch_max = [o.max(axis=0) for o in outs]
+        maxima = batch_max if maxima is None else [np.maximum(m, b) for m, b in zip(maxima, batch_max)]
+    inits = {t.name: onnx.numpy_helper.to_array(t) for t in hardened.graph.initializer}
+    scale = 1.0 + report["margin"]
+    for a, m in zip(acts, maxima):
+        want = np.maximum(expected_bound(m, report["granularity"]), 0) * scale
+        got = inits[a["bound_initializer"]]
+        if list(got.shape) != a["bound_shape"] or got.shape != want.shape:
+            fail(f"{a['node']}: bound shape {got.shape}, report says {a['bound_shape']}, expected {want.shape}")
+        if not np.allclose(got, want, rtol=1e-4, atol=1e-6):
+            fail(f"{a['node']}: bound differs from onnxruntime's maxima by up to {np.abs(got - want).max()}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("original")
     ap.add_argument("hardened")
     ap.add_argument("data")
+    ap.add_argument("--report")
     ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--atol", type=float, default=1e-5)
     args = ap.parse_args()
@@ -68,7 +114,10 @@ def main():
         fail(f"output shape {got.shape} differs from the original's {want.shape}")
     diff = float(np.max(np.abs(want - got))) if want.size else 0.0
     if not np.allclose(want, got, rtol=args.rtol, atol=args.atol):
-        fail(f"onnxruntime outputs differ from the original's by up to {diff}")
+        worst = np.unravel_index(np.argmax(np.abs(want - got)), want.shape)
+        fail(f"onnxruntime outputs differ from the original's by up to {diff} at {worst}: {want[worst]} vs {got[worst]}")
+    if args.report:
+        check_bounds(args.original, model, data, json.load(open(args.report)))
     agree = float(np.mean(want.argmax(-1) == got.argmax(-1)))
     print(json.dumps({"checker": "ok", "relus_left": 0, "max_abs_diff": diff, "top1_agreement": agree, "samples": int(len(want))}))
 

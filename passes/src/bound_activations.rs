@@ -340,3 +340,212 @@ fn rewrite(
         nodes: node_names,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::activations::find_relus;
+    use crate::onnx::{GraphProto, OperatorSetIdProto};
+    use crate::tensor::float_values;
+
+    fn model(opset: i64, ir: i64) -> ModelProto {
+        let relu = |name: &str, x: &str, y: &str| NodeProto {
+            name: Some(name.into()),
+            op_type: Some("Relu".into()),
+            input: vec![x.into()],
+            output: vec![y.into()],
+            ..Default::default()
+        };
+        ModelProto {
+            ir_version: Some(ir),
+            opset_import: vec![OperatorSetIdProto {
+                domain: Some(String::new()),
+                version: Some(opset),
+            }],
+            graph: Some(GraphProto {
+                // A tensor already uses the name the pass would pick first.
+                node: vec![relu("r", "x", "y"), relu("", "y", "r/fitact/bound")],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn run(opset: i64, ir: i64, mode: Mode, bound: Bound) -> (ModelProto, PassReport) {
+        let mut m = model(opset, ir);
+        let requests: Vec<BoundRequest> = find_relus(&m)
+            .into_iter()
+            .map(|site| BoundRequest {
+                site,
+                bound: bound.clone(),
+                elem_type: FLOAT,
+            })
+            .collect();
+        let report = bound_activations(&mut m, &requests, mode).unwrap();
+        (m, report)
+    }
+
+    fn ops(m: &ModelProto) -> Vec<&str> {
+        m.graph
+            .as_ref()
+            .unwrap()
+            .node
+            .iter()
+            .map(|n| n.op_type())
+            .collect()
+    }
+
+    fn initializer<'a>(m: &'a ModelProto, name: &str) -> &'a TensorProto {
+        m.graph
+            .as_ref()
+            .unwrap()
+            .initializer
+            .iter()
+            .find(|t| t.name() == name)
+            .unwrap()
+    }
+
+    #[test]
+    fn emission_follows_mode_bound_shape_and_opset() {
+        let channel = Bound {
+            dims: vec![2, 1, 1],
+            values: vec![1.0, 2.0],
+        };
+        let cases = [
+            (
+                13,
+                Mode::Zero,
+                Bound::scalar(1.0),
+                ["LessOrEqual", "Where", "Max"].as_slice(),
+            ),
+            (11, Mode::Zero, channel.clone(), &["Less", "Where", "Max"]),
+            (13, Mode::Saturate, Bound::scalar(1.0), &["Clip"]),
+            (10, Mode::Saturate, Bound::scalar(1.0), &["Max", "Min"]),
+            (18, Mode::Saturate, channel.clone(), &["Max", "Min"]),
+        ];
+        for (opset, mode, bound, per_relu) in cases {
+            let (m, report) = run(opset, 7, mode, bound);
+            assert!(report.skipped.is_empty());
+            let want: Vec<&str> = per_relu.iter().chain(per_relu.iter()).copied().collect();
+            assert_eq!(ops(&m), want, "opset {opset} {mode:?}");
+        }
+    }
+
+    #[test]
+    fn strict_comparison_stores_the_next_float_up() {
+        let (m, report) = run(
+            9,
+            7,
+            Mode::Zero,
+            Bound {
+                dims: vec![2],
+                values: vec![1.0, 0.0],
+            },
+        );
+        let stored = float_values(initializer(&m, &report.applied[0].bound_initializer)).unwrap();
+        assert_eq!(
+            stored,
+            vec![
+                f64::from(f32::from_bits(1.0f32.to_bits() + 1)),
+                f64::from(f32::from_bits(1))
+            ]
+        );
+        let (m, report) = run(
+            12,
+            7,
+            Mode::Zero,
+            Bound {
+                dims: vec![2],
+                values: vec![1.0, 0.0],
+            },
+        );
+        assert_eq!(
+            float_values(initializer(&m, &report.applied[0].bound_initializer)).unwrap(),
+            vec![1.0, 0.0]
+        );
+    }
+
+    #[test]
+    fn names_follow_the_relu_and_never_collide() {
+        let (m, report) = run(13, 7, Mode::Zero, Bound::scalar(1.0));
+        let first = &report.applied[0];
+        assert_eq!(first.bound_initializer, "r/fitact/bound_1");
+        assert_eq!(
+            first.nodes,
+            vec!["r/fitact/le", "r/fitact/where", "r/fitact/max"]
+        );
+        // The unnamed Relu is named after its output tensor.
+        assert_eq!(
+            report.applied[1].bound_initializer,
+            "r/fitact/bound/fitact/bound"
+        );
+        let graph = m.graph.as_ref().unwrap();
+        // Outputs keep their names, so consumers are untouched.
+        assert_eq!(graph.node[2].output, vec!["y"]);
+        assert_eq!(graph.node[5].output, vec!["r/fitact/bound"]);
+        let mut names: Vec<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+        names.extend(graph.node.iter().map(|n| n.name()));
+        let unique: std::collections::HashSet<_> = names.iter().collect();
+        assert_eq!(unique.len(), names.len());
+        assert!(
+            graph.input.is_empty(),
+            "IR 7 does not list initializers as inputs"
+        );
+    }
+
+    #[test]
+    fn ir3_lists_added_initializers_as_graph_inputs() {
+        let (m, _) = run(9, 3, Mode::Saturate, Bound::scalar(2.0));
+        let graph = m.graph.as_ref().unwrap();
+        let inputs: Vec<&str> = graph.input.iter().map(|i| i.name()).collect();
+        let inits: Vec<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+        assert_eq!(inputs, inits);
+    }
+
+    #[test]
+    fn a_request_that_does_not_fit_is_skipped_whole() {
+        let mut m = model(13, 7);
+        let sites = find_relus(&m);
+        let before = m.clone();
+        let requests = vec![
+            BoundRequest {
+                site: sites[0].clone(),
+                bound: Bound {
+                    dims: vec![3],
+                    values: vec![1.0],
+                },
+                elem_type: FLOAT,
+            },
+            BoundRequest {
+                site: sites[1].clone(),
+                bound: Bound::scalar(f32::NAN),
+                elem_type: FLOAT,
+            },
+        ];
+        let report = bound_activations(&mut m, &requests, Mode::Zero).unwrap();
+        assert!(report.applied.is_empty());
+        assert_eq!(report.skipped.len(), 2);
+        assert!(matches!(
+            report.skipped[0].reason,
+            PassError::InvalidBound { .. }
+        ));
+        assert_eq!(m, before, "nothing half-applied");
+
+        let f16 = BoundRequest {
+            site: sites[0].clone(),
+            bound: Bound::scalar(1.0),
+            elem_type: 10,
+        };
+        let report = bound_activations(&mut m, &[f16], Mode::Zero).unwrap();
+        assert!(matches!(
+            report.skipped[0].reason,
+            PassError::UnsupportedElemType { elem_type: 10, .. }
+        ));
+
+        let mut old = model(8, 3);
+        assert_eq!(
+            bound_activations(&mut old, &[], Mode::Zero),
+            Err(PassError::OpsetTooOld(8))
+        );
+    }
+}

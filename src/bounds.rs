@@ -38,9 +38,7 @@ pub fn bound_from_maxima(neuron_max: &ArrayD<f32>, granularity: Granularity, mar
             dims: neuron_max.shape().iter().map(|d| *d as i64).collect(),
             values: neuron_max.iter().map(|v| scale(*v)).collect(),
         },
-        _ => Bound::scalar(scale(
-            neuron_max.iter().copied().fold(f32::NEG_INFINITY, f32::max),
-        )),
+        _ => Bound::scalar(scale(neuron_max.iter().copied().fold(f32::NEG_INFINITY, f32::max))),
     }
 }
 
@@ -56,20 +54,11 @@ mod tests {
         let layer = bound_from_maxima(&max, Granularity::Layer, 0.0);
         assert_eq!((layer.dims, layer.values), (vec![], vec![3.0]));
         let channel = bound_from_maxima(&max, Granularity::Channel, 0.5);
-        assert_eq!(
-            (channel.dims, channel.values),
-            (vec![2, 1, 1], vec![4.5, 0.0])
-        );
+        assert_eq!((channel.dims, channel.values), (vec![2, 1, 1], vec![4.5, 0.0]));
         let neuron = bound_from_maxima(&max, Granularity::Neuron, 0.0);
-        assert_eq!(
-            (neuron.dims, neuron.values),
-            (vec![2, 1, 2], vec![1.0, 3.0, 0.0, 0.0])
-        );
+        assert_eq!((neuron.dims, neuron.values), (vec![2, 1, 2], vec![1.0, 3.0, 0.0, 0.0]));
         // An NC activation: one value per feature, shape [C].
         let fc = array![0.5f32, 2.0].into_dyn();
-        assert_eq!(
-            bound_from_maxima(&fc, Granularity::Channel, 0.0).dims,
-            vec![2]
-        );
+        assert_eq!(bound_from_maxima(&fc, Granularity::Channel, 0.0).dims, vec![2]);
     }
 }

@@ -1,13 +1,22 @@
 //! Calibration: run samples through tract and record, in one pass, the maximum of every
 //! observed activation per neuron (every non-batch element). Per-channel and per-layer maxima
 //! are reductions of the per-neuron one (`bounds`), so nothing else needs to be kept.
+//!
+//! Activations inside `If` branches are observed too: the enclosing graph exposes the
+//! condition and the tensors the branches read, and the branch the condition selects runs as
+//! a model of its own (`extract_branch`) on those values, to any depth.
 
 use crate::dataset::Samples;
 use crate::runtime::{Outputs, Runner, RuntimeError};
+use fitact_passes::activations::ActivationSite;
+use fitact_passes::extract_branch::extract_branch;
+use fitact_passes::graph::{GraphPath, SubgraphStep};
 use fitact_passes::onnx::ModelProto;
 use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::{ArrayD, Axis, Zip};
+use std::collections::HashMap;
 use thiserror::Error;
+use tract_onnx::prelude::*;
 
 #[derive(Debug, Error)]
 pub enum CalibrateError {
@@ -29,6 +38,16 @@ pub enum CalibrateError {
         shape: Vec<usize>,
         batch: usize,
     },
+    #[error("{site}: only If branches can be calibrated, not the body of a {op}")]
+    UnsupportedSubgraph { site: String, op: String },
+    #[error(
+        "{site} never ran on the calibration samples (its If branch was never taken), so it has no bound; calibrate with samples that take that branch"
+    )]
+    NeverRan { site: String },
+    #[error("If node '{node}': its condition is not a boolean scalar")]
+    BadCondition { node: String },
+    #[error("{0}")]
+    Graph(#[from] fitact_passes::PassError),
 }
 
 /// The per-neuron maximum of one activation tensor over all samples.
@@ -46,6 +65,7 @@ pub struct ActivationMax {
 pub struct Calibration {
     pub samples: usize,
     pub batch_size: usize,
+    /// One entry per requested site, in the same order.
     pub activations: Vec<ActivationMax>,
 }
 
@@ -54,17 +74,19 @@ pub struct CalibrateOptions {
     pub progress: bool,
 }
 
-/// Runs every sample through `model` and returns the per-neuron maxima of `tensors`.
+/// Runs every sample through `model` and returns the per-neuron maxima of the output of
+/// every site, in the order given.
 pub fn calibrate(
     model: &ModelProto,
     samples: &Samples,
-    tensors: &[String],
+    sites: &[ActivationSite],
     options: &CalibrateOptions,
 ) -> Result<Calibration, CalibrateError> {
-    let runner = Runner::new(model, &samples.sample_shapes(), Outputs::Tensors(tensors))?;
+    let indexed: Vec<(usize, ActivationSite)> = sites.iter().cloned().enumerate().collect();
+    let mut main = GraphObserver::build(model.clone(), &indexed)?;
+    let runner = Runner::new(model, &samples.sample_shapes(), Outputs::Tensors(&main.outputs))?;
     let batch_size = runner.batch_size(options.batch_size);
-    let batches = samples.count.div_ceil(batch_size);
-    let progress = if options.progress && batches > 4 {
+    let progress = if options.progress && samples.count > 4 * batch_size {
         ProgressBar::new(samples.count as u64).with_style(
             ProgressStyle::with_template("calibrating {bar:30} {pos}/{len} samples, {eta} left")
                 .expect("valid template"),
@@ -73,59 +95,212 @@ pub fn calibrate(
         ProgressBar::hidden()
     };
 
-    let mut maxima: Vec<Option<ActivationMax>> = vec![None; tensors.len()];
+    let mut maxima: Vec<Option<ActivationMax>> = vec![None; sites.len()];
     for start in (0..samples.count).step_by(batch_size) {
         let end = (start + batch_size).min(samples.count);
-        let (outputs, valid) = runner.run(samples.slice(start, end))?;
-        for ((slot, value), name) in maxima.iter_mut().zip(&outputs).zip(tensors) {
-            let view =
-                value
-                    .to_plain_array_view::<f32>()
-                    .map_err(|_| CalibrateError::NotFloat {
-                        tensor: name.clone(),
-                        found: format!("{:?}", value.datum_type()),
-                    })?;
-            let shape = view.shape();
-            if shape.first() != Some(&runner.batch_size(end - start)) {
-                return Err(CalibrateError::NoBatchAxis {
-                    tensor: name.clone(),
-                    shape: shape.to_vec(),
-                    batch: end - start,
-                });
-            }
-            let acc = slot.get_or_insert_with(|| ActivationMax {
-                tensor: name.clone(),
-                shape: shape[1..].to_vec(),
-                neuron_max: ArrayD::from_elem(&shape[1..], f32::NEG_INFINITY),
-                nonfinite: 0,
-            });
-            if acc.shape != shape[1..] {
-                return Err(CalibrateError::ShapeChanged {
-                    tensor: name.clone(),
-                    expected: acc.shape.clone(),
-                    found: shape[1..].to_vec(),
-                });
-            }
-            for row in view.axis_iter(Axis(0)).take(valid) {
-                Zip::from(&mut acc.neuron_max).and(&row).for_each(|m, &v| {
-                    if v > *m {
-                        *m = v;
-                    }
-                    if !v.is_finite() {
-                        acc.nonfinite += 1;
-                    }
-                });
-            }
-        }
+        let (outputs, _) = runner.run(samples.slice(start, end))?;
+        // A fixed-batch model pads a short batch with copies of its last sample: the maxima
+        // are unchanged, so every row is folded.
+        main.observe(&outputs, runner.batch_size(end - start), &mut maxima)?;
         progress.inc((end - start) as u64);
     }
     progress.finish_and_clear();
+    let activations = maxima
+        .into_iter()
+        .zip(sites)
+        .map(|(m, site)| m.ok_or_else(|| CalibrateError::NeverRan { site: site.describe() }))
+        .collect::<Result<_, _>>()?;
     Ok(Calibration {
         samples: samples.count,
         batch_size,
-        activations: maxima
-            .into_iter()
-            .map(|m| m.expect("at least one batch ran"))
-            .collect(),
+        activations,
     })
+}
+
+/// One graph to observe: the main graph, or an `If` branch extracted as a model.
+struct GraphObserver {
+    model: ModelProto,
+    /// (site index, tensor) for the sites directly in this graph.
+    sites: Vec<(usize, String)>,
+    ifs: Vec<IfObserver>,
+    /// What a run of this graph returns: the site tensors, then each If's condition and the
+    /// tensors its observed branches read.
+    outputs: Vec<String>,
+    /// Plans by input types and shapes (branches only: their inputs are concrete tensors).
+    runners: HashMap<Vec<(DatumType, Vec<usize>)>, Runner>,
+}
+
+struct IfObserver {
+    node: String,
+    condition: String,
+    /// then_branch and else_branch, when they hold sites: the observer and its inputs.
+    branches: [Option<(GraphObserver, Vec<String>)>; 2],
+}
+
+impl GraphObserver {
+    /// `sites` carry paths relative to this graph.
+    fn build(model: ModelProto, sites: &[(usize, ActivationSite)]) -> Result<Self, CalibrateError> {
+        let mut direct = Vec::new();
+        let mut nested: Vec<(usize, Vec<(usize, ActivationSite)>)> = Vec::new();
+        for (index, site) in sites {
+            match site.graph.0.first() {
+                None => direct.push((*index, site.output.clone())),
+                Some(step) => match nested.iter_mut().find(|(node, _)| *node == step.node) {
+                    Some((_, group)) => group.push((*index, site.clone())),
+                    None => nested.push((step.node, vec![(*index, site.clone())])),
+                },
+            }
+        }
+        let graph = model.graph.as_ref().ok_or(fitact_passes::PassError::NoGraph)?;
+        let mut ifs = Vec::new();
+        for (node_index, group) in nested {
+            let node = &graph.node[node_index];
+            if node.op_type() != "If" {
+                return Err(CalibrateError::UnsupportedSubgraph {
+                    site: group[0].1.describe(),
+                    op: node.op_type().to_owned(),
+                });
+            }
+            let mut branches: [Option<(GraphObserver, Vec<String>)>; 2] = [None, None];
+            for (slot, attribute) in ["then_branch", "else_branch"].iter().enumerate() {
+                let Some(attr_index) = node.attribute.iter().position(|a| a.name() == *attribute) else {
+                    continue;
+                };
+                let inner: Vec<(usize, ActivationSite)> = group
+                    .iter()
+                    .filter(|(_, s)| s.graph.0[0].attribute == attr_index)
+                    .map(|(i, s)| {
+                        let mut relative = s.clone();
+                        relative.graph = GraphPath(s.graph.0[1..].to_vec());
+                        (*i, relative)
+                    })
+                    .collect();
+                if inner.is_empty() {
+                    continue;
+                }
+                let step = SubgraphStep {
+                    node: node_index,
+                    attribute: attr_index,
+                    graph: 0,
+                    label: String::new(),
+                };
+                let extracted = extract_branch(&model, &GraphPath(vec![step]))?;
+                branches[slot] = Some((GraphObserver::build(extracted.model, &inner)?, extracted.free_inputs));
+            }
+            ifs.push(IfObserver {
+                node: node.name().to_owned(),
+                condition: node.input[0].clone(),
+                branches,
+            });
+        }
+        let mut outputs: Vec<String> = direct.iter().map(|(_, t)| t.clone()).collect();
+        for observer in &ifs {
+            let reads = observer.branches.iter().flatten().flat_map(|(_, inputs)| inputs.iter());
+            for name in std::iter::once(&observer.condition).chain(reads) {
+                if !outputs.contains(name) {
+                    outputs.push(name.clone());
+                }
+            }
+        }
+        Ok(GraphObserver {
+            model,
+            sites: direct,
+            ifs,
+            outputs,
+            runners: HashMap::new(),
+        })
+    }
+
+    /// Folds one run's outputs (in `self.outputs` order) into the maxima, then runs the
+    /// branches the conditions select.
+    fn observe(
+        &mut self,
+        values: &[TValue],
+        batch: usize,
+        maxima: &mut [Option<ActivationMax>],
+    ) -> Result<(), CalibrateError> {
+        for ((index, tensor), value) in self.sites.iter().zip(values) {
+            fold_max(&mut maxima[*index], tensor, value, batch)?;
+        }
+        let by_name: HashMap<&str, &TValue> = self.outputs.iter().map(String::as_str).zip(values).collect();
+        for observer in &mut self.ifs {
+            let condition = by_name[observer.condition.as_str()]
+                .cast_to_scalar::<bool>()
+                .map_err(|_| CalibrateError::BadCondition {
+                    node: observer.node.clone(),
+                })?;
+            let Some((branch, inputs)) = &mut observer.branches[if condition { 0 } else { 1 }] else {
+                continue;
+            };
+            let feed: Vec<(String, TValue)> = inputs
+                .iter()
+                .map(|n| (n.clone(), by_name[n.as_str()].clone()))
+                .collect();
+            branch.run(&feed, batch, maxima)?;
+        }
+        Ok(())
+    }
+
+    fn run(
+        &mut self,
+        feed: &[(String, TValue)],
+        batch: usize,
+        maxima: &mut [Option<ActivationMax>],
+    ) -> Result<(), CalibrateError> {
+        let key: Vec<(DatumType, Vec<usize>)> =
+            feed.iter().map(|(_, v)| (v.datum_type(), v.shape().to_vec())).collect();
+        if !self.runners.contains_key(&key) {
+            let runner = Runner::for_values(&self.model, feed, Outputs::Tensors(&self.outputs))?;
+            self.runners.insert(key.clone(), runner);
+        }
+        let outputs = self.runners[&key].run_values(feed)?;
+        self.observe(&outputs, batch, maxima)
+    }
+}
+
+/// Folds one batch of an activation into its per-neuron maximum.
+fn fold_max(
+    slot: &mut Option<ActivationMax>,
+    tensor: &str,
+    value: &TValue,
+    batch: usize,
+) -> Result<(), CalibrateError> {
+    let view = value
+        .to_plain_array_view::<f32>()
+        .map_err(|_| CalibrateError::NotFloat {
+            tensor: tensor.to_owned(),
+            found: format!("{:?}", value.datum_type()),
+        })?;
+    let shape = view.shape();
+    if shape.first() != Some(&batch) {
+        return Err(CalibrateError::NoBatchAxis {
+            tensor: tensor.to_owned(),
+            shape: shape.to_vec(),
+            batch,
+        });
+    }
+    let acc = slot.get_or_insert_with(|| ActivationMax {
+        tensor: tensor.to_owned(),
+        shape: shape[1..].to_vec(),
+        neuron_max: ArrayD::from_elem(&shape[1..], f32::NEG_INFINITY),
+        nonfinite: 0,
+    });
+    if acc.shape != shape[1..] {
+        return Err(CalibrateError::ShapeChanged {
+            tensor: tensor.to_owned(),
+            expected: acc.shape.clone(),
+            found: shape[1..].to_vec(),
+        });
+    }
+    for row in view.axis_iter(Axis(0)) {
+        Zip::from(&mut acc.neuron_max).and(&row).for_each(|m, &v| {
+            if v > *m {
+                *m = v;
+            }
+            if !v.is_finite() {
+                acc.nonfinite += 1;
+            }
+        });
+    }
+    Ok(())
 }

@@ -32,10 +32,7 @@ impl Samples {
 
     /// The shape of one sample of each input (without the leading count axis).
     pub fn sample_shapes(&self) -> Vec<Vec<usize>> {
-        self.inputs
-            .iter()
-            .map(|(_, a)| a.shape()[1..].to_vec())
-            .collect()
+        self.inputs.iter().map(|(_, a)| a.shape()[1..].to_vec()).collect()
     }
 }
 
@@ -78,13 +75,10 @@ pub fn load_samples(path: &Path, input_names: &[String]) -> Result<Samples, Data
         path: path.display().to_string(),
         reason,
     };
-    let is_npz = path
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("npz"));
+    let is_npz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"));
     let inputs: Vec<(String, ArrayD<f32>)> = if is_npz {
         let file = File::open(path).map_err(|e| invalid(e.to_string()))?;
-        let mut reader =
-            NpzReader::new(file).map_err(|e| invalid(format!("not a .npz archive: {e}")))?;
+        let mut reader = NpzReader::new(file).map_err(|e| invalid(format!("not a .npz archive: {e}")))?;
         let present = reader.names().map_err(|e| invalid(e.to_string()))?;
         input_names
             .iter()
@@ -94,8 +88,7 @@ pub fn load_samples(path: &Path, input_names: &[String]) -> Result<Samples, Data
                         "no array named '{name}' (the model's input); found {present:?}"
                     )));
                 }
-                let array = read_float_npz(&mut reader, name)
-                    .map_err(|r| invalid(format!("array '{name}': {r}")))?;
+                let array = read_float_npz(&mut reader, name).map_err(|r| invalid(format!("array '{name}': {r}")))?;
                 Ok((name.clone(), array))
             })
             .collect::<Result<_, _>>()?
@@ -106,18 +99,13 @@ pub fn load_samples(path: &Path, input_names: &[String]) -> Result<Samples, Data
                 input_names.len()
             )));
         }
-        vec![(
-            input_names[0].clone(),
-            read_float_npy(path).map_err(invalid)?,
-        )]
+        vec![(input_names[0].clone(), read_float_npy(path).map_err(invalid)?)]
     };
 
     let mut count = None;
     for (name, array) in &inputs {
         if array.ndim() == 0 {
-            return Err(invalid(format!(
-                "array '{name}' is a scalar; expected [samples, ...]"
-            )));
+            return Err(invalid(format!("array '{name}' is a scalar; expected [samples, ...]")));
         }
         let n = array.shape()[0];
         if n == 0 {
@@ -154,30 +142,21 @@ mod tests {
         let good = dir.path().join("x.npy");
         write_npy(&good, &Array::<f64, _>::zeros((4, 1, 2, 2))).unwrap();
         let samples = load_samples(&good, &["input".into()]).unwrap();
-        assert_eq!(
-            (samples.count, samples.sample_shapes()),
-            (4, vec![vec![1, 2, 2]])
-        );
+        assert_eq!((samples.count, samples.sample_shapes()), (4, vec![vec![1, 2, 2]]));
 
         let ints = dir.path().join("i.npy");
         write_npy(&ints, &Array::<i32, _>::zeros((4, 3))).unwrap();
-        let err = load_samples(&ints, &["input".into()])
-            .unwrap_err()
-            .to_string();
+        let err = load_samples(&ints, &["input".into()]).unwrap_err().to_string();
         assert!(err.contains("expected float32 or float64"), "{err}");
 
         let mut nan = Array::<f32, _>::zeros((3, 2));
         nan[[2, 1]] = f32::NAN;
         let nan_path = dir.path().join("n.npy");
         write_npy(&nan_path, &nan).unwrap();
-        let err = load_samples(&nan_path, &["input".into()])
-            .unwrap_err()
-            .to_string();
+        let err = load_samples(&nan_path, &["input".into()]).unwrap_err().to_string();
         assert!(err.contains("NaN or infinite value (sample 2)"), "{err}");
 
-        let err = load_samples(&good, &["a".into(), "b".into()])
-            .unwrap_err()
-            .to_string();
+        let err = load_samples(&good, &["a".into(), "b".into()]).unwrap_err().to_string();
         assert!(err.contains("give a .npz"), "{err}");
     }
 }

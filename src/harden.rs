@@ -36,10 +36,6 @@ pub struct HardenOptions {
 pub enum HardenError {
     #[error("{0} has no Relu to bound")]
     NoActivations(String),
-    #[error(
-        "{site}: calibrating activations inside subgraphs (If/Loop/Scan bodies) is not supported yet"
-    )]
-    InSubgraph { site: String },
     #[error("could not bound {site}: {reason}")]
     Skipped { site: String, reason: String },
 }
@@ -52,22 +48,14 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     if sites.is_empty() {
         return Err(HardenError::NoActivations(options.input.display().to_string()).into());
     }
-    if let Some(site) = sites.iter().find(|s| !s.graph.is_main()) {
-        return Err(HardenError::InSubgraph {
-            site: site.describe(),
-        }
-        .into());
-    }
     let (granularity, mode) = options.method.resolve(options.granularity, options.mode);
 
-    let samples = load_samples(&options.calib, &model_input_names(&model))
-        .context("reading calibration samples")?;
+    let samples = load_samples(&options.calib, &model_input_names(&model)).context("reading calibration samples")?;
     let started = Instant::now();
-    let tensors: Vec<String> = sites.iter().map(|s| s.output.clone()).collect();
     let calibration = calibrate(
         &model,
         &samples,
-        &tensors,
+        &sites,
         &CalibrateOptions {
             batch_size: options.batch_size,
             progress: options.progress,
@@ -85,8 +73,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             elem_type: FLOAT,
         })
         .collect();
-    let outcome = bound_activations(&mut model, &requests, mode.into())
-        .context("bounding the activations")?;
+    let outcome = bound_activations(&mut model, &requests, mode.into()).context("bounding the activations")?;
     if let Some(skipped) = outcome.skipped.first() {
         return Err(HardenError::Skipped {
             site: skipped.site.describe(),
@@ -102,13 +89,8 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         options.margin,
         requests.len(),
     );
-    write_model(
-        &options.output,
-        &model,
-        &source.external_tensors,
-        &source.files_read,
-    )
-    .context("writing the hardened model")?;
+    write_model(&options.output, &model, &source.external_tensors, &source.files_read)
+        .context("writing the hardened model")?;
 
     let activations = requests
         .iter()
@@ -156,11 +138,7 @@ fn activation_report(
         bound_initializer: applied.bound_initializer.clone(),
         bound_shape: request.bound.dims.clone(),
         bound: Stats::of(&request.bound.values),
-        calibrated_max: max
-            .neuron_max
-            .iter()
-            .copied()
-            .fold(f32::NEG_INFINITY, f32::max),
+        calibrated_max: max.neuron_max.iter().copied().fold(f32::NEG_INFINITY, f32::max),
         nonfinite_values: max.nonfinite,
         emitted_nodes: applied.nodes.clone(),
     }

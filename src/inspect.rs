@@ -52,11 +52,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     let mut weights = WeightsInfo::default();
     for_each_graph(model, |_, graph| {
         weights.initializers += graph.initializer.len();
-        weights.initializer_elements += graph
-            .initializer
-            .iter()
-            .map(|t| elements(&t.dims))
-            .sum::<u64>();
+        weights.initializer_elements += graph.initializer.iter().map(|t| elements(&t.dims)).sum::<u64>();
         for node in graph.node.iter().filter(|n| n.op_type() == "Constant") {
             weights.constant_nodes += 1;
             weights.constant_elements += node
@@ -106,9 +102,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
 /// The shape tract infers for every tensor of the main graph, by ONNX tensor name.
 fn tract_shapes(model: &ModelProto) -> TractResult<std::collections::HashMap<String, String>> {
     let bytes = crate::model_io::encode(model);
-    let typed = tract_onnx::onnx()
-        .model_for_read(&mut &bytes[..])?
-        .into_typed()?;
+    let typed = tract_onnx::onnx().model_for_read(&mut &bytes[..])?.into_typed()?;
     let mut shapes = std::collections::HashMap::new();
     for node in typed.nodes() {
         for (slot, output) in node.outputs.iter().enumerate() {
@@ -143,11 +137,7 @@ impl Inspection {
         let w = &self.weights;
         t += &format!(
             "weights: {} initializers ({} values, {} in external data), {} Constant nodes ({} values)\n",
-            w.initializers,
-            w.initializer_elements,
-            w.external_initializers,
-            w.constant_nodes,
-            w.constant_elements
+            w.initializers, w.initializer_elements, w.external_initializers, w.constant_nodes, w.constant_elements
         );
         t += &format!("{} Relu(s):\n", self.relus.len());
         for r in &self.relus {

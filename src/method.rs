@@ -62,11 +62,7 @@ impl fmt::Display for ModeName {
 
 impl Method {
     /// The preset's granularity and mode, each replaced by an explicit choice if given.
-    pub fn resolve(
-        self,
-        granularity: Option<Granularity>,
-        mode: Option<ModeName>,
-    ) -> (Granularity, ModeName) {
+    pub fn resolve(self, granularity: Option<Granularity>, mode: Option<ModeName>) -> (Granularity, ModeName) {
         let (g, m) = match self {
             Method::Fitact => (Granularity::Channel, ModeName::Zero),
             Method::Ranger => (Granularity::Layer, ModeName::Saturate),

@@ -3,9 +3,7 @@
 //! and atomic writes (a temporary file in the target directory, then a rename).
 
 use fitact_passes::graph::for_each_stored_tensor_mut;
-use fitact_passes::onnx::{
-    ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation,
-};
+use fitact_passes::onnx::{ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation};
 use prost::Message;
 use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
@@ -16,22 +14,13 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ModelIoError {
     #[error("cannot read {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Read { path: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid ONNX model: {source}")]
-    Decode {
-        path: PathBuf,
-        source: prost::DecodeError,
-    },
+    Decode { path: PathBuf, source: prost::DecodeError },
     #[error("external data of tensor '{tensor}': {reason}")]
     External { tensor: String, reason: String },
     #[error("cannot write {path}: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Write { path: PathBuf, source: std::io::Error },
     #[error("refusing to overwrite the input {path}")]
     WouldOverwriteInput { path: PathBuf },
 }
@@ -85,11 +74,7 @@ fn canonical_or_same(path: &Path) -> PathBuf {
 }
 
 fn entry<'a>(tensor: &'a TensorProto, key: &str) -> Option<&'a str> {
-    tensor
-        .external_data
-        .iter()
-        .find(|e| e.key() == key)
-        .map(|e| e.value())
+    tensor.external_data.iter().find(|e| e.key() == key).map(|e| e.value())
 }
 
 /// Moves every external tensor's bytes into `raw_data`. A location must be a relative path
@@ -128,29 +113,21 @@ fn load_external_data(
     Ok(names)
 }
 
-fn read_external(
-    tensor: &TensorProto,
-    dir: &Path,
-    files: &mut HashMap<PathBuf, File>,
-) -> Result<Vec<u8>, String> {
+fn read_external(tensor: &TensorProto, dir: &Path, files: &mut HashMap<PathBuf, File>) -> Result<Vec<u8>, String> {
     let location = entry(tensor, "location").ok_or("no 'location' entry")?;
     let relative = Path::new(location);
     if !relative
         .components()
         .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
     {
-        return Err(format!(
-            "location '{location}' leaves the model's directory"
-        ));
+        return Err(format!("location '{location}' leaves the model's directory"));
     }
     let path = dir
         .join(relative)
         .canonicalize()
         .map_err(|e| format!("cannot open '{location}': {e}"))?;
     if !path.starts_with(dir) {
-        return Err(format!(
-            "location '{location}' resolves outside the model's directory"
-        ));
+        return Err(format!("location '{location}' resolves outside the model's directory"));
     }
     let parse = |key: &str| -> Result<Option<u64>, String> {
         entry(tensor, key)
@@ -175,8 +152,7 @@ fn read_external(
         ));
     }
     let mut data = vec![0u8; length as usize];
-    file.seek(SeekFrom::Start(offset))
-        .map_err(|e| e.to_string())?;
+    file.seek(SeekFrom::Start(offset)).map_err(|e| e.to_string())?;
     file.read_exact(&mut data).map_err(|e| e.to_string())?;
     Ok(data)
 }
@@ -218,8 +194,7 @@ pub fn write_model(
         if !external.contains(tensor.name()) || tensor.raw_data.is_none() {
             return;
         }
-        let padding =
-            (EXTERNAL_ALIGNMENT - data.len() as u64 % EXTERNAL_ALIGNMENT) % EXTERNAL_ALIGNMENT;
+        let padding = (EXTERNAL_ALIGNMENT - data.len() as u64 % EXTERNAL_ALIGNMENT) % EXTERNAL_ALIGNMENT;
         data.resize(data.len() + padding as usize, 0);
         let bytes = tensor.raw_data.take().unwrap_or_default();
         let kv = |k: &str, v: String| StringStringEntryProto {
@@ -285,33 +260,20 @@ mod tests {
             name: Some("w".into()),
             dims: vec![3],
             data_type: Some(1),
-            raw_data: Some(
-                [1.0f32, 2.0, 3.0]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
+            raw_data: Some([1.0f32, 2.0, 3.0].iter().flat_map(|v| v.to_le_bytes()).collect()),
             ..Default::default()
         };
         let path = dir.path().join("m.onnx");
         let external = BTreeSet::from(["w".to_owned()]);
         write_model(&path, &model_with(weights.clone()), &external, &[]).unwrap();
-        assert_eq!(
-            std::fs::metadata(dir.path().join("m.onnx.data"))
-                .unwrap()
-                .len(),
-            12
-        );
+        assert_eq!(std::fs::metadata(dir.path().join("m.onnx.data")).unwrap().len(), 12);
 
         let back = read_model(&path).unwrap();
         assert_eq!(back.external_tensors, external);
         assert_eq!(back.model, model_with(weights.clone()));
         // Writing over the file we read from is refused, and so is its data file.
         let err = write_model(&path, &back.model, &external, &back.files_read).unwrap_err();
-        assert!(
-            matches!(err, ModelIoError::WouldOverwriteInput { .. }),
-            "{err}"
-        );
+        assert!(matches!(err, ModelIoError::WouldOverwriteInput { .. }), "{err}");
 
         let mut escaping = weights;
         escaping.raw_data = None;

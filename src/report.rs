@@ -61,8 +61,7 @@ impl Stats {
     pub fn of(values: &[f32]) -> Stats {
         let min = values.iter().copied().fold(f32::INFINITY, f32::min);
         let max = values.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mean =
-            (values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len().max(1) as f64) as f32;
+        let mean = (values.iter().map(|v| f64::from(*v)).sum::<f64>() / values.len().max(1) as f64) as f32;
         Stats { min, mean, max }
     }
 }
@@ -102,9 +101,7 @@ impl HardenReport {
         }
         let nonfinite: usize = self.activations.iter().map(|a| a.nonfinite_values).sum();
         if nonfinite > 0 {
-            text += &format!(
-                "warning: the clean calibration samples produced {nonfinite} NaN/Inf activation values\n"
-            );
+            text += &format!("warning: the clean calibration samples produced {nonfinite} NaN/Inf activation values\n");
         }
         text
     }

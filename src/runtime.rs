@@ -80,26 +80,56 @@ fn declared_batch(model: &ModelProto, input: &str) -> BatchDim {
     }
 }
 
+/// Where tract can find the ONNX tensor `name`: a node output carries it as a label; a graph
+/// input or an initializer is a node of that name.
+fn find_tensor(model: &InferenceModel, name: &str) -> Option<OutletId> {
+    model
+        .find_outlet_label(name)
+        .or_else(|| model.node_by_name(name).ok().map(|n| OutletId::new(n.id, 0)))
+}
+
+fn load_error(e: anyhow::Error) -> RuntimeError {
+    RuntimeError::Load(format!("{e:#}"))
+}
+
+/// Parses `model` in tract (ignoring declared output shapes and value_info: inputs are set by
+/// the caller) and lists its inputs in tract's order.
+fn parse(model: &ModelProto) -> Result<(InferenceModel, Vec<String>), RuntimeError> {
+    let bytes = crate::model_io::encode(model);
+    let inference = tract_onnx::onnx()
+        .with_ignore_output_shapes(true)
+        .with_ignore_value_info(true)
+        .model_for_read(&mut &bytes[..])
+        .map_err(load_error)?;
+    let input_names = inference
+        .input_outlets()
+        .map_err(load_error)?
+        .iter()
+        .map(|o| inference.node(o.node).name.clone())
+        .collect();
+    Ok((inference, input_names))
+}
+
+/// Selects the outputs, optimizes, and makes the plan.
+fn finish(mut inference: InferenceModel, outputs: Outputs) -> Result<Arc<TypedRunnableModel>, RuntimeError> {
+    if let Outputs::Tensors(names) = outputs {
+        let outlets = names
+            .iter()
+            .map(|name| find_tensor(&inference, name).ok_or_else(|| RuntimeError::UnknownTensor(name.clone())))
+            .collect::<Result<Vec<_>, _>>()?;
+        inference.select_output_outlets(&outlets).map_err(load_error)?;
+    }
+    inference
+        .into_optimized()
+        .map_err(load_error)?
+        .into_runnable()
+        .map_err(load_error)
+}
+
 impl Runner {
     /// Loads `model` for samples of the given per-input shapes (without the batch axis).
-    pub fn new(
-        model: &ModelProto,
-        sample_shapes: &[Vec<usize>],
-        outputs: Outputs,
-    ) -> Result<Runner, RuntimeError> {
-        let load = |e: anyhow::Error| RuntimeError::Load(format!("{e:#}"));
-        let bytes = crate::model_io::encode(model);
-        let mut inference = tract_onnx::onnx()
-            .with_ignore_output_shapes(true)
-            .with_ignore_value_info(true)
-            .model_for_read(&mut &bytes[..])
-            .map_err(load)?;
-        let input_names: Vec<String> = inference
-            .input_outlets()
-            .map_err(load)?
-            .iter()
-            .map(|o| inference.node(o.node).name.clone())
-            .collect();
+    pub fn new(model: &ModelProto, sample_shapes: &[Vec<usize>], outputs: Outputs) -> Result<Runner, RuntimeError> {
+        let (mut inference, input_names) = parse(model)?;
         if input_names.len() != sample_shapes.len() {
             return Err(RuntimeError::InputCount {
                 expected: input_names.len(),
@@ -117,29 +147,52 @@ impl Runner {
                 .collect();
             inference
                 .set_input_fact(i, f32::fact(&dims).into())
-                .map_err(load)?;
+                .map_err(load_error)?;
         }
-        if let Outputs::Tensors(names) = outputs {
-            let outlets = names
-                .iter()
-                .map(|name| {
-                    inference
-                        .find_outlet_label(name)
-                        .ok_or_else(|| RuntimeError::UnknownTensor(name.clone()))
-                })
-                .collect::<Result<Vec<_>, _>>()?;
-            inference.select_output_outlets(&outlets).map_err(load)?;
-        }
-        let plan = inference
-            .into_optimized()
-            .map_err(load)?
-            .into_runnable()
-            .map_err(load)?;
         Ok(Runner {
-            plan,
+            plan: finish(inference, outputs)?,
             batch,
             input_names,
         })
+    }
+
+    /// Loads `model` for exactly these input values (any type and shape), given by input name.
+    /// Used for extracted subgraphs, whose inputs are tensors of the enclosing graph.
+    pub fn for_values(
+        model: &ModelProto,
+        values: &[(String, TValue)],
+        outputs: Outputs,
+    ) -> Result<Runner, RuntimeError> {
+        let (mut inference, input_names) = parse(&with_input_types(model, values)?)?;
+        for (i, name) in input_names.iter().enumerate() {
+            let value = values
+                .iter()
+                .find(|(n, _)| n == name)
+                .ok_or_else(|| RuntimeError::UnknownTensor(name.clone()))?;
+            let fact = TypedFact::shape_and_dt_of(&value.1);
+            inference.set_input_fact(i, fact.into()).map_err(load_error)?;
+        }
+        Ok(Runner {
+            plan: finish(inference, outputs)?,
+            batch: BatchDim::Free,
+            input_names,
+        })
+    }
+
+    /// Runs on input values given by name (see `for_values`).
+    pub fn run_values(&self, values: &[(String, TValue)]) -> Result<TVec<TValue>, RuntimeError> {
+        let inputs = self
+            .input_names
+            .iter()
+            .map(|name| {
+                values
+                    .iter()
+                    .find(|(n, _)| n == name)
+                    .map(|(_, v)| v.clone())
+                    .ok_or_else(|| RuntimeError::UnknownTensor(name.clone()))
+            })
+            .collect::<Result<TVec<_>, _>>()?;
+        self.plan.run(inputs).map_err(|e| RuntimeError::Run(format!("{e:#}")))
     }
 
     /// The largest number of samples one call to `run` accepts (`preferred` if any size goes).
@@ -163,12 +216,57 @@ impl Runner {
             })
             .map(|a| Tensor::from(a).into_tvalue())
             .collect();
-        let outputs = self
-            .plan
-            .run(inputs)
-            .map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
+        let outputs = self.plan.run(inputs).map_err(|e| RuntimeError::Run(format!("{e:#}")))?;
         Ok((outputs, valid))
     }
+}
+
+/// A copy of `model` whose graph inputs are typed after the values they will receive (tract
+/// needs a type on every input; extracted subgraphs declare theirs without one).
+fn with_input_types(model: &ModelProto, values: &[(String, TValue)]) -> Result<ModelProto, RuntimeError> {
+    use fitact_passes::onnx::{TensorShapeProto, TypeProto, tensor_shape_proto, type_proto};
+    let mut model = model.clone();
+    let graph = model
+        .graph
+        .as_mut()
+        .ok_or_else(|| RuntimeError::Load("model has no graph".into()))?;
+    for input in &mut graph.input {
+        let Some((_, value)) = values.iter().find(|(n, _)| n == input.name()) else {
+            continue;
+        };
+        let elem_type = match value.datum_type() {
+            DatumType::F32 => 1,
+            DatumType::U8 => 2,
+            DatumType::I8 => 3,
+            DatumType::I32 => 6,
+            DatumType::I64 => 7,
+            DatumType::Bool => 9,
+            DatumType::F16 => 10,
+            DatumType::F64 => 11,
+            other => {
+                return Err(RuntimeError::Load(format!(
+                    "input '{}' has unsupported type {other:?}",
+                    input.name()
+                )));
+            }
+        };
+        let dim = value
+            .shape()
+            .iter()
+            .map(|d| tensor_shape_proto::Dimension {
+                value: Some(tensor_shape_proto::dimension::Value::DimValue(*d as i64)),
+                ..Default::default()
+            })
+            .collect();
+        input.r#type = Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                elem_type: Some(elem_type),
+                shape: Some(TensorShapeProto { dim }),
+            })),
+            ..Default::default()
+        });
+    }
+    Ok(model)
 }
 
 fn pad_batch(array: ArrayD<f32>, n: usize) -> ArrayD<f32> {
@@ -178,9 +276,7 @@ fn pad_batch(array: ArrayD<f32>, n: usize) -> ArrayD<f32> {
         .to_owned();
     let mut padded = array;
     while padded.shape()[0] < n {
-        padded
-            .append(Axis(0), last.view())
-            .expect("same sample shape");
+        padded.append(Axis(0), last.view()).expect("same sample shape");
     }
     padded
 }

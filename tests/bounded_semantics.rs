@@ -132,8 +132,7 @@ fn run_tract(case: &Case) -> ArrayD<f32> {
     out[0].to_plain_array_view::<f32>().unwrap().to_owned()
 }
 
-fn strategy() -> impl Strategy<Value = (Vec<usize>, usize, i64, Mode, Granularity, Vec<f32>, bool)>
-{
+fn strategy() -> impl Strategy<Value = (Vec<usize>, usize, i64, Mode, Granularity, Vec<f32>, bool)> {
     (
         prop_oneof![
             (1usize..5).prop_map(|c| vec![c]),
@@ -176,17 +175,10 @@ fn hardened_relu_matches_the_reference_in_onnxruntime() {
     let mut n = 0;
     for opset in [9i64, 11, 12, 13, 18] {
         for (mode, specials) in [
-            (
-                Mode::Zero,
-                &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY][..],
-            ),
+            (Mode::Zero, &[f32::NAN, f32::INFINITY, f32::NEG_INFINITY][..]),
             (Mode::Saturate, &[f32::INFINITY, f32::NEG_INFINITY][..]),
         ] {
-            for g in [
-                Granularity::Layer,
-                Granularity::Channel,
-                Granularity::Neuron,
-            ] {
+            for g in [Granularity::Layer, Granularity::Channel, Granularity::Neuron] {
                 for sample in [vec![3usize], vec![2, 2, 3]] {
                     let case = build_case(sample, 2, opset, mode, g, &seeds, specials);
                     assert!(

@@ -46,12 +46,7 @@ impl ActivationSite {
         if self.graph.is_main() {
             format!("{} '{}'", self.kind.op_type(), self.stem())
         } else {
-            format!(
-                "{} '{}' in {}",
-                self.kind.op_type(),
-                self.stem(),
-                self.graph
-            )
+            format!("{} '{}' in {}", self.kind.op_type(), self.stem(), self.graph)
         }
     }
 }
@@ -66,8 +61,7 @@ pub fn find_relus(model: &ModelProto) -> Vec<ActivationSite> {
     let mut sites = Vec::new();
     for_each_graph(model, |path, graph| {
         for (index, node) in graph.node.iter().enumerate() {
-            let well_formed =
-                node.input.len() == 1 && node.output.len() == 1 && !node.input[0].is_empty();
+            let well_formed = node.input.len() == 1 && node.output.len() == 1 && !node.input[0].is_empty();
             if node.op_type() == "Relu" && is_default_domain(node) && well_formed {
                 sites.push(ActivationSite {
                     kind: ActivationKind::Relu,

@@ -40,8 +40,8 @@ use crate::error::PassError;
 use crate::graph::{default_opset, graph_at_mut};
 use crate::names::NameAllocator;
 use crate::onnx::{
-    GraphProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
-    tensor_shape_proto, type_proto,
+    GraphProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto,
+    type_proto,
 };
 use crate::tensor::{DOUBLE, FLOAT, float_tensor};
 
@@ -160,11 +160,7 @@ pub fn bound_activations(
     // indices of later nodes only, and paths into subgraphs go through parent indices.
     let mut order: Vec<&BoundRequest> = requests.iter().collect();
     order.sort_by(|a, b| {
-        (b.site.graph.0.len(), &b.site.graph, b.site.node).cmp(&(
-            a.site.graph.0.len(),
-            &a.site.graph,
-            a.site.node,
-        ))
+        (b.site.graph.0.len(), &b.site.graph, b.site.node).cmp(&(a.site.graph.0.len(), &a.site.graph, a.site.node))
     });
 
     let mut report = PassReport::default();
@@ -225,11 +221,7 @@ fn match_site(model: &mut ModelProto, request: &BoundRequest) -> Result<(), Pass
     if bound.dims.iter().any(|d| *d < 1) || expected != bound.values.len() as i64 {
         return Err(PassError::InvalidBound {
             site: describe(),
-            reason: format!(
-                "dims {:?} do not hold {} values",
-                bound.dims,
-                bound.values.len()
-            ),
+            reason: format!("dims {:?} do not hold {} values", bound.dims, bound.values.len()),
         });
     }
     if let Some(bad) = bound.values.iter().find(|v| !v.is_finite() || **v < 0.0) {
@@ -304,12 +296,7 @@ fn rewrite(
             ]
         }
         Mode::Saturate if saturate_with_clip(opset, bound) => {
-            vec![node(
-                "Clip",
-                fresh("clip"),
-                &[x, &zero_name, &bound_name],
-                y,
-            )]
+            vec![node("Clip", fresh("clip"), &[x, &zero_name, &bound_name], y)]
         }
         Mode::Saturate => {
             let positive = fresh("positive");
@@ -326,9 +313,7 @@ fn rewrite(
 
     if declare_initializers_as_inputs {
         for init in &added_initializers {
-            graph
-                .input
-                .push(tensor_input(init.name(), elem_type, &init.dims));
+            graph.input.push(tensor_input(init.name(), elem_type, &init.dims));
         }
     }
     graph.initializer.extend(added_initializers);
@@ -386,13 +371,7 @@ mod tests {
     }
 
     fn ops(m: &ModelProto) -> Vec<&str> {
-        m.graph
-            .as_ref()
-            .unwrap()
-            .node
-            .iter()
-            .map(|n| n.op_type())
-            .collect()
+        m.graph.as_ref().unwrap().node.iter().map(|n| n.op_type()).collect()
     }
 
     fn initializer<'a>(m: &'a ModelProto, name: &str) -> &'a TensorProto {
@@ -470,15 +449,9 @@ mod tests {
         let (m, report) = run(13, 7, Mode::Zero, Bound::scalar(1.0));
         let first = &report.applied[0];
         assert_eq!(first.bound_initializer, "r/fitact/bound_1");
-        assert_eq!(
-            first.nodes,
-            vec!["r/fitact/le", "r/fitact/where", "r/fitact/max"]
-        );
+        assert_eq!(first.nodes, vec!["r/fitact/le", "r/fitact/where", "r/fitact/max"]);
         // The unnamed Relu is named after its output tensor.
-        assert_eq!(
-            report.applied[1].bound_initializer,
-            "r/fitact/bound/fitact/bound"
-        );
+        assert_eq!(report.applied[1].bound_initializer, "r/fitact/bound/fitact/bound");
         let graph = m.graph.as_ref().unwrap();
         // Outputs keep their names, so consumers are untouched.
         assert_eq!(graph.node[2].output, vec!["y"]);
@@ -487,10 +460,7 @@ mod tests {
         names.extend(graph.node.iter().map(|n| n.name()));
         let unique: std::collections::HashSet<_> = names.iter().collect();
         assert_eq!(unique.len(), names.len());
-        assert!(
-            graph.input.is_empty(),
-            "IR 7 does not list initializers as inputs"
-        );
+        assert!(graph.input.is_empty(), "IR 7 does not list initializers as inputs");
     }
 
     #[test]
@@ -525,10 +495,7 @@ mod tests {
         let report = bound_activations(&mut m, &requests, Mode::Zero).unwrap();
         assert!(report.applied.is_empty());
         assert_eq!(report.skipped.len(), 2);
-        assert!(matches!(
-            report.skipped[0].reason,
-            PassError::InvalidBound { .. }
-        ));
+        assert!(matches!(report.skipped[0].reason, PassError::InvalidBound { .. }));
         assert_eq!(m, before, "nothing half-applied");
 
         let f16 = BoundRequest {

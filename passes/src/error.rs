@@ -8,9 +8,7 @@ pub enum PassError {
     NoGraph,
     #[error("model imports no default-domain (ai.onnx) opset")]
     NoDefaultOpset,
-    #[error(
-        "opset {0} is older than 9, the oldest this tool emits for (Where needs opset 9); convert the model first"
-    )]
+    #[error("opset {0} is older than 9, the oldest this tool emits for (Where needs opset 9); convert the model first")]
     OpsetTooOld(i64),
     #[error("no activation at {0}: the model changed since it was analysed")]
     SiteNotFound(String),

@@ -2,9 +2,7 @@
 //! attribute (If branches, Loop and Scan bodies), to any depth.
 
 use crate::error::PassError;
-use crate::onnx::{
-    AttributeProto, GraphProto, ModelProto, TensorProto, attribute_proto::AttributeType,
-};
+use crate::onnx::{AttributeProto, GraphProto, ModelProto, TensorProto, attribute_proto::AttributeType};
 use std::fmt;
 
 /// One step from a graph into a subgraph: node `node` of the current graph, its attribute
@@ -61,15 +59,8 @@ fn attribute_graphs_mut(attr: &mut AttributeProto) -> Vec<&mut GraphProto> {
 }
 
 /// Calls `visit` on every graph of the model, parents before children.
-pub fn for_each_graph<'a>(
-    model: &'a ModelProto,
-    mut visit: impl FnMut(&GraphPath, &'a GraphProto),
-) {
-    fn walk<'a>(
-        path: GraphPath,
-        graph: &'a GraphProto,
-        visit: &mut dyn FnMut(&GraphPath, &'a GraphProto),
-    ) {
+pub fn for_each_graph<'a>(model: &'a ModelProto, mut visit: impl FnMut(&GraphPath, &'a GraphProto)) {
+    fn walk<'a>(path: GraphPath, graph: &'a GraphProto, visit: &mut dyn FnMut(&GraphPath, &'a GraphProto)) {
         visit(&path, graph);
         for (n, node) in graph.node.iter().enumerate() {
             for (a, attr) in node.attribute.iter().enumerate() {
@@ -105,10 +96,7 @@ pub fn for_each_graph<'a>(
 }
 
 /// The graph at `path`, for rewriting.
-pub fn graph_at_mut<'a>(
-    model: &'a mut ModelProto,
-    path: &GraphPath,
-) -> Result<&'a mut GraphProto, PassError> {
+pub fn graph_at_mut<'a>(model: &'a mut ModelProto, path: &GraphPath) -> Result<&'a mut GraphProto, PassError> {
     let mut graph = model.graph.as_mut().ok_or(PassError::NoGraph)?;
     for step in &path.0 {
         let attr = graph
@@ -164,4 +152,60 @@ pub fn for_each_stored_tensor_mut(model: &mut ModelProto, visit: &mut dyn FnMut(
             }
         }
     }
+}
+
+/// The graph at `path`.
+pub fn graph_at<'a>(model: &'a ModelProto, path: &GraphPath) -> Result<&'a GraphProto, PassError> {
+    let mut graph = model.graph.as_ref().ok_or(PassError::NoGraph)?;
+    for step in &path.0 {
+        let attr = graph
+            .node
+            .get(step.node)
+            .and_then(|node| node.attribute.get(step.attribute))
+            .ok_or_else(|| PassError::SiteNotFound(path.to_string()))?;
+        graph = attribute_graphs(attr)
+            .into_iter()
+            .nth(step.graph)
+            .ok_or_else(|| PassError::SiteNotFound(path.to_string()))?;
+    }
+    Ok(graph)
+}
+
+/// The tensors a graph reads from its enclosing scopes: names used by its nodes (and by its
+/// nested subgraphs) that it neither receives as inputs, holds as initializers, nor computes.
+/// In order of first use.
+pub fn free_variables(graph: &GraphProto) -> Vec<String> {
+    let mut defined: std::collections::HashSet<&str> = graph.input.iter().map(|i| i.name()).collect();
+    defined.extend(graph.initializer.iter().map(|t| t.name()));
+    defined.extend(
+        graph
+            .sparse_initializer
+            .iter()
+            .filter_map(|s| s.values.as_ref())
+            .map(|t| t.name()),
+    );
+    defined.extend(graph.node.iter().flat_map(|n| n.output.iter().map(String::as_str)));
+    defined.insert("");
+    let mut free: Vec<String> = Vec::new();
+    let note = |name: &str, free: &mut Vec<String>| {
+        if !defined.contains(name) && !free.iter().any(|f| f == name) {
+            free.push(name.to_owned());
+        }
+    };
+    for node in &graph.node {
+        for input in &node.input {
+            note(input, &mut free);
+        }
+        for attr in &node.attribute {
+            for sub in attribute_graphs(attr) {
+                for name in free_variables(sub) {
+                    note(&name, &mut free);
+                }
+            }
+        }
+    }
+    for output in &graph.output {
+        note(output.name(), &mut free);
+    }
+    free
 }

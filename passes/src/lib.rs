@@ -8,6 +8,7 @@
 pub mod activations;
 pub mod bound_activations;
 pub mod error;
+pub mod extract_branch;
 pub mod graph;
 pub mod names;
 pub mod tensor;

@@ -15,11 +15,7 @@ impl NameAllocator {
     pub fn for_model(model: &ModelProto) -> Self {
         let mut taken = HashSet::new();
         for_each_graph(model, |_, graph| {
-            let values = graph
-                .input
-                .iter()
-                .chain(&graph.output)
-                .chain(&graph.value_info);
+            let values = graph.input.iter().chain(&graph.output).chain(&graph.value_info);
             taken.extend(values.map(|v| v.name().to_owned()));
             taken.extend(graph.initializer.iter().map(|t| t.name().to_owned()));
             for node in &graph.node {

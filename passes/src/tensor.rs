@@ -9,10 +9,7 @@ pub const DOUBLE: i32 = DataType::Double as i32;
 /// (FLOAT or DOUBLE; the caller checks).
 pub fn float_tensor(name: &str, dims: &[i64], values: &[f32], elem_type: i32) -> TensorProto {
     let raw_data = if elem_type == DOUBLE {
-        values
-            .iter()
-            .flat_map(|v| f64::from(*v).to_le_bytes())
-            .collect()
+        values.iter().flat_map(|v| f64::from(*v).to_le_bytes()).collect()
     } else {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
     };

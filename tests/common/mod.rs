@@ -1,12 +1,16 @@
 //! Shared by the integration tests: tiny ONNX models built in code, and running Python checks.
 #![allow(dead_code)]
 
+use fitact_onnx::dataset::load_samples;
+use fitact_onnx::model_io::read_model;
+use fitact_onnx::runtime::{Outputs, Runner, model_input_names};
+use fitact_passes::activations::find_relus;
 use fitact_passes::onnx::{
-    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto,
-    ValueInfoProto,
+    GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
     tensor_shape_proto::{Dimension, dimension::Value},
     type_proto,
 };
+use ndarray::ArrayD;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -81,4 +85,128 @@ pub fn python(script: &str, args: &[&Path]) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn fixture(name: &str) -> PathBuf {
+    repo().join("fixtures").join(name)
+}
+
+pub fn cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_fitact-onnx"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Runs `model` on every calibration sample in tract; one output array per batch.
+pub fn tract_outputs(model: &ModelProto, calib: &Path, batch: usize) -> Vec<ArrayD<f32>> {
+    let samples = load_samples(calib, &model_input_names(model)).unwrap();
+    let runner = Runner::new(model, &samples.sample_shapes(), Outputs::Model).unwrap();
+    let batch = runner.batch_size(batch);
+    (0..samples.count)
+        .step_by(batch)
+        .map(|start| {
+            let (out, valid) = runner
+                .run(samples.slice(start, (start + batch).min(samples.count)))
+                .unwrap();
+            let view = out[0].to_plain_array_view::<f32>().unwrap();
+            view.slice_axis(ndarray::Axis(0), (0..valid).into()).to_owned()
+        })
+        .collect()
+}
+
+fn expected_bound_shape(sample_shape: &[usize], granularity: &str) -> Vec<i64> {
+    match granularity {
+        "layer" => vec![],
+        "channel" => std::iter::once(sample_shape[0] as i64)
+            .chain(std::iter::repeat_n(1, sample_shape.len() - 1))
+            .collect(),
+        _ => sample_shape.iter().map(|d| *d as i64).collect(),
+    }
+}
+
+/// Hardens `model` with `flags`, then checks that the result passes the full onnx check, has
+/// no Relu left, carries bound tensors of the expected shapes and values (recomputed in
+/// onnxruntime), and gives the original's outputs on `calib` in onnxruntime and in tract,
+/// both run in batches of `batch`.
+pub fn harden_and_check(
+    model: &Path,
+    calib: &Path,
+    flags: &[&str],
+    expected_granularity: &str,
+    expected_mode: &str,
+    batch: usize,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hardened.onnx");
+    let report = dir.path().join("report.json");
+    let mut args = vec![
+        "harden",
+        model.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+    ];
+    args.extend(["--report", report.to_str().unwrap(), "-q"]);
+    let batch_flag = batch.to_string();
+    args.extend(["--batch-size", &batch_flag]);
+    args.extend(flags);
+    let run = cli(&args);
+    assert!(
+        run.status.success(),
+        "{flags:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(json["granularity"], expected_granularity);
+    assert_eq!(json["mode"], expected_mode);
+    let original = read_model(model).unwrap().model;
+    let hardened = read_model(&out).unwrap().model;
+    let relus = find_relus(&original).len();
+    assert_eq!(json["activations"].as_array().unwrap().len(), relus);
+    assert!(find_relus(&hardened).is_empty(), "a Relu is left");
+    for a in json["activations"].as_array().unwrap() {
+        let sample: Vec<usize> = serde_json::from_value(a["sample_shape"].clone()).unwrap();
+        let shape: Vec<i64> = serde_json::from_value(a["bound_shape"].clone()).unwrap();
+        assert_eq!(
+            shape,
+            expected_bound_shape(&sample, expected_granularity),
+            "{}",
+            a["node"]
+        );
+    }
+    let method = hardened
+        .metadata_props
+        .iter()
+        .find(|e| e.key() == "fitact.mode")
+        .map(|e| e.value());
+    assert_eq!(method, Some(expected_mode));
+
+    // onnxruntime: full check, same outputs, bounds recomputed independently.
+    let batch_arg = PathBuf::from(&batch_flag);
+    python(
+        "crosscheck.py",
+        &[
+            model,
+            &out,
+            calib,
+            Path::new("--report"),
+            &report,
+            Path::new("--batch"),
+            &batch_arg,
+        ],
+    );
+    // tract: same outputs as the original.
+    for (want, got) in tract_outputs(&original, calib, batch)
+        .iter()
+        .zip(tract_outputs(&hardened, calib, batch))
+    {
+        let diff = want
+            .iter()
+            .zip(got.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert!(diff <= 1e-5, "{flags:?}: tract outputs differ by {diff}");
+    }
 }

@@ -1,13 +1,15 @@
 """Cross-runtime checks of hardened models, run by the Rust end-to-end tests.
 
-    python3 crosscheck.py ORIGINAL HARDENED DATA.npy [--report REPORT.json] [--rtol R] [--atol A]
+    python3 crosscheck.py ORIGINAL HARDENED DATA.npy [--report REPORT.json] [--batch B] [--rtol R] [--atol A]
 
 Checks that HARDENED passes onnx.checker.check_model(full_check=True), has no Relu left,
 and that onnxruntime gives the same outputs for ORIGINAL and HARDENED on DATA (bounds are
 calibrated maxima, so nothing is cut). With --report (the harden report, DATA being the
 calibration samples), it also recomputes every bound independently in onnxruntime: the
 maximum of each Relu output reduced to the report's granularity, times (1 + margin), and
-compares it with the bound tensor in HARDENED (values and shape). Prints one JSON line with what it measured; exits 1
+compares it with the bound tensor in HARDENED (values and shape). --batch (default 256) is the
+batch size of every run: models whose control flow depends on the batch (an If on a batch
+statistic) must be checked with the batch size they were calibrated with. Prints one JSON line with what it measured; exits 1
 with a one-line reason on a failed check.
 """
 import argparse
@@ -38,11 +40,11 @@ def session(model):
     return ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
 
 
-def run(path, data):
+def run(path, data, batch):
     sess = session(path)
     inp = sess.get_inputs()[0]
     fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
-    step = fixed or 256
+    step = fixed or batch
     outs = []
     for i in range(0, len(data), step):
         batch = data[i : i + step]
@@ -62,8 +64,11 @@ def expected_bound(neuron_max, granularity):
     return neuron_max
 
 
-def check_bounds(original, hardened, data, report):
-    acts = report["activations"]
+def check_bounds(original, hardened, data, report, batch):
+    # onnxruntime cannot expose tensors inside subgraphs: check the main graph's bounds.
+    acts = [a for a in report["activations"] if a["graph"] == "main"]
+    if not acts:
+        return
     probe = onnx.load(original)
     known = {o.name for o in probe.graph.output}
     for a in acts:
@@ -73,11 +78,12 @@ def check_bounds(original, hardened, data, report):
     names = [a["output"] for a in acts]
     inp = sess.get_inputs()[0]
     maxima = None
-    for i in range(0, len(data), 256):
-        outs = sess.run(names, {inp.name: data[i : i + 256]})
+    for i in range(0, len(data), batch):
+        outs = sess.run(names, {inp.name: data[i : i + batch]})
         batch_max = [o.max(axis=0) for o in outs]
         maxima = batch_max if maxima is None else [np.maximum(m, b) for m, b in zip(maxima, batch_max)]
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in hardened.graph.initializer}
+    inits.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in hardened.graph.node if n.op_type == "Constant"})
     scale = 1.0 + report["margin"]
     for a, m in zip(acts, maxima):
         want = np.maximum(expected_bound(m, report["granularity"]), 0) * scale
@@ -94,6 +100,7 @@ def main():
     ap.add_argument("hardened")
     ap.add_argument("data")
     ap.add_argument("--report")
+    ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--rtol", type=float, default=1e-5)
     ap.add_argument("--atol", type=float, default=1e-5)
     args = ap.parse_args()
@@ -108,8 +115,8 @@ def main():
         fail(f"{relus} Relu node(s) left in {args.hardened}")
 
     data = np.load(args.data).astype(np.float32)
-    want = run(args.original, data)
-    got = run(args.hardened, data)
+    want = run(args.original, data, args.batch)
+    got = run(args.hardened, data, args.batch)
     if want.shape != got.shape:
         fail(f"output shape {got.shape} differs from the original's {want.shape}")
     diff = float(np.max(np.abs(want - got))) if want.size else 0.0
@@ -117,7 +124,7 @@ def main():
         worst = np.unravel_index(np.argmax(np.abs(want - got)), want.shape)
         fail(f"onnxruntime outputs differ from the original's by up to {diff} at {worst}: {want[worst]} vs {got[worst]}")
     if args.report:
-        check_bounds(args.original, model, data, json.load(open(args.report)))
+        check_bounds(args.original, model, data, json.load(open(args.report)), args.batch)
     agree = float(np.mean(want.argmax(-1) == got.argmax(-1)))
     print(json.dumps({"checker": "ok", "relus_left": 0, "max_abs_diff": diff, "top1_agreement": agree, "samples": int(len(want))}))
 

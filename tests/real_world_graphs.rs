@@ -1,0 +1,62 @@
+//! Models made the ways users make them, beyond the fixture CNNs: Relus inside (nested) If
+//! branches, weights in Constant nodes, a Relu output that is also a graph output, a residual
+//! block whose Relu outputs feed several consumers. Each must harden, pass the full onnx
+//! check, and give unchanged outputs in onnxruntime and tract on its calibration data.
+
+mod common;
+
+use common::{harden_and_check, python};
+use std::path::Path;
+
+fn with_graphs(check: impl Fn(&Path, &Path)) {
+    let dir = tempfile::tempdir().unwrap();
+    python("graphs.py", &[dir.path()]);
+    check(dir.path(), &dir.path().join("x.npy"));
+}
+
+#[test]
+fn relus_inside_nested_if_branches_are_calibrated_and_bounded() {
+    // The If conditions are batch statistics: everything runs in batches of 64.
+    with_graphs(|dir, calib| {
+        let model = dir.join("if_branches.onnx");
+        harden_and_check(&model, calib, &[], "channel", "zero", 64);
+        harden_and_check(&model, calib, &["--method", "ranger"], "layer", "saturate", 64);
+    });
+}
+
+#[test]
+fn constant_node_weights_output_relus_and_shared_relus_harden() {
+    with_graphs(|dir, calib| {
+        for name in ["constant_weights", "relu_is_output", "shared_relu"] {
+            let model = dir.join(format!("{name}.onnx"));
+            harden_and_check(&model, calib, &[], "channel", "zero", 64);
+            harden_and_check(&model, calib, &["--method", "clipact"], "layer", "zero", 64);
+        }
+    });
+}
+
+#[test]
+fn a_branch_never_taken_is_a_clear_error() {
+    with_graphs(|dir, _| {
+        // Only positive-mean samples: the else branch of the If never runs.
+        let calib = dir.join("x_pos.npy");
+        let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("x.npy")).unwrap();
+        ndarray_npy::write_npy(&calib, &x.slice(ndarray::s![0..64, .., .., ..]).to_owned()).unwrap();
+        let out = dir.join("out.onnx");
+        let run = common::cli(&[
+            "harden",
+            dir.join("if_branches.onnx").to_str().unwrap(),
+            out.to_str().unwrap(),
+            "--calib",
+            calib.to_str().unwrap(),
+        ]);
+        assert_eq!(run.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(
+            stderr.contains("'else_relu' in main/branch.else_branch never ran"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!out.exists());
+    });
+}

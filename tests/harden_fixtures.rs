@@ -19,6 +19,7 @@ fn harden_with_every_method(name: &str) {
         &["--method", "fitact", "--granularity", "neuron"],
         "neuron",
         "zero",
+        128,
     );
     harden_and_check(&model, &calib, &["--method", "ranger"], "layer", "saturate", 128);
     harden_and_check(&model, &calib, &["--method", "clipact"], "layer", "zero", 128);

@@ -6,11 +6,15 @@
 pub mod bounds;
 pub mod calibrate;
 pub mod dataset;
+pub mod evaluate;
+pub mod faults;
 pub mod harden;
 pub mod inspect;
 pub mod method;
 pub mod model_io;
+pub mod plot;
 pub mod report;
 pub mod runtime;
+pub mod weights;
 
 pub use fitact_passes as passes;

@@ -1,11 +1,14 @@
 //! The command line: parse arguments, call the library, print one line for an error.
 //! Exit codes: 0 done, 1 nothing to do (or a check failed), 2 error.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fitact_onnx::bounds::Granularity;
+use fitact_onnx::evaluate::{CampaignReport, EvaluateOptions, Shard, evaluate, merge};
+use fitact_onnx::faults::WeightFormat;
 use fitact_onnx::harden::{HardenError, HardenOptions, harden};
 use fitact_onnx::method::{Method, ModeName};
+use fitact_onnx::model_io::write_atomically;
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -58,6 +61,72 @@ enum Command {
         /// Write a JSON report of every bound here.
         #[arg(long)]
         report: Option<PathBuf>,
+    },
+    /// Fault-injection campaign: accuracy and SDC rate of each model under weight bit flips.
+    #[command(
+        after_help = "Example:\n  fitact-onnx evaluate model.onnx ranger.onnx clipact.onnx fitact.onnx \\\n      --data test.npy --labels test_labels.npy --ber 1e-7,1e-6,1e-5,3e-5 --trials 100 --seed 7 \\\n      --report campaign.json --csv campaign.csv --plot campaign.svg"
+    )]
+    Evaluate {
+        /// The models to compare; models that share weights get the same faults in each trial.
+        #[arg(required = true)]
+        models: Vec<PathBuf>,
+        /// Samples: .npy for a single-input model, .npz with one array per input name.
+        #[arg(long)]
+        data: PathBuf,
+        /// Labels (int64 or int32 .npy, one per sample) for accuracy; SDC needs none.
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Bit error rates, comma-separated: each stored bit flips with this probability.
+        #[arg(long, value_delimiter = ',', required = true)]
+        ber: Vec<f64>,
+        /// Trials per BER.
+        #[arg(long, default_value_t = 100)]
+        trials: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// How weights are stored: float32, q15.16 (fixed point) or int8 (per-tensor scale).
+        #[arg(long, value_enum, default_value_t = WeightFormat::Float32)]
+        format: WeightFormat,
+        /// Only these bit positions flip, e.g. 23-30 (the float32 exponent) or 30,31.
+        #[arg(long, value_parser = parse_bits)]
+        bits: Option<BitList>,
+        /// Only tensors whose name matches this regular expression flip.
+        #[arg(long)]
+        target: Option<regex::Regex>,
+        /// Run only trials t with t % N == K (K/N), to spread a campaign; see `merge`.
+        #[arg(long)]
+        shard: Option<Shard>,
+        /// Worker threads (default: all cores). Results do not depend on it.
+        #[arg(long)]
+        threads: Option<usize>,
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Write the JSON report (docs/reports.md) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+        /// Write the results table as CSV here.
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        /// Write the accuracy-versus-BER plot (SVG) here; needs --labels.
+        #[arg(long)]
+        plot: Option<PathBuf>,
+        /// Write every trial's flips and predictions (JSON), to replay them in another runtime.
+        #[arg(long)]
+        dump_faults: Option<PathBuf>,
+    },
+    /// Merge the JSON reports of the shards of one campaign into the report of the whole.
+    #[command(
+        after_help = "Example:\n  fitact-onnx merge shard0.json shard1.json --report campaign.json --csv campaign.csv"
+    )]
+    Merge {
+        #[arg(required = true)]
+        reports: Vec<PathBuf>,
+        #[arg(long)]
+        report: PathBuf,
+        #[arg(long)]
+        csv: Option<PathBuf>,
+        #[arg(long)]
+        plot: Option<PathBuf>,
     },
     /// List the Relus the tool would bound, their shapes, and where the weights live.
     #[command(after_help = "Example:\n  fitact-onnx inspect model.onnx --json")]
@@ -121,6 +190,61 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 eprint!("{}", report.summary());
             }
         }
+        Command::Evaluate {
+            models,
+            data,
+            labels,
+            ber,
+            trials,
+            seed,
+            format,
+            bits,
+            target,
+            shard,
+            threads,
+            batch_size,
+            report,
+            csv,
+            plot,
+            dump_faults,
+        } => {
+            if let Some(threads) = threads {
+                rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
+            }
+            let options = EvaluateOptions {
+                models,
+                data,
+                labels,
+                bers: ber,
+                trials,
+                seed,
+                format,
+                bits: bits.map(|b| b.0).unwrap_or_default(),
+                target,
+                batch_size,
+                shard,
+                progress,
+                dump_faults,
+            };
+            let campaign = evaluate(&options)?;
+            write_outputs(&campaign, report.as_ref(), csv.as_ref(), plot.as_ref(), cli.quiet)?;
+        }
+        Command::Merge {
+            reports,
+            report,
+            csv,
+            plot,
+        } => {
+            let parts = reports
+                .iter()
+                .map(|p| -> Result<CampaignReport> {
+                    let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+                    serde_json::from_str(&text).with_context(|| format!("{} is not a campaign report", p.display()))
+                })
+                .collect::<Result<Vec<_>>>()?;
+            let merged = merge(parts)?;
+            write_outputs(&merged, Some(&report), csv.as_ref(), plot.as_ref(), cli.quiet)?;
+        }
         Command::Inspect { model, json } => {
             let inspection = fitact_onnx::inspect::inspect(&model)?;
             let text = if json {
@@ -132,6 +256,58 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// A list of bit positions, from `23-30,31`.
+#[derive(Clone, Debug)]
+struct BitList(Vec<u32>);
+
+fn parse_bits(text: &str) -> Result<BitList, String> {
+    let mut bits = Vec::new();
+    for part in text.split(',') {
+        let number = |s: &str| {
+            s.trim()
+                .parse::<u32>()
+                .map_err(|_| format!("'{s}' is not a bit position"))
+        };
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b) = (number(a)?, number(b)?);
+                if a > b {
+                    return Err(format!("range {a}-{b} is empty"));
+                }
+                bits.extend(a..=b);
+            }
+            None => bits.push(number(part)?),
+        }
+    }
+    bits.sort_unstable();
+    bits.dedup();
+    Ok(BitList(bits))
+}
+
+/// Writes the campaign's files (each atomically) and prints its table.
+fn write_outputs(
+    campaign: &CampaignReport,
+    report: Option<&PathBuf>,
+    csv: Option<&PathBuf>,
+    plot: Option<&PathBuf>,
+    quiet: bool,
+) -> Result<()> {
+    if let Some(path) = report {
+        write_atomically(path, campaign.to_json().as_bytes()).context("writing the report")?;
+    }
+    if let Some(path) = csv {
+        write_atomically(path, campaign.to_csv()?.as_bytes()).context("writing the CSV")?;
+    }
+    if let Some(path) = plot {
+        let svg = fitact_onnx::plot::accuracy_svg(campaign)?;
+        write_atomically(path, svg.as_bytes()).context("writing the plot")?;
+    }
+    if !quiet {
+        print_stdout(&campaign.table())?;
+    }
+    Ok(())
 }
 
 /// Prints to stdout; a closed pipe (`| head`) is a normal end, not an error.

@@ -1,0 +1,649 @@
+//! `evaluate`: fault-injection campaigns. Every model is run fault-free once, then, for every
+//! BER and trial, with bit flips in its stored weights; the same trial gives every model the
+//! same flips in the tensors they share (`faults`). Trials are independent jobs run in
+//! parallel; each is a pure function of (seed, trial, BER), so results do not depend on the
+//! thread count, and a campaign can be cut into shards that `merge` puts back together.
+
+use crate::dataset::{Samples, load_samples};
+use crate::faults::{Flip, WeightFormat, sample_flips};
+use crate::model_io::read_model;
+use crate::report::{TOOL, VERSION};
+use crate::runtime::{Outputs, Runner, model_input_names};
+use crate::weights::Weights;
+use anyhow::{Context, Result, bail, ensure};
+use fitact_passes::onnx::ModelProto;
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Which slice of the trials this run does: trial t belongs to shard `t % count`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl std::str::FromStr for Shard {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Shard, String> {
+        let (k, n) = s.split_once('/').ok_or_else(|| format!("'{s}' is not K/N"))?;
+        let index: usize = k.parse().map_err(|_| format!("'{k}' is not a shard number"))?;
+        let count: usize = n.parse().map_err(|_| format!("'{n}' is not a shard count"))?;
+        if count == 0 || index >= count {
+            return Err(format!("shard {index}/{count}: need 0 <= K < N"));
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct EvaluateOptions {
+    pub models: Vec<PathBuf>,
+    pub data: PathBuf,
+    pub labels: Option<PathBuf>,
+    pub bers: Vec<f64>,
+    pub trials: usize,
+    pub seed: u64,
+    pub format: WeightFormat,
+    /// Bit positions that may flip (all of the format's bits if empty).
+    pub bits: Vec<u32>,
+    /// Only tensors whose name matches may flip.
+    pub target: Option<regex::Regex>,
+    pub batch_size: usize,
+    pub shard: Option<Shard>,
+    pub progress: bool,
+    pub dump_faults: Option<PathBuf>,
+}
+
+/// What a campaign was run with; shards of one campaign share all of it but `shard`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignConfig {
+    pub fault: String,
+    pub data: String,
+    pub labels: Option<String>,
+    pub samples: usize,
+    pub bers: Vec<f64>,
+    pub trials: usize,
+    pub seed: u64,
+    pub format: WeightFormat,
+    pub bits: Vec<u32>,
+    pub target: Option<String>,
+    pub shard: Option<Shard>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub model: String,
+    /// Stored float values that can be hit (after --target).
+    pub weights: usize,
+    pub clean_accuracy: Option<f64>,
+    /// Mean accuracy over the BER range on a log axis (trapezoids over log10 BER); the single
+    /// BER's accuracy if there is one.
+    pub accuracy_auc: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeanCi {
+    pub mean: f64,
+    /// Half-width of the 95% confidence interval of the mean (normal approximation).
+    pub ci95: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub model: String,
+    pub ber: f64,
+    pub trials: usize,
+    pub clean_accuracy: Option<f64>,
+    pub accuracy: Option<MeanCi>,
+    pub sdc: MeanCi,
+    pub nonfinite_rate: f64,
+    pub mean_flips: f64,
+}
+
+/// One model in one trial at one BER.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub model: usize,
+    pub ber: usize,
+    pub trial: usize,
+    pub flips: usize,
+    pub accuracy: Option<f64>,
+    pub sdc: f64,
+    pub nonfinite: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignReport {
+    pub tool: String,
+    pub version: String,
+    pub config: CampaignConfig,
+    pub models: Vec<ModelSummary>,
+    pub results: Vec<ResultRecord>,
+    /// Every (model, BER, trial) outcome; `merge` recomputes `results` from these.
+    pub trials: Vec<TrialRecord>,
+}
+
+/// Predictions of one run over the data set.
+struct Predictions {
+    classes: Vec<usize>,
+    nonfinite: Vec<bool>,
+}
+
+/// A model under test, with what every trial starts from.
+struct Subject {
+    path: String,
+    model: ModelProto,
+    /// Clean values as the format stores them (fault-free model = these).
+    stored: Vec<crate::faults::StoredTensor>,
+    /// Indices (into `stored`) of the tensors faults may hit, and their names and sizes.
+    targets: Vec<usize>,
+    target_sizes: Vec<(String, usize)>,
+    clean: Predictions,
+}
+
+fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// Runs `model` over every sample; the prediction is the argmax of the first output.
+fn predict(model: &ModelProto, samples: &Samples, batch_size: usize) -> Result<Predictions> {
+    let runner = Runner::new(model, &samples.sample_shapes(), Outputs::Model)?;
+    let batch = runner.batch_size(batch_size);
+    let mut classes = Vec::with_capacity(samples.count);
+    let mut nonfinite = Vec::with_capacity(samples.count);
+    for start in (0..samples.count).step_by(batch) {
+        let (outputs, valid) = runner.run(samples.slice(start, (start + batch).min(samples.count)))?;
+        let view = outputs[0]
+            .to_plain_array_view::<f32>()
+            .context("the model's first output is not float32")?;
+        let (rows, len) = (view.shape()[0], view.len());
+        let view = view.into_shape_with_order((rows, len / rows.max(1)))?;
+        for row in view.outer_iter().take(valid) {
+            let bad = row.iter().any(|v| !v.is_finite());
+            nonfinite.push(bad);
+            classes.push(if bad { usize::MAX } else { argmax(row) });
+        }
+    }
+    Ok(Predictions { classes, nonfinite })
+}
+
+fn load_labels(path: &Path, count: usize) -> Result<Vec<usize>> {
+    let read = |p: &Path| -> Result<Vec<i64>> {
+        if let Ok(a) = ndarray_npy::read_npy::<_, ndarray::ArrayD<i64>>(p) {
+            return Ok(a.iter().copied().collect());
+        }
+        let a: ndarray::ArrayD<i32> = ndarray_npy::read_npy(p)
+            .map_err(|e| anyhow::anyhow!("{}: expected int64 or int32 labels: {e}", p.display()))?;
+        Ok(a.iter().map(|v| i64::from(*v)).collect())
+    };
+    let labels = read(path)?;
+    ensure!(
+        labels.len() == count,
+        "{}: {} labels for {count} samples",
+        path.display(),
+        labels.len()
+    );
+    if let Some(bad) = labels.iter().find(|l| **l < 0) {
+        bail!("{}: label {bad} is negative", path.display());
+    }
+    Ok(labels.into_iter().map(|l| l as usize).collect())
+}
+
+fn accuracy(classes: &[usize], labels: &[usize]) -> f64 {
+    classes.iter().zip(labels).filter(|(c, l)| c == l).count() as f64 / labels.len().max(1) as f64
+}
+
+fn mean_ci(values: &[f64]) -> MeanCi {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n.max(1.0);
+    let ci95 = if values.len() > 1 {
+        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+        1.96 * (var / n).sqrt()
+    } else {
+        0.0
+    };
+    MeanCi { mean, ci95 }
+}
+
+impl Subject {
+    fn new(path: &Path, options: &EvaluateOptions, samples: &Samples) -> Result<Subject> {
+        let model = read_model(path)
+            .with_context(|| format!("reading {}", path.display()))?
+            .model;
+        let weights = Weights::of(&model);
+        let stored: Vec<_> = weights
+            .tensors
+            .iter()
+            .map(|t| options.format.store(&t.values))
+            .collect();
+        let targets: Vec<usize> = (0..weights.tensors.len())
+            .filter(|i| {
+                options
+                    .target
+                    .as_ref()
+                    .is_none_or(|re| re.is_match(&weights.tensors[*i].name))
+            })
+            .collect();
+        let target_sizes = targets
+            .iter()
+            .map(|i| (weights.tensors[*i].name.clone(), stored[*i].words.len()))
+            .collect();
+        let clean_values = Self::values(&stored, options.format, &[], &targets);
+        let model = Weights::write_into(&model, &clean_values);
+        let clean = predict(&model, samples, options.batch_size)
+            .with_context(|| format!("running {} fault-free", path.display()))?;
+        Ok(Subject {
+            path: path.display().to_string(),
+            model,
+            stored,
+            targets,
+            target_sizes,
+            clean,
+        })
+    }
+
+    /// Every tensor's values with `flips` (indexed over `targets`) applied to the stored words.
+    fn values(
+        stored: &[crate::faults::StoredTensor],
+        format: WeightFormat,
+        flips: &[Flip],
+        targets: &[usize],
+    ) -> Vec<Vec<f32>> {
+        let mut words: Vec<Vec<u32>> = stored.iter().map(|s| s.words.clone()).collect();
+        for flip in flips {
+            words[targets[flip.tensor]][flip.element] ^= 1 << flip.bit;
+        }
+        words
+            .iter()
+            .zip(stored)
+            .map(|(w, s)| w.iter().map(|word| format.load(*word, s.scale)).collect())
+            .collect()
+    }
+
+    fn flips(&self, options: &EvaluateOptions, bits: &[u32], ber: f64, trial: usize) -> Vec<Flip> {
+        let sizes: Vec<(&str, usize)> = self.target_sizes.iter().map(|(n, s)| (n.as_str(), *s)).collect();
+        sample_flips(&sizes, bits, ber, options.seed, trial as u64)
+    }
+
+    /// One faulty run; a trial without flips is the fault-free run and is not rerun.
+    fn trial(&self, flips: &[Flip], options: &EvaluateOptions, samples: &Samples) -> Result<Predictions> {
+        if flips.is_empty() {
+            return Ok(Predictions {
+                classes: self.clean.classes.clone(),
+                nonfinite: self.clean.nonfinite.clone(),
+            });
+        }
+        let values = Self::values(&self.stored, options.format, flips, &self.targets);
+        predict(&Weights::write_into(&self.model, &values), samples, options.batch_size)
+    }
+}
+
+pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
+    ensure!(!options.models.is_empty(), "no model to evaluate");
+    ensure!(!options.bers.is_empty(), "no BER given");
+    ensure!(options.trials > 0, "--trials must be at least 1");
+    if let Some(bad) = options.bers.iter().find(|b| !(0.0..=1.0).contains(*b)) {
+        bail!("BER {bad} is not a probability in [0, 1]");
+    }
+    let width = options.format.bits();
+    let bits: Vec<u32> = if options.bits.is_empty() {
+        (0..width).collect()
+    } else {
+        options.bits.clone()
+    };
+    if let Some(bad) = bits.iter().find(|b| **b >= width) {
+        bail!("bit {bad} does not exist in a {width}-bit {:?} word", options.format);
+    }
+
+    let first = read_model(&options.models[0]).context("reading the first model")?.model;
+    let samples = load_samples(&options.data, &model_input_names(&first)).context("reading the data")?;
+    let labels = options
+        .labels
+        .as_deref()
+        .map(|p| load_labels(p, samples.count))
+        .transpose()?;
+    let subjects = options
+        .models
+        .iter()
+        .map(|p| Subject::new(p, options, &samples))
+        .collect::<Result<Vec<_>>>()?;
+
+    let trials: Vec<usize> = (0..options.trials)
+        .filter(|t| options.shard.is_none_or(|s| t % s.count == s.index))
+        .collect();
+    let jobs: Vec<(usize, usize)> = (0..options.bers.len())
+        .flat_map(|b| trials.iter().map(move |t| (b, *t)))
+        .collect();
+    let progress = if options.progress {
+        ProgressBar::new(jobs.len() as u64).with_style(
+            ProgressStyle::with_template("fault injection {bar:30} {pos}/{len} trials, {eta} left")
+                .expect("valid template"),
+        )
+    } else {
+        ProgressBar::hidden()
+    };
+    type JobResult = Result<(Vec<TrialRecord>, Vec<FaultDump>)>;
+    let outcomes: Vec<JobResult> = jobs
+        .par_iter()
+        .map(|&(b, t)| {
+            let ber = options.bers[b];
+            let mut records = Vec::new();
+            let mut dumps = Vec::new();
+            for (m, subject) in subjects.iter().enumerate() {
+                let flips = subject.flips(options, &bits, ber, t);
+                let faulty = subject.trial(&flips, options, &samples)?;
+                let n = samples.count as f64;
+                let sdc = faulty
+                    .classes
+                    .iter()
+                    .zip(&subject.clean.classes)
+                    .filter(|(a, b)| a != b)
+                    .count() as f64
+                    / n;
+                let nonfinite = faulty.nonfinite.iter().filter(|x| **x).count() as f64 / n;
+                if options.dump_faults.is_some() {
+                    dumps.push(FaultDump::new(
+                        subject,
+                        m,
+                        b,
+                        ber,
+                        t,
+                        &flips,
+                        options.format,
+                        &faulty.classes,
+                    ));
+                }
+                records.push(TrialRecord {
+                    model: m,
+                    ber: b,
+                    trial: t,
+                    flips: flips.len(),
+                    accuracy: labels.as_ref().map(|l| accuracy(&faulty.classes, l)),
+                    sdc,
+                    nonfinite,
+                });
+            }
+            progress.inc(1);
+            Ok((records, dumps))
+        })
+        .collect();
+    progress.finish_and_clear();
+    let mut records = Vec::new();
+    let mut dumps = Vec::new();
+    for outcome in outcomes {
+        let (r, d) = outcome?;
+        records.extend(r);
+        dumps.extend(d);
+    }
+    if let Some(path) = &options.dump_faults {
+        let json = serde_json::to_string(&dumps)? + "\n";
+        crate::model_io::write_atomically(path, json.as_bytes()).context("writing the fault dump")?;
+    }
+
+    let config = CampaignConfig {
+        fault: "weight".into(),
+        data: options.data.display().to_string(),
+        labels: options.labels.as_ref().map(|p| p.display().to_string()),
+        samples: samples.count,
+        bers: options.bers.clone(),
+        trials: options.trials,
+        seed: options.seed,
+        format: options.format,
+        bits,
+        target: options.target.as_ref().map(|r| r.as_str().to_owned()),
+        shard: options.shard,
+    };
+    let summaries = subjects
+        .iter()
+        .map(|s| ModelSummary {
+            model: s.path.clone(),
+            weights: s.target_sizes.iter().map(|(_, n)| n).sum(),
+            clean_accuracy: labels.as_ref().map(|l| accuracy(&s.clean.classes, l)),
+            accuracy_auc: None,
+        })
+        .collect();
+    Ok(aggregate(config, summaries, records))
+}
+
+/// Recomputes `results` and the AUCs from the trial records (sorted, so any order of shards
+/// gives the same report).
+pub fn aggregate(
+    config: CampaignConfig,
+    mut models: Vec<ModelSummary>,
+    mut trials: Vec<TrialRecord>,
+) -> CampaignReport {
+    trials.sort_by_key(|r| (r.model, r.ber, r.trial));
+    let mut results = Vec::new();
+    for (m, summary) in models.iter_mut().enumerate() {
+        let mut curve = Vec::new();
+        for (b, ber) in config.bers.iter().enumerate() {
+            let these: Vec<&TrialRecord> = trials.iter().filter(|r| r.model == m && r.ber == b).collect();
+            if these.is_empty() {
+                continue;
+            }
+            let accuracy = these
+                .iter()
+                .map(|r| r.accuracy)
+                .collect::<Option<Vec<f64>>>()
+                .map(|a| mean_ci(&a));
+            if let Some(a) = accuracy {
+                curve.push((*ber, a.mean));
+            }
+            let n = these.len() as f64;
+            results.push(ResultRecord {
+                model: summary.model.clone(),
+                ber: *ber,
+                trials: these.len(),
+                clean_accuracy: summary.clean_accuracy,
+                accuracy,
+                sdc: mean_ci(&these.iter().map(|r| r.sdc).collect::<Vec<_>>()),
+                nonfinite_rate: these.iter().map(|r| r.nonfinite).sum::<f64>() / n,
+                mean_flips: these.iter().map(|r| r.flips as f64).sum::<f64>() / n,
+            });
+        }
+        summary.accuracy_auc = auc(&curve);
+    }
+    CampaignReport {
+        tool: TOOL.into(),
+        version: VERSION.into(),
+        config,
+        models,
+        results,
+        trials,
+    }
+}
+
+/// Mean of accuracy over the log10-BER span (trapezoids); BER 0 points are left out.
+fn auc(curve: &[(f64, f64)]) -> Option<f64> {
+    let mut points: Vec<(f64, f64)> = curve
+        .iter()
+        .filter(|(b, _)| *b > 0.0)
+        .map(|(b, a)| (b.log10(), *a))
+        .collect();
+    points.sort_by(|a, b| a.0.total_cmp(&b.0));
+    match points.len() {
+        0 => None,
+        1 => Some(points[0].1),
+        _ => {
+            let span = points.last().unwrap().0 - points[0].0;
+            if span == 0.0 {
+                return Some(points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64);
+            }
+            let area: f64 = points
+                .windows(2)
+                .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
+                .sum();
+            Some(area / span)
+        }
+    }
+}
+
+/// Puts the reports of a campaign's shards back together; refuses shards of different
+/// campaigns and trials present twice.
+pub fn merge(reports: Vec<CampaignReport>) -> Result<CampaignReport> {
+    let first = reports.first().context("no report to merge")?;
+    let mut config = first.config.clone();
+    config.shard = None;
+    let strip = |r: &CampaignReport| -> Vec<(String, usize, Option<f64>)> {
+        r.models
+            .iter()
+            .map(|m| (m.model.clone(), m.weights, m.clean_accuracy))
+            .collect()
+    };
+    let mut trials = Vec::new();
+    for report in &reports {
+        let mut other = report.config.clone();
+        other.shard = None;
+        ensure!(
+            other == config,
+            "the reports are of different campaigns (their settings differ)"
+        );
+        ensure!(strip(report) == strip(first), "the reports are of different models");
+        trials.extend(report.trials.iter().cloned());
+    }
+    let mut keys: Vec<(usize, usize, usize)> = trials.iter().map(|r| (r.model, r.ber, r.trial)).collect();
+    keys.sort();
+    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
+        bail!(
+            "trial {} at BER {} is in more than one report",
+            w[0].2,
+            config.bers[w[0].1]
+        );
+    }
+    let models = first
+        .models
+        .iter()
+        .map(|m| ModelSummary {
+            accuracy_auc: None,
+            ..m.clone()
+        })
+        .collect();
+    Ok(aggregate(config, models, trials))
+}
+
+/// One trial's faults for one model, as `--dump-faults` writes them, for replaying elsewhere.
+#[derive(Debug, Clone, Serialize)]
+pub struct FaultDump {
+    pub model: String,
+    pub model_index: usize,
+    pub ber: f64,
+    pub ber_index: usize,
+    pub trial: usize,
+    pub format: WeightFormat,
+    /// (tensor name, flat element index, bit, value after all flips of this trial)
+    pub flips: Vec<(String, usize, u32, f32)>,
+    /// The predicted class of every sample (`null` for a NaN/Inf output).
+    pub predictions: Vec<Option<usize>>,
+}
+
+impl FaultDump {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        subject: &Subject,
+        model_index: usize,
+        ber_index: usize,
+        ber: f64,
+        trial: usize,
+        flips: &[Flip],
+        format: WeightFormat,
+        classes: &[usize],
+    ) -> FaultDump {
+        let values = Subject::values(&subject.stored, format, flips, &subject.targets);
+        FaultDump {
+            model: subject.path.clone(),
+            model_index,
+            ber,
+            ber_index,
+            trial,
+            format,
+            flips: flips
+                .iter()
+                .map(|f| {
+                    let tensor = subject.targets[f.tensor];
+                    (
+                        subject.target_sizes[f.tensor].0.clone(),
+                        f.element,
+                        f.bit,
+                        values[tensor][f.element],
+                    )
+                })
+                .collect(),
+            predictions: classes.iter().map(|c| (*c != usize::MAX).then_some(*c)).collect(),
+        }
+    }
+}
+
+impl CampaignReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serializes") + "\n"
+    }
+
+    pub fn to_csv(&self) -> Result<String> {
+        let mut w = csv::Writer::from_writer(Vec::new());
+        w.write_record([
+            "model",
+            "ber",
+            "trials",
+            "clean_accuracy",
+            "accuracy_mean",
+            "accuracy_ci95",
+            "sdc_mean",
+            "sdc_ci95",
+            "nonfinite_rate",
+            "mean_flips",
+        ])?;
+        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
+        for r in &self.results {
+            w.write_record([
+                r.model.clone(),
+                r.ber.to_string(),
+                r.trials.to_string(),
+                opt(r.clean_accuracy),
+                opt(r.accuracy.map(|a| a.mean)),
+                opt(r.accuracy.map(|a| a.ci95)),
+                r.sdc.mean.to_string(),
+                r.sdc.ci95.to_string(),
+                r.nonfinite_rate.to_string(),
+                r.mean_flips.to_string(),
+            ])?;
+        }
+        Ok(String::from_utf8(w.into_inner()?)?)
+    }
+
+    /// The table people read: one row per model and BER.
+    pub fn table(&self) -> String {
+        let pct = |v: f64| format!("{:.2}", 100.0 * v);
+        let mut t = format!(
+            "{:<40} {:>8} {:>7} {:>17} {:>17} {:>9}\n",
+            "model", "BER", "clean%", "accuracy% ±95%CI", "SDC% ±95%CI", "NaN/Inf%"
+        );
+        for r in &self.results {
+            let acc = r
+                .accuracy
+                .map_or("-".into(), |a| format!("{} ±{}", pct(a.mean), pct(a.ci95)));
+            t += &format!(
+                "{:<40} {:>8.0e} {:>7} {:>17} {:>17} {:>9}\n",
+                r.model,
+                r.ber,
+                r.clean_accuracy.map_or("-".into(), pct),
+                acc,
+                format!("{} ±{}", pct(r.sdc.mean), pct(r.sdc.ci95)),
+                pct(r.nonfinite_rate)
+            );
+        }
+        for m in &self.models {
+            if let Some(auc) = m.accuracy_auc {
+                t += &format!("{}: accuracy AUC over log BER {:.2}%\n", m.model, 100.0 * auc);
+            }
+        }
+        t
+    }
+}

@@ -11,11 +11,13 @@ use crate::report::{TOOL, VERSION};
 use crate::runtime::{Outputs, Runner, model_input_names};
 use crate::weights::Weights;
 use anyhow::{Context, Result, bail, ensure};
+use fitact_passes::extract_suffix::extract_suffix;
 use fitact_passes::onnx::ModelProto;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use tract_onnx::prelude::{IntoTValue, TValue};
 
 /// Which slice of the trials this run does: trial t belongs to shard `t % count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -135,6 +137,11 @@ struct Predictions {
 struct Subject {
     path: String,
     model: ModelProto,
+    /// For each weight tensor (by name): the main-graph nodes that read it, directly, through
+    /// a Constant node, or from inside a subgraph. A flip reruns only what they reach.
+    readers: std::collections::HashMap<String, Vec<usize>>,
+    /// Clean values of tensors that faulty suffixes read, per batch, filled on demand.
+    clean_values: std::sync::Mutex<std::collections::HashMap<String, Vec<TValue>>>,
     /// Clean values as the format stores them (fault-free model = these).
     stored: Vec<crate::faults::StoredTensor>,
     /// Indices (into `stored`) of the tensors faults may hit, and their names and sizes.
@@ -153,26 +160,90 @@ fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
     best
 }
 
-/// Runs `model` over every sample; the prediction is the argmax of the first output.
-fn predict(model: &ModelProto, samples: &Samples, batch_size: usize) -> Result<Predictions> {
-    let runner = Runner::new(model, &samples.sample_shapes(), Outputs::Model)?;
-    let batch = runner.batch_size(batch_size);
-    let mut classes = Vec::with_capacity(samples.count);
-    let mut nonfinite = Vec::with_capacity(samples.count);
-    for start in (0..samples.count).step_by(batch) {
-        let (outputs, valid) = runner.run(samples.slice(start, (start + batch).min(samples.count)))?;
-        let view = outputs[0]
-            .to_plain_array_view::<f32>()
-            .context("the model's first output is not float32")?;
-        let (rows, len) = (view.shape()[0], view.len());
-        let view = view.into_shape_with_order((rows, len / rows.max(1)))?;
-        for row in view.outer_iter().take(valid) {
-            let bad = row.iter().any(|v| !v.is_finite());
-            nonfinite.push(bad);
-            classes.push(if bad { usize::MAX } else { argmax(row) });
+/// The data set cut into batches of one size (the last padded with copies of its last
+/// sample), so that every run of a model sees the same shapes and one plan serves them all.
+struct Batches {
+    /// Per batch: one array per model input, and how many rows are real samples.
+    batches: Vec<(Vec<ndarray::ArrayD<f32>>, usize)>,
+    input_names: Vec<String>,
+    count: usize,
+}
+
+impl Batches {
+    fn new(samples: &Samples, size: usize) -> Batches {
+        let batches = (0..samples.count)
+            .step_by(size)
+            .map(|start| {
+                let end = (start + size).min(samples.count);
+                let inputs = samples
+                    .slice(start, end)
+                    .into_iter()
+                    .map(|a| pad_rows(a, size))
+                    .collect();
+                (inputs, end - start)
+            })
+            .collect();
+        let input_names = samples.inputs.iter().map(|(n, _)| n.clone()).collect();
+        Batches {
+            batches,
+            input_names,
+            count: samples.count,
         }
     }
-    Ok(Predictions { classes, nonfinite })
+}
+
+fn pad_rows(array: ndarray::ArrayD<f32>, rows: usize) -> ndarray::ArrayD<f32> {
+    let last = array
+        .index_axis(ndarray::Axis(0), array.shape()[0] - 1)
+        .insert_axis(ndarray::Axis(0))
+        .to_owned();
+    let mut padded = array;
+    while padded.shape()[0] < rows {
+        padded.append(ndarray::Axis(0), last.view()).expect("same sample shape");
+    }
+    padded
+}
+
+/// Appends the predictions of one batch's first output (its `valid` rows).
+fn push_predictions(predictions: &mut Predictions, logits: &TValue, valid: usize) -> Result<()> {
+    let view = logits
+        .to_plain_array_view::<f32>()
+        .context("the model's first output is not float32")?;
+    let (rows, len) = (view.shape()[0], view.len());
+    let view = view.into_shape_with_order((rows, len / rows.max(1)))?;
+    for row in view.outer_iter().take(valid) {
+        let bad = row.iter().any(|v| !v.is_finite());
+        predictions.nonfinite.push(bad);
+        predictions.classes.push(if bad { usize::MAX } else { argmax(row) });
+    }
+    Ok(())
+}
+
+/// Runs `model` over every batch; the prediction is the argmax of the first output. With
+/// `observe`, also returns the per-batch values of those tensors.
+fn predict(model: &ModelProto, batches: &Batches, observe: &[String]) -> Result<(Predictions, Vec<Vec<TValue>>)> {
+    let shapes: Vec<Vec<usize>> = batches.batches[0].0.iter().map(|a| a.shape()[1..].to_vec()).collect();
+    let first_output = model
+        .graph
+        .as_ref()
+        .and_then(|g| g.output.first())
+        .map(|o| o.name().to_owned());
+    let mut wanted: Vec<String> = first_output.into_iter().collect();
+    wanted.extend(observe.iter().cloned());
+    let runner = Runner::new(model, &shapes, Outputs::Tensors(&wanted))?;
+    let mut predictions = Predictions {
+        classes: Vec::with_capacity(batches.count),
+        nonfinite: Vec::new(),
+    };
+    let mut observed = Vec::new();
+    for (inputs, valid) in &batches.batches {
+        let (outputs, _) = runner.run(inputs.clone())?;
+        push_predictions(&mut predictions, &outputs[0], *valid)?;
+        if !observe.is_empty() {
+            observed.push(outputs[1..].to_vec());
+        }
+    }
+    Ok((predictions, observed))
 }
 
 fn load_labels(path: &Path, count: usize) -> Result<Vec<usize>> {
@@ -214,7 +285,7 @@ fn mean_ci(values: &[f64]) -> MeanCi {
 }
 
 impl Subject {
-    fn new(path: &Path, options: &EvaluateOptions, samples: &Samples) -> Result<Subject> {
+    fn new(path: &Path, options: &EvaluateOptions, batches: &Batches) -> Result<Subject> {
         let model = read_model(path)
             .with_context(|| format!("reading {}", path.display()))?
             .model;
@@ -238,10 +309,12 @@ impl Subject {
             .collect();
         let clean_values = Self::values(&stored, options.format, &[], &targets);
         let model = Weights::write_into(&model, &clean_values);
-        let clean = predict(&model, samples, options.batch_size)
-            .with_context(|| format!("running {} fault-free", path.display()))?;
+        let (clean, _) =
+            predict(&model, batches, &[]).with_context(|| format!("running {} fault-free", path.display()))?;
         Ok(Subject {
             path: path.display().to_string(),
+            readers: readers(&model),
+            clean_values: Default::default(),
             model,
             stored,
             targets,
@@ -273,17 +346,119 @@ impl Subject {
         sample_flips(&sizes, bits, ber, options.seed, trial as u64)
     }
 
-    /// One faulty run; a trial without flips is the fault-free run and is not rerun.
-    fn trial(&self, flips: &[Flip], options: &EvaluateOptions, samples: &Samples) -> Result<Predictions> {
-        if flips.is_empty() {
-            return Ok(Predictions {
-                classes: self.clean.classes.clone(),
-                nonfinite: self.clean.nonfinite.clone(),
-            });
+    /// One faulty run. Only the nodes a flipped weight can reach are rerun (`extract_suffix`),
+    /// on the clean values of the tensors they read; a trial whose flips reach no output is
+    /// the fault-free run.
+    fn trial(&self, flips: &[Flip], options: &EvaluateOptions, batches: &Batches) -> Result<Predictions> {
+        let mut dirty: Vec<usize> = flips
+            .iter()
+            .flat_map(|f| {
+                self.readers
+                    .get(&self.target_sizes[f.tensor].0)
+                    .into_iter()
+                    .flatten()
+                    .copied()
+            })
+            .collect();
+        dirty.sort_unstable();
+        dirty.dedup();
+        let clean = || Predictions {
+            classes: self.clean.classes.clone(),
+            nonfinite: self.clean.nonfinite.clone(),
+        };
+        if dirty.is_empty() {
+            return Ok(clean());
         }
         let values = Self::values(&self.stored, options.format, flips, &self.targets);
-        predict(&Weights::write_into(&self.model, &values), samples, options.batch_size)
+        let model = Weights::write_into(&self.model, &values);
+        let suffix = extract_suffix(&model, &dirty)?;
+        let Some(logits) = suffix.recomputed_outputs.first().filter(|r| **r).map(|_| 0) else {
+            return Ok(clean());
+        };
+        let feeds = self.boundary_values(&suffix.boundary, batches)?;
+        let runner = Runner::for_values(&suffix.model, &feeds[0], Outputs::Model)?;
+        let mut predictions = Predictions {
+            classes: Vec::with_capacity(batches.count),
+            nonfinite: Vec::new(),
+        };
+        for (feed, (_, valid)) in feeds.iter().zip(&batches.batches) {
+            let outputs = runner.run_values(feed)?;
+            push_predictions(&mut predictions, &outputs[logits], *valid)?;
+        }
+        Ok(predictions)
     }
+
+    /// Per batch, the clean values of `names` (model inputs come from the data), computing
+    /// and keeping those not seen yet with one clean run.
+    fn boundary_values(&self, names: &[String], batches: &Batches) -> Result<Vec<Vec<(String, TValue)>>> {
+        let mut cache = self.clean_values.lock().expect("no panic while holding the cache");
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| !cache.contains_key(*n) && !batches.input_names.contains(n))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let (_, observed) = predict(&self.model, batches, &missing)?;
+            for (i, name) in missing.iter().enumerate() {
+                cache.insert(name.clone(), observed.iter().map(|batch| batch[i].clone()).collect());
+            }
+        }
+        Ok((0..batches.batches.len())
+            .map(|b| {
+                names
+                    .iter()
+                    .map(|name| {
+                        let value = match batches.input_names.iter().position(|n| n == name) {
+                            Some(i) => batches.batches[b].0[i].clone().into_tvalue(),
+                            None => cache[name][b].clone(),
+                        };
+                        (name.clone(), value)
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// For every tensor name: the main-graph nodes that read it, directly or from inside their
+/// subgraphs (where a subgraph's own initializers count
+/// as read by the node that holds it).
+fn readers(model: &ModelProto) -> std::collections::HashMap<String, Vec<usize>> {
+    use fitact_passes::graph::{attribute_graphs, free_variables};
+    let mut readers: std::collections::HashMap<String, Vec<usize>> = Default::default();
+    let Some(graph) = model.graph.as_ref() else {
+        return readers;
+    };
+    fn inner_initializers(g: &fitact_passes::onnx::GraphProto, out: &mut Vec<String>) {
+        out.extend(g.initializer.iter().map(|t| t.name().to_owned()));
+        for node in &g.node {
+            if node.op_type() == "Constant" {
+                out.extend(node.output.iter().cloned());
+            }
+            for attr in &node.attribute {
+                for sub in attribute_graphs(attr) {
+                    inner_initializers(sub, out);
+                }
+            }
+        }
+    }
+    for (i, node) in graph.node.iter().enumerate() {
+        let mut names: Vec<String> = node.input.clone();
+        for attr in &node.attribute {
+            for sub in attribute_graphs(attr) {
+                names.extend(free_variables(sub));
+                inner_initializers(sub, &mut names);
+            }
+        }
+        // A Constant node's weights are named after its output: its readers read them.
+        for name in names {
+            let entry = readers.entry(name).or_default();
+            if !entry.contains(&i) {
+                entry.push(i);
+            }
+        }
+    }
+    readers
 }
 
 pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
@@ -310,10 +485,13 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
         .as_deref()
         .map(|p| load_labels(p, samples.count))
         .transpose()?;
+    let shapes = samples.sample_shapes();
+    let batch_size = Runner::new(&first, &shapes, Outputs::Model)?.batch_size(options.batch_size.min(samples.count));
+    let batches = Batches::new(&samples, batch_size);
     let subjects = options
         .models
         .iter()
-        .map(|p| Subject::new(p, options, &samples))
+        .map(|p| Subject::new(p, options, &batches))
         .collect::<Result<Vec<_>>>()?;
 
     let trials: Vec<usize> = (0..options.trials)
@@ -339,7 +517,7 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
             let mut dumps = Vec::new();
             for (m, subject) in subjects.iter().enumerate() {
                 let flips = subject.flips(options, &bits, ber, t);
-                let faulty = subject.trial(&flips, options, &samples)?;
+                let faulty = subject.trial(&flips, options, &batches)?;
                 let n = samples.count as f64;
                 let sdc = faulty
                     .classes

@@ -161,7 +161,7 @@ fn dumped_faults_replay_identically_in_onnxruntime() {
     );
     let out = python("replay_faults.py", &[&dump, &s.data]);
     let json: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
-    assert_eq!(json["trials"], 6);
+    assert_eq!(json["trials"], 16);
     assert!(json["flips"].as_u64().unwrap() > 100, "{out}");
     for (model, agreement) in json["agreement"].as_object().unwrap() {
         assert_eq!(agreement.as_f64(), Some(1.0), "{model}: {out}");

@@ -54,7 +54,7 @@ pub fn attribute_graphs(attr: &AttributeProto) -> Vec<&GraphProto> {
     }
 }
 
-fn attribute_graphs_mut(attr: &mut AttributeProto) -> Vec<&mut GraphProto> {
+pub fn attribute_graphs_mut(attr: &mut AttributeProto) -> Vec<&mut GraphProto> {
     attr.g.iter_mut().chain(attr.graphs.iter_mut()).collect()
 }
 

@@ -9,6 +9,7 @@ pub mod activations;
 pub mod bound_activations;
 pub mod error;
 pub mod extract_branch;
+pub mod extract_suffix;
 pub mod graph;
 pub mod names;
 pub mod tensor;

@@ -5,7 +5,7 @@
 //! thread count, and a campaign can be cut into shards that `merge` puts back together.
 
 use crate::dataset::{Samples, load_samples};
-use crate::faults::{Flip, WeightFormat, sample_flips};
+use crate::faults::{Flip, WeightFormat, sample_flips, tensor_rng};
 use crate::model_io::read_model;
 use crate::report::{TOOL, VERSION};
 use crate::runtime::{Outputs, Runner, model_input_names};
@@ -14,10 +14,11 @@ use anyhow::{Context, Result, bail, ensure};
 use fitact_passes::extract_suffix::extract_suffix;
 use fitact_passes::onnx::ModelProto;
 use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tract_onnx::prelude::{IntoTValue, TValue};
+use tract_onnx::prelude::{IntoTValue, IntoTensor, TValue};
 
 /// Which slice of the trials this run does: trial t belongs to shard `t % count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,12 +57,29 @@ pub struct EvaluateOptions {
     pub shard: Option<Shard>,
     pub progress: bool,
     pub dump_faults: Option<PathBuf>,
+    pub fault: FaultKind,
+    /// With activation faults: the tensor to hit (default: a random Relu input per trial).
+    pub layer: Option<String>,
+}
+
+/// Where faults strike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FaultKind {
+    /// Bit flips in stored weights at a bit error rate (permanent faults in memory).
+    Weight,
+    /// One flipped bit in one element of one activation tensor per inference (transient
+    /// faults in the datapath, the model Ranger used).
+    Activation,
 }
 
 /// What a campaign was run with; shards of one campaign share all of it but `shard`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct CampaignConfig {
-    pub fault: String,
+    pub fault: FaultKind,
+    /// Activation faults: the tensors a trial may hit (one, chosen per trial).
+    #[serde(default)]
+    pub layers: Vec<String>,
     pub data: String,
     pub labels: Option<String>,
     pub samples: usize,
@@ -388,6 +406,59 @@ impl Subject {
         Ok(predictions)
     }
 
+    /// One inference-time fault per sample: a layer chosen per trial (the same for every
+    /// model), then in each sample one random bit of one random element of that tensor. The
+    /// consumers of the tensor and everything downstream rerun on the flipped values.
+    fn activation_trial(
+        &self,
+        layers: &[String],
+        seed: u64,
+        trial: usize,
+        batches: &Batches,
+    ) -> Result<(Predictions, usize)> {
+        let mut rng = tensor_rng(seed, trial as u64, 0.0, "activation layer");
+        let layer = &layers[rng.random_range(0..layers.len())];
+        let dirty = self.readers.get(layer).cloned().unwrap_or_default();
+        let suffix = extract_suffix(&self.model, &dirty)?;
+        ensure!(
+            suffix.recomputed_outputs.first() == Some(&true),
+            "tensor '{layer}' does not reach the first output"
+        );
+        let position = suffix
+            .boundary
+            .iter()
+            .position(|n| n == layer)
+            .context("the hit tensor feeds its readers")?;
+        let mut feeds = self.boundary_values(&suffix.boundary, batches)?;
+        let rows = batches.batches[0].1.max(batches.batches[0].0[0].shape()[0]);
+        let mut flips = 0;
+        for (b, (feed, (_, valid))) in feeds.iter_mut().zip(&batches.batches).enumerate() {
+            let mut tensor = feed[position].1.clone().into_tensor();
+            let mut view = tensor
+                .to_plain_array_view_mut::<f32>()
+                .with_context(|| format!("tensor '{layer}' is not float32"))?;
+            let values = view.as_slice_mut().context("a tract tensor is contiguous")?;
+            let per_sample = values.len() / rows;
+            for row in 0..*valid {
+                let sample = b * rows + row;
+                let mut rng = tensor_rng(seed, trial as u64, 0.0, &format!("activation sample {sample}"));
+                let element = row * per_sample + rng.random_range(0..per_sample);
+                values[element] = f32::from_bits(values[element].to_bits() ^ (1 << rng.random_range(0..32u32)));
+                flips += 1;
+            }
+            feed[position].1 = tensor.into_tvalue();
+        }
+        let runner = Runner::for_values(&suffix.model, &feeds[0], Outputs::Model)?;
+        let mut predictions = Predictions {
+            classes: Vec::with_capacity(batches.count),
+            nonfinite: Vec::new(),
+        };
+        for (feed, (_, valid)) in feeds.iter().zip(&batches.batches) {
+            push_predictions(&mut predictions, &runner.run_values(feed)?[0], *valid)?;
+        }
+        Ok((predictions, flips))
+    }
+
     /// Per batch, the clean values of `names` (model inputs come from the data), computing
     /// and keeping those not seen yet with one clean run.
     fn boundary_values(&self, names: &[String], batches: &Batches) -> Result<Vec<Vec<(String, TValue)>>> {
@@ -463,7 +534,18 @@ fn readers(model: &ModelProto) -> std::collections::HashMap<String, Vec<usize>> 
 
 pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
     ensure!(!options.models.is_empty(), "no model to evaluate");
-    ensure!(!options.bers.is_empty(), "no BER given");
+    let activation = options.fault == FaultKind::Activation;
+    ensure!(activation || !options.bers.is_empty(), "no BER given (--ber)");
+    ensure!(
+        !(activation && options.dump_faults.is_some()),
+        "--dump-faults records weight faults only"
+    );
+    // Activation faults have no BER: one flip per inference; records carry BER 0.
+    let bers: Vec<f64> = if activation { vec![0.0] } else { options.bers.clone() };
+    let options = &EvaluateOptions {
+        bers,
+        ..options.clone()
+    };
     ensure!(options.trials > 0, "--trials must be at least 1");
     if let Some(bad) = options.bers.iter().find(|b| !(0.0..=1.0).contains(*b)) {
         bail!("BER {bad} is not a probability in [0, 1]");
@@ -493,6 +575,27 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
         .iter()
         .map(|p| Subject::new(p, options, &batches))
         .collect::<Result<Vec<_>>>()?;
+    let layers: Vec<String> = match (&options.layer, activation) {
+        (_, false) => Vec::new(),
+        (Some(layer), true) => vec![layer.clone()],
+        (None, true) => fitact_passes::activations::find_relus(&first)
+            .into_iter()
+            .filter(|s| s.graph.is_main())
+            .map(|s| s.input)
+            .collect(),
+    };
+    ensure!(
+        !activation || !layers.is_empty(),
+        "no activation to hit: give --layer TENSOR"
+    );
+    for subject in &subjects {
+        if let Some(missing) = layers.iter().find(|l| !subject.readers.contains_key(*l)) {
+            bail!(
+                "{} has no tensor '{missing}' read by a node of its main graph",
+                subject.path
+            );
+        }
+    }
 
     let trials: Vec<usize> = (0..options.trials)
         .filter(|t| options.shard.is_none_or(|s| t % s.count == s.index))
@@ -516,8 +619,15 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
             let mut records = Vec::new();
             let mut dumps = Vec::new();
             for (m, subject) in subjects.iter().enumerate() {
-                let flips = subject.flips(options, &bits, ber, t);
-                let faulty = subject.trial(&flips, options, &batches)?;
+                let (flips, faulty, flip_count) = if activation {
+                    let (faulty, count) = subject.activation_trial(&layers, options.seed, t, &batches)?;
+                    (Vec::new(), faulty, count)
+                } else {
+                    let flips = subject.flips(options, &bits, ber, t);
+                    let faulty = subject.trial(&flips, options, &batches)?;
+                    let count = flips.len();
+                    (flips, faulty, count)
+                };
                 let n = samples.count as f64;
                 let sdc = faulty
                     .classes
@@ -543,7 +653,7 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
                     model: m,
                     ber: b,
                     trial: t,
-                    flips: flips.len(),
+                    flips: flip_count,
                     accuracy: labels.as_ref().map(|l| accuracy(&faulty.classes, l)),
                     sdc,
                     nonfinite,
@@ -567,7 +677,8 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
     }
 
     let config = CampaignConfig {
-        fault: "weight".into(),
+        fault: options.fault,
+        layers: layers.clone(),
         data: options.data.display().to_string(),
         labels: options.labels.as_ref().map(|p| p.display().to_string()),
         samples: samples.count,
@@ -807,10 +918,14 @@ impl CampaignReport {
             let acc = r
                 .accuracy
                 .map_or("-".into(), |a| format!("{} ±{}", pct(a.mean), pct(a.ci95)));
+            let ber = match self.config.fault {
+                FaultKind::Weight => format!("{:.0e}", r.ber),
+                FaultKind::Activation => "1/inf.".into(),
+            };
             t += &format!(
-                "{:<40} {:>8.0e} {:>7} {:>17} {:>17} {:>9}\n",
+                "{:<40} {:>8} {:>7} {:>17} {:>17} {:>9}\n",
                 r.model,
-                r.ber,
+                ber,
                 r.clean_accuracy.map_or("-".into(), pct),
                 acc,
                 format!("{} ±{}", pct(r.sdc.mean), pct(r.sdc.ci95)),

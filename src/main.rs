@@ -4,7 +4,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use fitact_onnx::bounds::Granularity;
-use fitact_onnx::evaluate::{CampaignReport, EvaluateOptions, Shard, evaluate, merge};
+use fitact_onnx::evaluate::{CampaignReport, EvaluateOptions, FaultKind, Shard, evaluate, merge};
 use fitact_onnx::faults::WeightFormat;
 use fitact_onnx::harden::{HardenError, HardenOptions, harden};
 use fitact_onnx::method::{Method, ModeName};
@@ -77,8 +77,15 @@ enum Command {
         #[arg(long)]
         labels: Option<PathBuf>,
         /// Bit error rates, comma-separated: each stored bit flips with this probability.
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required_unless_present = "fault")]
         ber: Vec<f64>,
+        /// weight: bit flips in stored weights at each BER; activation: one flipped bit in
+        /// one element of one activation per inference (no BER).
+        #[arg(long, value_enum)]
+        fault: Option<FaultKind>,
+        /// With --fault activation: the tensor to hit (default: a random Relu input per trial).
+        #[arg(long)]
+        layer: Option<String>,
         /// Trials per BER.
         #[arg(long, default_value_t = 100)]
         trials: usize,
@@ -195,6 +202,8 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             data,
             labels,
             ber,
+            fault,
+            layer,
             trials,
             seed,
             format,
@@ -225,6 +234,8 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 shard,
                 progress,
                 dump_faults,
+                fault: fault.unwrap_or(FaultKind::Weight),
+                layer,
             };
             let campaign = evaluate(&options)?;
             write_outputs(&campaign, report.as_ref(), csv.as_ref(), plot.as_ref(), cli.quiet)?;

@@ -219,3 +219,31 @@ fn labels_that_do_not_match_the_data_are_a_clear_error() {
     assert!(stderr.contains("5 labels for 16 samples"), "{stderr}");
     assert!(!report.exists());
 }
+
+#[test]
+fn activation_faults_flip_one_bit_per_inference_identically_for_every_model() {
+    let s = setup(64);
+    let models = [s.models[0].clone(), s.models[0].clone(), s.models[3].clone()];
+    let args = ["--fault", "activation", "--trials", "6", "--seed", "3"];
+    let report = evaluate(&s, &models, &args, &s.dir.path().join("a.json"));
+    assert_eq!(
+        report,
+        evaluate(&s, &models, &args, &s.dir.path().join("b.json")),
+        "reproducible"
+    );
+    let json: serde_json::Value = serde_json::from_str(&report).unwrap();
+    assert_eq!(json["config"]["fault"], "activation");
+    assert_eq!(
+        json["config"]["layers"].as_array().unwrap().len(),
+        7,
+        "every Relu input of the AlexNet fixture"
+    );
+    let trials = json["trials"].as_array().unwrap();
+    assert!(trials.iter().all(|t| t["flips"] == 64), "one flip per inference");
+    // The same model twice gets the same faults, hence the same outcomes.
+    let of =
+        |m: u64| -> Vec<&serde_json::Value> { trials.iter().filter(|t| t["model"] == m).map(|t| &t["sdc"]).collect() };
+    assert_eq!(of(0), of(1));
+    let sdc = |m: usize| json["results"][m]["sdc"]["mean"].as_f64().unwrap();
+    assert!(sdc(2) <= sdc(0), "fitact {} vs unprotected {}", sdc(2), sdc(0));
+}

@@ -98,3 +98,34 @@ fn a_model_without_relu_exits_1() {
     assert!(String::from_utf8_lossy(&run.stderr).contains("has no Relu to bound"));
     assert!(!out.exists());
 }
+
+/// torch's default exporter: opset 18, batch fixed to 1 (also in a Reshape), weights in an
+/// external data file, which the hardened model keeps beside it.
+#[test]
+fn torch_default_export_with_external_data_hardens() {
+    let model = fixture("resnet_torch_default/resnet.onnx");
+    let calib = fixture("calib.npy");
+    harden_and_check(&model, &calib, &[], "channel", "zero", 1);
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("hardened.onnx");
+    let run = cli(&[
+        "harden",
+        model.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let written = read_model(&out).unwrap();
+    let source = read_model(&model).unwrap();
+    assert_eq!(
+        written.external_tensors, source.external_tensors,
+        "the same tensors stay external"
+    );
+    assert!(!source.external_tensors.is_empty());
+    assert!(dir.path().join("hardened.onnx.data").exists());
+    // No tensor data inline for the external ones: the .onnx stays small.
+    assert!(std::fs::metadata(&out).unwrap().len() < 200_000);
+}

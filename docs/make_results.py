@@ -8,7 +8,8 @@ the four variants on the same faults, over BER 1e-7 to 3e-5.
 
     python3 docs/make_results.py [--samples 300] [--trials 12] [--seed 7]
 
-Writes docs/results/<fixture>-<format>.{json,csv,svg} and docs/results.md.
+Writes docs/results/<fixture>-<format>.{json,csv,svg}, then docs/results.md from every such
+report present (so `--fixtures resnet` adds one fixture to earlier runs).
 """
 import argparse
 import json
@@ -19,6 +20,7 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+os.chdir(ROOT)  # paths in the reports are relative to the repository
 ap = argparse.ArgumentParser()
 ap.add_argument("--samples", type=int, default=300)
 ap.add_argument("--trials", type=int, default=12)
@@ -27,15 +29,15 @@ ap.add_argument("--fixtures", default="alexnet,vgg,resnet")
 ap.add_argument("--formats", default="float32,q15.16")
 args = ap.parse_args()
 
-binary = os.path.join(ROOT, "target/release/fitact-onnx")
-out = os.path.join(ROOT, "docs/results")
+binary = "target/release/fitact-onnx"
+out = "docs/results"
 work = os.path.join(out, "models")
 os.makedirs(work, exist_ok=True)
 bers = "1e-7,1e-6,3e-6,1e-5,3e-5"
 data = os.path.join(work, "test.npy")
 labels = os.path.join(work, "test_labels.npy")
-np.save(data, np.load(os.path.join(ROOT, "fixtures/test.npy"))[: args.samples])
-np.save(labels, np.load(os.path.join(ROOT, "fixtures/test_labels.npy"))[: args.samples])
+np.save(data, np.load("fixtures/test.npy")[: args.samples])
+np.save(labels, np.load("fixtures/test_labels.npy")[: args.samples])
 
 variants = [
     ("ranger", ["--method", "ranger"]),
@@ -43,23 +45,29 @@ variants = [
     ("fitact-channel", ["--method", "fitact"]),
     ("fitact-neuron", ["--method", "fitact", "--granularity", "neuron"]),
 ]
-sections = []
 for fixture in args.fixtures.split(","):
-    original = os.path.join(ROOT, "fixtures", f"{fixture}.onnx")
+    original = os.path.join("fixtures", f"{fixture}.onnx")
     models = [original]
     for name, flags in variants:
         path = os.path.join(work, f"{fixture}-{name}.onnx")
-        subprocess.run([binary, "harden", original, path, "--calib", os.path.join(ROOT, "fixtures/calib.npy"), "-q"]
+        subprocess.run([binary, "harden", original, path, "--calib", "fixtures/calib.npy", "-q"]
                        + flags, check=True)
         models.append(path)
     for fmt in args.formats.split(","):
         stem = os.path.join(out, f"{fixture}-{fmt}")
-        start = time.time()
         subprocess.run([binary, "evaluate", *models, "--data", data, "--labels", labels, "--ber", bers,
                         "--trials", str(args.trials), "--seed", str(args.seed), "--format", fmt,
                         "--report", stem + ".json", "--csv", stem + ".csv", "--plot", stem + ".svg", "-q"], check=True)
-        seconds = time.time() - start
+
+sections = []
+for fixture in ["alexnet", "vgg", "resnet"]:
+    for fmt in ["float32", "q15.16", "int8"]:
+        stem = os.path.join(out, f"{fixture}-{fmt}")
+        if not os.path.exists(stem + ".json"):
+            continue
         report = json.load(open(stem + ".json"))
+        bers = ",".join(f"{b:g}" for b in report["config"]["bers"])
+        trials = report["config"]["trials"]
         names = ["unprotected"] + [v[0] for v in variants]
         label = dict(zip([m["model"] for m in report["models"]], names))
         rows = ["| model | clean | " + " | ".join(f"BER {b}" for b in bers.split(",")) + " | AUC |",
@@ -78,7 +86,7 @@ for fixture in args.fixtures.split(","):
             cells = [f"{100 * r['sdc']['mean']:.1f}" for r in report["results"] if r["model"] == m["model"]]
             sdc.append(f"| {label[m['model']]} | " + " | ".join(cells) + " |")
         sections.append(f"### {fixture}, {fmt} weights\n\nTop-1 accuracy (%) under faults, mean ± 95% CI over "
-                        f"{args.trials} trials ({seconds:.0f} s for the campaign):\n\n" + "\n".join(rows)
+                        f"{trials} trials ({report['config']['samples']} test images):\n\n" + "\n".join(rows)
                         + "\n\nSDC rate (%, prediction differs from the model's own fault-free one):\n\n"
                         + "\n".join(sdc) + f"\n\n![{fixture} {fmt}](results/{fixture}-{fmt}.svg)\n")
 
@@ -101,5 +109,5 @@ same flips in their shared weights in each trial. `q15.16` stores weights as 32-
   here calibrated post-training, without the paper's gradient training of the bounds
 
 """
-open(os.path.join(ROOT, "docs/results.md"), "w").write(header + "\n".join(sections))
+open("docs/results.md", "w").write(header + "\n".join(sections))
 print("wrote docs/results.md")

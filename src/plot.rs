@@ -69,7 +69,7 @@ pub fn accuracy_svg(report: &CampaignReport) -> Result<String> {
                     color.stroke_width(2),
                 ))
                 .map_err(|e| anyhow!("{e}"))?
-                .label(model.model.clone())
+                .label(legend_name(&model.model))
                 .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));
             chart
                 .draw_series(points.iter().map(|p| Circle::new((p.0, p.1), 3, color.filled())))
@@ -92,4 +92,9 @@ pub fn accuracy_svg(report: &CampaignReport) -> Result<String> {
         root.present().map_err(|e| anyhow!("{e}"))?;
     }
     Ok(svg)
+}
+
+/// A model's label in the legend: its file name (paths make the legend unreadable).
+fn legend_name(path: &str) -> String {
+    std::path::Path::new(path).file_name().map_or(path.to_owned(), |n| n.to_string_lossy().into_owned())
 }

@@ -4,9 +4,10 @@
 //! parallel; each is a pure function of (seed, trial, BER), so results do not depend on the
 //! thread count, and a campaign can be cut into shards that `merge` puts back together.
 
-use crate::dataset::{Samples, load_samples};
+use crate::dataset::load_samples;
 use crate::faults::{Flip, WeightFormat, sample_flips, tensor_rng};
 use crate::model_io::read_model;
+use crate::replay::{Batches, CleanValues, Predictions, predict, readers, run_suffix};
 use crate::report::{TOOL, VERSION};
 use crate::runtime::{Outputs, Runner, model_input_names};
 use crate::weights::Weights;
@@ -18,7 +19,7 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tract_onnx::prelude::{IntoTValue, IntoTensor, TValue};
+use tract_onnx::prelude::{IntoTValue, IntoTensor};
 
 /// Which slice of the trials this run does: trial t belongs to shard `t % count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -145,12 +146,6 @@ pub struct CampaignReport {
     pub trials: Vec<TrialRecord>,
 }
 
-/// Predictions of one run over the data set.
-struct Predictions {
-    classes: Vec<usize>,
-    nonfinite: Vec<bool>,
-}
-
 /// A model under test, with what every trial starts from.
 struct Subject {
     path: String,
@@ -159,109 +154,13 @@ struct Subject {
     /// a Constant node, or from inside a subgraph. A flip reruns only what they reach.
     readers: std::collections::HashMap<String, Vec<usize>>,
     /// Clean values of tensors that faulty suffixes read, per batch, filled on demand.
-    clean_values: std::sync::Mutex<std::collections::HashMap<String, Vec<TValue>>>,
+    clean_values: CleanValues,
     /// Clean values as the format stores them (fault-free model = these).
     stored: Vec<crate::faults::StoredTensor>,
     /// Indices (into `stored`) of the tensors faults may hit, and their names and sizes.
     targets: Vec<usize>,
     target_sizes: Vec<(String, usize)>,
     clean: Predictions,
-}
-
-fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
-    let mut best = 0;
-    for (i, v) in row.iter().enumerate() {
-        if *v > row[best] {
-            best = i;
-        }
-    }
-    best
-}
-
-/// The data set cut into batches of one size (the last padded with copies of its last
-/// sample), so that every run of a model sees the same shapes and one plan serves them all.
-struct Batches {
-    /// Per batch: one array per model input, and how many rows are real samples.
-    batches: Vec<(Vec<ndarray::ArrayD<f32>>, usize)>,
-    input_names: Vec<String>,
-    count: usize,
-}
-
-impl Batches {
-    fn new(samples: &Samples, size: usize) -> Batches {
-        let batches = (0..samples.count)
-            .step_by(size)
-            .map(|start| {
-                let end = (start + size).min(samples.count);
-                let inputs = samples
-                    .slice(start, end)
-                    .into_iter()
-                    .map(|a| pad_rows(a, size))
-                    .collect();
-                (inputs, end - start)
-            })
-            .collect();
-        let input_names = samples.inputs.iter().map(|(n, _)| n.clone()).collect();
-        Batches {
-            batches,
-            input_names,
-            count: samples.count,
-        }
-    }
-}
-
-fn pad_rows(array: ndarray::ArrayD<f32>, rows: usize) -> ndarray::ArrayD<f32> {
-    let last = array
-        .index_axis(ndarray::Axis(0), array.shape()[0] - 1)
-        .insert_axis(ndarray::Axis(0))
-        .to_owned();
-    let mut padded = array;
-    while padded.shape()[0] < rows {
-        padded.append(ndarray::Axis(0), last.view()).expect("same sample shape");
-    }
-    padded
-}
-
-/// Appends the predictions of one batch's first output (its `valid` rows).
-fn push_predictions(predictions: &mut Predictions, logits: &TValue, valid: usize) -> Result<()> {
-    let view = logits
-        .to_plain_array_view::<f32>()
-        .context("the model's first output is not float32")?;
-    let (rows, len) = (view.shape()[0], view.len());
-    let view = view.into_shape_with_order((rows, len / rows.max(1)))?;
-    for row in view.outer_iter().take(valid) {
-        let bad = row.iter().any(|v| !v.is_finite());
-        predictions.nonfinite.push(bad);
-        predictions.classes.push(if bad { usize::MAX } else { argmax(row) });
-    }
-    Ok(())
-}
-
-/// Runs `model` over every batch; the prediction is the argmax of the first output. With
-/// `observe`, also returns the per-batch values of those tensors.
-fn predict(model: &ModelProto, batches: &Batches, observe: &[String]) -> Result<(Predictions, Vec<Vec<TValue>>)> {
-    let shapes: Vec<Vec<usize>> = batches.batches[0].0.iter().map(|a| a.shape()[1..].to_vec()).collect();
-    let first_output = model
-        .graph
-        .as_ref()
-        .and_then(|g| g.output.first())
-        .map(|o| o.name().to_owned());
-    let mut wanted: Vec<String> = first_output.into_iter().collect();
-    wanted.extend(observe.iter().cloned());
-    let runner = Runner::new(model, &shapes, Outputs::Tensors(&wanted))?;
-    let mut predictions = Predictions {
-        classes: Vec::with_capacity(batches.count),
-        nonfinite: Vec::new(),
-    };
-    let mut observed = Vec::new();
-    for (inputs, valid) in &batches.batches {
-        let (outputs, _) = runner.run(inputs.clone())?;
-        push_predictions(&mut predictions, &outputs[0], *valid)?;
-        if !observe.is_empty() {
-            observed.push(outputs[1..].to_vec());
-        }
-    }
-    Ok((predictions, observed))
 }
 
 fn load_labels(path: &Path, count: usize) -> Result<Vec<usize>> {
@@ -393,17 +292,10 @@ impl Subject {
         let Some(logits) = suffix.recomputed_outputs.first().filter(|r| **r).map(|_| 0) else {
             return Ok(clean());
         };
-        let feeds = self.boundary_values(&suffix.boundary, batches)?;
-        let runner = Runner::for_values(&suffix.model, &feeds[0], Outputs::Model)?;
-        let mut predictions = Predictions {
-            classes: Vec::with_capacity(batches.count),
-            nonfinite: Vec::new(),
-        };
-        for (feed, (_, valid)) in feeds.iter().zip(&batches.batches) {
-            let outputs = runner.run_values(feed)?;
-            push_predictions(&mut predictions, &outputs[logits], *valid)?;
-        }
-        Ok(predictions)
+        let feeds = self
+            .clean_values
+            .boundary_values(&self.model, &suffix.boundary, batches)?;
+        run_suffix(&suffix.model, &feeds, batches, logits)
     }
 
     /// One inference-time fault per sample: a layer chosen per trial (the same for every
@@ -429,7 +321,9 @@ impl Subject {
             .iter()
             .position(|n| n == layer)
             .context("the hit tensor feeds its readers")?;
-        let mut feeds = self.boundary_values(&suffix.boundary, batches)?;
+        let mut feeds = self
+            .clean_values
+            .boundary_values(&self.model, &suffix.boundary, batches)?;
         let rows = batches.batches[0].1.max(batches.batches[0].0[0].shape()[0]);
         let mut flips = 0;
         for (b, (feed, (_, valid))) in feeds.iter_mut().zip(&batches.batches).enumerate() {
@@ -448,88 +342,8 @@ impl Subject {
             }
             feed[position].1 = tensor.into_tvalue();
         }
-        let runner = Runner::for_values(&suffix.model, &feeds[0], Outputs::Model)?;
-        let mut predictions = Predictions {
-            classes: Vec::with_capacity(batches.count),
-            nonfinite: Vec::new(),
-        };
-        for (feed, (_, valid)) in feeds.iter().zip(&batches.batches) {
-            push_predictions(&mut predictions, &runner.run_values(feed)?[0], *valid)?;
-        }
-        Ok((predictions, flips))
+        Ok((run_suffix(&suffix.model, &feeds, batches, 0)?, flips))
     }
-
-    /// Per batch, the clean values of `names` (model inputs come from the data), computing
-    /// and keeping those not seen yet with one clean run.
-    fn boundary_values(&self, names: &[String], batches: &Batches) -> Result<Vec<Vec<(String, TValue)>>> {
-        let mut cache = self.clean_values.lock().expect("no panic while holding the cache");
-        let missing: Vec<String> = names
-            .iter()
-            .filter(|n| !cache.contains_key(*n) && !batches.input_names.contains(n))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            let (_, observed) = predict(&self.model, batches, &missing)?;
-            for (i, name) in missing.iter().enumerate() {
-                cache.insert(name.clone(), observed.iter().map(|batch| batch[i].clone()).collect());
-            }
-        }
-        Ok((0..batches.batches.len())
-            .map(|b| {
-                names
-                    .iter()
-                    .map(|name| {
-                        let value = match batches.input_names.iter().position(|n| n == name) {
-                            Some(i) => batches.batches[b].0[i].clone().into_tvalue(),
-                            None => cache[name][b].clone(),
-                        };
-                        (name.clone(), value)
-                    })
-                    .collect()
-            })
-            .collect())
-    }
-}
-
-/// For every tensor name: the main-graph nodes that read it, directly or from inside their
-/// subgraphs (where a subgraph's own initializers count
-/// as read by the node that holds it).
-fn readers(model: &ModelProto) -> std::collections::HashMap<String, Vec<usize>> {
-    use fitact_passes::graph::{attribute_graphs, free_variables};
-    let mut readers: std::collections::HashMap<String, Vec<usize>> = Default::default();
-    let Some(graph) = model.graph.as_ref() else {
-        return readers;
-    };
-    fn inner_initializers(g: &fitact_passes::onnx::GraphProto, out: &mut Vec<String>) {
-        out.extend(g.initializer.iter().map(|t| t.name().to_owned()));
-        for node in &g.node {
-            if node.op_type() == "Constant" {
-                out.extend(node.output.iter().cloned());
-            }
-            for attr in &node.attribute {
-                for sub in attribute_graphs(attr) {
-                    inner_initializers(sub, out);
-                }
-            }
-        }
-    }
-    for (i, node) in graph.node.iter().enumerate() {
-        let mut names: Vec<String> = node.input.clone();
-        for attr in &node.attribute {
-            for sub in attribute_graphs(attr) {
-                names.extend(free_variables(sub));
-                inner_initializers(sub, &mut names);
-            }
-        }
-        // A Constant node's weights are named after its output: its readers read them.
-        for name in names {
-            let entry = readers.entry(name).or_default();
-            if !entry.contains(&i) {
-                entry.push(i);
-            }
-        }
-    }
-    readers
 }
 
 pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {

@@ -13,6 +13,7 @@ pub mod inspect;
 pub mod method;
 pub mod model_io;
 pub mod plot;
+pub mod replay;
 pub mod report;
 pub mod runtime;
 pub mod weights;

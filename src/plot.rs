@@ -96,5 +96,7 @@ pub fn accuracy_svg(report: &CampaignReport) -> Result<String> {
 
 /// A model's label in the legend: its file name (paths make the legend unreadable).
 fn legend_name(path: &str) -> String {
-    std::path::Path::new(path).file_name().map_or(path.to_owned(), |n| n.to_string_lossy().into_owned())
+    std::path::Path::new(path)
+        .file_name()
+        .map_or(path.to_owned(), |n| n.to_string_lossy().into_owned())
 }

@@ -1,0 +1,218 @@
+//! Rerunning part of a model on the clean values of the rest: the data cut into uniform
+//! batches, fault-free predictions with any tensors observed on the way, a per-model cache of
+//! clean tensor values, and predictions of a suffix model (`extract_suffix`) fed from it.
+//! Fault injection and the bound search both change a few nodes and rerun only what follows.
+
+use crate::dataset::Samples;
+use crate::runtime::{Outputs, Runner};
+use anyhow::{Context, Result};
+use fitact_passes::onnx::ModelProto;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use tract_onnx::prelude::{IntoTValue, TValue};
+
+/// Predictions of one run over the data set.
+pub struct Predictions {
+    pub classes: Vec<usize>,
+    /// Rows whose output held NaN or Inf (their class is `usize::MAX`).
+    pub nonfinite: Vec<bool>,
+}
+
+fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
+    let mut best = 0;
+    for (i, v) in row.iter().enumerate() {
+        if *v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The data set cut into batches of one size (the last padded with copies of its last
+/// sample), so that every run of a model sees the same shapes and one plan serves them all.
+pub struct Batches {
+    /// Per batch: one array per model input, and how many rows are real samples.
+    pub batches: Vec<(Vec<ndarray::ArrayD<f32>>, usize)>,
+    pub input_names: Vec<String>,
+    pub count: usize,
+}
+
+impl Batches {
+    pub fn new(samples: &Samples, size: usize) -> Batches {
+        let batches = (0..samples.count)
+            .step_by(size)
+            .map(|start| {
+                let end = (start + size).min(samples.count);
+                let inputs = samples
+                    .slice(start, end)
+                    .into_iter()
+                    .map(|a| pad_rows(a, size))
+                    .collect();
+                (inputs, end - start)
+            })
+            .collect();
+        let input_names = samples.inputs.iter().map(|(n, _)| n.clone()).collect();
+        Batches {
+            batches,
+            input_names,
+            count: samples.count,
+        }
+    }
+}
+
+fn pad_rows(array: ndarray::ArrayD<f32>, rows: usize) -> ndarray::ArrayD<f32> {
+    let last = array
+        .index_axis(ndarray::Axis(0), array.shape()[0] - 1)
+        .insert_axis(ndarray::Axis(0))
+        .to_owned();
+    let mut padded = array;
+    while padded.shape()[0] < rows {
+        padded.append(ndarray::Axis(0), last.view()).expect("same sample shape");
+    }
+    padded
+}
+
+/// Appends the predictions of one batch's first output (its `valid` rows).
+pub fn push_predictions(predictions: &mut Predictions, logits: &TValue, valid: usize) -> Result<()> {
+    let view = logits
+        .to_plain_array_view::<f32>()
+        .context("the model's first output is not float32")?;
+    let (rows, len) = (view.shape()[0], view.len());
+    let view = view.into_shape_with_order((rows, len / rows.max(1)))?;
+    for row in view.outer_iter().take(valid) {
+        let bad = row.iter().any(|v| !v.is_finite());
+        predictions.nonfinite.push(bad);
+        predictions.classes.push(if bad { usize::MAX } else { argmax(row) });
+    }
+    Ok(())
+}
+
+/// Runs `model` over every batch; the prediction is the argmax of the first output. With
+/// `observe`, also returns the per-batch values of those tensors.
+pub fn predict(model: &ModelProto, batches: &Batches, observe: &[String]) -> Result<(Predictions, Vec<Vec<TValue>>)> {
+    let shapes: Vec<Vec<usize>> = batches.batches[0].0.iter().map(|a| a.shape()[1..].to_vec()).collect();
+    let first_output = model
+        .graph
+        .as_ref()
+        .and_then(|g| g.output.first())
+        .map(|o| o.name().to_owned());
+    let mut wanted: Vec<String> = first_output.into_iter().collect();
+    wanted.extend(observe.iter().cloned());
+    let runner = Runner::new(model, &shapes, Outputs::Tensors(&wanted))?;
+    let mut predictions = Predictions {
+        classes: Vec::with_capacity(batches.count),
+        nonfinite: Vec::new(),
+    };
+    let mut observed = Vec::new();
+    for (inputs, valid) in &batches.batches {
+        let (outputs, _) = runner.run(inputs.clone())?;
+        push_predictions(&mut predictions, &outputs[0], *valid)?;
+        if !observe.is_empty() {
+            observed.push(outputs[1..].to_vec());
+        }
+    }
+    Ok((predictions, observed))
+}
+
+/// Clean values of tensors, per batch, computed on demand and kept.
+#[derive(Default)]
+pub struct CleanValues {
+    values: Mutex<HashMap<String, Vec<TValue>>>,
+}
+
+impl CleanValues {
+    /// Per batch, the clean values of `names` in `model` (model inputs come from the data), computing
+    /// and keeping those not seen yet with one clean run.
+    pub fn boundary_values(
+        &self,
+        model: &ModelProto,
+        names: &[String],
+        batches: &Batches,
+    ) -> Result<Vec<Vec<(String, TValue)>>> {
+        let mut cache = self.values.lock().expect("no panic while holding the cache");
+        let missing: Vec<String> = names
+            .iter()
+            .filter(|n| !cache.contains_key(*n) && !batches.input_names.contains(n))
+            .cloned()
+            .collect();
+        if !missing.is_empty() {
+            let (_, observed) = predict(model, batches, &missing)?;
+            for (i, name) in missing.iter().enumerate() {
+                cache.insert(name.clone(), observed.iter().map(|batch| batch[i].clone()).collect());
+            }
+        }
+        Ok((0..batches.batches.len())
+            .map(|b| {
+                names
+                    .iter()
+                    .map(|name| {
+                        let value = match batches.input_names.iter().position(|n| n == name) {
+                            Some(i) => batches.batches[b].0[i].clone().into_tvalue(),
+                            None => cache[name][b].clone(),
+                        };
+                        (name.clone(), value)
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+}
+
+/// Predictions of `suffix` (whose first output is the model's first) fed per batch.
+pub fn run_suffix(
+    suffix: &ModelProto,
+    feeds: &[Vec<(String, TValue)>],
+    batches: &Batches,
+    output: usize,
+) -> Result<Predictions> {
+    let runner = Runner::for_values(suffix, &feeds[0], Outputs::Model)?;
+    let mut predictions = Predictions {
+        classes: Vec::with_capacity(batches.count),
+        nonfinite: Vec::new(),
+    };
+    for (feed, (_, valid)) in feeds.iter().zip(&batches.batches) {
+        push_predictions(&mut predictions, &runner.run_values(feed)?[output], *valid)?;
+    }
+    Ok(predictions)
+}
+
+/// For every tensor name: the main-graph nodes that read it, directly or from inside their
+/// subgraphs (where a subgraph's own initializers count
+/// as read by the node that holds it).
+pub fn readers(model: &ModelProto) -> HashMap<String, Vec<usize>> {
+    use fitact_passes::graph::{attribute_graphs, free_variables};
+    let mut readers: HashMap<String, Vec<usize>> = Default::default();
+    let Some(graph) = model.graph.as_ref() else {
+        return readers;
+    };
+    fn inner_initializers(g: &fitact_passes::onnx::GraphProto, out: &mut Vec<String>) {
+        out.extend(g.initializer.iter().map(|t| t.name().to_owned()));
+        for node in &g.node {
+            if node.op_type() == "Constant" {
+                out.extend(node.output.iter().cloned());
+            }
+            for attr in &node.attribute {
+                for sub in attribute_graphs(attr) {
+                    inner_initializers(sub, out);
+                }
+            }
+        }
+    }
+    for (i, node) in graph.node.iter().enumerate() {
+        let mut names: Vec<String> = node.input.clone();
+        for attr in &node.attribute {
+            for sub in attribute_graphs(attr) {
+                names.extend(free_variables(sub));
+                inner_initializers(sub, &mut names);
+            }
+        }
+        // A Constant node's weights are named after its output: its readers read them.
+        for name in names {
+            let entry = readers.entry(name).or_default();
+            if !entry.contains(&i) {
+                entry.push(i);
+            }
+        }
+    }
+    readers
+}

@@ -130,6 +130,29 @@ pub fn load_samples(path: &Path, input_names: &[String]) -> Result<Samples, Data
     })
 }
 
+/// Class labels: an int64 or int32 `.npy` with one non-negative label per sample.
+pub fn load_labels(path: &Path, count: usize) -> anyhow::Result<Vec<usize>> {
+    let read = |p: &Path| -> anyhow::Result<Vec<i64>> {
+        if let Ok(a) = ndarray_npy::read_npy::<_, ndarray::ArrayD<i64>>(p) {
+            return Ok(a.iter().copied().collect());
+        }
+        let a: ndarray::ArrayD<i32> = ndarray_npy::read_npy(p)
+            .map_err(|e| anyhow::anyhow!("{}: expected int64 or int32 labels: {e}", p.display()))?;
+        Ok(a.iter().map(|v| i64::from(*v)).collect())
+    };
+    let labels = read(path)?;
+    anyhow::ensure!(
+        labels.len() == count,
+        "{}: {} labels for {count} samples",
+        path.display(),
+        labels.len()
+    );
+    if let Some(bad) = labels.iter().find(|l| **l < 0) {
+        anyhow::bail!("{}: label {bad} is negative", path.display());
+    }
+    Ok(labels.into_iter().map(|l| l as usize).collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

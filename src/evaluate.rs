@@ -4,7 +4,7 @@
 //! parallel; each is a pure function of (seed, trial, BER), so results do not depend on the
 //! thread count, and a campaign can be cut into shards that `merge` puts back together.
 
-use crate::dataset::load_samples;
+use crate::dataset::{load_labels, load_samples};
 use crate::faults::{Flip, WeightFormat, sample_flips, tensor_rng};
 use crate::model_io::read_model;
 use crate::replay::{Batches, CleanValues, Predictions, predict, readers, run_suffix};
@@ -161,28 +161,6 @@ struct Subject {
     targets: Vec<usize>,
     target_sizes: Vec<(String, usize)>,
     clean: Predictions,
-}
-
-fn load_labels(path: &Path, count: usize) -> Result<Vec<usize>> {
-    let read = |p: &Path| -> Result<Vec<i64>> {
-        if let Ok(a) = ndarray_npy::read_npy::<_, ndarray::ArrayD<i64>>(p) {
-            return Ok(a.iter().copied().collect());
-        }
-        let a: ndarray::ArrayD<i32> = ndarray_npy::read_npy(p)
-            .map_err(|e| anyhow::anyhow!("{}: expected int64 or int32 labels: {e}", p.display()))?;
-        Ok(a.iter().map(|v| i64::from(*v)).collect())
-    };
-    let labels = read(path)?;
-    ensure!(
-        labels.len() == count,
-        "{}: {} labels for {count} samples",
-        path.display(),
-        labels.len()
-    );
-    if let Some(bad) = labels.iter().find(|l| **l < 0) {
-        bail!("{}: label {bad} is negative", path.display());
-    }
-    Ok(labels.into_iter().map(|l| l as usize).collect())
 }
 
 fn accuracy(classes: &[usize], labels: &[usize]) -> f64 {

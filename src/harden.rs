@@ -2,11 +2,12 @@
 
 use crate::bounds::{Granularity, bound_from_maxima};
 use crate::calibrate::{CalibrateOptions, calibrate};
-use crate::dataset::load_samples;
+use crate::dataset::{load_labels, load_samples};
 use crate::method::{Method, ModeName};
 use crate::model_io::{read_model, write_atomically, write_model};
 use crate::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, TOOL, VERSION};
 use crate::runtime::model_input_names;
+use crate::search::{SearchOptions, search, split};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationSite, find_relus};
 use fitact_passes::bound_activations::{BoundRequest, bound_activations};
@@ -29,6 +30,17 @@ pub struct HardenOptions {
     pub batch_size: usize,
     pub report: Option<PathBuf>,
     pub progress: bool,
+    /// Tighten the calibrated bounds by search (`search`); None keeps the calibrated maxima.
+    pub search: Option<SearchSettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct SearchSettings {
+    pub budget: f64,
+    /// Labels of the calibration samples: the budget is then on accuracy, not agreement.
+    pub labels: Option<PathBuf>,
+    pub max_evals: Option<usize>,
+    pub time_limit: Option<std::time::Duration>,
 }
 
 /// Conditions under which there is nothing sensible to write.
@@ -51,10 +63,18 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let (granularity, mode) = options.method.resolve(options.granularity, options.mode);
 
     let samples = load_samples(&options.calib, &model_input_names(&model)).context("reading calibration samples")?;
+    // With a search, bounds are fitted on three quarters of the samples and checked on the rest.
+    let (fit, holdout) = match &options.search {
+        Some(_) => {
+            let (fit, holdout, rows) = split(&samples);
+            (fit, Some((holdout, rows)))
+        }
+        None => (samples.clone(), None),
+    };
     let started = Instant::now();
     let calibration = calibrate(
         &model,
-        &samples,
+        &fit,
         &sites,
         &CalibrateOptions {
             batch_size: options.batch_size,
@@ -64,12 +84,44 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     .context("calibrating")?;
     let seconds = started.elapsed().as_secs_f64();
 
+    let mut bounds: Vec<_> = calibration
+        .activations
+        .iter()
+        .map(|max| bound_from_maxima(&max.neuron_max, granularity, options.margin))
+        .collect();
+    let mut search_log = None;
+    if let (Some(settings), Some((holdout, rows))) = (&options.search, &holdout) {
+        let labels = settings
+            .labels
+            .as_deref()
+            .map(|p| load_labels(p, samples.count))
+            .transpose()?;
+        let held_labels: Option<Vec<usize>> = labels.map(|l| rows.iter().map(|r| l[*r]).collect());
+        let search_options = SearchOptions {
+            budget: settings.budget,
+            max_evals: settings.max_evals,
+            time_limit: settings.time_limit,
+            batch_size: options.batch_size,
+        };
+        let (searched, log) = search(
+            &model,
+            &sites,
+            &bounds,
+            mode.into(),
+            holdout,
+            held_labels.as_deref(),
+            &search_options,
+        )
+        .context("searching the bounds")?;
+        bounds = searched;
+        search_log = Some(log);
+    }
     let requests: Vec<BoundRequest> = sites
         .iter()
-        .zip(&calibration.activations)
-        .map(|(site, max)| BoundRequest {
+        .zip(bounds)
+        .map(|(site, bound)| BoundRequest {
             site: site.clone(),
-            bound: bound_from_maxima(&max.neuron_max, granularity, options.margin),
+            bound,
             elem_type: FLOAT,
         })
         .collect();
@@ -115,6 +167,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             seconds,
         },
         activations,
+        search: search_log,
     };
     if let Some(path) = &options.report {
         write_atomically(path, report.to_json().as_bytes()).context("writing the report")?;

@@ -16,6 +16,7 @@ pub mod plot;
 pub mod replay;
 pub mod report;
 pub mod runtime;
+pub mod search;
 pub mod weights;
 
 pub use fitact_passes as passes;

@@ -21,6 +21,8 @@ pub struct HardenReport {
     pub opset: i64,
     pub calibration: CalibrationSummary,
     pub activations: Vec<ActivationReport>,
+    /// The bound search, when `--search` was given.
+    pub search: Option<crate::search::SearchLog>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -98,6 +100,23 @@ impl HardenReport {
                 "  {:<32} bound {:?} min {:.3} mean {:.3} max {:.3}\n",
                 a.node, a.bound_shape, a.bound.min, a.bound.mean, a.bound.max
             );
+        }
+        if let Some(search) = &self.search {
+            text += &format!(
+                "search: bounds at {:.1}% of the calibrated maxima on average; held-out {} {:.2}% (original {:.2}%, calibrated bounds {:.2}%, floor {:.2}%); {} evaluations in {:.1}s, {}\n",
+                100.0 * search.mean_bound_ratio,
+                search.metric,
+                100.0 * search.final_metric,
+                100.0 * search.reference,
+                100.0 * search.calibrated_metric,
+                100.0 * search.threshold,
+                search.evaluations,
+                search.seconds,
+                search.stopped
+            );
+            if search.final_metric < search.threshold {
+                text += "warning: even the calibrated bounds miss the held-out budget; the bounds were left as calibrated\n";
+            }
         }
         let nonfinite: usize = self.activations.iter().map(|a| a.nonfinite_values).sum();
         if nonfinite > 0 {

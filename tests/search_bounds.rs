@@ -1,0 +1,128 @@
+//! The bound search: it tightens bounds below the calibrated maxima while the held-out metric
+//! stays within the budget, gives the same bounds on every run, and respects its limits.
+
+mod common;
+
+use common::{cli, fixture, python};
+use std::path::{Path, PathBuf};
+
+fn harden(model: &Path, calib: &Path, out: &Path, extra: &[&str]) -> serde_json::Value {
+    let report = out.with_extension("json");
+    let mut args = vec![
+        "harden",
+        model.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+    ];
+    args.extend(["--report", report.to_str().unwrap(), "-q"]);
+    args.extend(extra);
+    let run = cli(&args);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap()
+}
+
+fn first_rows(src: &Path, dst: &Path, n: usize) {
+    let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(src).unwrap();
+    ndarray_npy::write_npy(dst, &x.slice_axis(ndarray::Axis(0), (0..n).into()).to_owned()).unwrap();
+}
+
+#[test]
+fn search_tightens_bounds_within_the_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = dir.path().join("calib.npy");
+    first_rows(&fixture("calib.npy"), &calib, 256);
+    let labels: ndarray::ArrayD<i64> = ndarray_npy::read_npy(fixture("calib_labels.npy")).unwrap();
+    let label_path = dir.path().join("labels.npy");
+    ndarray_npy::write_npy(
+        &label_path,
+        &labels.slice_axis(ndarray::Axis(0), (0..256).into()).to_owned(),
+    )
+    .unwrap();
+    let out = dir.path().join("searched.onnx");
+    let budget = [
+        "--search",
+        "--budget",
+        "1%",
+        "--labels",
+        label_path.to_str().unwrap(),
+        "--max-evals",
+        "40",
+    ];
+    let json = harden(&fixture("alexnet.onnx"), &calib, &out, &budget);
+    let search = &json["search"];
+    assert_eq!(search["metric"], "accuracy");
+    assert_eq!(search["holdout_samples"], 64);
+    let threshold = search["threshold"].as_f64().unwrap();
+    assert!(search["final_metric"].as_f64().unwrap() >= threshold, "{search}");
+    assert!((threshold - (search["reference"].as_f64().unwrap() - 0.01)).abs() < 1e-9);
+    let ratio = search["mean_bound_ratio"].as_f64().unwrap();
+    assert!(ratio < 0.9, "the search tightened the bounds: {ratio}");
+    for layer in search["layers"].as_array().unwrap() {
+        let (before, after) = (
+            layer["bound_mean_before"].as_f64().unwrap(),
+            layer["bound_mean_after"].as_f64().unwrap(),
+        );
+        assert!(after <= before + 1e-6, "{layer}");
+        for step in layer["steps"].as_array().unwrap() {
+            if step["accepted"].as_bool().unwrap() {
+                assert!(
+                    step["metric"].as_f64().unwrap() >= threshold,
+                    "accepted below the budget: {step}"
+                );
+            }
+        }
+    }
+    // The searched model is still a valid hardened model, in onnxruntime too (its outputs
+    // differ from the original's by design, so only the check and the op set are compared).
+    let check = python(
+        "crosscheck.py",
+        &[
+            &fixture("alexnet.onnx"),
+            &out,
+            &calib,
+            Path::new("--rtol"),
+            Path::new("1e9"),
+            Path::new("--atol"),
+            Path::new("1e9"),
+        ],
+    );
+    assert!(check.contains("\"checker\": \"ok\""), "{check}");
+}
+
+#[test]
+fn search_is_deterministic_and_respects_its_limits() {
+    let dir = tempfile::tempdir().unwrap();
+    python("graphs.py", &[dir.path()]);
+    let model = dir.path().join("shared_relu.onnx");
+    let calib = dir.path().join("x.npy");
+    let out = |name: &str| -> PathBuf { dir.path().join(name) };
+    let a = harden(&model, &calib, &out("a.onnx"), &["--search"]);
+    let b = harden(&model, &calib, &out("b.onnx"), &["--search"]);
+    assert_eq!(
+        std::fs::read(out("a.onnx")).unwrap(),
+        std::fs::read(out("b.onnx")).unwrap(),
+        "same bounds every run"
+    );
+    assert_eq!(a["search"]["stopped"], "converged");
+    assert_eq!(a["search"]["layers"], b["search"]["layers"]);
+
+    let limited = harden(&model, &calib, &out("c.onnx"), &["--search", "--max-evals", "5"]);
+    assert_eq!(limited["search"]["stopped"], "evaluation limit");
+    assert!(
+        limited["search"]["evaluations"].as_u64().unwrap() <= 6,
+        "{}",
+        limited["search"]
+    );
+
+    let timed = harden(&model, &calib, &out("d.onnx"), &["--search", "--time-limit", "0.2s"]);
+    assert_eq!(timed["search"]["stopped"], "time limit");
+    assert!(timed["search"]["final_metric"].as_f64() >= timed["search"]["threshold"].as_f64());
+}
+
+#[test]
+fn search_flags_need_search() {
+    let run = cli(&["harden", "a.onnx", "b.onnx", "--calib", "c.npy", "--budget", "1%"]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--search"));
+}

@@ -129,3 +129,33 @@ fn torch_default_export_with_external_data_hardens() {
     // No tensor data inline for the external ones: the .onnx stays small.
     assert!(std::fs::metadata(&out).unwrap().len() < 200_000);
 }
+
+/// A `.npz` with one array per input name calibrates exactly as the `.npy` does.
+#[test]
+fn npz_calibration_equals_npy() {
+    let dir = tempfile::tempdir().unwrap();
+    let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(fixture("calib.npy")).unwrap();
+    let npz = dir.path().join("calib.npz");
+    let mut writer = ndarray_npy::NpzWriter::new(std::fs::File::create(&npz).unwrap());
+    writer.add_array("input", &x).unwrap();
+    writer.finish().unwrap();
+    let model = fixture("resnet.onnx");
+    let outputs: Vec<Vec<u8>> = [fixture("calib.npy"), npz]
+        .iter()
+        .enumerate()
+        .map(|(i, calib)| {
+            let out = dir.path().join(format!("h{i}.onnx"));
+            let run = cli(&[
+                "harden",
+                model.to_str().unwrap(),
+                out.to_str().unwrap(),
+                "--calib",
+                calib.to_str().unwrap(),
+                "-q",
+            ]);
+            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+            std::fs::read(out).unwrap()
+        })
+        .collect();
+    assert!(outputs[0] == outputs[1], "same hardened model from .npy and .npz");
+}

@@ -8,13 +8,15 @@
 //!   runner, so load + optimize are inside);
 //! * split:     what calibrate does, in parts: `Runner::new(.., Outputs::Tensors(relus))`,
 //!   running every batch with the Relu outputs exposed (no max fold), and the max fold alone
-//!   (the loop of src/calibrate.rs, reproduced here) on the outputs of one pass.
+//!   (the loop of src/calibrate.rs, reproduced here, and the same fold written to vectorize)
+//!   on the outputs of one pass.
 //!
 //! With `FITACT_BENCH_DIAG=1` it also times two candidate fixes: the maxima reduced inside
 //! the graph (a `ReduceMax` over the batch axis per Relu, as onnxruntime's calibrator does, so
 //! tract returns [C,H,W] per batch instead of [N,C,H,W]), and plain inference with the batch
 //! fixed in the model (concrete shapes for tract). `FITACT_BENCH_PLAN=1` prints both optimized
-//! tract plans; `FITACT_BENCH_ONLY=plain|exposed|calibrate` loops one side only (for perf).
+//! tract plans; `FITACT_BENCH_ONLY=plain|exposed|calibrate` loops one side only (for perf);
+//! `FITACT_BENCH_SWEEP=1,8,64` times plain inference and calibrate at each batch size instead.
 //!
 //! One warm-up of each, then `FITACT_BENCH_REPS` (default 7) alternating repetitions; medians.
 //! The headline is the throughput of calibrate relative to plain inference, both including
@@ -57,9 +59,9 @@ fn collect_all(runner: &Runner, samples: &Samples, batch: usize) -> Vec<(TVec<TV
         .collect()
 }
 
-/// The per-neuron max fold of src/calibrate.rs (`fold_max`), as written there: a Zip per
-/// sample row, with the NaN/Inf count inside the closure.
-fn fold_as_in_library(outputs: &[(TVec<TValue>, usize)], maxima: &mut [ArrayD<f32>]) -> usize {
+/// The per-neuron max fold src/calibrate.rs had before it was vectorized (a Zip per sample
+/// row, with the NaN/Inf count inside the closure), kept as a reference point.
+fn fold_with_zip(outputs: &[(TVec<TValue>, usize)], maxima: &mut [ArrayD<f32>]) -> usize {
     let mut nonfinite = 0;
     for (values, valid) in outputs {
         for (acc, value) in maxima.iter_mut().zip(values) {
@@ -79,9 +81,10 @@ fn fold_as_in_library(outputs: &[(TVec<TValue>, usize)], maxima: &mut [ArrayD<f3
     nonfinite
 }
 
-/// The same fold on contiguous slices: a branch-free `max` that the compiler vectorizes, and
-/// the non-finite count done once per tensor on the folded maxima plus a cheap any() check.
-fn fold_on_slices(outputs: &[(TVec<TValue>, usize)], maxima: &mut [ArrayD<f32>]) -> usize {
+/// The fold of src/calibrate.rs (`fold_max`), over the collected outputs: on the contiguous
+/// slices tract returns, a select instead of a branch for the max (a NaN never replaces the
+/// max), and the NaN/Inf count as an integer sum of an exponent-bits test.
+fn fold_as_in_library(outputs: &[(TVec<TValue>, usize)], maxima: &mut [ArrayD<f32>]) -> usize {
     let mut nonfinite = 0;
     for (values, valid) in outputs {
         for (acc, value) in maxima.iter_mut().zip(values) {
@@ -90,13 +93,12 @@ fn fold_on_slices(outputs: &[(TVec<TValue>, usize)], maxima: &mut [ArrayD<f32>])
             let per = acc.len();
             let acc = acc.as_slice_mut().unwrap();
             for row in data.chunks_exact(per).take(*valid) {
+                let mut bad = 0u32;
                 for (m, &v) in acc.iter_mut().zip(row) {
-                    *m = m.max(v);
+                    *m = if v > *m { v } else { *m };
+                    bad += u32::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000);
                 }
-                // A NaN or Inf anywhere makes the sum non-finite; count only then.
-                if !row.iter().sum::<f32>().is_finite() {
-                    nonfinite += row.iter().filter(|v| !v.is_finite()).count();
-                }
+                nonfinite += bad as usize;
             }
         }
     }
@@ -276,8 +278,7 @@ fn main() {
         // The two folds must agree with calibrate (and each other).
         let mut a = fresh();
         let mut b = fresh();
-        fold_as_in_library(&outputs, &mut a);
-        fold_on_slices(&outputs, &mut b);
+        assert_eq!(fold_with_zip(&outputs, &mut a), fold_as_in_library(&outputs, &mut b));
         for ((x, y), z) in a.iter().zip(&b).zip(&calibration.activations) {
             assert_eq!(x, y);
             assert_eq!(x, &z.neuron_max);
@@ -307,6 +308,39 @@ fn main() {
                 });
             }
             println!("{name} {only}: median {}", ms(median(&times)));
+            continue;
+        }
+        // FITACT_BENCH_SWEEP=1,4,16,64: plain inference and calibrate per batch size, alternating.
+        if let Ok(sweep) = std::env::var("FITACT_BENCH_SWEEP") {
+            let sizes: Vec<usize> = sweep.split(',').filter_map(|b| b.trim().parse().ok()).collect();
+            let runner = Runner::new(&model, &shapes, Outputs::Model).unwrap();
+            let mut plain_t = vec![vec![]; sizes.len()];
+            let mut cal_t = vec![vec![]; sizes.len()];
+            for rep in 0..=reps {
+                for (i, &b) in sizes.iter().enumerate() {
+                    let o = CalibrateOptions {
+                        batch_size: b,
+                        progress: false,
+                    };
+                    let p = time(|| run_all(&runner, &samples, b)).0;
+                    let c = time(|| calibrate(&model, &samples, &sites, &o).unwrap()).0;
+                    if rep > 0 {
+                        plain_t[i].push(p);
+                        cal_t[i].push(c);
+                    }
+                }
+            }
+            for (i, b) in sizes.iter().enumerate() {
+                let (p, c) = (median(&plain_t[i]), median(&cal_t[i]));
+                println!(
+                    "{name} batch {b:>3}: plain {:>10} ({:.3} ms/sample)   calibrate {:>10} ({:.3} ms/sample)   throughput ratio {:.2}x",
+                    ms(p),
+                    p * 1e3 / samples.count as f64,
+                    ms(c),
+                    c * 1e3 / samples.count as f64,
+                    p / c
+                );
+            }
             continue;
         }
         let plain_plan = plan_ops(&optimized(&model, None));
@@ -369,9 +403,9 @@ fn main() {
             drop(exposed);
 
             let mut m = fresh();
-            t.fold_library.push(time(|| fold_as_in_library(&outputs, &mut m)).0);
+            t.fold_library.push(time(|| fold_with_zip(&outputs, &mut m)).0);
             let mut m = fresh();
-            t.fold_slices.push(time(|| fold_on_slices(&outputs, &mut m)).0);
+            t.fold_slices.push(time(|| fold_as_in_library(&outputs, &mut m)).0);
             if diag {
                 t.fixed_run.push(time(|| run_all(&fixed, &samples, batch)).0);
                 t.reduced.push(time(|| reduced_calibrate(0)).0);
@@ -393,11 +427,11 @@ fn main() {
         );
         println!("calibrate  total {:>10}", ms(cal));
         println!(
-            "  split:   load+optimize {:>10}   run (Relus exposed) {:>10}   max fold {:>10} (library loop; {} on slices)",
+            "  split:   load+optimize {:>10}   run (Relus exposed) {:>10}   max fold {:>10} (src/calibrate.rs; {} with the earlier Zip loop)",
             ms(tb),
             ms(tr),
-            ms(fl),
-            ms(fs)
+            ms(fs),
+            ms(fl)
         );
         if diag {
             let rd = median(&t.reduced);
@@ -424,13 +458,13 @@ fn main() {
         println!(
             "  exposing the Relus costs {:+.0}% run time, the fold {:+.0}% of plain run time",
             (tr / pr - 1.0) * 100.0,
-            fl / pr * 100.0
+            fs / pr * 100.0
         );
         summary.push((name, ratio_total, ratio_run, pb + pr, cal, fl, fs));
     }
     println!();
     println!(
-        "| model | plain (load+run) | calibrate | calibrate/plain throughput | without load | max fold (library) | fold on slices |"
+        "| model | plain (load+run) | calibrate | calibrate/plain throughput | without load | max fold (src/calibrate.rs) | earlier Zip fold |"
     );
     println!("|---|---|---|---|---|---|---|");
     for (name, rt, rr, plain, cal, fl, fs) in &summary {
@@ -438,8 +472,8 @@ fn main() {
             "| {name} | {} | {} | {rt:.2}x | {rr:.2}x | {} | {} |",
             ms(*plain),
             ms(*cal),
-            ms(*fl),
-            ms(*fs)
+            ms(*fs),
+            ms(*fl)
         );
     }
     for (name, rt, rr, ..) in &summary {

@@ -49,6 +49,7 @@ fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g
         batch_size: 64,
         report: None,
         progress: false,
+        search: None,
     })
     .unwrap_or_else(|e| panic!("hardening {} as {method}: {e:#}", input.display()));
     output

@@ -13,10 +13,11 @@
 #      over our `harden` calibration, same samples, batch 64.
 # Every figure is a median of alternating repetitions; all runs are single-threaded.
 #
-# How long: building is `cargo build --release` (~7 min from clean on 2 cores, seconds when
-# up to date) plus `cargo bench --no-run` (~1-2 min more from clean: the bench profile is
-# release, but the bench targets link separately). The measurements take about 5-8 minutes
-# on 2 cores for the three fixtures. Knobs: FITACT_BENCH_MODELS=alexnet,vgg,resnet,
+# How long: building is `cargo build --release` (~7-9 min from clean on 2 cores, seconds when
+# up to date) plus `cargo bench --no-run` (another ~7-10 min from clean: with the
+# dev-dependencies in the feature set, cargo builds a second copy of tract for the benches).
+# The measurements take about 5 minutes on 2 cores for the three fixtures (6 with
+# FITACT_BENCH_EMISSIONS=1). Knobs: FITACT_BENCH_MODELS=alexnet,vgg,resnet,
 # FITACT_BENCH_REPS (Rust benches, default 7), ORT_REPS (default 15), FITACT_BENCH_WAIT
 # (seconds to wait for missing fixtures, default 0), FITACT_BENCH_EMISSIONS=1 (also time the
 # alternative zero-mode emission of benches/emission_variants.py, ~+1 min). Logs go to

@@ -13,7 +13,7 @@ use fitact_passes::extract_branch::extract_branch;
 use fitact_passes::graph::{GraphPath, SubgraphStep};
 use fitact_passes::onnx::ModelProto;
 use indicatif::{ProgressBar, ProgressStyle};
-use ndarray::{ArrayD, Axis, Zip};
+use ndarray::ArrayD;
 use std::collections::HashMap;
 use thiserror::Error;
 use tract_onnx::prelude::*;
@@ -292,15 +292,26 @@ fn fold_max(
             found: shape[1..].to_vec(),
         });
     }
-    for row in view.axis_iter(Axis(0)) {
-        Zip::from(&mut acc.neuron_max).and(&row).for_each(|m, &v| {
-            if v > *m {
-                *m = v;
+    // Written over plain slices, branch-free, so that it vectorizes: it runs on every
+    // activation value of every sample (about 5% of an inference pass).
+    let per_sample = acc.neuron_max.len();
+    let maxima = acc
+        .neuron_max
+        .as_slice_mut()
+        .expect("a new array has the standard layout");
+    let mut fold = |data: &[f32]| {
+        for row in data.chunks_exact(per_sample) {
+            let mut nonfinite = 0u32;
+            for (m, &v) in maxima.iter_mut().zip(row) {
+                *m = if v > *m { v } else { *m };
+                nonfinite += u32::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000);
             }
-            if !v.is_finite() {
-                acc.nonfinite += 1;
-            }
-        });
+            acc.nonfinite += nonfinite as usize;
+        }
+    };
+    match view.as_slice() {
+        Some(data) => fold(data),
+        None => fold(&view.iter().copied().collect::<Vec<f32>>()),
     }
     Ok(())
 }

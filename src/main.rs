@@ -55,8 +55,9 @@ enum Command {
         /// step higher, and a bound exactly at the maximum would then zero it.
         #[arg(long, default_value_t = 0.001)]
         margin: f32,
-        /// Samples per tract run (a model with a fixed batch dimension uses its own).
-        #[arg(long, default_value_t = 64)]
+        /// Samples per tract run (a model with a fixed batch dimension uses its own). Small
+        /// batches run fastest in tract on CNNs (benches/calibration.rs, FITACT_BENCH_SWEEP).
+        #[arg(long, default_value_t = 8)]
         batch_size: usize,
         /// Write a JSON report of every bound here.
         #[arg(long)]

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{cli, fixture, python};
+use common::{cli, fixture, harden_ok, python};
 use std::path::{Path, PathBuf};
 
 struct Setup {
@@ -27,17 +27,7 @@ fn setup(n: usize) -> Setup {
     let mut models = vec![original.clone()];
     for method in ["ranger", "clipact", "fitact"] {
         let out = dir.path().join(format!("{method}.onnx"));
-        let run = cli(&[
-            "harden",
-            original.to_str().unwrap(),
-            out.to_str().unwrap(),
-            "--calib",
-            fixture("calib.npy").to_str().unwrap(),
-            "--method",
-            method,
-            "-q",
-        ]);
-        assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+        harden_ok(&original, &out, &fixture("calib.npy"), &["--method", method]);
         models.push(out);
     }
     Setup {

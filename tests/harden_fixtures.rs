@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{cli, fixture, harden_and_check, python};
+use common::{fixture, harden_and_check, harden_cli, harden_ok, python};
 use fitact_onnx::model_io::{encode, read_model};
 use std::path::Path;
 
@@ -87,13 +87,7 @@ fn a_model_without_relu_exits_1() {
     m.graph.as_mut().unwrap().node[0].op_type = Some("Identity".into());
     std::fs::write(&model, encode(&m)).unwrap();
     let out = dir.path().join("out.onnx");
-    let run = cli(&[
-        "harden",
-        model.to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--calib",
-        "unused.npy",
-    ]);
+    let run = harden_cli(&model, &out, Path::new("unused.npy"), &[]);
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("has no Relu to bound"));
     assert!(!out.exists());
@@ -109,15 +103,7 @@ fn torch_default_export_with_external_data_hardens() {
 
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("hardened.onnx");
-    let run = cli(&[
-        "harden",
-        model.to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--calib",
-        calib.to_str().unwrap(),
-        "-q",
-    ]);
-    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    harden_ok(&model, &out, &calib, &[]);
     let written = read_model(&out).unwrap();
     let source = read_model(&model).unwrap();
     assert_eq!(
@@ -145,15 +131,7 @@ fn npz_calibration_equals_npy() {
         .enumerate()
         .map(|(i, calib)| {
             let out = dir.path().join(format!("h{i}.onnx"));
-            let run = cli(&[
-                "harden",
-                model.to_str().unwrap(),
-                out.to_str().unwrap(),
-                "--calib",
-                calib.to_str().unwrap(),
-                "-q",
-            ]);
-            assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+            harden_ok(&model, &out, calib, &[]);
             std::fs::read(out).unwrap()
         })
         .collect();

@@ -43,13 +43,7 @@ fn a_branch_never_taken_is_a_clear_error() {
         let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(dir.join("x.npy")).unwrap();
         ndarray_npy::write_npy(&calib, &x.slice(ndarray::s![0..64, .., .., ..]).to_owned()).unwrap();
         let out = dir.join("out.onnx");
-        let run = common::cli(&[
-            "harden",
-            dir.join("if_branches.onnx").to_str().unwrap(),
-            out.to_str().unwrap(),
-            "--calib",
-            calib.to_str().unwrap(),
-        ]);
+        let run = common::harden_cli(&dir.join("if_branches.onnx"), &out, &calib, &["--batch-size", "64"]);
         assert_eq!(run.status.code(), Some(2));
         let stderr = String::from_utf8_lossy(&run.stderr);
         assert!(

@@ -70,6 +70,30 @@ pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// Runs `fitact-onnx harden MODEL OUT --calib CALIB -q EXTRA..`.
+pub fn harden_cli(model: &Path, out: &Path, calib: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "harden",
+        model.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "-q",
+    ];
+    args.extend(extra);
+    cli(&args)
+}
+
+/// `harden_cli`, which must succeed.
+pub fn harden_ok(model: &Path, out: &Path, calib: &Path, extra: &[&str]) {
+    let run = harden_cli(model, out, calib, extra);
+    assert!(
+        run.status.success(),
+        "harden {extra:?}: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+}
+
 /// Runs `tests/python/<script>` with `args`; panics with its stderr if it fails. The
 /// cross-runtime checks need Python with `onnx` and `onnxruntime` (`.ci/run` installs them).
 pub fn python(script: &str, args: &[&Path]) -> String {
@@ -140,23 +164,10 @@ pub fn harden_and_check(
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("hardened.onnx");
     let report = dir.path().join("report.json");
-    let mut args = vec![
-        "harden",
-        model.to_str().unwrap(),
-        out.to_str().unwrap(),
-        "--calib",
-        calib.to_str().unwrap(),
-    ];
-    args.extend(["--report", report.to_str().unwrap(), "-q"]);
     let batch_flag = batch.to_string();
-    args.extend(["--batch-size", &batch_flag]);
+    let mut args = vec!["--report", report.to_str().unwrap(), "--batch-size", &batch_flag];
     args.extend(flags);
-    let run = cli(&args);
-    assert!(
-        run.status.success(),
-        "{flags:?}: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    harden_ok(model, &out, calib, &args);
 
     let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
     assert_eq!(json["granularity"], expected_granularity);

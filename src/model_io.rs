@@ -13,14 +13,16 @@ use thiserror::Error;
 
 #[derive(Debug, Error)]
 pub enum ModelIoError {
-    #[error("cannot read {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
-    #[error("{path} is not a valid ONNX model: {source}")]
-    Decode { path: PathBuf, source: prost::DecodeError },
+    // The underlying errors are part of the message, not a `source`: the CLI prints the
+    // whole chain, which would say them twice.
+    #[error("cannot read {path}: {error}")]
+    Read { path: PathBuf, error: std::io::Error },
+    #[error("{path} is not a valid ONNX model: {error}")]
+    Decode { path: PathBuf, error: prost::DecodeError },
     #[error("external data of tensor '{tensor}': {reason}")]
     External { tensor: String, reason: String },
-    #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    #[error("cannot write {path}: {error}")]
+    Write { path: PathBuf, error: std::io::Error },
     #[error("refusing to overwrite the input {path}")]
     WouldOverwriteInput { path: PathBuf },
 }
@@ -46,14 +48,14 @@ pub fn encode(model: &ModelProto) -> Vec<u8> {
 }
 
 pub fn read_model(path: &Path) -> Result<OnnxFile, ModelIoError> {
-    let read_err = |source| ModelIoError::Read {
+    let read_err = |error| ModelIoError::Read {
         path: path.to_owned(),
-        source,
+        error,
     };
     let bytes = std::fs::read(path).map_err(read_err)?;
-    let mut model = decode(&bytes).map_err(|source| ModelIoError::Decode {
+    let mut model = decode(&bytes).map_err(|error| ModelIoError::Decode {
         path: path.to_owned(),
-        source,
+        error,
     })?;
     let dir = path
         .parent()
@@ -218,9 +220,9 @@ pub fn write_model(
 /// Writes to a temporary file in the target's directory, syncs it, then renames it over the
 /// target: readers see the old file or the new one, never a part.
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), ModelIoError> {
-    let write_err = |source| ModelIoError::Write {
+    let write_err = |error| ModelIoError::Write {
         path: path.to_owned(),
-        source,
+        error,
     };
     let dir = path
         .parent()

@@ -17,6 +17,12 @@ pub enum RuntimeError {
     InputCount { expected: usize, found: usize },
     #[error("tract cannot run the model: {0}")]
     Run(String),
+    #[error("input '{input}': the samples have shape {found:?} each, the model expects {expected}")]
+    InputShape {
+        input: String,
+        expected: String,
+        found: Vec<usize>,
+    },
 }
 
 /// How many samples one run takes.
@@ -57,6 +63,46 @@ pub fn model_input_names(model: &ModelProto) -> Vec<String> {
         .filter(|i| !initializers.contains(i.name()))
         .map(|i| i.name().to_owned())
         .collect()
+}
+
+/// The dimensions the model declares for an input (None for a symbolic or missing one).
+fn declared_dims(model: &ModelProto, input: &str) -> Option<Vec<Option<i64>>> {
+    use fitact_passes::onnx::{tensor_shape_proto::dimension::Value, type_proto};
+    let input = model.graph.as_ref()?.input.iter().find(|i| i.name() == input)?;
+    let Some(type_proto::Value::TensorType(tensor)) = &input.r#type.as_ref()?.value else {
+        return None;
+    };
+    let dims = tensor.shape.as_ref()?.dim.iter().map(|d| match d.value {
+        Some(Value::DimValue(v)) => Some(v),
+        _ => None,
+    });
+    Some(dims.collect())
+}
+
+/// Checks one sample's shape against what the model declares for the input (after the batch
+/// axis), so that a mismatch is named here rather than deep inside tract's analysis.
+fn check_sample_shape(model: &ModelProto, input: &str, sample: &[usize]) -> Result<(), RuntimeError> {
+    let Some(dims) = declared_dims(model, input) else {
+        return Ok(());
+    };
+    let fits = dims.len() == sample.len() + 1
+        && dims[1..]
+            .iter()
+            .zip(sample)
+            .all(|(d, s)| d.is_none_or(|d| d == *s as i64));
+    if fits {
+        return Ok(());
+    }
+    let expected = dims
+        .iter()
+        .map(|d| d.map_or("?".to_owned(), |d| d.to_string()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    Err(RuntimeError::InputShape {
+        input: input.to_owned(),
+        expected: format!("[{expected}] (batch first)"),
+        found: sample.to_vec(),
+    })
 }
 
 /// The batch dimension of the first input as the model declares it.
@@ -142,6 +188,7 @@ impl Runner {
             BatchDim::Free => inference.sym("N").to_dim(),
         };
         for (i, shape) in sample_shapes.iter().enumerate() {
+            check_sample_shape(model, &input_names[i], shape)?;
             let dims: Vec<TDim> = std::iter::once(batch_dim.clone())
                 .chain(shape.iter().map(|d| d.to_dim()))
                 .collect();

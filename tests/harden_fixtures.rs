@@ -137,3 +137,20 @@ fn npz_calibration_equals_npy() {
         .collect();
     assert!(outputs[0] == outputs[1], "same hardened model from .npy and .npz");
 }
+
+/// Samples of the wrong shape are named as such, before tract's analysis says anything.
+#[test]
+fn samples_of_the_wrong_shape_are_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let calib = dir.path().join("small.npy");
+    ndarray_npy::write_npy(&calib, &ndarray::Array4::<f32>::zeros((4, 1, 8, 8))).unwrap();
+    let out = dir.path().join("out.onnx");
+    let run = harden_cli(&fixture("alexnet.onnx"), &out, &calib, &[]);
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("input 'input': the samples have shape [1, 8, 8] each, the model expects [?, 1, 28, 28]"),
+        "{stderr}"
+    );
+    assert!(!out.exists());
+}

@@ -9,7 +9,7 @@ use crate::faults::{Flip, WeightFormat, sample_flips, tensor_rng};
 use crate::model_io::read_model;
 use crate::replay::{Batches, CleanValues, Predictions, predict, readers, run_suffix};
 use crate::report::{TOOL, VERSION};
-use crate::runtime::{Outputs, Runner, model_input_names};
+use crate::runtime::{batch_size_for, model_input_names};
 use crate::weights::Weights;
 use anyhow::{Context, Result, bail, ensure};
 use fitact_passes::extract_suffix::extract_suffix;
@@ -359,8 +359,7 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
         .as_deref()
         .map(|p| load_labels(p, samples.count))
         .transpose()?;
-    let shapes = samples.sample_shapes();
-    let batch_size = Runner::new(&first, &shapes, Outputs::Model)?.batch_size(options.batch_size.min(samples.count));
+    let batch_size = batch_size_for(&first, options.batch_size.min(samples.count));
     let batches = Batches::new(&samples, batch_size);
     let subjects = options
         .models

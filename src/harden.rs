@@ -14,6 +14,7 @@ use fitact_passes::bound_activations::{BoundRequest, bound_activations};
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
 use fitact_passes::tensor::FLOAT;
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Instant;
 use thiserror::Error;
@@ -67,9 +68,9 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let (fit, holdout) = match &options.search {
         Some(_) => {
             let (fit, holdout, rows) = split(&samples);
-            (fit, Some((holdout, rows)))
+            (Cow::Owned(fit), Some((holdout, rows)))
         }
-        None => (samples.clone(), None),
+        None => (Cow::Borrowed(&samples), None),
     };
     let started = Instant::now();
     let calibration = calibrate(

@@ -105,6 +105,17 @@ fn check_sample_shape(model: &ModelProto, input: &str, sample: &[usize]) -> Resu
     })
 }
 
+/// How many samples one run of `model` takes: its fixed batch size, or `preferred`.
+pub fn batch_size_for(model: &ModelProto, preferred: usize) -> usize {
+    match model_input_names(model)
+        .first()
+        .map(|input| declared_batch(model, input))
+    {
+        Some(BatchDim::Fixed(n)) => n,
+        _ => preferred.max(1),
+    }
+}
+
 /// The batch dimension of the first input as the model declares it.
 fn declared_batch(model: &ModelProto, input: &str) -> BatchDim {
     use fitact_passes::onnx::{tensor_shape_proto::dimension::Value, type_proto};

@@ -200,9 +200,7 @@ pub fn search(
     options: &SearchOptions,
 ) -> Result<(Vec<Bound>, SearchLog)> {
     let started = Instant::now();
-    let shapes = holdout.sample_shapes();
-    let batch = crate::runtime::Runner::new(original, &shapes, crate::runtime::Outputs::Model)?
-        .batch_size(options.batch_size.min(holdout.count));
+    let batch = crate::runtime::batch_size_for(original, options.batch_size.min(holdout.count));
     let batches = Batches::new(holdout, batch);
     let (reference, _) = predict(original, &batches, &[]).context("running the original model")?;
     let holdout = Holdout {

@@ -50,6 +50,7 @@ fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g
         report: None,
         progress: false,
         search: None,
+        in_place: false,
     })
     .unwrap_or_else(|e| panic!("hardening {} as {method}: {e:#}", input.display()));
     output

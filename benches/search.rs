@@ -46,6 +46,7 @@ fn main() {
         batch_size: 64,
         report: None,
         progress: false,
+        in_place: false,
         search: Some(SearchSettings {
             budget: 0.005,
             labels: None,

@@ -33,6 +33,8 @@ pub struct HardenOptions {
     pub progress: bool,
     /// Tighten the calibrated bounds by search (`search`); None keeps the calibrated maxima.
     pub search: Option<SearchSettings>,
+    /// `output` is the input, which may then be replaced.
+    pub in_place: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -142,8 +144,9 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         options.margin,
         requests.len(),
     );
-    write_model(&options.output, &model, &source.external_tensors, &source.files_read)
-        .context("writing the hardened model")?;
+    // In place, the files read may be replaced (each atomically; the data file first).
+    let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
+    write_model(&options.output, &model, &source.external_tensors, protected).context("writing the hardened model")?;
 
     let activations = requests
         .iter()

@@ -8,7 +8,7 @@ use fitact_onnx::evaluate::{CampaignReport, EvaluateOptions, FaultKind, Shard, e
 use fitact_onnx::faults::WeightFormat;
 use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, harden};
 use fitact_onnx::method::{Method, ModeName};
-use fitact_onnx::model_io::write_atomically;
+use fitact_onnx::model_io::{read_model, write_atomically, write_model};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -36,8 +36,15 @@ enum Command {
     Harden {
         /// The model to harden (read only; external data beside it is read too).
         input: PathBuf,
-        /// Where to write the hardened model (atomically; never the input).
-        output: PathBuf,
+        /// Where to write the hardened model (atomically; never the input unless --in-place).
+        #[arg(required_unless_present = "in_place")]
+        output: Option<PathBuf>,
+        /// Replace the input model with the hardened one (atomically); OUTPUT may be omitted.
+        #[arg(long)]
+        in_place: bool,
+        /// A model without any Relu is written unchanged (exit 0) instead of exit 1.
+        #[arg(long)]
+        allow_unchanged: bool,
         /// Calibration samples: .npy for a single-input model, .npz with one array per input name.
         #[arg(long)]
         calib: PathBuf,
@@ -187,6 +194,8 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
         Command::Harden {
             input,
             output,
+            in_place,
+            allow_unchanged,
             calib,
             method,
             granularity,
@@ -203,6 +212,17 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             if !(margin.is_finite() && margin > -1.0) {
                 anyhow::bail!("--margin must be a finite number above -1, got {margin}");
             }
+            let output = match (output, in_place) {
+                (Some(output), true) if !same_file(&output, &input) => {
+                    anyhow::bail!(
+                        "--in-place writes over the input; OUTPUT {} is another file",
+                        output.display()
+                    )
+                }
+                (_, true) => input.clone(),
+                (Some(output), false) => output,
+                (None, false) => unreachable!("clap requires OUTPUT without --in-place"),
+            };
             let options = HardenOptions {
                 input,
                 output,
@@ -220,8 +240,18 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                     max_evals,
                     time_limit,
                 }),
+                in_place,
             };
-            let report = harden(&options)?;
+            let report = match harden(&options) {
+                Err(e) if allow_unchanged && matches!(e.downcast_ref(), Some(HardenError::NoActivations(_))) => {
+                    copy_unchanged(&options)?;
+                    if !cli.quiet {
+                        eprintln!("{e:#}: written unchanged to {}", options.output.display());
+                    }
+                    return Ok(ExitCode::SUCCESS);
+                }
+                other => other?,
+            };
             if !cli.quiet {
                 eprint!("{}", report.summary());
             }
@@ -296,6 +326,29 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn same_file(a: &std::path::Path, b: &std::path::Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// `--allow-unchanged` on a model without Relu: the model as read, written as `harden` would.
+fn copy_unchanged(options: &HardenOptions) -> Result<()> {
+    if options.in_place {
+        return Ok(());
+    }
+    let source = read_model(&options.input).context("reading the model")?;
+    write_model(
+        &options.output,
+        &source.model,
+        &source.external_tensors,
+        &source.files_read,
+    )
+    .context("writing the model")?;
+    Ok(())
 }
 
 /// A fraction, written `0.5%` or `0.005`.

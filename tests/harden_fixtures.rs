@@ -80,7 +80,7 @@ fn fixtures_round_trip_byte_for_byte() {
 }
 
 #[test]
-fn a_model_without_relu_exits_1() {
+fn a_model_without_relu_exits_1_unless_allowed() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("identity.onnx");
     let mut m = common::relu_model(&[3], 13);
@@ -91,6 +91,50 @@ fn a_model_without_relu_exits_1() {
     assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("has no Relu to bound"));
     assert!(!out.exists());
+
+    let run = harden_cli(&model, &out, Path::new("unused.npy"), &["--allow-unchanged"]);
+    assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(
+        std::fs::read(&out).unwrap(),
+        std::fs::read(&model).unwrap(),
+        "written unchanged"
+    );
+}
+
+/// The input is never overwritten, unless `--in-place` says so; then it is replaced whole.
+#[test]
+fn the_input_is_replaced_only_in_place() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("m.onnx");
+    std::fs::copy(fixture("resnet.onnx"), &model).unwrap();
+    let before = std::fs::read(&model).unwrap();
+    let run = harden_cli(&model, &model, &fixture("calib.npy"), &[]);
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("refusing to overwrite the input"), "{stderr}");
+    assert_eq!(std::fs::read(&model).unwrap(), before);
+
+    let other = dir.path().join("other.onnx");
+    let run = harden_cli(&model, &other, &fixture("calib.npy"), &["--in-place"]);
+    assert_eq!(run.status.code(), Some(2), "--in-place with another OUTPUT is refused");
+    assert!(!other.exists());
+
+    let run = common::cli(&[
+        "harden",
+        model.to_str().unwrap(),
+        "--in-place",
+        "--calib",
+        fixture("calib.npy").to_str().unwrap(),
+        "-q",
+    ]);
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let replaced = read_model(&model).unwrap().model;
+    assert!(fitact_passes::activations::find_relus(&replaced).is_empty());
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(leftovers, ["m.onnx"], "no temporary file left");
 }
 
 /// torch's default exporter: opset 18, batch fixed to 1 (also in a Reshape), weights in an

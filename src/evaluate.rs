@@ -184,6 +184,8 @@ impl Subject {
         let model = read_model(path)
             .with_context(|| format!("reading {}", path.display()))?
             .model;
+        fitact_passes::validate::validate(&model)
+            .with_context(|| format!("{} is not a usable model", path.display()))?;
         let weights = Weights::of(&model);
         let stored: Vec<_> = weights
             .tensors

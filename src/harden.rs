@@ -14,6 +14,7 @@ use fitact_passes::bound_activations::{BoundRequest, bound_activations};
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
 use fitact_passes::tensor::FLOAT;
+use fitact_passes::validate::validate;
 use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Instant;
@@ -58,6 +59,7 @@ pub enum HardenError {
 pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let source = read_model(&options.input).context("reading the model")?;
     let mut model = source.model;
+    validate(&model).with_context(|| format!("{} is not a usable model", options.input.display()))?;
     let opset = default_opset(&model).with_context(|| format!("{}", options.input.display()))?;
     let sites = find_relus(&model);
     if sites.is_empty() {

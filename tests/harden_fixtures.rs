@@ -198,3 +198,34 @@ fn samples_of_the_wrong_shape_are_a_clear_error() {
     );
     assert!(!out.exists());
 }
+
+/// Broken graphs are named for what is wrong, with exit code 2 and no output.
+#[test]
+fn malformed_models_are_named_for_what_is_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut dangling = common::relu_model(&[3], 13);
+    dangling.graph.as_mut().unwrap().node[0].input[0] = "nothere".into();
+    let mut future = common::relu_model(&[3], 13);
+    future.ir_version = Some(99);
+    let truncated = std::fs::read(fixture("alexnet.onnx")).unwrap()[..1000].to_vec();
+    let cases = [
+        (
+            encode(&dangling),
+            "input 'nothere' of node 'relu' is produced by no node",
+        ),
+        (encode(&future), "IR version 99 is not one this tool knows"),
+        (truncated, "is not a valid ONNX model"),
+        (vec![0xff; 64], "is not a valid ONNX model"),
+    ];
+    for (i, (bytes, expected)) in cases.iter().enumerate() {
+        let model = dir.path().join(format!("bad{i}.onnx"));
+        std::fs::write(&model, bytes).unwrap();
+        let out = dir.path().join(format!("out{i}.onnx"));
+        let run = harden_cli(&model, &out, &fixture("calib.npy"), &[]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{expected}: {stderr}");
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+        assert!(!out.exists());
+    }
+}

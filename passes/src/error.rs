@@ -16,6 +16,8 @@ pub enum PassError {
         "unsupported element type {elem_type} for the bound of {site}: only float32 and float64 activations are bounded"
     )]
     UnsupportedElemType { site: String, elem_type: i32 },
+    #[error("{0}")]
+    Invalid(String),
     #[error("bound of {site}: {reason}")]
     InvalidBound { site: String, reason: String },
 }

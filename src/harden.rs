@@ -68,11 +68,18 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let (granularity, mode) = options.method.resolve(options.granularity, options.mode);
 
     let samples = load_samples(&options.calib, &model_input_names(&model)).context("reading calibration samples")?;
-    // With a search, bounds are fitted on three quarters of the samples and checked on the rest.
+    // With a search, bounds are fitted on three quarters of the samples and checked on the
+    // rest (with their labels, if given: read now, so a bad file fails before any work).
     let (fit, holdout) = match &options.search {
-        Some(_) => {
+        Some(settings) => {
+            let labels = settings
+                .labels
+                .as_deref()
+                .map(|p| load_labels(p, samples.count))
+                .transpose()?;
             let (fit, holdout, rows) = split(&samples);
-            (Cow::Owned(fit), Some((holdout, rows)))
+            let held_labels: Option<Vec<usize>> = labels.map(|l| rows.iter().map(|r| l[*r]).collect());
+            (Cow::Owned(fit), Some((holdout, held_labels)))
         }
         None => (Cow::Borrowed(&samples), None),
     };
@@ -95,13 +102,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         .map(|max| bound_from_maxima(&max.neuron_max, granularity, options.margin))
         .collect();
     let mut search_log = None;
-    if let (Some(settings), Some((holdout, rows))) = (&options.search, &holdout) {
-        let labels = settings
-            .labels
-            .as_deref()
-            .map(|p| load_labels(p, samples.count))
-            .transpose()?;
-        let held_labels: Option<Vec<usize>> = labels.map(|l| rows.iter().map(|r| l[*r]).collect());
+    if let (Some(settings), Some((holdout, held_labels))) = (&options.search, &holdout) {
         let search_options = SearchOptions {
             budget: settings.budget,
             max_evals: settings.max_evals,

@@ -181,7 +181,7 @@ pub fn write_model(
     };
     for target in targets {
         let resolved = canonical_or_same(target);
-        if protected.iter().any(|p| *p == resolved) {
+        if protected.contains(&resolved) {
             return Err(ModelIoError::WouldOverwriteInput {
                 path: target.to_path_buf(),
             });

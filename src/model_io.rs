@@ -255,6 +255,22 @@ mod tests {
         }
     }
 
+    /// A 3-float tensor `w` stored at `location` (offset 0, length 12).
+    fn weights_external(location: &str) -> TensorProto {
+        let kv = |k: &str, v: &str| StringStringEntryProto {
+            key: Some(k.into()),
+            value: Some(v.into()),
+        };
+        TensorProto {
+            name: Some("w".into()),
+            dims: vec![3],
+            data_type: Some(1),
+            data_location: Some(DataLocation::External as i32),
+            external_data: vec![kv("location", location), kv("offset", "0"), kv("length", "12")],
+            ..Default::default()
+        }
+    }
+
     #[test]
     fn external_data_round_trips_and_refuses_escapes() {
         let dir = tempfile::tempdir().unwrap();
@@ -288,5 +304,25 @@ mod tests {
         std::fs::write(&evil, encode(&model_with(escaping))).unwrap();
         let err = read_model(&evil).err().unwrap().to_string();
         assert!(err.contains("leaves the model's directory"), "{err}");
+
+        // A symlink inside the directory that points out of it is refused too.
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.data"), [0u8; 12]).unwrap();
+        let inner = dir.path().join("inner");
+        std::fs::create_dir(&inner).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(outside.path().join("secret.data"), inner.join("w.data")).unwrap();
+        let linked = model_with(weights_external("w.data"));
+        let path = inner.join("linked.onnx");
+        std::fs::write(&path, encode(&linked)).unwrap();
+        let err = read_model(&path).err().unwrap().to_string();
+        assert!(err.contains("resolves outside the model's directory"), "{err}");
+
+        // A range past the end of the file is refused.
+        std::fs::write(inner.join("short.data"), [0u8; 4]).unwrap();
+        let path = inner.join("short.onnx");
+        std::fs::write(&path, encode(&model_with(weights_external("short.data")))).unwrap();
+        let err = read_model(&path).err().unwrap().to_string();
+        assert!(err.contains("lies beyond the end of 'short.data' (4 bytes)"), "{err}");
     }
 }

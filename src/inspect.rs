@@ -17,14 +17,14 @@ pub struct Inspection {
     pub opset: Option<i64>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
-    pub relus: Vec<RelUInfo>,
+    pub relus: Vec<ReluInfo>,
     pub weights: WeightsInfo,
     /// Why shapes are missing, if tract could not analyse the model.
     pub shape_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct RelUInfo {
+pub struct ReluInfo {
     pub node: String,
     pub graph: String,
     pub input: String,
@@ -71,7 +71,7 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
     };
     let relus = find_relus(model)
         .into_iter()
-        .map(|site| RelUInfo {
+        .map(|site| ReluInfo {
             node: site.stem().to_owned(),
             graph: site.graph.to_string(),
             shape: site

@@ -4,7 +4,7 @@
 //! Fault injection and the bound search both change a few nodes and rerun only what follows.
 
 use crate::dataset::Samples;
-use crate::runtime::{Outputs, Runner};
+use crate::runtime::{Outputs, Runner, pad_batch};
 use anyhow::{Context, Result};
 use fitact_passes::onnx::ModelProto;
 use std::collections::HashMap;
@@ -46,7 +46,7 @@ impl Batches {
                 let inputs = samples
                     .slice(start, end)
                     .into_iter()
-                    .map(|a| pad_rows(a, size))
+                    .map(|a| pad_batch(a, size))
                     .collect();
                 (inputs, end - start)
             })
@@ -58,18 +58,6 @@ impl Batches {
             count: samples.count,
         }
     }
-}
-
-fn pad_rows(array: ndarray::ArrayD<f32>, rows: usize) -> ndarray::ArrayD<f32> {
-    let last = array
-        .index_axis(ndarray::Axis(0), array.shape()[0] - 1)
-        .insert_axis(ndarray::Axis(0))
-        .to_owned();
-    let mut padded = array;
-    while padded.shape()[0] < rows {
-        padded.append(ndarray::Axis(0), last.view()).expect("same sample shape");
-    }
-    padded
 }
 
 /// Appends the predictions of one batch's first output (its `valid` rows).

@@ -327,7 +327,9 @@ fn with_input_types(model: &ModelProto, values: &[(String, TValue)]) -> Result<M
     Ok(model)
 }
 
-fn pad_batch(array: ArrayD<f32>, n: usize) -> ArrayD<f32> {
+/// `array` with copies of its last row appended up to `n` rows (max/min reductions and
+/// per-row predictions of the real rows are unchanged).
+pub fn pad_batch(array: ArrayD<f32>, n: usize) -> ArrayD<f32> {
     let last = array
         .index_axis(Axis(0), array.shape()[0] - 1)
         .insert_axis(Axis(0))

@@ -259,10 +259,7 @@ impl Subject {
             .collect();
         dirty.sort_unstable();
         dirty.dedup();
-        let clean = || Predictions {
-            classes: self.clean.classes.clone(),
-            nonfinite: self.clean.nonfinite.clone(),
-        };
+        let clean = || self.clean.clone();
         if dirty.is_empty() {
             return Ok(clean());
         }
@@ -368,6 +365,9 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
         .iter()
         .map(|p| Subject::new(p, options, &batches))
         .collect::<Result<Vec<_>>>()?;
+    if let (Some(labels), Some(path)) = (&labels, &options.labels) {
+        crate::replay::check_labels(labels, subjects[0].clean.width).with_context(|| format!("{}", path.display()))?;
+    }
     let layers: Vec<String> = match (&options.layer, activation) {
         (_, false) => Vec::new(),
         (Some(layer), true) => vec![layer.clone()],

@@ -12,8 +12,11 @@ use std::sync::Mutex;
 use tract_onnx::prelude::{IntoTValue, TValue};
 
 /// Predictions of one run over the data set.
+#[derive(Debug, Clone, Default)]
 pub struct Predictions {
     pub classes: Vec<usize>,
+    /// Length of one row of the first output: the number of classes.
+    pub width: usize,
     /// Rows whose output held NaN or Inf (their class is `usize::MAX`).
     pub nonfinite: Vec<bool>,
 }
@@ -60,6 +63,18 @@ impl Batches {
     }
 }
 
+/// Refuses labels that name a class the model does not have (its first output has `width`
+/// values per sample).
+pub fn check_labels(labels: &[usize], width: usize) -> Result<()> {
+    if let Some(bad) = labels.iter().find(|l| **l >= width) {
+        anyhow::bail!(
+            "label {bad} is not a class of the model: its output has {width} classes (0 to {})",
+            width.saturating_sub(1)
+        );
+    }
+    Ok(())
+}
+
 /// Appends the predictions of one batch's first output (its `valid` rows).
 pub fn push_predictions(predictions: &mut Predictions, logits: &TValue, valid: usize) -> Result<()> {
     let view = logits
@@ -67,6 +82,7 @@ pub fn push_predictions(predictions: &mut Predictions, logits: &TValue, valid: u
         .context("the model's first output is not float32")?;
     let (rows, len) = (view.shape()[0], view.len());
     let view = view.into_shape_with_order((rows, len / rows.max(1)))?;
+    predictions.width = len / rows.max(1);
     for row in view.outer_iter().take(valid) {
         let bad = row.iter().any(|v| !v.is_finite());
         predictions.nonfinite.push(bad);
@@ -89,7 +105,7 @@ pub fn predict(model: &ModelProto, batches: &Batches, observe: &[String]) -> Res
     let runner = Runner::new(model, &shapes, Outputs::Tensors(&wanted))?;
     let mut predictions = Predictions {
         classes: Vec::with_capacity(batches.count),
-        nonfinite: Vec::new(),
+        ..Default::default()
     };
     let mut observed = Vec::new();
     for (inputs, valid) in &batches.batches {
@@ -156,7 +172,7 @@ pub fn run_suffix(
     let runner = Runner::for_values(suffix, &feeds[0], Outputs::Model)?;
     let mut predictions = Predictions {
         classes: Vec::with_capacity(batches.count),
-        nonfinite: Vec::new(),
+        ..Default::default()
     };
     for (feed, (_, valid)) in feeds.iter().zip(&batches.batches) {
         push_predictions(&mut predictions, &runner.run_values(feed)?[output], *valid)?;

@@ -15,6 +15,8 @@ pub enum RuntimeError {
     UnknownTensor(String),
     #[error("the model expects {expected} inputs, the data has {found}")]
     InputCount { expected: usize, found: usize },
+    #[error("tract does not support operator {op} (node '{node}'), which this run needs")]
+    Unsupported { op: String, node: String },
     #[error("tract cannot run the model: {0}")]
     Run(String),
     #[error("input '{input}': the samples have shape {found:?} each, the model expects {expected}")]
@@ -176,11 +178,28 @@ fn finish(mut inference: InferenceModel, outputs: Outputs) -> Result<Arc<TypedRu
             .collect::<Result<Vec<_>, _>>()?;
         inference.select_output_outlets(&outlets).map_err(load_error)?;
     }
+    refuse_unsupported(&inference)?;
     inference
         .into_optimized()
         .map_err(load_error)?
         .into_runnable()
         .map_err(load_error)
+}
+
+/// Names the first operator tract has no implementation for among the nodes the selected outputs
+/// depend on (tract's own error only says it cannot type the op).
+fn refuse_unsupported(inference: &InferenceModel) -> Result<(), RuntimeError> {
+    for id in inference.eval_order().map_err(load_error)? {
+        let node = inference.node(id);
+        let name = node.op.name();
+        if let Some(op) = name.strip_prefix("Unimplemented(").and_then(|n| n.strip_suffix(')')) {
+            return Err(RuntimeError::Unsupported {
+                op: op.to_owned(),
+                node: node.name.clone(),
+            });
+        }
+    }
+    Ok(())
 }
 
 impl Runner {

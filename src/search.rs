@@ -203,6 +203,9 @@ pub fn search(
     let batch = crate::runtime::batch_size_for(original, options.batch_size.min(holdout.count));
     let batches = Batches::new(holdout, batch);
     let (reference, _) = predict(original, &batches, &[]).context("running the original model")?;
+    if let Some(labels) = labels {
+        crate::replay::check_labels(labels, reference.width).context("checking the labels")?;
+    }
     let holdout = Holdout {
         batches,
         reference: reference.classes,
@@ -210,7 +213,7 @@ pub fn search(
     };
     let reference_metric = holdout.metric(&Predictions {
         classes: holdout.reference.clone(),
-        nonfinite: vec![],
+        ..Default::default()
     });
     let mut search = Search {
         original,

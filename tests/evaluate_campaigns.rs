@@ -208,6 +208,29 @@ fn labels_that_do_not_match_the_data_are_a_clear_error() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(stderr.contains("5 labels for 16 samples"), "{stderr}");
     assert!(!report.exists());
+
+    let mut labels = ndarray::Array1::<i64>::zeros(16);
+    labels[7] = 10;
+    ndarray_npy::write_npy(&bad, &labels).unwrap();
+    let run = cli(&[
+        "evaluate",
+        s.models[0].to_str().unwrap(),
+        "--data",
+        s.data.to_str().unwrap(),
+        "--labels",
+        bad.to_str().unwrap(),
+        "--ber",
+        "1e-5",
+        "--report",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("label 10 is not a class of the model: its output has 10 classes"),
+        "{stderr}"
+    );
+    assert!(!report.exists());
 }
 
 #[test]

@@ -54,3 +54,27 @@ fn a_branch_never_taken_is_a_clear_error() {
         assert!(!out.exists());
     });
 }
+
+#[test]
+fn what_the_tool_cannot_handle_is_named() {
+    with_graphs(|dir, calib| {
+        for (name, expected) in [
+            (
+                "unsupported_op",
+                "tract does not support operator FancyNorm (node 'fancy')",
+            ),
+            (
+                "loop_body",
+                "Relu 'loop_relu' in main/loop.body: only If branches can be calibrated, not the body of a Loop",
+            ),
+        ] {
+            let out = dir.join(format!("{name}_out.onnx"));
+            let run = common::harden_cli(&dir.join(format!("{name}.onnx")), &out, calib, &[]);
+            let stderr = String::from_utf8_lossy(&run.stderr);
+            assert_eq!(run.status.code(), Some(2), "{name}: {stderr}");
+            assert!(stderr.contains(expected), "{name}: {stderr}");
+            assert_eq!(stderr.trim().lines().count(), 1, "{name}: {stderr}");
+            assert!(!out.exists());
+        }
+    });
+}

@@ -7,7 +7,9 @@ writes into OUTDIR, each with the same input "x" [N, 1, 8, 8] and samples `x.npy
   (the mean of the batch), one of them inside a nested If, reading outer-scope weights;
 - constant_weights.onnx: every weight in a Constant node, none in initializers;
 - relu_is_output.onnx: a Relu output that is also a graph output;
-- shared_relu.onnx: a residual block whose Relu output feeds several consumers.
+- shared_relu.onnx: a residual block whose Relu output feeds several consumers;
+- unsupported_op.onnx: a Relu after an operator of a custom domain that no runtime knows;
+- loop_body.onnx: a Relu inside the body of a Loop.
 Samples: 256 in batches of 64: the first two batches have a positive mean and the last two a
 negative one (both branches of the If), and the second has a small maximum (both branches of
 the nested If).
@@ -29,10 +31,12 @@ def weight(name, *shape):
     return nh.from_array((rng.normal(size=shape) * 0.5).astype(np.float32), name)
 
 
-def model(name, nodes, inits, outputs, opset=13):
+def model(name, nodes, inits, outputs, opset=13, domains=(), check=True):
     graph = h.make_graph(nodes, name, [h.make_tensor_value_info("x", T.FLOAT, ["N", 1, 8, 8])], outputs, inits)
-    m = h.make_model(graph, opset_imports=[h.make_opsetid("", opset)])
-    onnx.checker.check_model(m, full_check=True)
+    imports = [h.make_opsetid("", opset)] + [h.make_opsetid(d, 1) for d in domains]
+    m = h.make_model(graph, opset_imports=imports)
+    if check:
+        onnx.checker.check_model(m, full_check=True)
     onnx.save(m, out / f"{name}.onnx")
 
 
@@ -109,6 +113,32 @@ model(
      h.make_node("Relu", ["sum"], ["feat"], name="relu2")] + head,
     [weight("w0", 4, 1, 3, 3), weight("b0", 4), weight("w1", 4, 4, 3, 3), weight("b1", 4), weight("w2", 4, 4, 3, 3),
      weight("b2", 4), weight("fc_w", 3, 4), weight("fc_b", 3)],
+    [logits],
+)
+
+# --- A Relu behind an operator nobody implements.
+model(
+    "unsupported_op",
+    [h.make_node("FancyNorm", ["x"], ["n"], name="fancy", domain="com.example"),
+     h.make_node("Conv", ["n", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+     h.make_node("Relu", ["c0"], ["feat"], name="relu0")] + head,
+    [weight("w0", 4, 1, 3, 3), weight("b0", 4), weight("fc_w", 3, 4), weight("fc_b", 3)],
+    [logits], domains=["com.example"], check=False,
+)
+
+# --- A Relu inside a Loop body (applied twice to the loop-carried value).
+body = h.make_graph(
+    [h.make_node("Relu", ["v_in"], ["v_out"], name="loop_relu"), h.make_node("Identity", ["cond_in"], ["cond_out"])],
+    "body",
+    [h.make_tensor_value_info("i", T.INT64, []), h.make_tensor_value_info("cond_in", T.BOOL, []),
+     h.make_tensor_value_info("v_in", T.FLOAT, ["N", 4, 8, 8])],
+    [h.make_tensor_value_info("cond_out", T.BOOL, []), h.make_tensor_value_info("v_out", T.FLOAT, ["N", 4, 8, 8])])
+model(
+    "loop_body",
+    [h.make_node("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+     h.make_node("Loop", ["trip", "", "c0"], ["feat"], name="loop", body=body)] + head,
+    [weight("w0", 4, 1, 3, 3), weight("b0", 4), weight("fc_w", 3, 4), weight("fc_b", 3),
+     nh.from_array(np.array(2, np.int64), "trip")],
     [logits],
 )
 

@@ -190,47 +190,31 @@ fn hardened_variants_are_far_more_accurate_under_faults() {
 fn labels_that_do_not_match_the_data_are_a_clear_error() {
     let s = setup(16);
     let bad = s.dir.path().join("bad.npy");
-    ndarray_npy::write_npy(&bad, &ndarray::Array1::<i64>::zeros(5)).unwrap();
     let report = s.dir.path().join("r.json");
-    let run = cli(&[
-        "evaluate",
-        s.models[0].to_str().unwrap(),
-        "--data",
-        s.data.to_str().unwrap(),
-        "--labels",
-        bad.to_str().unwrap(),
-        "--ber",
-        "1e-5",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    assert_eq!(run.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(stderr.contains("5 labels for 16 samples"), "{stderr}");
-    assert!(!report.exists());
-
-    let mut labels = ndarray::Array1::<i64>::zeros(16);
-    labels[7] = 10;
-    ndarray_npy::write_npy(&bad, &labels).unwrap();
-    let run = cli(&[
-        "evaluate",
-        s.models[0].to_str().unwrap(),
-        "--data",
-        s.data.to_str().unwrap(),
-        "--labels",
-        bad.to_str().unwrap(),
-        "--ber",
-        "1e-5",
-        "--report",
-        report.to_str().unwrap(),
-    ]);
-    assert_eq!(run.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&run.stderr);
-    assert!(
-        stderr.contains("label 10 is not a class of the model: its output has 10 classes"),
-        "{stderr}"
-    );
-    assert!(!report.exists());
+    let mut wrong_class = ndarray::Array1::<i64>::zeros(16);
+    wrong_class[7] = 10;
+    for (labels, expected) in [
+        (ndarray::Array1::<i64>::zeros(5), "5 labels for 16 samples"),
+        (wrong_class, "label 10 is not a class of the model: its output has 10 classes"),
+    ] {
+        ndarray_npy::write_npy(&bad, &labels).unwrap();
+        let run = cli(&[
+            "evaluate",
+            s.models[0].to_str().unwrap(),
+            "--data",
+            s.data.to_str().unwrap(),
+            "--labels",
+            bad.to_str().unwrap(),
+            "--ber",
+            "1e-5",
+            "--report",
+            report.to_str().unwrap(),
+        ]);
+        assert_eq!(run.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert!(stderr.contains(expected), "{stderr}");
+        assert!(!report.exists());
+    }
 }
 
 #[test]

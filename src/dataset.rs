@@ -1,5 +1,6 @@
-//! Sample sets for calibration and evaluation: a `.npy` file (one model input) or a `.npz`
-//! archive (one array per input name), checked against what the model expects.
+//! Sample sets for calibration and evaluation: a `.npy` file (one model input), a `.npz`
+//! archive (one array per input name) or a folder of images (`images`), checked against what
+//! the model expects, with their labels.
 
 use ndarray::{ArrayD, Axis, IxDyn, Slice};
 use ndarray_npy::{NpzReader, ReadNpyError, ReadNpzError, read_npy};
@@ -128,6 +129,42 @@ pub fn load_samples(path: &Path, input_names: &[String]) -> Result<Samples, Data
         inputs,
         count: count.unwrap_or(0),
     })
+}
+
+/// Samples and, when known, their labels.
+pub struct Dataset {
+    pub samples: Samples,
+    pub labels: Option<Vec<usize>>,
+}
+
+/// Loads the samples at `path` for `model`: a folder is read as images (labels from class
+/// sub-folders), anything else as `.npy`/`.npz`. A `labels` file, when given, supplies the
+/// labels (and overrides those of class folders).
+pub fn load_dataset(
+    path: &Path,
+    model: &fitact_passes::onnx::ModelProto,
+    labels: Option<&Path>,
+    images: &crate::images::ImageOptions,
+) -> anyhow::Result<Dataset> {
+    use anyhow::Context;
+    let input_names = crate::runtime::model_input_names(model);
+    let (samples, folder_labels) = if path.is_dir() {
+        anyhow::ensure!(
+            input_names.len() == 1,
+            "{}: a folder of images feeds a single-input model; this one has inputs {input_names:?}",
+            path.display()
+        );
+        let dims = crate::runtime::declared_dims(model, &input_names[0]).unwrap_or_default();
+        let set = crate::images::load_images(path, &input_names[0], &dims, images)?;
+        (set.samples, set.labels)
+    } else {
+        (load_samples(path, &input_names)?, None)
+    };
+    let labels = match labels {
+        Some(file) => Some(load_labels(file, samples.count).context("reading the labels")?),
+        None => folder_labels,
+    };
+    Ok(Dataset { samples, labels })
 }
 
 /// Class labels: an int64 or int32 `.npy` with one non-negative label per sample.

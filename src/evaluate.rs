@@ -4,12 +4,12 @@
 //! parallel; each is a pure function of (seed, trial, BER), so results do not depend on the
 //! thread count, and a campaign can be cut into shards that `merge` puts back together.
 
-use crate::dataset::{load_labels, load_samples};
+use crate::dataset::load_dataset;
 use crate::faults::{Flip, WeightFormat, sample_flips, tensor_rng};
 use crate::model_io::read_model;
 use crate::replay::{Batches, CleanValues, Predictions, predict, readers, run_suffix};
 use crate::report::{TOOL, VERSION};
-use crate::runtime::{batch_size_for, model_input_names};
+use crate::runtime::batch_size_for;
 use crate::weights::Weights;
 use anyhow::{Context, Result, bail, ensure};
 use fitact_passes::extract_suffix::extract_suffix;
@@ -44,8 +44,11 @@ impl std::str::FromStr for Shard {
 #[derive(Debug, Clone)]
 pub struct EvaluateOptions {
     pub models: Vec<PathBuf>,
+    /// Samples: .npy, .npz or a folder of images.
     pub data: PathBuf,
     pub labels: Option<PathBuf>,
+    /// How images become inputs, when `data` is a folder.
+    pub images: crate::images::ImageOptions,
     pub bers: Vec<f64>,
     pub trials: usize,
     pub seed: u64,
@@ -352,12 +355,9 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
     }
 
     let first = read_model(&options.models[0]).context("reading the first model")?.model;
-    let samples = load_samples(&options.data, &model_input_names(&first)).context("reading the data")?;
-    let labels = options
-        .labels
-        .as_deref()
-        .map(|p| load_labels(p, samples.count))
-        .transpose()?;
+    let data =
+        load_dataset(&options.data, &first, options.labels.as_deref(), &options.images).context("reading the data")?;
+    let (samples, labels) = (data.samples, data.labels);
     let batch_size = batch_size_for(&first, options.batch_size.min(samples.count));
     let batches = Batches::new(&samples, batch_size);
     let subjects = options
@@ -365,8 +365,10 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
         .iter()
         .map(|p| Subject::new(p, options, &batches))
         .collect::<Result<Vec<_>>>()?;
-    if let (Some(labels), Some(path)) = (&labels, &options.labels) {
-        crate::replay::check_labels(labels, subjects[0].clean.width).with_context(|| format!("{}", path.display()))?;
+    if let Some(labels) = &labels {
+        let source = options.labels.as_ref().unwrap_or(&options.data);
+        crate::replay::check_labels(labels, subjects[0].clean.width)
+            .with_context(|| format!("{}", source.display()))?;
     }
     let layers: Vec<String> = match (&options.layer, activation) {
         (_, false) => Vec::new(),
@@ -390,6 +392,15 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
         }
     }
 
+    for subject in &subjects {
+        log::info!(
+            "{}: {} weight tensors may flip ({} words)",
+            subject.path,
+            subject.targets.len(),
+            subject.target_sizes.iter().map(|(_, n)| n).sum::<usize>()
+        );
+    }
+    let started = std::time::Instant::now();
     let trials: Vec<usize> = (0..options.trials)
         .filter(|t| options.shard.is_none_or(|s| t % s.count == s.index))
         .collect();
@@ -457,6 +468,12 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
         })
         .collect();
     progress.finish_and_clear();
+    log::info!(
+        "{} trials x {} models in {:.1}s",
+        jobs.len(),
+        subjects.len(),
+        started.elapsed().as_secs_f64()
+    );
     let mut records = Vec::new();
     let mut dumps = Vec::new();
     for outcome in outcomes {
@@ -473,7 +490,11 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
         fault: options.fault,
         layers: layers.clone(),
         data: options.data.display().to_string(),
-        labels: options.labels.as_ref().map(|p| p.display().to_string()),
+        labels: match (&options.labels, &labels) {
+            (Some(path), _) => Some(path.display().to_string()),
+            (None, Some(_)) => Some(format!("class folders of {}", options.data.display())),
+            (None, None) => None,
+        },
         samples: samples.count,
         bers: options.bers.clone(),
         trials: options.trials,

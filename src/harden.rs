@@ -2,11 +2,11 @@
 
 use crate::bounds::{Granularity, bound_from_maxima};
 use crate::calibrate::{CalibrateOptions, calibrate};
-use crate::dataset::{load_labels, load_samples};
+use crate::dataset::load_dataset;
+use crate::images::ImageOptions;
 use crate::method::{Method, ModeName};
 use crate::model_io::{read_model, write_atomically, write_model};
 use crate::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, TOOL, VERSION};
-use crate::runtime::model_input_names;
 use crate::search::{SearchOptions, search, split};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationSite, find_relus};
@@ -24,7 +24,10 @@ use thiserror::Error;
 pub struct HardenOptions {
     pub input: PathBuf,
     pub output: PathBuf,
+    /// Calibration samples: .npy, .npz or a folder of images.
     pub calib: PathBuf,
+    /// How images become inputs, when `calib` is a folder.
+    pub images: ImageOptions,
     pub method: Method,
     pub granularity: Option<Granularity>,
     pub mode: Option<ModeName>,
@@ -66,19 +69,32 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         return Err(HardenError::NoActivations(options.input.display().to_string()).into());
     }
     let (granularity, mode) = options.method.resolve(options.granularity, options.mode);
+    log::info!(
+        "{}: opset {opset}, {} Relu(s) to bound ({granularity:?} granularity, {mode:?} mode)",
+        options.input.display(),
+        sites.len()
+    );
+    for site in &sites {
+        log::debug!("found {}", site.describe());
+    }
 
-    let samples = load_samples(&options.calib, &model_input_names(&model)).context("reading calibration samples")?;
+    // Labels, when given (or from class folders), are read now, so a bad file fails before any work.
+    let search_labels = options.search.as_ref().and_then(|s| s.labels.as_deref());
+    let data =
+        load_dataset(&options.calib, &model, search_labels, &options.images).context("reading calibration samples")?;
+    let samples = data.samples;
+    log::info!(
+        "{}: {} samples{}",
+        options.calib.display(),
+        samples.count,
+        if data.labels.is_some() { " with labels" } else { "" }
+    );
     // With a search, bounds are fitted on three quarters of the samples and checked on the
-    // rest (with their labels, if given: read now, so a bad file fails before any work).
+    // rest, with their labels if known.
     let (fit, holdout) = match &options.search {
-        Some(settings) => {
-            let labels = settings
-                .labels
-                .as_deref()
-                .map(|p| load_labels(p, samples.count))
-                .transpose()?;
+        Some(_) => {
             let (fit, holdout, rows) = split(&samples);
-            let held_labels: Option<Vec<usize>> = labels.map(|l| rows.iter().map(|r| l[*r]).collect());
+            let held_labels: Option<Vec<usize>> = data.labels.map(|l| rows.iter().map(|r| l[*r]).collect());
             (Cow::Owned(fit), Some((holdout, held_labels)))
         }
         None => (Cow::Borrowed(&samples), None),
@@ -95,6 +111,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     )
     .context("calibrating")?;
     let seconds = started.elapsed().as_secs_f64();
+    log::info!("calibrated on {} samples in {seconds:.2}s", calibration.samples);
 
     let mut bounds: Vec<_> = calibration
         .activations
@@ -119,6 +136,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             &search_options,
         )
         .context("searching the bounds")?;
+        log::info!("search: {} evaluations in {:.1}s", log.evaluations, log.seconds);
         bounds = searched;
         search_log = Some(log);
     }
@@ -150,6 +168,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     // In place, the files read may be replaced (each atomically; the data file first).
     let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
     write_model(&options.output, &model, &source.external_tensors, protected).context("writing the hardened model")?;
+    log::info!("wrote {}", options.output.display());
 
     let activations = requests
         .iter()

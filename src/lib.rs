@@ -5,10 +5,13 @@
 
 pub mod bounds;
 pub mod calibrate;
+pub mod check;
 pub mod dataset;
 pub mod evaluate;
 pub mod faults;
 pub mod harden;
+pub mod html;
+pub mod images;
 pub mod inspect;
 pub mod method;
 pub mod model_io;

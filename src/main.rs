@@ -2,11 +2,13 @@
 //! Exit codes: 0 done, 1 nothing to do (or a check failed), 2 error.
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use fitact_onnx::bounds::Granularity;
+use fitact_onnx::check::{CheckOptions, check};
 use fitact_onnx::evaluate::{CampaignReport, EvaluateOptions, FaultKind, Shard, evaluate, merge};
 use fitact_onnx::faults::WeightFormat;
 use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, harden};
+use fitact_onnx::images::{ImageOptions, Layout, Preset};
 use fitact_onnx::method::{Method, ModeName};
 use fitact_onnx::model_io::{read_model, write_atomically, write_model};
 use std::io::{IsTerminal, Write};
@@ -20,18 +22,68 @@ use std::process::ExitCode;
     about = "Harden ONNX models against bit flips by bounding their activations (FitAct, post-training, gradient-free)"
 )]
 struct Cli {
-    /// Print nothing but errors.
-    #[arg(short, long, global = true)]
+    /// Print nothing but errors (and the one-line verdict of `check`).
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
     quiet: bool,
+    /// Say more about each step on stderr (-v: steps and timings, -vv: details).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How a folder of images becomes model inputs (ignored for .npy/.npz data).
+#[derive(Args, Clone)]
+struct ImageArgs {
+    /// Pixel convention: unit = [0, 1], symmetric = [-1, 1], imagenet = ImageNet mean/std,
+    /// raw = 0 to 255. --scale, --mean and --std override its parts.
+    #[arg(long, value_enum, default_value_t = Preset::Unit)]
+    preset: Preset,
+    /// Multiply pixels (0 to 255) by this before the mean is subtracted.
+    #[arg(long)]
+    scale: Option<f32>,
+    /// Mean subtracted per channel: one value or one per channel, comma-separated.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    mean: Option<Vec<f32>>,
+    /// Divisor per channel: one value or one per channel, comma-separated.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    std: Option<Vec<f32>>,
+    /// Channel axis of the model input (default: from its shape).
+    #[arg(long, value_enum)]
+    layout: Option<Layout>,
+}
+
+impl ImageArgs {
+    fn options(self) -> ImageOptions {
+        ImageOptions {
+            preset: Some(self.preset),
+            scale: self.scale,
+            mean: self.mean,
+            std: self.std,
+            layout: self.layout,
+        }
+    }
+}
+
+/// The samples a command runs, and their labels.
+#[derive(Args, Clone)]
+struct DataArgs {
+    /// Samples: .npy for a single-input model, .npz with one array per input name, or a
+    /// folder of PNG/JPEG images (class sub-folders give the labels).
+    #[arg(long)]
+    data: PathBuf,
+    /// Labels (int64 or int32 .npy, one per sample) for accuracy; SDC needs none.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    #[command(flatten)]
+    images: ImageArgs,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Calibrate every Relu on sample data and write a model whose Relus are bounded.
     #[command(
-        after_help = "Example:\n  fitact-onnx harden model.onnx model.hardened.onnx --calib calib.npy --report report.json"
+        after_help = "Examples:\n  fitact-onnx harden model.onnx model.hardened.onnx --calib calib.npy --report report.json\n  fitact-onnx harden model.onnx out.onnx --calib images/ --preset imagenet --search --budget 0.5%"
     )]
     Harden {
         /// The model to harden (read only; external data beside it is read too).
@@ -45,9 +97,12 @@ enum Command {
         /// A model without any Relu is written unchanged (exit 0) instead of exit 1.
         #[arg(long)]
         allow_unchanged: bool,
-        /// Calibration samples: .npy for a single-input model, .npz with one array per input name.
+        /// Calibration samples: .npy for a single-input model, .npz with one array per input
+        /// name, or a folder of PNG/JPEG images (class sub-folders give the labels --search uses).
         #[arg(long)]
         calib: PathBuf,
+        #[command(flatten)]
+        images: ImageArgs,
         /// Preset: fitact = channel + zero, ranger = layer + saturate, clipact = layer + zero.
         #[arg(long, value_enum, default_value_t = Method::Fitact)]
         method: Method,
@@ -60,7 +115,7 @@ enum Command {
         /// Bounds are the calibrated maxima times (1 + margin). The small default is numerical
         /// headroom: another runtime (or another batch split) may compute a maximum one rounding
         /// step higher, and a bound exactly at the maximum would then zero it.
-        #[arg(long, default_value_t = 0.001)]
+        #[arg(long, default_value_t = 0.001, allow_hyphen_values = true)]
         margin: f32,
         /// Samples per tract run (a model with a fixed batch dimension uses its own). Small
         /// batches run fastest in tract on CNNs (benches/calibration.rs, FITACT_BENCH_SWEEP).
@@ -95,12 +150,8 @@ enum Command {
         /// The models to compare; models that share weights get the same faults in each trial.
         #[arg(required = true)]
         models: Vec<PathBuf>,
-        /// Samples: .npy for a single-input model, .npz with one array per input name.
-        #[arg(long)]
-        data: PathBuf,
-        /// Labels (int64 or int32 .npy, one per sample) for accuracy; SDC needs none.
-        #[arg(long)]
-        labels: Option<PathBuf>,
+        #[command(flatten)]
+        data: DataArgs,
         /// Bit error rates, comma-separated: each stored bit flips with this probability.
         #[arg(long, value_delimiter = ',', required_unless_present = "fault")]
         ber: Vec<f64>,
@@ -142,6 +193,9 @@ enum Command {
         /// Write the accuracy-versus-BER plot (SVG) here; needs --labels.
         #[arg(long)]
         plot: Option<PathBuf>,
+        /// Write a self-contained HTML page (table and plot) here.
+        #[arg(long)]
+        html: Option<PathBuf>,
         /// Write every trial's flips and predictions (JSON), to replay them in another runtime.
         #[arg(long)]
         dump_faults: Option<PathBuf>,
@@ -159,7 +213,47 @@ enum Command {
         csv: Option<PathBuf>,
         #[arg(long)]
         plot: Option<PathBuf>,
+        #[arg(long)]
+        html: Option<PathBuf>,
     },
+    /// CI gate: exit 0 if the hardened model keeps its accuracy within the budget (and meets
+    /// the resilience floor, if asked), 1 if not, 2 on error; prints one line saying why.
+    #[command(
+        after_help = "Example:\n  fitact-onnx check hardened.onnx --reference original.onnx --data test.npy --labels test_labels.npy \\\n      --max-accuracy-drop 0.5% --ber 1e-5 --min-accuracy 80%"
+    )]
+    Check {
+        /// The hardened model.
+        model: PathBuf,
+        /// The model it was made from.
+        #[arg(long)]
+        reference: PathBuf,
+        /// With labels the budget is on accuracy; without, on top-1 agreement with the reference.
+        #[command(flatten)]
+        data: DataArgs,
+        /// Largest allowed drop, e.g. 0.5% or 0.005.
+        #[arg(long, default_value = "0.5%", value_parser = parse_fraction)]
+        max_accuracy_drop: f64,
+        /// Also run a weight-fault campaign at this BER and require --min-accuracy.
+        #[arg(long, requires = "min_accuracy")]
+        ber: Option<f64>,
+        /// Mean accuracy under faults the model must reach, e.g. 80%.
+        #[arg(long, value_parser = parse_fraction, requires = "ber")]
+        min_accuracy: Option<f64>,
+        #[arg(long, default_value_t = 20)]
+        trials: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        #[arg(long, value_enum, default_value_t = WeightFormat::Float32)]
+        format: WeightFormat,
+        #[arg(long, default_value_t = 256)]
+        batch_size: usize,
+        /// Write the JSON report (docs/reports.md) here.
+        #[arg(long)]
+        report: Option<PathBuf>,
+    },
+    /// Print a shell completion script, e.g. `fitact-onnx completions bash > /etc/bash_completion.d/fitact-onnx`.
+    #[command(after_help = "Example:\n  fitact-onnx completions zsh > ~/.zfunc/_fitact-onnx")]
+    Completions { shell: clap_complete::Shell },
     /// List the Relus the tool would bound, their shapes, and where the weights live.
     #[command(after_help = "Example:\n  fitact-onnx inspect model.onnx --json")]
     Inspect {
@@ -172,6 +266,17 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    let level = match (cli.quiet, cli.verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        (false, _) => log::LevelFilter::Debug,
+    };
+    env_logger::Builder::new()
+        .filter_level(level)
+        .format_timestamp(None)
+        .format_target(false)
+        .init();
     match try_main(cli) {
         Ok(code) => code,
         Err(err) => {
@@ -197,6 +302,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             in_place,
             allow_unchanged,
             calib,
+            images,
             method,
             granularity,
             mode,
@@ -227,6 +333,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 input,
                 output,
                 calib,
+                images: images.options(),
                 method,
                 granularity,
                 mode,
@@ -258,8 +365,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
         }
         Command::Evaluate {
             models,
-            data,
-            labels,
+            data: DataArgs { data, labels, images },
             ber,
             fault,
             layer,
@@ -274,6 +380,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             report,
             csv,
             plot,
+            html,
             dump_faults,
         } => {
             if let Some(threads) = threads {
@@ -283,6 +390,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 models,
                 data,
                 labels,
+                images: images.options(),
                 bers: ber,
                 trials,
                 seed,
@@ -297,13 +405,20 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 layer,
             };
             let campaign = evaluate(&options)?;
-            write_outputs(&campaign, report.as_ref(), csv.as_ref(), plot.as_ref(), cli.quiet)?;
+            let files = CampaignFiles {
+                report,
+                csv,
+                plot,
+                html,
+            };
+            write_outputs(&campaign, &files, cli.quiet)?;
         }
         Command::Merge {
             reports,
             report,
             csv,
             plot,
+            html,
         } => {
             let parts = reports
                 .iter()
@@ -313,7 +428,55 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             let merged = merge(parts)?;
-            write_outputs(&merged, Some(&report), csv.as_ref(), plot.as_ref(), cli.quiet)?;
+            let files = CampaignFiles {
+                report: Some(report),
+                csv,
+                plot,
+                html,
+            };
+            write_outputs(&merged, &files, cli.quiet)?;
+        }
+        Command::Check {
+            model,
+            reference,
+            data: DataArgs { data, labels, images },
+            max_accuracy_drop,
+            ber,
+            min_accuracy,
+            trials,
+            seed,
+            format,
+            batch_size,
+            report,
+        } => {
+            let options = CheckOptions {
+                model,
+                reference,
+                data,
+                labels,
+                images: images.options(),
+                max_drop: max_accuracy_drop,
+                resilience: ber.zip(min_accuracy),
+                trials,
+                seed,
+                format,
+                batch_size,
+                progress,
+            };
+            let outcome = check(&options)?;
+            if let Some(path) = report {
+                let json = serde_json::to_string_pretty(&outcome)? + "\n";
+                write_atomically(&path, json.as_bytes()).context("writing the report")?;
+            }
+            print_stdout(&format!("{}\n", outcome.verdict))?;
+            if !outcome.passed {
+                return Ok(ExitCode::from(1));
+            }
+        }
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "fitact-onnx", &mut script);
+            print_stdout(&String::from_utf8(script)?)?;
         }
         Command::Inspect { model, json } => {
             let inspection = fitact_onnx::inspect::inspect(&model)?;
@@ -417,14 +580,26 @@ fn parse_bits(text: &str) -> Result<BitList, String> {
     Ok(BitList(bits))
 }
 
+/// Where a campaign's files go.
+struct CampaignFiles {
+    report: Option<PathBuf>,
+    csv: Option<PathBuf>,
+    plot: Option<PathBuf>,
+    html: Option<PathBuf>,
+}
+
 /// Writes the campaign's files (each atomically) and prints its table.
-fn write_outputs(
-    campaign: &CampaignReport,
-    report: Option<&PathBuf>,
-    csv: Option<&PathBuf>,
-    plot: Option<&PathBuf>,
-    quiet: bool,
-) -> Result<()> {
+fn write_outputs(campaign: &CampaignReport, files: &CampaignFiles, quiet: bool) -> Result<()> {
+    let CampaignFiles {
+        report,
+        csv,
+        plot,
+        html,
+    } = files;
+    if let Some(path) = html {
+        let page = fitact_onnx::html::campaign_html(campaign)?;
+        write_atomically(path, page.as_bytes()).context("writing the HTML page")?;
+    }
     if let Some(path) = report {
         write_atomically(path, campaign.to_json().as_bytes()).context("writing the report")?;
     }

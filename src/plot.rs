@@ -50,6 +50,7 @@ pub fn accuracy_svg(report: &CampaignReport) -> Result<String> {
             .map_err(|e| anyhow!("{e}"))?;
         chart
             .configure_mesh()
+            .light_line_style(WHITE)
             .x_desc("bit error rate")
             .y_desc("top-1 accuracy (%)")
             .x_label_formatter(&|x| format!("{x:.0e}"))

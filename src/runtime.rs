@@ -68,7 +68,7 @@ pub fn model_input_names(model: &ModelProto) -> Vec<String> {
 }
 
 /// The dimensions the model declares for an input (None for a symbolic or missing one).
-fn declared_dims(model: &ModelProto, input: &str) -> Option<Vec<Option<i64>>> {
+pub fn declared_dims(model: &ModelProto, input: &str) -> Option<Vec<Option<i64>>> {
     use fitact_passes::onnx::{tensor_shape_proto::dimension::Value, type_proto};
     let input = model.graph.as_ref()?.input.iter().find(|i| i.name() == input)?;
     let Some(type_proto::Value::TensorType(tensor)) = &input.r#type.as_ref()?.value else {

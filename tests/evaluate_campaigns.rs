@@ -195,7 +195,10 @@ fn labels_that_do_not_match_the_data_are_a_clear_error() {
     wrong_class[7] = 10;
     for (labels, expected) in [
         (ndarray::Array1::<i64>::zeros(5), "5 labels for 16 samples"),
-        (wrong_class, "label 10 is not a class of the model: its output has 10 classes"),
+        (
+            wrong_class,
+            "label 10 is not a class of the model: its output has 10 classes",
+        ),
     ] {
         ndarray_npy::write_npy(&bad, &labels).unwrap();
         let run = cli(&[

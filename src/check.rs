@@ -1,0 +1,176 @@
+//! `check`: a gate for CI. A hardened model passes when its clean accuracy (with labels) or
+//! its top-1 agreement with the reference (without) drops by no more than the budget, and,
+//! when asked, when its mean accuracy under weight faults at one BER reaches a floor.
+
+use crate::dataset::load_dataset;
+use crate::evaluate::{EvaluateOptions, FaultKind, evaluate};
+use crate::faults::WeightFormat;
+use crate::images::ImageOptions;
+use crate::model_io::read_model;
+use crate::replay::{Batches, check_labels, predict};
+use crate::report::{TOOL, VERSION};
+use crate::runtime::batch_size_for;
+use anyhow::{Context, Result, ensure};
+use serde::Serialize;
+use std::path::PathBuf;
+
+#[derive(Debug, Clone)]
+pub struct CheckOptions {
+    pub model: PathBuf,
+    pub reference: PathBuf,
+    pub data: PathBuf,
+    pub labels: Option<PathBuf>,
+    pub images: ImageOptions,
+    /// Largest allowed drop of accuracy (or of agreement, without labels), as a fraction.
+    pub max_drop: f64,
+    /// The resilience floor: (BER, minimum mean accuracy under faults).
+    pub resilience: Option<(f64, f64)>,
+    pub trials: usize,
+    pub seed: u64,
+    pub format: WeightFormat,
+    pub batch_size: usize,
+    pub progress: bool,
+}
+
+/// What the gate measured and decided; `--report` writes it as JSON (docs/reports.md).
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckReport {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub model: String,
+    pub reference: String,
+    pub samples: usize,
+    /// "accuracy" with labels, "agreement" (top-1 agreement with the reference) without.
+    pub metric: &'static str,
+    /// The reference's accuracy (1 for agreement: it agrees with itself).
+    pub reference_value: f64,
+    pub value: f64,
+    pub drop: f64,
+    pub max_drop: f64,
+    pub resilience: Option<ResilienceCheck>,
+    pub passed: bool,
+    /// One line saying why it passed or failed.
+    pub verdict: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ResilienceCheck {
+    pub ber: f64,
+    pub trials: usize,
+    pub seed: u64,
+    pub accuracy: f64,
+    pub ci95: f64,
+    pub min_accuracy: f64,
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.2}%", 100.0 * v)
+}
+
+pub fn check(options: &CheckOptions) -> Result<CheckReport> {
+    let model = read_model(&options.model).context("reading the model")?.model;
+    let reference = read_model(&options.reference)
+        .context("reading the reference model")?
+        .model;
+    let data =
+        load_dataset(&options.data, &model, options.labels.as_deref(), &options.images).context("reading the data")?;
+    if options.resilience.is_some() {
+        ensure!(
+            data.labels.is_some(),
+            "--min-accuracy needs labels: give --labels or a folder of class sub-folders"
+        );
+    }
+    let batches = Batches::new(
+        &data.samples,
+        batch_size_for(&model, options.batch_size.min(data.samples.count)),
+    );
+    let (ours, _) = predict(&model, &batches, &[]).with_context(|| format!("running {}", options.model.display()))?;
+    let (theirs, _) =
+        predict(&reference, &batches, &[]).with_context(|| format!("running {}", options.reference.display()))?;
+    let fraction = |a: &[usize], b: &[usize]| a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
+    let (metric, reference_value, value) = match &data.labels {
+        Some(labels) => {
+            check_labels(labels, theirs.width).context("checking the labels")?;
+            (
+                "accuracy",
+                fraction(&theirs.classes, labels),
+                fraction(&ours.classes, labels),
+            )
+        }
+        None => ("agreement", 1.0, fraction(&ours.classes, &theirs.classes)),
+    };
+    let drop = reference_value - value;
+    // A drop equal to the budget passes; the tolerance absorbs the decimal budget's rounding.
+    let clean_ok = drop <= options.max_drop + 1e-9;
+
+    let resilience = match options.resilience {
+        None => None,
+        Some((ber, min_accuracy)) => {
+            let campaign = evaluate(&EvaluateOptions {
+                models: vec![options.model.clone()],
+                data: options.data.clone(),
+                labels: options.labels.clone(),
+                images: options.images.clone(),
+                bers: vec![ber],
+                trials: options.trials,
+                seed: options.seed,
+                format: options.format,
+                bits: Vec::new(),
+                target: None,
+                batch_size: options.batch_size,
+                shard: None,
+                progress: options.progress,
+                dump_faults: None,
+                fault: FaultKind::Weight,
+                layer: None,
+            })
+            .context("running the fault campaign")?;
+            let accuracy = campaign.results[0].accuracy.expect("labels were checked above");
+            Some(ResilienceCheck {
+                ber,
+                trials: options.trials,
+                seed: options.seed,
+                accuracy: accuracy.mean,
+                ci95: accuracy.ci95,
+                min_accuracy,
+            })
+        }
+    };
+    let resilience_ok = resilience.as_ref().is_none_or(|r| r.accuracy >= r.min_accuracy);
+    let passed = clean_ok && resilience_ok;
+
+    let mut verdict = format!(
+        "{}: {metric} {} against the reference's {} (drop {:.2} points, allowed {:.2})",
+        if passed { "PASS" } else { "FAIL" },
+        pct(value),
+        pct(reference_value),
+        100.0 * drop,
+        100.0 * options.max_drop,
+    );
+    if let Some(r) = &resilience {
+        verdict += &format!(
+            "; under faults at BER {:e}: accuracy {} ±{} over {} trials ({} {})",
+            r.ber,
+            pct(r.accuracy),
+            pct(r.ci95),
+            r.trials,
+            if resilience_ok { "floor" } else { "below the floor of" },
+            pct(r.min_accuracy)
+        );
+    }
+    Ok(CheckReport {
+        tool: TOOL,
+        version: VERSION,
+        model: options.model.display().to_string(),
+        reference: options.reference.display().to_string(),
+        samples: data.samples.count,
+        metric,
+        reference_value,
+        value,
+        drop,
+        max_drop: options.max_drop,
+        resilience,
+        passed,
+        verdict,
+    })
+}

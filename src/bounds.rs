@@ -21,24 +21,64 @@ pub enum Granularity {
 /// broadcasts against `[N, C, ..]`; neuron the sample shape itself.
 pub fn bound_from_maxima(neuron_max: &ArrayD<f32>, granularity: Granularity, margin: f32) -> Bound {
     let scale = |v: f32| if v > 0.0 { v * (1.0 + margin) } else { 0.0 };
-    let channel_axis = neuron_max.ndim() >= 1;
+    let (dims, values) = reduce(neuron_max, granularity, f32::NEG_INFINITY, f32::max);
+    Bound {
+        dims,
+        values: values.into_iter().map(scale).collect(),
+        low: None,
+    }
+}
+
+/// A two-sided bound `[low, high]` from the per-neuron minima and maxima, reduced to
+/// `granularity` and widened on each side by `margin` times the larger magnitude of the two
+/// ends (the same numerical headroom `bound_from_maxima` leaves above a maximum).
+pub fn bound_from_range(
+    neuron_min: &ArrayD<f32>,
+    neuron_max: &ArrayD<f32>,
+    granularity: Granularity,
+    margin: f32,
+) -> Bound {
+    let (dims, high) = reduce(neuron_max, granularity, f32::NEG_INFINITY, f32::max);
+    let (_, low) = reduce(neuron_min, granularity, f32::INFINITY, f32::min);
+    let (low, high): (Vec<f32>, Vec<f32>) = low
+        .iter()
+        .zip(&high)
+        .map(|(l, h)| {
+            let slack = margin.max(0.0) * l.abs().max(h.abs());
+            (l - slack, h + slack)
+        })
+        .unzip();
+    Bound {
+        dims,
+        values: high,
+        low: Some(low),
+    }
+}
+
+/// `values` reduced with `fold` (from `start`) to the granularity's dims.
+fn reduce(
+    values: &ArrayD<f32>,
+    granularity: Granularity,
+    start: f32,
+    fold: fn(f32, f32) -> f32,
+) -> (Vec<i64>, Vec<f32>) {
+    let channel_axis = values.ndim() >= 1;
     match granularity {
         Granularity::Channel if channel_axis => {
-            let channels = neuron_max.shape()[0];
-            let values = neuron_max
+            let dims = std::iter::once(values.shape()[0] as i64)
+                .chain(std::iter::repeat_n(1, values.ndim() - 1))
+                .collect();
+            let reduced = values
                 .axis_iter(Axis(0))
-                .map(|c| scale(c.iter().copied().fold(f32::NEG_INFINITY, f32::max)))
+                .map(|c| c.iter().copied().fold(start, fold))
                 .collect();
-            let dims = std::iter::once(channels as i64)
-                .chain(std::iter::repeat_n(1, neuron_max.ndim() - 1))
-                .collect();
-            Bound { dims, values }
+            (dims, reduced)
         }
-        Granularity::Neuron if channel_axis => Bound {
-            dims: neuron_max.shape().iter().map(|d| *d as i64).collect(),
-            values: neuron_max.iter().map(|v| scale(*v)).collect(),
-        },
-        _ => Bound::scalar(scale(neuron_max.iter().copied().fold(f32::NEG_INFINITY, f32::max))),
+        Granularity::Neuron if channel_axis => (
+            values.shape().iter().map(|d| *d as i64).collect(),
+            values.iter().copied().collect(),
+        ),
+        _ => (Vec::new(), vec![values.iter().copied().fold(start, fold)]),
     }
 }
 
@@ -60,5 +100,22 @@ mod tests {
         // An NC activation: one value per feature, shape [C].
         let fc = array![0.5f32, 2.0].into_dyn();
         assert_eq!(bound_from_maxima(&fc, Granularity::Channel, 0.0).dims, vec![2]);
+    }
+
+    #[test]
+    fn two_sided_bounds_reduce_both_ends_and_widen_by_the_margin() {
+        let max = array![[1.0f32, 3.0], [0.5, -0.25]].into_dyn();
+        let min = array![[-2.0f32, 0.0], [-0.5, -1.0]].into_dyn();
+        let channel = bound_from_range(&min, &max, Granularity::Channel, 0.0);
+        assert_eq!(channel.dims, vec![2, 1]);
+        assert_eq!(
+            (channel.low.unwrap(), channel.values),
+            (vec![-2.0, -1.0], vec![3.0, 0.5])
+        );
+        let layer = bound_from_range(&min, &max, Granularity::Layer, 0.5);
+        // Widened by half of max(|-2|, |3|) on both sides.
+        assert_eq!((layer.low.unwrap(), layer.values), (vec![-3.5], vec![4.5]));
+        let neuron = bound_from_range(&min, &max, Granularity::Neuron, 0.0);
+        assert_eq!(neuron.low.unwrap(), vec![-2.0, 0.0, -0.5, -1.0]);
     }
 }

@@ -1,5 +1,6 @@
 //! Calibration: run samples through tract and record, in one pass, the maximum of every
-//! observed activation per neuron (every non-batch element). Per-channel and per-layer maxima
+//! observed activation per neuron (every non-batch element), and its minimum too when the
+//! activation can be negative. Per-channel and per-layer maxima
 //! are reductions of the per-neuron one (`bounds`), so nothing else needs to be kept.
 //!
 //! Activations inside `If` branches are observed too: the enclosing graph exposes the
@@ -50,13 +51,16 @@ pub enum CalibrateError {
     Graph(#[from] fitact_passes::PassError),
 }
 
-/// The per-neuron maximum of one activation tensor over all samples.
+/// The per-neuron maximum (and, for activations that can go negative, minimum) of one
+/// activation tensor over all samples.
 #[derive(Debug, Clone)]
 pub struct ActivationMax {
     pub tensor: String,
     /// Shape of one sample's activation (the tensor's shape without the batch axis).
     pub shape: Vec<usize>,
     pub neuron_max: ArrayD<f32>,
+    /// Kept only for activations that are not `nonnegative`, which get two-sided bounds.
+    pub neuron_min: Option<ArrayD<f32>>,
     /// How many NaN or infinite values the clean samples produced (should be 0).
     pub nonfinite: usize,
 }
@@ -95,7 +99,13 @@ pub fn calibrate(
         ProgressBar::hidden()
     };
 
-    let mut maxima: Vec<Option<ActivationMax>> = vec![None; sites.len()];
+    let mut maxima: Vec<Slot> = sites
+        .iter()
+        .map(|site| Slot {
+            track_min: !site.nonnegative,
+            value: None,
+        })
+        .collect();
     for start in (0..samples.count).step_by(batch_size) {
         let end = (start + batch_size).min(samples.count);
         let (outputs, _) = runner.run(samples.slice(start, end))?;
@@ -108,7 +118,10 @@ pub fn calibrate(
     let activations = maxima
         .into_iter()
         .zip(sites)
-        .map(|(m, site)| m.ok_or_else(|| CalibrateError::NeverRan { site: site.describe() }))
+        .map(|(m, site)| {
+            m.value
+                .ok_or_else(|| CalibrateError::NeverRan { site: site.describe() })
+        })
         .collect::<Result<_, _>>()?;
     Ok(Calibration {
         samples: samples.count,
@@ -213,12 +226,7 @@ impl GraphObserver {
 
     /// Folds one run's outputs (in `self.outputs` order) into the maxima, then runs the
     /// branches the conditions select.
-    fn observe(
-        &mut self,
-        values: &[TValue],
-        batch: usize,
-        maxima: &mut [Option<ActivationMax>],
-    ) -> Result<(), CalibrateError> {
+    fn observe(&mut self, values: &[TValue], batch: usize, maxima: &mut [Slot]) -> Result<(), CalibrateError> {
         for ((index, tensor), value) in self.sites.iter().zip(values) {
             fold_max(&mut maxima[*index], tensor, value, batch)?;
         }
@@ -241,12 +249,7 @@ impl GraphObserver {
         Ok(())
     }
 
-    fn run(
-        &mut self,
-        feed: &[(String, TValue)],
-        batch: usize,
-        maxima: &mut [Option<ActivationMax>],
-    ) -> Result<(), CalibrateError> {
+    fn run(&mut self, feed: &[(String, TValue)], batch: usize, maxima: &mut [Slot]) -> Result<(), CalibrateError> {
         let key: Vec<(DatumType, Vec<usize>)> =
             feed.iter().map(|(_, v)| (v.datum_type(), v.shape().to_vec())).collect();
         if !self.runners.contains_key(&key) {
@@ -258,13 +261,14 @@ impl GraphObserver {
     }
 }
 
-/// Folds one batch of an activation into its per-neuron maximum.
-fn fold_max(
-    slot: &mut Option<ActivationMax>,
-    tensor: &str,
-    value: &TValue,
-    batch: usize,
-) -> Result<(), CalibrateError> {
+/// What calibration has folded so far for one site.
+struct Slot {
+    track_min: bool,
+    value: Option<ActivationMax>,
+}
+
+/// Folds one batch of an activation into its per-neuron maximum (and minimum).
+fn fold_max(slot: &mut Slot, tensor: &str, value: &TValue, batch: usize) -> Result<(), CalibrateError> {
     let view = value
         .to_plain_array_view::<f32>()
         .map_err(|_| CalibrateError::NotFloat {
@@ -279,10 +283,12 @@ fn fold_max(
             batch,
         });
     }
-    let acc = slot.get_or_insert_with(|| ActivationMax {
+    let track_min = slot.track_min;
+    let acc = slot.value.get_or_insert_with(|| ActivationMax {
         tensor: tensor.to_owned(),
         shape: shape[1..].to_vec(),
         neuron_max: ArrayD::from_elem(&shape[1..], f32::NEG_INFINITY),
+        neuron_min: track_min.then(|| ArrayD::from_elem(&shape[1..], f32::INFINITY)),
         nonfinite: 0,
     });
     if acc.shape != shape[1..] {
@@ -309,9 +315,22 @@ fn fold_max(
             acc.nonfinite += nonfinite as usize;
         }
     };
-    match view.as_slice() {
-        Some(data) => fold(data),
-        None => fold(&view.iter().copied().collect::<Vec<f32>>()),
+    let copied;
+    let data = match view.as_slice() {
+        Some(data) => data,
+        None => {
+            copied = view.iter().copied().collect::<Vec<f32>>();
+            &copied
+        }
+    };
+    fold(data);
+    if let Some(minima) = acc.neuron_min.as_mut() {
+        let minima = minima.as_slice_mut().expect("a new array has the standard layout");
+        for row in data.chunks_exact(per_sample) {
+            for (m, &v) in minima.iter_mut().zip(row) {
+                *m = if v < *m { v } else { *m };
+            }
+        }
     }
     Ok(())
 }

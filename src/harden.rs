@@ -1,6 +1,6 @@
 //! `harden`: read a model, calibrate its Relus, bound them, write the hardened model.
 
-use crate::bounds::{Granularity, bound_from_maxima};
+use crate::bounds::{Granularity, bound_from_maxima, bound_from_range};
 use crate::calibrate::{CalibrateOptions, calibrate};
 use crate::dataset::load_dataset;
 use crate::images::ImageOptions;
@@ -9,7 +9,7 @@ use crate::model_io::{read_model, write_atomically, write_model};
 use crate::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, TOOL, VERSION};
 use crate::search::{SearchOptions, search, split};
 use anyhow::{Context, Result};
-use fitact_passes::activations::{ActivationSite, find_relus};
+use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
 use fitact_passes::bound_activations::{BoundRequest, bound_activations};
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
@@ -28,6 +28,8 @@ pub struct HardenOptions {
     pub calib: PathBuf,
     /// How images become inputs, when `calib` is a folder.
     pub images: ImageOptions,
+    /// The kinds of activation to bound.
+    pub activations: Vec<ActivationKind>,
     pub method: Method,
     pub granularity: Option<Granularity>,
     pub mode: Option<ModeName>,
@@ -53,8 +55,8 @@ pub struct SearchSettings {
 /// Conditions under which there is nothing sensible to write.
 #[derive(Debug, Error)]
 pub enum HardenError {
-    #[error("{0} has no Relu to bound")]
-    NoActivations(String),
+    #[error("{0} has no {1} to bound")]
+    NoActivations(String, String),
     #[error("could not bound {site}: {reason}")]
     Skipped { site: String, reason: String },
 }
@@ -64,13 +66,20 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let mut model = source.model;
     validate(&model).with_context(|| format!("{} is not a usable model", options.input.display()))?;
     let opset = default_opset(&model).with_context(|| format!("{}", options.input.display()))?;
-    let sites = find_relus(&model);
+    let sites = find_kinds(&model, &options.activations);
     if sites.is_empty() {
-        return Err(HardenError::NoActivations(options.input.display().to_string()).into());
+        let wanted = match options.activations.as_slice() {
+            [ActivationKind::Relu] => "Relu".to_owned(),
+            kinds => {
+                let names: Vec<String> = kinds.iter().map(|k| k.cli_name()).collect();
+                format!("activation of the kinds asked ({})", names.join(", "))
+            }
+        };
+        return Err(HardenError::NoActivations(options.input.display().to_string(), wanted).into());
     }
     let (granularity, mode) = options.method.resolve(options.granularity, options.mode);
     log::info!(
-        "{}: opset {opset}, {} Relu(s) to bound ({granularity:?} granularity, {mode:?} mode)",
+        "{}: opset {opset}, {} activation(s) to bound ({granularity:?} granularity, {mode:?} mode)",
         options.input.display(),
         sites.len()
     );
@@ -116,7 +125,10 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let mut bounds: Vec<_> = calibration
         .activations
         .iter()
-        .map(|max| bound_from_maxima(&max.neuron_max, granularity, options.margin))
+        .map(|max| match &max.neuron_min {
+            Some(min) => bound_from_range(min, &max.neuron_max, granularity, options.margin),
+            None => bound_from_maxima(&max.neuron_max, granularity, options.margin),
+        })
         .collect();
     let mut search_log = None;
     if let (Some(settings), Some((holdout, held_labels))) = (&options.search, &holdout) {
@@ -209,6 +221,7 @@ fn activation_report(
 ) -> ActivationReport {
     ActivationReport {
         kind: site.kind.op_type(),
+        form: site.form,
         node: site.stem().to_owned(),
         graph: site.graph.to_string(),
         input: site.input.clone(),
@@ -217,7 +230,13 @@ fn activation_report(
         bound_initializer: applied.bound_initializer.clone(),
         bound_shape: request.bound.dims.clone(),
         bound: Stats::of(&request.bound.values),
+        low_initializer: applied.low_initializer.clone(),
+        low: request.bound.low.as_deref().map(Stats::of),
         calibrated_max: max.neuron_max.iter().copied().fold(f32::NEG_INFINITY, f32::max),
+        calibrated_min: max
+            .neuron_min
+            .as_ref()
+            .map(|m| m.iter().copied().fold(f32::INFINITY, f32::min)),
         nonfinite_values: max.nonfinite,
         emitted_nodes: applied.nodes.clone(),
     }

@@ -11,6 +11,7 @@ use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, harden};
 use fitact_onnx::images::{ImageOptions, Layout, Preset};
 use fitact_onnx::method::{Method, ModeName};
 use fitact_onnx::model_io::{read_model, write_atomically, write_model};
+use fitact_passes::activations::{ActivationKind, parse_kinds};
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -103,6 +104,12 @@ enum Command {
         calib: PathBuf,
         #[command(flatten)]
         images: ImageArgs,
+        /// Which activations to bound: relu, all, or a comma-separated list of relu, leakyrelu,
+        /// prelu, clip, hardsigmoid, hardswish, sigmoid, tanh, silu, gelu, norm (the output of a
+        /// normalisation read by a residual Add). Decomposed forms (x * Sigmoid(x), GELU's erf
+        /// and tanh forms, x * Clip(x + 3, 0, 6) / 6) are bounded once, at their output.
+        #[arg(long, default_value = "relu", value_parser = parse_kind_list)]
+        activations: KindList,
         /// Preset: fitact = channel + zero, ranger = layer + saturate, clipact = layer + zero.
         #[arg(long, value_enum, default_value_t = Method::Fitact)]
         method: Method,
@@ -283,7 +290,7 @@ fn main() -> ExitCode {
             let _ = writeln!(std::io::stderr(), "error: {err:#}");
             if err
                 .downcast_ref::<HardenError>()
-                .is_some_and(|e| matches!(e, HardenError::NoActivations(_)))
+                .is_some_and(|e| matches!(e, HardenError::NoActivations(..)))
             {
                 ExitCode::from(1)
             } else {
@@ -303,6 +310,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             allow_unchanged,
             calib,
             images,
+            activations,
             method,
             granularity,
             mode,
@@ -334,6 +342,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 output,
                 calib,
                 images: images.options(),
+                activations: activations.0,
                 method,
                 granularity,
                 mode,
@@ -350,7 +359,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 in_place,
             };
             let report = match harden(&options) {
-                Err(e) if allow_unchanged && matches!(e.downcast_ref(), Some(HardenError::NoActivations(_))) => {
+                Err(e) if allow_unchanged && matches!(e.downcast_ref(), Some(HardenError::NoActivations(..))) => {
                     copy_unchanged(&options)?;
                     if !cli.quiet {
                         eprintln!("{e:#}: written unchanged to {}", options.output.display());
@@ -550,6 +559,14 @@ fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
         return Err(format!("'{text}' is not a positive duration"));
     }
     Ok(std::time::Duration::from_secs_f64(seconds))
+}
+
+/// The kinds `--activations` names.
+#[derive(Clone, Debug)]
+struct KindList(Vec<ActivationKind>);
+
+fn parse_kind_list(text: &str) -> Result<KindList, String> {
+    parse_kinds(text).map(KindList)
 }
 
 /// A list of bit positions, from `23-30,31`.

@@ -36,6 +36,8 @@ pub struct CalibrationSummary {
 #[derive(Debug, Clone, Serialize)]
 pub struct ActivationReport {
     pub kind: &'static str,
+    /// The operator, or the decomposed form matched (e.g. `x * Sigmoid(x)`).
+    pub form: &'static str,
     pub node: String,
     pub graph: String,
     pub input: String,
@@ -45,8 +47,13 @@ pub struct ActivationReport {
     pub bound_initializer: String,
     pub bound_shape: Vec<i64>,
     pub bound: Stats,
+    /// Two-sided bounds (activations that can be negative): the bound below.
+    pub low_initializer: Option<String>,
+    pub low: Option<Stats>,
     /// The largest value this activation took on the calibration samples.
     pub calibrated_max: f32,
+    /// The smallest, for activations with two-sided bounds.
+    pub calibrated_min: Option<f32>,
     /// NaN or infinite values seen on clean samples (a sign of a broken model or data).
     pub nonfinite_values: usize,
     pub emitted_nodes: Vec<String>,
@@ -80,8 +87,13 @@ impl HardenReport {
             .iter()
             .map(|a| a.bound_shape.iter().product::<i64>() as usize)
             .sum();
+        let what = if self.activations.iter().all(|a| a.kind == "Relu") {
+            "Relu(s)"
+        } else {
+            "activation(s)"
+        };
         let mut text = format!(
-            "{} -> {}: {} Relu(s) bounded ({} method: {} granularity, {} mode), {} bound values, calibrated on {} samples in {:.1}s\n",
+            "{} -> {}: {} {what} bounded ({} method: {} granularity, {} mode), {} bound values, calibrated on {} samples in {:.1}s\n",
             self.input,
             self.output,
             self.activations.len(),
@@ -97,9 +109,16 @@ impl HardenReport {
         );
         for a in &self.activations {
             text += &format!(
-                "  {:<32} bound {:?} min {:.3} mean {:.3} max {:.3}\n",
+                "  {:<32} bound {:?} min {:.3} mean {:.3} max {:.3}",
                 a.node, a.bound_shape, a.bound.min, a.bound.mean, a.bound.max
             );
+            if let Some(low) = &a.low {
+                text += &format!("; below {:.3} to {:.3}", low.min, low.max);
+            }
+            if a.kind != "Relu" {
+                text += &format!(" ({})", a.kind);
+            }
+            text += "\n";
         }
         if let Some(search) = &self.search {
             text += &format!(

@@ -101,10 +101,12 @@ struct Search<'a> {
     options: &'a SearchOptions,
 }
 
+/// The bound shrunk toward 0 by `scale`: both ends of a two-sided one.
 fn scaled(bound: &Bound, scale: f32) -> Bound {
     Bound {
         dims: bound.dims.clone(),
         values: bound.values.iter().map(|v| v * scale).collect(),
+        low: bound.low.as_ref().map(|low| low.iter().map(|v| v * scale).collect()),
     }
 }
 

@@ -76,7 +76,11 @@ fn build_case(
     let values: Vec<f32> = (0..count as usize)
         .map(|i| (seeds[i % seeds.len()].abs() * 3.0).min(10.0))
         .collect();
-    let bound = Bound { dims, values };
+    let bound = Bound {
+        dims,
+        values,
+        low: None,
+    };
     let site = find_relus(&model).remove(0);
     let report = bound_activations(
         &mut model,

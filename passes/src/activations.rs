@@ -1,34 +1,94 @@
-//! Discovery: every activation the tool can bound, in the main graph and in every subgraph.
-//! Today that is `Relu`; the site records enough to find the node again and to name what a
-//! pass adds after it.
+//! Discovery: every activation the tool can bound, in the main graph and in every subgraph,
+//! as single operators or decomposed forms (`patterns`). A site records enough to find the
+//! node that writes the activation's output again and to name what a pass adds after it.
 
 use crate::graph::{GraphPath, for_each_graph};
-use crate::onnx::{ModelProto, NodeProto};
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ActivationKind {
-    Relu,
-}
+use crate::onnx::ModelProto;
+pub use crate::patterns::Kind as ActivationKind;
+use crate::patterns::find_in_graph;
 
 impl ActivationKind {
+    /// Every kind, in the order `--activations all` lists them.
+    pub const ALL: [ActivationKind; 11] = [
+        ActivationKind::Relu,
+        ActivationKind::LeakyRelu,
+        ActivationKind::PRelu,
+        ActivationKind::Clip,
+        ActivationKind::HardSigmoid,
+        ActivationKind::HardSwish,
+        ActivationKind::Sigmoid,
+        ActivationKind::Tanh,
+        ActivationKind::Silu,
+        ActivationKind::Gelu,
+        ActivationKind::Norm,
+    ];
+
+    /// The name people read: the ONNX operator, or the usual name of a decomposed form.
     pub fn op_type(self) -> &'static str {
         match self {
             ActivationKind::Relu => "Relu",
+            ActivationKind::LeakyRelu => "LeakyRelu",
+            ActivationKind::PRelu => "PRelu",
+            ActivationKind::Clip => "Clip",
+            ActivationKind::HardSigmoid => "HardSigmoid",
+            ActivationKind::HardSwish => "HardSwish",
+            ActivationKind::Sigmoid => "Sigmoid",
+            ActivationKind::Tanh => "Tanh",
+            ActivationKind::Silu => "SiLU",
+            ActivationKind::Gelu => "GELU",
+            ActivationKind::Norm => "Norm",
         }
+    }
+
+    /// The name on the command line (`--activations`): the lowercase `op_type`.
+    pub fn cli_name(self) -> String {
+        self.op_type().to_ascii_lowercase()
     }
 }
 
-/// One activation node: where it is, and the tensors it reads and writes.
+/// Which kinds to bound, from `relu`, `all` or a comma-separated list of kinds.
+pub fn parse_kinds(text: &str) -> Result<Vec<ActivationKind>, String> {
+    if text.trim() == "all" {
+        return Ok(ActivationKind::ALL.to_vec());
+    }
+    let mut kinds = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        let kind = ActivationKind::ALL
+            .into_iter()
+            .find(|k| k.cli_name() == part.to_ascii_lowercase())
+            .ok_or_else(|| {
+                let known: Vec<String> = ActivationKind::ALL.iter().map(|k| k.cli_name()).collect();
+                format!(
+                    "unknown activation '{part}': use all, or a list of {}",
+                    known.join(", ")
+                )
+            })?;
+        if !kinds.contains(&kind) {
+            kinds.push(kind);
+        }
+    }
+    Ok(kinds)
+}
+
+/// One activation: where it is, and the tensors it reads and writes.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct ActivationSite {
     pub kind: ActivationKind,
+    /// The operator, or the decomposed form, e.g. `x * Sigmoid(x)`.
+    pub form: &'static str,
     pub graph: GraphPath,
-    /// Index of the node in its graph's node list.
+    /// Index (in its graph's node list) of the node that writes the activation's output.
     pub node: usize,
-    /// The node's name; may be empty in the model.
+    /// That node's operator type.
+    pub op_type: String,
+    /// Every node of a decomposed form (just `node` for an operator).
+    pub nodes: Vec<usize>,
+    /// That node's name; may be empty in the model.
     pub node_name: String,
     pub input: String,
     pub output: String,
+    /// The activation never produces a negative value (apart from NaN): one bound above does.
+    pub nonnegative: bool,
 }
 
 impl ActivationSite {
@@ -51,36 +111,46 @@ impl ActivationSite {
     }
 }
 
-fn is_default_domain(node: &NodeProto) -> bool {
-    node.domain().is_empty() || node.domain() == "ai.onnx"
-}
-
-/// Every well-formed `Relu` (one input, one output, default domain), parents before children,
-/// in node order within a graph.
-pub fn find_relus(model: &ModelProto) -> Vec<ActivationSite> {
+/// Every activation of every kind, parents before children, in node order within a graph.
+pub fn find_activations(model: &ModelProto) -> Vec<ActivationSite> {
     let mut sites = Vec::new();
     for_each_graph(model, |path, graph| {
-        for (index, node) in graph.node.iter().enumerate() {
-            let well_formed = node.input.len() == 1 && node.output.len() == 1 && !node.input[0].is_empty();
-            if node.op_type() == "Relu" && is_default_domain(node) && well_formed {
-                sites.push(ActivationSite {
-                    kind: ActivationKind::Relu,
-                    graph: path.clone(),
-                    node: index,
-                    node_name: node.name().to_owned(),
-                    input: node.input[0].clone(),
-                    output: node.output[0].clone(),
-                });
-            }
+        for m in find_in_graph(graph) {
+            let node = *m.nodes.last().expect("a match has nodes");
+            sites.push(ActivationSite {
+                kind: m.kind,
+                form: m.form,
+                graph: path.clone(),
+                node,
+                op_type: graph.node[node].op_type().to_owned(),
+                nodes: m.nodes,
+                node_name: graph.node[node].name().to_owned(),
+                input: m.input,
+                output: m.output,
+                nonnegative: m.nonnegative,
+            });
         }
     });
     sites
 }
 
+/// The activations of the given kinds.
+pub fn find_kinds(model: &ModelProto, kinds: &[ActivationKind]) -> Vec<ActivationSite> {
+    find_activations(model)
+        .into_iter()
+        .filter(|s| kinds.contains(&s.kind))
+        .collect()
+}
+
+/// Every well-formed `Relu` (one input, one output, default domain).
+pub fn find_relus(model: &ModelProto) -> Vec<ActivationSite> {
+    find_kinds(model, &[ActivationKind::Relu])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::onnx::{AttributeProto, GraphProto, attribute_proto::AttributeType};
+    use crate::onnx::{AttributeProto, GraphProto, NodeProto, attribute_proto::AttributeType};
 
     fn relu(name: &str, input: &str, output: &str) -> NodeProto {
         NodeProto {

@@ -1,4 +1,7 @@
-//! # bound_activations — replace each Relu by a bounded activation with a bound tensor
+//! # bound_activations — bound each activation's output with bound tensors
+//!
+//! A `Relu` is replaced by a bounded Relu; any other activation (`activations`: operators and
+//! decomposed forms) keeps its nodes and gets the bound after its output.
 //!
 //! **Before**
 //! ```text
@@ -25,17 +28,33 @@
 //! without batch (neuron), so it broadcasts against `[N, C, ..]`. `Y` keeps its name, so
 //! consumers and graph outputs are untouched.
 //!
-//! **When it applies**: the node at the site is still a default-domain `Relu` reading and
-//! writing the tensors the site names; the model's default opset is at least 9; the activation
-//! is float32 or float64; the bound is finite, non-negative and has as many values as its
-//! dims say. A node that fails a condition is left as it is and reported as skipped; a node
+//! **Before** (any other activation `A`: an operator, or the last node of a decomposed form)
+//! ```text
+//! Y = A(X)
+//! ```
+//! **After**, with H the bound above and, when given, L the bound below (`low`):
+//! ```text
+//! R = A(X)                                           (the node now writes R instead of Y)
+//! zero:      K = LessOrEqual(R, H)  [K2 = GreaterOrEqual(R, L)  K = And(K, K2)]   Y = Where(K, R, 0)
+//!            (before opset 12: Less(R, next_up(H)), Greater(R, next_down(L)))
+//! saturate:  C = Clip(R, L, H) (scalars, opset >= 11) or Max(Min(R, H), L)       Y = Where(IsNaN(R), 0, C)
+//! ```
+//! Values outside [L, H] (or above H) become 0, or the nearest bound; NaN always becomes 0 (it
+//! fails every comparison; `IsNaN` catches it for saturate). Without L, the activation cannot
+//! go negative (`ActivationSite::nonnegative`), so one comparison is all it costs.
+//!
+//! **When it applies**: the node at the site is still a default-domain node of the site's
+//! operator type writing the site's output (for a Relu, reading its input too) and
+//! the model's default opset is at least 9; the activation is float32 or float64; the bounds
+//! are finite, have as many values as their dims say, a Relu's are non-negative and have no
+//! `low`, and `low <= high` everywhere. A node that fails a condition is left as it is and reported as skipped; a node
 //! is rewritten whole or not at all.
 //!
 //! **Names**: every added node, tensor and initializer is named `<relu>/fitact/<role>` after
-//! the Relu it replaces (its node name, or its output's), made unique against every name in
-//! the model. Models with IR version < 4 also list each added initializer as a graph input.
+//! the activation (its node name, or its output's), made unique against every name in the
+//! model; an unnamed activation node is named `<output>/fitact/node`. Models with IR version < 4 also list each added initializer as a graph input.
 
-use crate::activations::ActivationSite;
+use crate::activations::{ActivationKind, ActivationSite};
 use crate::error::PassError;
 use crate::graph::{default_opset, graph_at_mut};
 use crate::names::NameAllocator;
@@ -53,11 +72,13 @@ pub enum Mode {
     Saturate,
 }
 
-/// A bound tensor: `values` in row-major order for `dims` (empty dims: a scalar).
+/// A bound tensor: `values` (the bound above) in row-major order for `dims` (empty dims: a
+/// scalar), and for two-sided bounds the bound below, `low`, of the same shape.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Bound {
     pub dims: Vec<i64>,
     pub values: Vec<f32>,
+    pub low: Option<Vec<f32>>,
 }
 
 impl Bound {
@@ -65,6 +86,7 @@ impl Bound {
         Bound {
             dims: Vec::new(),
             values: vec![value],
+            low: None,
         }
     }
     pub fn is_scalar(&self) -> bool {
@@ -80,11 +102,14 @@ pub struct BoundRequest {
     pub elem_type: i32,
 }
 
-/// One rewritten activation: the initializer holding its bound and the nodes that replaced it.
+/// One rewritten activation: the initializers holding its bounds, and the nodes whose outputs
+/// changed (those that replaced a Relu; for another activation, its node, which now writes R,
+/// and the nodes added after it).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Applied {
     pub site: ActivationSite,
     pub bound_initializer: String,
+    pub low_initializer: Option<String>,
     pub nodes: Vec<String>,
 }
 
@@ -119,21 +144,49 @@ fn saturate_with_clip(opset: i64, bound: &Bound) -> bool {
     opset >= 11 && bound.is_scalar()
 }
 
-/// The bound tensor as stored. With `exclusive`, each value is replaced by the next
-/// representable float above it (in the stored precision), so that `x < stored` iff `x <= B`.
-fn bound_tensor(name: &str, bound: &Bound, elem_type: i32, exclusive: bool) -> TensorProto {
-    let mut tensor = float_tensor(name, &bound.dims, &bound.values, elem_type);
-    if exclusive {
-        // Values are validated >= 0; abs() turns -0.0 into +0.0 so that stepping its bits goes up.
-        let values = bound.values.iter().map(|v| v.abs());
+/// The next float32 above (`up`) or below a finite value.
+fn next_f32(v: f32, up: bool) -> f32 {
+    if v == 0.0 {
+        let tiny = f32::from_bits(1);
+        return if up { tiny } else { -tiny };
+    }
+    let bits = v.to_bits();
+    f32::from_bits(if (v > 0.0) == up { bits + 1 } else { bits - 1 })
+}
+
+/// The next float64 above (`up`) or below a finite value.
+fn next_f64(v: f64, up: bool) -> f64 {
+    if v == 0.0 {
+        let tiny = f64::from_bits(1);
+        return if up { tiny } else { -tiny };
+    }
+    let bits = v.to_bits();
+    f64::from_bits(if (v > 0.0) == up { bits + 1 } else { bits - 1 })
+}
+
+/// Which way a stored bound is stepped: so that a strict comparison against it is the
+/// inclusive comparison against the bound.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Step {
+    None,
+    /// The next float above: `x < stored` iff `x <= B`.
+    Up,
+    /// The next float below: `x > stored` iff `x >= B`.
+    Down,
+}
+
+/// A bound tensor as stored, in the stored precision, stepped as asked.
+fn bound_tensor(name: &str, dims: &[i64], values: &[f32], elem_type: i32, step: Step) -> TensorProto {
+    let mut tensor = float_tensor(name, dims, values, elem_type);
+    if step != Step::None {
+        let up = step == Step::Up;
         tensor.raw_data = Some(if elem_type == DOUBLE {
             values
-                .flat_map(|v| f64::from_bits(f64::from(v).to_bits() + 1).to_le_bytes())
+                .iter()
+                .flat_map(|v| next_f64(f64::from(*v), up).to_le_bytes())
                 .collect()
         } else {
-            values
-                .flat_map(|v| f32::from_bits(v.to_bits() + 1).to_le_bytes())
-                .collect()
+            values.iter().flat_map(|v| next_f32(*v, up).to_le_bytes()).collect()
         });
     }
     tensor
@@ -168,6 +221,11 @@ pub fn bound_activations(
         let site = &request.site;
         let outcome = match_site(model, request).and_then(|()| {
             let graph = graph_at_mut(model, &site.graph)?;
+            let rewrite = if site.kind == ActivationKind::Relu {
+                rewrite
+            } else {
+                bound_after
+            };
             Ok(rewrite(
                 graph,
                 request,
@@ -201,12 +259,12 @@ fn match_site(model: &mut ModelProto, request: &BoundRequest) -> Result<(), Pass
         .node
         .get(site.node)
         .ok_or_else(|| PassError::SiteNotFound(describe()))?;
-    let matches = node.op_type() == site.kind.op_type()
+    let is_relu = site.kind == ActivationKind::Relu;
+    let matches = node.op_type() == site.op_type
         && (node.domain().is_empty() || node.domain() == "ai.onnx")
-        && node.input.len() == 1
-        && node.output.len() == 1
-        && node.input[0] == site.input
-        && node.output[0] == site.output;
+        && !node.output.is_empty()
+        && node.output[0] == site.output
+        && (!is_relu || (node.input.len() == 1 && node.output.len() == 1 && node.input[0] == site.input));
     if !matches {
         return Err(PassError::SiteNotFound(describe()));
     }
@@ -224,11 +282,30 @@ fn match_site(model: &mut ModelProto, request: &BoundRequest) -> Result<(), Pass
             reason: format!("dims {:?} do not hold {} values", bound.dims, bound.values.len()),
         });
     }
-    if let Some(bad) = bound.values.iter().find(|v| !v.is_finite() || **v < 0.0) {
+    if let Some(bad) = bound.values.iter().find(|v| !v.is_finite() || (is_relu && **v < 0.0)) {
+        let wanted = if is_relu { "finite and >= 0" } else { "finite" };
         return Err(PassError::InvalidBound {
             site: describe(),
-            reason: format!("value {bad} is not finite and >= 0"),
+            reason: format!("value {bad} is not {wanted}"),
         });
+    }
+    if let Some(low) = &bound.low {
+        let reason = if is_relu {
+            Some("a Relu is bounded above only".to_owned())
+        } else if low.len() != bound.values.len() {
+            Some(format!("{} low values for {} high ones", low.len(), bound.values.len()))
+        } else {
+            low.iter()
+                .zip(&bound.values)
+                .find(|(l, h)| !(l.is_finite() && l <= h))
+                .map(|(l, h)| format!("low {l} is not finite and <= high {h}"))
+        };
+        if let Some(reason) = reason {
+            return Err(PassError::InvalidBound {
+                site: describe(),
+                reason,
+            });
+        }
     }
     Ok(())
 }
@@ -281,6 +358,7 @@ fn rewrite(
     let bound_name = fresh("bound");
     let zero_name = fresh("zero");
     let exclusive = mode == Mode::Zero && keep_test(opset) == KeepTest::LessThanNextUp;
+    let step = if exclusive { Step::Up } else { Step::None };
     let nodes: Vec<NodeProto> = match mode {
         Mode::Zero => {
             let keep = fresh("keep");
@@ -306,22 +384,133 @@ fn rewrite(
             ]
         }
     };
-    let added_initializers = [
-        bound_tensor(&bound_name, bound, elem_type, exclusive),
+    // Validated >= 0; abs() turns -0.0 into +0.0, so that the step goes up from zero.
+    let values: Vec<f32> = bound.values.iter().map(|v| v.abs()).collect();
+    let added_initializers = vec![
+        bound_tensor(&bound_name, &bound.dims, &values, elem_type, step),
         float_tensor(&zero_name, &[], &[0.0], elem_type),
     ];
-
-    if declare_initializers_as_inputs {
-        for init in &added_initializers {
-            graph.input.push(tensor_input(init.name(), elem_type, &init.dims));
-        }
-    }
-    graph.initializer.extend(added_initializers);
+    add_initializers(graph, added_initializers, declare_initializers_as_inputs, elem_type);
     let node_names = nodes.iter().map(|n| n.name().to_owned()).collect();
     graph.node.splice(site.node..=site.node, nodes);
     Applied {
         site: site.clone(),
         bound_initializer: bound_name,
+        low_initializer: None,
+        nodes: node_names,
+    }
+}
+
+fn add_initializers(graph: &mut GraphProto, initializers: Vec<TensorProto>, as_inputs: bool, elem_type: i32) {
+    if as_inputs {
+        for init in &initializers {
+            graph.input.push(tensor_input(init.name(), elem_type, &init.dims));
+        }
+    }
+    graph.initializer.extend(initializers);
+}
+
+/// Any activation but Relu: its node now writes a fresh tensor R, and the bounding nodes
+/// read R and write the activation's output under its old name.
+fn bound_after(
+    graph: &mut GraphProto,
+    request: &BoundRequest,
+    mode: Mode,
+    opset: i64,
+    declare_initializers_as_inputs: bool,
+    names: &mut NameAllocator,
+) -> Applied {
+    let site = &request.site;
+    let (y, elem_type, bound) = (site.output.as_str(), request.elem_type, &request.bound);
+    let stem = format!("{}/fitact", site.stem());
+    let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
+    let raw = fresh("raw");
+    let r = raw.as_str();
+    let high_name = fresh("bound");
+    let low_name = bound.low.as_ref().map(|_| fresh("low"));
+    let zero_name = fresh("zero");
+    let strict = keep_test(opset) == KeepTest::LessThanNextUp;
+
+    let mut nodes = Vec::new();
+    let (high_step, low_step) = match mode {
+        Mode::Zero => {
+            let below = fresh("below");
+            nodes.push(if strict {
+                node("Less", fresh("lt"), &[r, &high_name], &below)
+            } else {
+                node("LessOrEqual", fresh("le"), &[r, &high_name], &below)
+            });
+            let keep = match &low_name {
+                None => below,
+                Some(low) => {
+                    let above = fresh("above");
+                    let keep = fresh("keep");
+                    nodes.push(if strict {
+                        node("Greater", fresh("gt"), &[r, low], &above)
+                    } else {
+                        node("GreaterOrEqual", fresh("ge"), &[r, low], &above)
+                    });
+                    nodes.push(node("And", fresh("and"), &[&below, &above], &keep));
+                    keep
+                }
+            };
+            nodes.push(node("Where", fresh("where"), &[&keep, r, &zero_name], y));
+            if strict {
+                (Step::Up, Step::Down)
+            } else {
+                (Step::None, Step::None)
+            }
+        }
+        Mode::Saturate => {
+            let clamped = fresh("clamped");
+            if opset >= 11 && bound.is_scalar() {
+                let low = low_name.as_deref().unwrap_or("");
+                nodes.push(node("Clip", fresh("clip"), &[r, low, &high_name], &clamped));
+            } else {
+                match &low_name {
+                    None => nodes.push(node("Min", fresh("min"), &[r, &high_name], &clamped)),
+                    Some(low) => {
+                        let capped = fresh("capped");
+                        nodes.push(node("Min", fresh("min"), &[r, &high_name], &capped));
+                        nodes.push(node("Max", fresh("max"), &[&capped, low], &clamped));
+                    }
+                }
+            }
+            let nan = fresh("nan");
+            nodes.push(node("IsNaN", fresh("isnan"), &[r], &nan));
+            nodes.push(node("Where", fresh("where"), &[&nan, &zero_name, &clamped], y));
+            (Step::None, Step::None)
+        }
+    };
+    let mut initializers = vec![bound_tensor(
+        &high_name,
+        &bound.dims,
+        &bound.values,
+        elem_type,
+        high_step,
+    )];
+    if let (Some(name), Some(low)) = (&low_name, &bound.low) {
+        initializers.push(bound_tensor(name, &bound.dims, low, elem_type, low_step));
+    }
+    initializers.push(float_tensor(&zero_name, &[], &[0.0], elem_type));
+    add_initializers(graph, initializers, declare_initializers_as_inputs, elem_type);
+
+    // The activation's node is named if it was not, so that the nodes whose outputs changed
+    // can be found by name.
+    let unnamed = graph.node[site.node].name().is_empty();
+    let name = unnamed.then(|| fresh("node"));
+    let activation = &mut graph.node[site.node];
+    if let Some(name) = name {
+        activation.name = Some(name);
+    }
+    activation.output[0] = raw.clone();
+    let mut node_names = vec![activation.name().to_owned()];
+    node_names.extend(nodes.iter().map(|n| n.name().to_owned()));
+    graph.node.splice(site.node + 1..site.node + 1, nodes);
+    Applied {
+        site: site.clone(),
+        bound_initializer: high_name,
+        low_initializer: low_name,
         nodes: node_names,
     }
 }
@@ -389,6 +578,7 @@ mod tests {
         let channel = Bound {
             dims: vec![2, 1, 1],
             values: vec![1.0, 2.0],
+            low: None,
         };
         let cases = [
             (
@@ -419,6 +609,7 @@ mod tests {
             Bound {
                 dims: vec![2],
                 values: vec![1.0, 0.0],
+                low: None,
             },
         );
         let stored = float_values(initializer(&m, &report.applied[0].bound_initializer)).unwrap();
@@ -436,6 +627,7 @@ mod tests {
             Bound {
                 dims: vec![2],
                 values: vec![1.0, 0.0],
+                low: None,
             },
         );
         assert_eq!(
@@ -483,6 +675,7 @@ mod tests {
                 bound: Bound {
                     dims: vec![3],
                     values: vec![1.0],
+                    low: None,
                 },
                 elem_type: FLOAT,
             },

@@ -12,6 +12,7 @@ pub mod extract_branch;
 pub mod extract_suffix;
 pub mod graph;
 pub mod names;
+pub mod patterns;
 pub mod smoke;
 pub mod tensor;
 pub mod validate;

@@ -4,7 +4,7 @@
 use fitact_onnx::dataset::load_samples;
 use fitact_onnx::model_io::read_model;
 use fitact_onnx::runtime::{Outputs, Runner, model_input_names};
-use fitact_passes::activations::find_relus;
+use fitact_passes::activations::{ActivationKind, find_kinds, find_relus, parse_kinds};
 use fitact_passes::onnx::{
     GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
     tensor_shape_proto::{Dimension, dimension::Value},
@@ -150,7 +150,7 @@ fn expected_bound_shape(sample_shape: &[usize], granularity: &str) -> Vec<i64> {
 }
 
 /// Hardens `model` with `flags`, then checks that the result passes the full onnx check, has
-/// no Relu left, carries bound tensors of the expected shapes and values (recomputed in
+/// no Relu left, bounds every activation of the kinds asked (`--activations`), carries bound tensors of the expected shapes and values (recomputed in
 /// onnxruntime), and gives the original's outputs on `calib` in onnxruntime and in tract,
 /// both run in batches of `batch`.
 pub fn harden_and_check(
@@ -174,8 +174,12 @@ pub fn harden_and_check(
     assert_eq!(json["mode"], expected_mode);
     let original = read_model(model).unwrap().model;
     let hardened = read_model(&out).unwrap().model;
-    let relus = find_relus(&original).len();
-    assert_eq!(json["activations"].as_array().unwrap().len(), relus);
+    let kinds = flags
+        .iter()
+        .position(|f| *f == "--activations")
+        .map_or(vec![ActivationKind::Relu], |i| parse_kinds(flags[i + 1]).unwrap());
+    let expected = find_kinds(&original, &kinds).len();
+    assert_eq!(json["activations"].as_array().unwrap().len(), expected);
     assert!(find_relus(&hardened).is_empty(), "a Relu is left");
     for a in json["activations"].as_array().unwrap() {
         let sample: Vec<usize> = serde_json::from_value(a["sample_shape"].clone()).unwrap();

@@ -6,8 +6,9 @@ Checks that HARDENED passes onnx.checker.check_model(full_check=True), has no Re
 and that onnxruntime gives the same outputs for ORIGINAL and HARDENED on DATA (bounds are
 calibrated maxima, so nothing is cut). With --report (the harden report, DATA being the
 calibration samples), it also recomputes every bound independently in onnxruntime: the
-maximum of each Relu output reduced to the report's granularity, times (1 + margin), and
-compares it with the bound tensor in HARDENED (values and shape). --batch (default 256) is the
+maximum of each activation's output reduced to the report's granularity, times (1 + margin),
+and for two-sided bounds the minimum too, both widened by margin x max(|min|, |max|); and
+compares them with the bound tensors in HARDENED (values and shape). --batch (default 256) is the
 batch size of every run: models whose control flow depends on the batch (an If on a batch
 statistic) must be checked with the batch size they were calibrated with. Prints one JSON line with what it measured; exits 1
 with a one-line reason on a failed check.
@@ -54,14 +55,15 @@ def run(path, data, batch):
     return np.concatenate(outs)
 
 
-def expected_bound(neuron_max, granularity):
-    """Per-neuron maxima [C, ...] of one activation reduced to the bound tensor's layout."""
-    if granularity == "layer" or neuron_max.ndim == 0:
-        return np.array(neuron_max.max(), dtype=np.float32)
+def expected_bound(neuron, granularity, reduce=np.max):
+    """Per-neuron maxima (or minima, with reduce=np.min) [C, ...] of one activation reduced to
+    the bound tensor's layout."""
+    if granularity == "layer" or neuron.ndim == 0:
+        return np.array(reduce(neuron), dtype=np.float32)
     if granularity == "channel":
-        per_channel = neuron_max.reshape(neuron_max.shape[0], -1).max(axis=1)
-        return per_channel.reshape((-1,) + (1,) * (neuron_max.ndim - 1))
-    return neuron_max
+        per_channel = reduce(neuron.reshape(neuron.shape[0], -1), axis=1)
+        return per_channel.reshape((-1,) + (1,) * (neuron.ndim - 1))
+    return neuron
 
 
 def check_bounds(original, hardened, data, report, batch):
@@ -77,21 +79,31 @@ def check_bounds(original, hardened, data, report, batch):
     sess = session(probe.SerializeToString())
     names = [a["output"] for a in acts]
     inp = sess.get_inputs()[0]
-    maxima = None
+    maxima = minima = None
     for i in range(0, len(data), batch):
         outs = sess.run(names, {inp.name: data[i : i + batch]})
         batch_max = [o.max(axis=0) for o in outs]
+        batch_min = [o.min(axis=0) for o in outs]
         maxima = batch_max if maxima is None else [np.maximum(m, b) for m, b in zip(maxima, batch_max)]
+        minima = batch_min if minima is None else [np.minimum(m, b) for m, b in zip(minima, batch_min)]
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in hardened.graph.initializer}
     inits.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in hardened.graph.node if n.op_type == "Constant"})
-    scale = 1.0 + report["margin"]
-    for a, m in zip(acts, maxima):
-        want = np.maximum(expected_bound(m, report["granularity"]), 0) * scale
-        got = inits[a["bound_initializer"]]
-        if list(got.shape) != a["bound_shape"] or got.shape != want.shape:
-            fail(f"{a['node']}: bound shape {got.shape}, report says {a['bound_shape']}, expected {want.shape}")
-        if not np.allclose(got, want, rtol=1e-4, atol=1e-6):
-            fail(f"{a['node']}: bound differs from onnxruntime's maxima by up to {np.abs(got - want).max()}")
+    margin = report["margin"]
+    for a, hi, lo in zip(acts, maxima, minima):
+        high = expected_bound(hi, report["granularity"])
+        if a.get("low_initializer"):
+            low = expected_bound(lo, report["granularity"], np.min)
+            slack = margin * np.maximum(np.abs(low), np.abs(high))
+            wants = [(a["bound_initializer"], high + slack), (a["low_initializer"], low - slack)]
+        else:
+            wants = [(a["bound_initializer"], np.maximum(high, 0) * (1.0 + margin))]
+        for name, want in wants:
+            got = inits[name]
+            if list(got.shape) != a["bound_shape"] or got.shape != want.shape:
+                fail(f"{a['node']}: bound shape {got.shape}, report says {a['bound_shape']}, expected {want.shape}")
+            # Before opset 12 bounds are stored one float beyond (strict comparisons).
+            if not np.allclose(got, want, rtol=1e-4, atol=1e-5):
+                fail(f"{a['node']}: {name} differs from onnxruntime's extremes by up to {np.abs(got - want).max()}")
 
 
 def main():

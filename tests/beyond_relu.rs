@@ -1,0 +1,203 @@
+//! Activations beyond Relu: every decomposed form is found once and bounded at its output,
+//! near misses are what they are, every kind hardens into a model that passes the full onnx
+//! check and gives the original's outputs in onnxruntime and tract, and two-sided bounds send
+//! values outside [low, high] (and NaN) where the mode says, in both runtimes.
+
+mod common;
+
+use common::{harden_and_check, python, relu_model};
+use fitact_onnx::model_io::encode;
+use fitact_onnx::runtime::{Outputs, Runner};
+use fitact_passes::activations::{ActivationKind, find_activations, find_kinds};
+use fitact_passes::bound_activations::{Bound, BoundRequest, Mode, bound_activations};
+use fitact_passes::onnx::{AttributeProto, attribute_proto::AttributeType};
+use fitact_passes::tensor::FLOAT;
+use ndarray::ArrayD;
+use std::path::Path;
+
+fn with_zoo(check: impl Fn(&Path, &serde_json::Value)) {
+    let dir = tempfile::tempdir().unwrap();
+    let expected: serde_json::Value = serde_json::from_str(&python("activation_graphs.py", &[dir.path()])).unwrap();
+    check(dir.path(), &expected);
+}
+
+fn load(path: &Path) -> fitact_passes::onnx::ModelProto {
+    fitact_onnx::model_io::read_model(path).unwrap().model
+}
+
+#[test]
+fn every_form_is_found_once_and_near_misses_are_what_they_are() {
+    with_zoo(|dir, expected| {
+        for name in ["zoo", "zoo_opset11"] {
+            let model = load(&dir.join(format!("{name}.onnx")));
+            let sites = find_activations(&model);
+            let found: Vec<(String, String)> = sites
+                .iter()
+                .map(|s| (s.kind.op_type().to_owned(), s.form.to_owned()))
+                .collect();
+            let want: Vec<(String, String)> = serde_json::from_value(expected[name].clone()).unwrap();
+            assert_eq!(found, want, "{name}");
+            // No node belongs to two activations.
+            let mut nodes: Vec<usize> = sites.iter().flat_map(|s| s.nodes.clone()).collect();
+            let total = nodes.len();
+            nodes.sort_unstable();
+            nodes.dedup();
+            assert_eq!(nodes.len(), total, "{name}: a node is in two matches");
+            // The Clip inside a hard-swish is not a Clip of its own; the near miss is.
+            let graph = model.graph.as_ref().unwrap();
+            let clips: Vec<&str> = find_kinds(&model, &[ActivationKind::Clip])
+                .iter()
+                .map(|s| graph.node[s.node].name())
+                .collect();
+            assert_eq!(clips, ["relu6", "nm_clip"], "{name}");
+            let sigmoids: Vec<&str> = find_kinds(&model, &[ActivationKind::Sigmoid])
+                .iter()
+                .map(|s| graph.node[s.node].name())
+                .collect();
+            assert_eq!(sigmoids, ["sig", "nm_sig"], "{name}");
+            // Each form is bounded at its output: the node writing it is the form's last.
+            let hard_swish = &find_kinds(&model, &[ActivationKind::HardSwish])[0];
+            assert_eq!(
+                (graph.node[hard_swish.node].name(), hard_swish.input.as_str()),
+                ("hs1_div", "conv1")
+            );
+        }
+    });
+}
+
+#[test]
+fn every_kind_hardens_and_keeps_the_outputs_in_both_runtimes() {
+    with_zoo(|dir, _| {
+        let calib = dir.join("x.npy");
+        harden_and_check(
+            &dir.join("zoo.onnx"),
+            &calib,
+            &["--activations", "all"],
+            "channel",
+            "zero",
+            32,
+        );
+        harden_and_check(
+            &dir.join("zoo.onnx"),
+            &calib,
+            &["--activations", "all", "--method", "ranger"],
+            "layer",
+            "saturate",
+            32,
+        );
+        // Strict comparisons against stepped bounds (opset 11), per neuron.
+        harden_and_check(
+            &dir.join("zoo_opset11.onnx"),
+            &calib,
+            &["--activations", "all", "--granularity", "neuron"],
+            "neuron",
+            "zero",
+            32,
+        );
+        // A list: only those kinds are bounded.
+        harden_and_check(
+            &dir.join("zoo.onnx"),
+            &calib,
+            &["--activations", "relu,hardswish,gelu,norm"],
+            "channel",
+            "zero",
+            32,
+        );
+    });
+}
+
+/// Reference: a LeakyRelu (alpha 0.5) bounded to [low, high].
+fn reference(x: f32, low: f32, high: f32, mode: Mode) -> f32 {
+    let y = if x < 0.0 { 0.5 * x } else { x };
+    match mode {
+        _ if y.is_nan() => 0.0,
+        Mode::Zero if y < low || y > high => 0.0,
+        Mode::Zero => y,
+        Mode::Saturate => y.clamp(low, high),
+    }
+}
+
+#[test]
+fn two_sided_bounds_cut_outside_the_range_and_nan_in_both_runtimes() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut case = 0;
+    for opset in [9, 11, 13, 17] {
+        for mode in [Mode::Zero, Mode::Saturate] {
+            for channel in [false, true] {
+                let mut model = relu_model(&[2, 3], opset);
+                let node = &mut model.graph.as_mut().unwrap().node[0];
+                node.op_type = Some("LeakyRelu".into());
+                node.attribute.push(AttributeProto {
+                    name: Some("alpha".into()),
+                    r#type: Some(AttributeType::Float as i32),
+                    f: Some(0.5),
+                    ..Default::default()
+                });
+                let (dims, low, high) = if channel {
+                    (vec![2, 1], vec![-1.0, -0.25], vec![2.0, 0.75])
+                } else {
+                    (vec![], vec![-1.0], vec![2.0])
+                };
+                let bound = Bound {
+                    dims,
+                    values: high.clone(),
+                    low: Some(low.clone()),
+                };
+                let site = find_activations(&model).remove(0);
+                assert_eq!((site.kind, site.nonnegative), (ActivationKind::LeakyRelu, false));
+                let report = bound_activations(
+                    &mut model,
+                    &[BoundRequest {
+                        site,
+                        bound,
+                        elem_type: FLOAT,
+                    }],
+                    mode,
+                )
+                .unwrap();
+                assert_eq!(report.applied.len(), 1);
+                // Per channel: in range, exactly at each end, one float beyond each end, far
+                // beyond, and the specials.
+                let row = |c: usize| {
+                    let (l, h) = (low[c.min(low.len() - 1)], high[c.min(high.len() - 1)]);
+                    vec![
+                        h * 0.5,
+                        h,
+                        f32::from_bits(h.to_bits() + 1),
+                        2.0 * l,
+                        2.0 * l - 1e-6,
+                        1e30,
+                    ]
+                };
+                let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -1e30, 0.0, -0.0];
+                let mut xs = row(0);
+                xs.extend(row(1));
+                xs.extend(specials);
+                xs.extend(specials.iter().rev());
+                let x = ArrayD::from_shape_vec(vec![4, 2, 3], xs.clone()).unwrap();
+                let want: Vec<f32> = xs
+                    .iter()
+                    .enumerate()
+                    .map(|(i, v)| {
+                        let c = (i / 3) % 2;
+                        reference(*v, low[c.min(low.len() - 1)], high[c.min(high.len() - 1)], mode)
+                    })
+                    .collect();
+                let want = ArrayD::from_shape_vec(vec![4, 2, 3], want).unwrap();
+                let runner = Runner::new(&model, &[vec![2, 3]], Outputs::Model).unwrap();
+                let (out, _) = runner.run(vec![x.clone()]).unwrap();
+                let got = out[0].to_plain_array_view::<f32>().unwrap().to_owned();
+                let same = got
+                    .iter()
+                    .zip(want.iter())
+                    .all(|(a, b)| a.to_bits() == b.to_bits() || (*a == 0.0 && *b == 0.0));
+                assert!(same, "tract, opset {opset} {mode:?}: got {got:?}, want {want:?}");
+                std::fs::write(dir.path().join(format!("case{case}.onnx")), encode(&model)).unwrap();
+                ndarray_npy::write_npy(dir.path().join(format!("case{case}.x.npy")), &x).unwrap();
+                ndarray_npy::write_npy(dir.path().join(format!("case{case}.want.npy")), &want).unwrap();
+                case += 1;
+            }
+        }
+    }
+    python("semantics.py", &[dir.path()]);
+}

@@ -1,9 +1,10 @@
-//! `inspect`: what the tool sees in a model before it changes anything: the Relus (with their
-//! shapes, as tract infers them), and where the weights live.
+//! `inspect`: what the tool sees in a model before it changes anything: every activation, by
+//! kind and form, whether `--activations` would bound it, its shape (as tract infers it), and
+//! where the weights live.
 
 use crate::model_io::read_model;
 use anyhow::{Context, Result};
-use fitact_passes::activations::find_relus;
+use fitact_passes::activations::{ActivationKind, find_activations};
 use fitact_passes::graph::{default_opset, for_each_graph};
 use fitact_passes::onnx::ModelProto;
 use serde::Serialize;
@@ -17,14 +18,21 @@ pub struct Inspection {
     pub opset: Option<i64>,
     pub inputs: Vec<String>,
     pub outputs: Vec<String>,
-    pub relus: Vec<ReluInfo>,
+    /// The kinds `--activations` selects.
+    pub selected: Vec<String>,
+    pub activations: Vec<ActivationInfo>,
     pub weights: WeightsInfo,
     /// Why shapes are missing, if tract could not analyse the model.
     pub shape_error: Option<String>,
 }
 
 #[derive(Debug, Serialize)]
-pub struct ReluInfo {
+pub struct ActivationInfo {
+    pub kind: &'static str,
+    /// The operator, or the decomposed form matched.
+    pub form: &'static str,
+    /// Whether `harden --activations` (as given to inspect) bounds it.
+    pub bounded: bool,
     pub node: String,
     pub graph: String,
     pub input: String,
@@ -46,7 +54,7 @@ fn elements(dims: &[i64]) -> u64 {
     dims.iter().map(|d| (*d).max(0) as u64).product()
 }
 
-pub fn inspect(path: &Path) -> Result<Inspection> {
+pub fn inspect(path: &Path, kinds: &[ActivationKind]) -> Result<Inspection> {
     let file = read_model(path).context("reading the model")?;
     let model = &file.model;
     let mut weights = WeightsInfo::default();
@@ -69,9 +77,12 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
         Ok(shapes) => (shapes, None),
         Err(e) => (Default::default(), Some(format!("{e:#}"))),
     };
-    let relus = find_relus(model)
+    let activations = find_activations(model)
         .into_iter()
-        .map(|site| ReluInfo {
+        .map(|site| ActivationInfo {
+            kind: site.kind.op_type(),
+            form: site.form,
+            bounded: kinds.contains(&site.kind),
             node: site.stem().to_owned(),
             graph: site.graph.to_string(),
             shape: site
@@ -93,7 +104,8 @@ pub fn inspect(path: &Path) -> Result<Inspection> {
             .iter()
             .flat_map(|g| g.output.iter().map(|o| o.name().to_owned()))
             .collect(),
-        relus,
+        selected: kinds.iter().map(|k| k.cli_name()).collect(),
+        activations,
         weights,
         shape_error,
     })
@@ -139,11 +151,23 @@ impl Inspection {
             "weights: {} initializers ({} values, {} in external data), {} Constant nodes ({} values)\n",
             w.initializers, w.initializer_elements, w.external_initializers, w.constant_nodes, w.constant_elements
         );
-        t += &format!("{} Relu(s):\n", self.relus.len());
-        for r in &self.relus {
+        t += &format!(
+            "{} activation(s), {} bounded with --activations {} (*):\n",
+            self.activations.len(),
+            self.activations.iter().filter(|a| a.bounded).count(),
+            self.selected.join(",")
+        );
+        for r in &self.activations {
+            let kind = if r.form == r.kind {
+                r.kind.to_owned()
+            } else {
+                format!("{} ({})", r.kind, r.form)
+            };
             t += &format!(
-                "  {:<32} {} -> {}  [{}]{}\n",
+                "{} {:<32} {:<12} {} -> {}  [{}]{}\n",
+                if r.bounded { "*" } else { " " },
                 r.node,
+                kind,
                 r.input,
                 r.output,
                 r.shape.as_deref().unwrap_or("?"),

@@ -261,10 +261,14 @@ enum Command {
     /// Print a shell completion script, e.g. `fitact-onnx completions bash > /etc/bash_completion.d/fitact-onnx`.
     #[command(after_help = "Example:\n  fitact-onnx completions zsh > ~/.zfunc/_fitact-onnx")]
     Completions { shell: clap_complete::Shell },
-    /// List the Relus the tool would bound, their shapes, and where the weights live.
-    #[command(after_help = "Example:\n  fitact-onnx inspect model.onnx --json")]
+    /// List every activation found, by kind, which ones --activations would bound, their
+    /// shapes, and where the weights live.
+    #[command(after_help = "Example:\n  fitact-onnx inspect model.onnx --activations all --json")]
     Inspect {
         model: PathBuf,
+        /// The kinds harden would bound (as harden's --activations).
+        #[arg(long, default_value = "relu", value_parser = parse_kind_list)]
+        activations: KindList,
         /// Print JSON instead of text.
         #[arg(long)]
         json: bool,
@@ -487,8 +491,12 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             clap_complete::generate(shell, &mut Cli::command(), "fitact-onnx", &mut script);
             print_stdout(&String::from_utf8(script)?)?;
         }
-        Command::Inspect { model, json } => {
-            let inspection = fitact_onnx::inspect::inspect(&model)?;
+        Command::Inspect {
+            model,
+            activations,
+            json,
+        } => {
+            let inspection = fitact_onnx::inspect::inspect(&model, &activations.0)?;
             let text = if json {
                 serde_json::to_string_pretty(&inspection)? + "\n"
             } else {

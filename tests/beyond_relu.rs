@@ -201,3 +201,30 @@ fn two_sided_bounds_cut_outside_the_range_and_nan_in_both_runtimes() {
     }
     python("semantics.py", &[dir.path()]);
 }
+
+#[test]
+fn inspect_lists_every_activation_and_what_would_be_bounded() {
+    with_zoo(|dir, expected| {
+        let run = common::cli(&[
+            "inspect",
+            dir.join("zoo.onnx").to_str().unwrap(),
+            "--activations",
+            "hardswish,gelu",
+            "--json",
+        ]);
+        assert!(run.status.success());
+        let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
+        let listed = json["activations"].as_array().unwrap();
+        assert_eq!(listed.len(), expected["zoo"].as_array().unwrap().len());
+        let bounded: Vec<&str> = listed
+            .iter()
+            .filter(|a| a["bounded"] == true)
+            .map(|a| a["kind"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            bounded,
+            ["HardSwish", "HardSwish", "HardSwish", "HardSwish", "GELU", "GELU"]
+        );
+        assert_eq!(listed[4]["form"], "x * Sigmoid(x)");
+    });
+}

@@ -73,6 +73,20 @@ pub struct Calibration {
     pub activations: Vec<ActivationMax>,
 }
 
+impl Calibration {
+    /// Adds the extremes of another calibration of the same sites (other samples).
+    pub fn merge(&mut self, other: Calibration) {
+        self.samples += other.samples;
+        for (mine, theirs) in self.activations.iter_mut().zip(other.activations) {
+            mine.neuron_max.zip_mut_with(&theirs.neuron_max, |a, b| *a = a.max(*b));
+            if let (Some(a), Some(b)) = (mine.neuron_min.as_mut(), theirs.neuron_min) {
+                a.zip_mut_with(&b, |x, y| *x = x.min(*y));
+            }
+            mine.nonfinite += theirs.nonfinite;
+        }
+    }
+}
+
 pub struct CalibrateOptions {
     pub batch_size: usize,
     pub progress: bool,

@@ -7,7 +7,7 @@ use crate::images::ImageOptions;
 use crate::method::{Method, ModeName};
 use crate::model_io::{read_model, write_atomically, write_model};
 use crate::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, TOOL, VERSION};
-use crate::search::{SearchOptions, search, split};
+use crate::search::{SearchOptions, scaled, search, split};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
 use fitact_passes::bound_activations::{BoundRequest, bound_activations};
@@ -46,6 +46,7 @@ pub struct HardenOptions {
 #[derive(Debug, Clone)]
 pub struct SearchSettings {
     pub budget: f64,
+    pub objective: crate::search::Objective,
     /// Labels of the calibration samples: the budget is then on accuracy, not agreement.
     pub labels: Option<PathBuf>,
     pub max_evals: Option<usize>,
@@ -122,23 +123,27 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let seconds = started.elapsed().as_secs_f64();
     log::info!("calibrated on {} samples in {seconds:.2}s", calibration.samples);
 
-    let mut bounds: Vec<_> = calibration
-        .activations
-        .iter()
-        .map(|max| match &max.neuron_min {
-            Some(min) => bound_from_range(min, &max.neuron_max, granularity, options.margin),
-            None => bound_from_maxima(&max.neuron_max, granularity, options.margin),
-        })
-        .collect();
+    let to_bounds = |activations: &[crate::calibrate::ActivationMax]| -> Vec<_> {
+        activations
+            .iter()
+            .map(|max| match &max.neuron_min {
+                Some(min) => bound_from_range(min, &max.neuron_max, granularity, options.margin),
+                None => bound_from_maxima(&max.neuron_max, granularity, options.margin),
+            })
+            .collect()
+    };
+    let mut calibration = calibration;
+    let mut bounds = to_bounds(&calibration.activations);
     let mut search_log = None;
     if let (Some(settings), Some((holdout, held_labels))) = (&options.search, &holdout) {
         let search_options = SearchOptions {
             budget: settings.budget,
+            objective: settings.objective.clone(),
             max_evals: settings.max_evals,
             time_limit: settings.time_limit,
             batch_size: options.batch_size,
         };
-        let (searched, log) = search(
+        let (_, log) = search(
             &model,
             &sites,
             &bounds,
@@ -149,7 +154,24 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         )
         .context("searching the bounds")?;
         log::info!("search: {} evaluations in {:.1}s", log.evaluations, log.seconds);
-        bounds = searched;
+        // The scales found apply to the extremes over every calibration sample: the held-out
+        // quarter's own extremes make the written bounds no tighter than the ones checked.
+        let held = calibrate(
+            &model,
+            holdout,
+            &sites,
+            &CalibrateOptions {
+                batch_size: options.batch_size,
+                progress: false,
+            },
+        )
+        .context("calibrating the held-out samples")?;
+        calibration.merge(held);
+        bounds = to_bounds(&calibration.activations)
+            .iter()
+            .zip(&log.layers)
+            .map(|(bound, layer)| scaled(bound, layer.scale))
+            .collect();
         search_log = Some(log);
     }
     let requests: Vec<BoundRequest> = sites

@@ -17,6 +17,8 @@ pub struct Predictions {
     pub classes: Vec<usize>,
     /// Length of one row of the first output: the number of classes.
     pub width: usize,
+    /// Per row: the top-1 output minus the runner-up (0 for a NaN/Inf row or a single class).
+    pub margins: Vec<f32>,
     /// Rows whose output held NaN or Inf (their class is `usize::MAX`).
     pub nonfinite: Vec<bool>,
 }
@@ -86,7 +88,19 @@ pub fn push_predictions(predictions: &mut Predictions, logits: &TValue, valid: u
     for row in view.outer_iter().take(valid) {
         let bad = row.iter().any(|v| !v.is_finite());
         predictions.nonfinite.push(bad);
-        predictions.classes.push(if bad { usize::MAX } else { argmax(row) });
+        let class = if bad { usize::MAX } else { argmax(row) };
+        predictions.classes.push(class);
+        let runner_up = row
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| *i != class)
+            .map(|(_, v)| *v)
+            .fold(f32::NEG_INFINITY, f32::max);
+        predictions.margins.push(if bad || runner_up == f32::NEG_INFINITY {
+            0.0
+        } else {
+            row[class] - runner_up
+        });
     }
     Ok(())
 }

@@ -133,6 +133,14 @@ impl HardenReport {
                 search.seconds,
                 search.stopped
             );
+            if let (Some(before), Some(after)) = (search.calibrated_fault_metric, search.final_fault_metric) {
+                text += &format!(
+                    "search (resilience): held-out {} under faults {:.2}% with the calibrated bounds, {:.2}% with the searched ones\n",
+                    search.metric,
+                    100.0 * before,
+                    100.0 * after
+                );
+            }
             if search.final_metric < search.threshold {
                 text += "warning: even the calibrated bounds miss the held-out budget; the bounds were left as calibrated\n";
             }

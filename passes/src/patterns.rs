@@ -5,7 +5,7 @@
 //! |---|---|
 //! | hard-swish | `HardSwish(x)`; `x * Clip(x + 3, 0, 6) / 6` (`/ 6` as `Div` or `Mul` by 1/6, before or after the product); `x * HardSigmoid(x)` with alpha 1/6, beta 0.5 |
 //! | SiLU | `x * Sigmoid(x)` |
-//! | GELU | `Gelu(x)`; `x * 0.5 * (1 + Erf(x / sqrt 2))` (or `Erf(x * (1 / sqrt 2))`); `x * 0.5 * (1 + Tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`, where the product with x and 0.5 may be grouped in any way |
+//! | GELU | `Gelu(x)`; `x * 0.5 * (1 + Erf(x / sqrt 2))` (or `Erf(x * (1 / sqrt 2))`); `x * 0.5 * (1 + Tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`, with x^3 as `Pow(x, 3)` or `x * (x * x)`, and the product with x and 0.5 grouped in any way |
 //! | norm | the output of `BatchNormalization`, `InstanceNormalization`, `LayerNormalization` or `GroupNormalization` read by an `Add` (a linear bottleneck entering a residual sum) |
 //!
 //! A decomposed form is one activation, bounded at its output only: its inner nodes (the
@@ -236,6 +236,19 @@ fn gelu_erf(index: &Index, erf: usize) -> Option<Match> {
     })
 }
 
+/// `x^3` as `Pow(x, 3)`, or as `x * (x * x)` (torch), in either order: the nodes computing it.
+fn cube_of(index: &Index, x: &str, cube: &str) -> Option<Vec<usize>> {
+    if let Some(pow) = index.produced_by(cube, "Pow") {
+        let p = &index.node(pow).input;
+        return (p.len() == 2 && p[0] == x && index.is_scalar(&p[1], 3.0)).then(|| vec![pow]);
+    }
+    let outer = index.produced_by(cube, "Mul")?;
+    let square = index.other_operand(outer, x)?;
+    let inner = index.produced_by(square, "Mul")?;
+    let i = &index.node(inner).input;
+    (i.len() == 2 && i[0] == x && i[1] == x && index.sole_consumer(square) == Some(outer)).then(|| vec![inner, outer])
+}
+
 fn gelu_tanh(index: &Index, tanh: usize) -> Option<Match> {
     // Tanh(c * (x + 0.044715 * x^3)), c = sqrt(2 / pi).
     let arg = index.node(tanh).input.first()?;
@@ -260,13 +273,12 @@ fn gelu_tanh(index: &Index, tanh: usize) -> Option<Match> {
         } else {
             return None;
         };
-        let pow = index.produced_by(cube, "Pow")?;
-        let p = &index.node(pow).input;
-        (p[0] == x
-            && index.is_scalar(&p[1], 3.0)
-            && index.sole_consumer(cube) == Some(mul)
-            && index.sole_consumer(other) == Some(sum))
-        .then(|| vec![pow, mul])
+        let cube_nodes = cube_of(index, x, cube)?;
+        (index.sole_consumer(cube) == Some(mul) && index.sole_consumer(other) == Some(sum)).then(|| {
+            let mut nodes = cube_nodes;
+            nodes.push(mul);
+            nodes
+        })
     };
     let s = &index.node(sum).input;
     let (x, cube_nodes) = match (cube_term_of(&s[0], &s[1]), cube_term_of(&s[1], &s[0])) {

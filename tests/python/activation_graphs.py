@@ -6,7 +6,8 @@ writes into OUTDIR, each with input "x" [N, 1, 8, 8], output "logits" [N, 3], an
 - zoo.onnx (opset 17): one of every activation the tool recognises, each after its own 4-channel
   Conv, in a chain: hard-swish as `(x * Clip(x + 3, 0, 6)) / 6`, as `x * (Clip(x + 3, 0, 6) * 1/6)`,
   as `x * HardSigmoid(x)` and as the HardSwish op; SiLU `x * Sigmoid(x)`; GELU in torch's erf
-  form and in its tanh form with `(x * 0.5) * (1 + tanh)`; a BatchNormalization read by a residual
+  form and in its tanh form with `(x * 0.5) * (1 + tanh)` and as torch writes it (x^3 as
+  `x * (x * x)`, constants in Constant nodes); a BatchNormalization read by a residual
   Add; LeakyRelu, PRelu, Relu6 as Clip(0, 6), Sigmoid, Tanh, Relu; and two near misses: a
   `Clip(c + 3, 0, 6)` multiplied by another tensor (a Clip, not a hard-swish) and
   `other * Sigmoid(c)` (a Sigmoid, not a SiLU).
@@ -96,6 +97,23 @@ def build(opset, with_hardswish_op):
     a = n("Add", [const(1.0), t], "gelu2_add")
     hx = n("Mul", [x, const(0.5)], "gelu2_halfx")
     x = n("Mul", [hx, a], "gelu2_out")
+    expected.append(["GELU", "x * 0.5 * (1 + Tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))"])
+    # GELU, tanh form as torch exports it: x^3 as x * (x * x), constants in Constant nodes
+    x = conv(x)
+
+    def constant_node(value, name):
+        nodes.append(h.make_node("Constant", [], [name], value=nh.from_array(np.array(value, np.float32))))
+        return name
+
+    sq = n("Mul", [x, x], "gelu3_sq")
+    cube = n("Mul", [x, sq], "gelu3_cube")
+    m = n("Mul", [constant_node(0.044715, "gelu3_c1"), cube], "gelu3_term")
+    a = n("Add", [x, m], "gelu3_inner")
+    s = n("Mul", [constant_node(0.7978845834732056, "gelu3_c2"), a], "gelu3_scale")
+    t = n("Tanh", [s], "gelu3_tanh")
+    a = n("Add", [constant_node(1.0, "gelu3_one"), t], "gelu3_add")
+    m = n("Mul", [x, a], "gelu3_mul")
+    x = n("Mul", [constant_node(0.5, "gelu3_half"), m], "gelu3_out")
     expected.append(["GELU", "x * 0.5 * (1 + Tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))"])
     # BatchNormalization into a residual Add (a linear bottleneck)
     skip = x

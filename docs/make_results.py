@@ -174,5 +174,8 @@ if searches:
                     "cost (release build, 2 cores shared):\n\n| fixture | objective | bounds / extremes | test original "
                     "| test calibrated | test searched | drop | held-out under faults | evaluations | time |\n"
                     "|---|---|---|---|---|---|---|---|---|---|\n" + "\n".join(searches) + "\n\n")
-open("docs/results.md", "w").write(header + search_table + "\n".join(sections))
+activations = ""
+if os.path.exists("docs/results/activations.md"):
+    activations = open("docs/results/activations.md").read() + "\n"
+open("docs/results.md", "w").write(header + search_table + activations + "\n".join(sections))
 print("wrote docs/results.md")

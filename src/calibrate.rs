@@ -5,7 +5,10 @@
 //!
 //! Activations inside `If` branches are observed too: the enclosing graph exposes the
 //! condition and the tensors the branches read, and the branch the condition selects runs as
-//! a model of its own (`extract_branch`) on those values, to any depth.
+//! a model of its own (`extract_branch`) on those values, to any depth. So are activations in
+//! the body of a `Loop`: the enclosing graph exposes the trip count, the condition, the initial
+//! loop-carried values and what the body reads, and the body runs as a model once per
+//! iteration (tract itself has no `Loop`), its maxima taken over every iteration.
 
 use crate::dataset::Samples;
 use crate::runtime::{Outputs, Runner, RuntimeError};
@@ -39,14 +42,16 @@ pub enum CalibrateError {
         shape: Vec<usize>,
         batch: usize,
     },
-    #[error("{site}: only If branches can be calibrated, not the body of a {op}")]
+    #[error("{site}: only If branches and Loop bodies can be calibrated, not the body of a {op}")]
     UnsupportedSubgraph { site: String, op: String },
     #[error(
         "{site} never ran on the calibration samples (its If branch was never taken), so it has no bound; calibrate with samples that take that branch"
     )]
     NeverRan { site: String },
-    #[error("If node '{node}': its condition is not a boolean scalar")]
-    BadCondition { node: String },
+    #[error("{op} node '{node}': its condition is not a boolean scalar")]
+    BadCondition { op: &'static str, node: String },
+    #[error("Loop node '{node}': {reason}")]
+    BadLoop { node: String, reason: String },
     #[error("{0}")]
     Graph(#[from] fitact_passes::PassError),
 }
@@ -150,12 +155,33 @@ struct GraphObserver {
     /// (site index, tensor) for the sites directly in this graph.
     sites: Vec<(usize, String)>,
     ifs: Vec<IfObserver>,
+    loops: Vec<LoopObserver>,
     /// What a run of this graph returns: the site tensors, then each If's condition and the
-    /// tensors its observed branches read.
+    /// tensors its observed branches read, each Loop's inputs and what its body reads, and
+    /// last the graph's own outputs when it is a Loop body (`carried`).
     outputs: Vec<String>,
+    /// A Loop body: how many of `outputs`, at the end, are the body's outputs.
+    carried: usize,
     /// Plans by input types and shapes (branches only: their inputs are concrete tensors).
     runners: HashMap<Vec<(DatumType, Vec<usize>)>, Runner>,
 }
+
+/// A `Loop` whose body holds sites.
+struct LoopObserver {
+    node: String,
+    /// The trip count and condition inputs ("" when absent) and the initial carried values.
+    trip: String,
+    condition: String,
+    initial: Vec<String>,
+    /// The body as a model; its inputs are the iteration number, the condition, the carried
+    /// values, then `free_inputs`.
+    body: Box<GraphObserver>,
+    body_inputs: Vec<String>,
+    free_inputs: Vec<String>,
+}
+
+/// Most iterations a calibrated Loop may run (a guard against a loop that never ends).
+const MAX_ITERATIONS: i64 = 100_000;
 
 struct IfObserver {
     node: String,
@@ -180,8 +206,13 @@ impl GraphObserver {
         }
         let graph = model.graph.as_ref().ok_or(fitact_passes::PassError::NoGraph)?;
         let mut ifs = Vec::new();
+        let mut loops = Vec::new();
         for (node_index, group) in nested {
             let node = &graph.node[node_index];
+            if node.op_type() == "Loop" {
+                loops.push(LoopObserver::build(&model, node_index, &group)?);
+                continue;
+            }
             if node.op_type() != "If" {
                 return Err(CalibrateError::UnsupportedSubgraph {
                     site: group[0].1.describe(),
@@ -229,11 +260,23 @@ impl GraphObserver {
                 }
             }
         }
+        for observer in &loops {
+            let inputs = [&observer.trip, &observer.condition]
+                .into_iter()
+                .chain(&observer.initial);
+            for name in inputs.chain(&observer.free_inputs).filter(|n| !n.is_empty()) {
+                if !outputs.contains(name) {
+                    outputs.push(name.clone());
+                }
+            }
+        }
         Ok(GraphObserver {
             model,
             sites: direct,
             ifs,
+            loops,
             outputs,
+            carried: 0,
             runners: HashMap::new(),
         })
     }
@@ -249,6 +292,7 @@ impl GraphObserver {
             let condition = by_name[observer.condition.as_str()]
                 .cast_to_scalar::<bool>()
                 .map_err(|_| CalibrateError::BadCondition {
+                    op: "If",
                     node: observer.node.clone(),
                 })?;
             let Some((branch, inputs)) = &mut observer.branches[if condition { 0 } else { 1 }] else {
@@ -260,10 +304,20 @@ impl GraphObserver {
                 .collect();
             branch.run(&feed, batch, maxima)?;
         }
+        for observer in &mut self.loops {
+            observer.run(&by_name, batch, maxima)?;
+        }
         Ok(())
     }
 
-    fn run(&mut self, feed: &[(String, TValue)], batch: usize, maxima: &mut [Slot]) -> Result<(), CalibrateError> {
+    /// Runs this graph (a branch or a Loop body) on `feed`, folds what it observes, and
+    /// returns the body's outputs (nothing for a branch).
+    fn run(
+        &mut self,
+        feed: &[(String, TValue)],
+        batch: usize,
+        maxima: &mut [Slot],
+    ) -> Result<Vec<TValue>, CalibrateError> {
         let key: Vec<(DatumType, Vec<usize>)> =
             feed.iter().map(|(_, v)| (v.datum_type(), v.shape().to_vec())).collect();
         if !self.runners.contains_key(&key) {
@@ -271,7 +325,136 @@ impl GraphObserver {
             self.runners.insert(key.clone(), runner);
         }
         let outputs = self.runners[&key].run_values(feed)?;
-        self.observe(&outputs, batch, maxima)
+        self.observe(&outputs, batch, maxima)?;
+        Ok(outputs[outputs.len() - self.carried..].to_vec())
+    }
+}
+
+impl LoopObserver {
+    fn build(model: &ModelProto, node_index: usize, group: &[(usize, ActivationSite)]) -> Result<Self, CalibrateError> {
+        let node = &model.graph.as_ref().ok_or(fitact_passes::PassError::NoGraph)?.node[node_index];
+        let bad = |reason: &str| CalibrateError::BadLoop {
+            node: node.name().to_owned(),
+            reason: reason.to_owned(),
+        };
+        let attr_index = node
+            .attribute
+            .iter()
+            .position(|a| a.name() == "body")
+            .ok_or_else(|| bad("it has no body"))?;
+        let inner: Vec<(usize, ActivationSite)> = group
+            .iter()
+            .map(|(i, s)| {
+                let mut relative = s.clone();
+                relative.graph = GraphPath(s.graph.0[1..].to_vec());
+                (*i, relative)
+            })
+            .collect();
+        let step = SubgraphStep {
+            node: node_index,
+            attribute: attr_index,
+            graph: 0,
+            label: String::new(),
+        };
+        let extracted = extract_branch(model, &GraphPath(vec![step]))?;
+        let body_graph = extracted
+            .model
+            .graph
+            .as_ref()
+            .ok_or(fitact_passes::PassError::NoGraph)?;
+        let declared = body_graph.input.len() - extracted.free_inputs.len();
+        let body_inputs: Vec<String> = body_graph.input[..declared]
+            .iter()
+            .map(|i| i.name().to_owned())
+            .collect();
+        let body_outputs: Vec<String> = body_graph.output.iter().map(|o| o.name().to_owned()).collect();
+        let initial: Vec<String> = node.input.iter().skip(2).cloned().collect();
+        if body_inputs.len() != initial.len() + 2 || body_outputs.len() < initial.len() + 1 {
+            return Err(bad(
+                "its body's inputs and outputs do not match its loop-carried values",
+            ));
+        }
+        let mut body = GraphObserver::build(extracted.model.clone(), &inner)?;
+        body.carried = body_outputs.len();
+        body.outputs.extend(body_outputs);
+        Ok(LoopObserver {
+            node: node.name().to_owned(),
+            trip: node.input.first().cloned().unwrap_or_default(),
+            condition: node.input.get(1).cloned().unwrap_or_default(),
+            initial,
+            body: Box::new(body),
+            body_inputs,
+            free_inputs: extracted.free_inputs,
+        })
+    }
+
+    /// Runs the body once per iteration on the values of the enclosing graph's run.
+    fn run(
+        &mut self,
+        values: &HashMap<&str, &TValue>,
+        batch: usize,
+        maxima: &mut [Slot],
+    ) -> Result<(), CalibrateError> {
+        let bad = |reason: String| CalibrateError::BadLoop {
+            node: self.node.clone(),
+            reason,
+        };
+        let trip = match self.trip.as_str() {
+            "" => None,
+            name => Some(
+                values[name]
+                    .cast_to_scalar::<i64>()
+                    .map_err(|_| bad("its trip count is not an int64 scalar".into()))?,
+            ),
+        };
+        let mut condition = match self.condition.as_str() {
+            "" => true,
+            name => values[name]
+                .cast_to_scalar::<bool>()
+                .map_err(|_| CalibrateError::BadCondition {
+                    op: "Loop",
+                    node: self.node.clone(),
+                })?,
+        };
+        let limit = trip.unwrap_or(MAX_ITERATIONS);
+        if trip.is_none() && self.condition.is_empty() {
+            return Err(bad("it has neither a trip count nor a condition".into()));
+        }
+        if limit > MAX_ITERATIONS {
+            return Err(bad(format!(
+                "{limit} iterations; calibration runs at most {MAX_ITERATIONS}"
+            )));
+        }
+        let mut carried: Vec<TValue> = self.initial.iter().map(|n| values[n.as_str()].clone()).collect();
+        let free: Vec<(String, TValue)> = self
+            .free_inputs
+            .iter()
+            .map(|n| (n.clone(), values[n.as_str()].clone()))
+            .collect();
+        let mut iteration = 0i64;
+        while iteration < limit && condition {
+            let mut feed: Vec<(String, TValue)> = vec![
+                (self.body_inputs[0].clone(), tensor0(iteration).into_tvalue()),
+                (self.body_inputs[1].clone(), tensor0(condition).into_tvalue()),
+            ];
+            feed.extend(self.body_inputs[2..].iter().cloned().zip(carried.iter().cloned()));
+            feed.extend(free.iter().cloned());
+            let outputs = self.body.run(&feed, batch, maxima)?;
+            condition = outputs[0]
+                .cast_to_scalar::<bool>()
+                .map_err(|_| CalibrateError::BadCondition {
+                    op: "Loop",
+                    node: self.node.clone(),
+                })?;
+            carried = outputs[1..=carried.len()].to_vec();
+            iteration += 1;
+        }
+        if trip.is_none() && condition {
+            return Err(bad(format!(
+                "its condition still holds after {MAX_ITERATIONS} iterations"
+            )));
+        }
+        Ok(())
     }
 }
 

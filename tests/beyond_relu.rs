@@ -225,3 +225,25 @@ fn inspect_lists_every_activation_and_what_would_be_bounded() {
         assert_eq!(listed[4]["form"], "x * Sigmoid(x)");
     });
 }
+
+/// The trained fixtures with other activations: every activation bounded, outputs unchanged in
+/// onnxruntime and tract on the calibration samples, bounds recomputed by onnxruntime.
+#[test]
+fn the_mobilenet_and_silu_gelu_fixtures_harden_with_every_activation() {
+    let calib = common::fixture("calib.npy");
+    for name in ["mobilenetv3", "silu_gelu"] {
+        harden_and_check(
+            &common::fixture(&format!("{name}.onnx")),
+            &calib,
+            &["--activations", "all"],
+            "channel",
+            "zero",
+            64,
+        );
+    }
+    let sites = find_activations(&load(&common::fixture("silu_gelu.onnx")));
+    let forms: Vec<&str> = sites.iter().map(|s| s.form).collect();
+    assert_eq!(forms.iter().filter(|f| **f == "x * Sigmoid(x)").count(), 3);
+    assert_eq!(forms.iter().filter(|f| f.contains("Erf")).count(), 2);
+    assert_eq!(forms.iter().filter(|f| f.contains("Tanh")).count(), 2);
+}

@@ -64,8 +64,8 @@ fn what_the_tool_cannot_handle_is_named() {
                 "tract does not support operator FancyNorm (node 'fancy')",
             ),
             (
-                "loop_body",
-                "Relu 'loop_relu' in main/loop.body: only If branches can be calibrated, not the body of a Loop",
+                "scan_body",
+                "Relu 'scan_relu' in main/scan.body: only If branches and Loop bodies can be calibrated, not the body of a Scan",
             ),
         ] {
             let out = dir.join(format!("{name}_out.onnx"));
@@ -76,5 +76,45 @@ fn what_the_tool_cannot_handle_is_named() {
             assert_eq!(stderr.trim().lines().count(), 1, "{name}: {stderr}");
             assert!(!out.exists());
         }
+    });
+}
+
+#[test]
+fn a_relu_in_a_loop_body_is_calibrated_over_every_iteration() {
+    with_graphs(|dir, calib| {
+        let model = dir.join("loop_body.onnx");
+        let out = dir.join("loop_hardened.onnx");
+        let report = dir.join("loop.json");
+        common::harden_ok(&model, &out, calib, &["--report", report.to_str().unwrap()]);
+        // onnxruntime runs the Loop (tract has none): full check, same outputs.
+        python("crosscheck.py", &[&model, &out, calib]);
+        // The body applies Relu to the carried value twice: its maximum is that of Relu(conv0).
+        let original = fitact_onnx::model_io::read_model(&model).unwrap().model;
+        let samples = fitact_onnx::dataset::load_samples(calib, &["x".to_owned()]).unwrap();
+        let names = ["c0".to_owned()];
+        let runner = fitact_onnx::runtime::Runner::new(
+            &original,
+            &samples.sample_shapes(),
+            fitact_onnx::runtime::Outputs::Tensors(&names),
+        )
+        .unwrap();
+        let (outputs, _) = runner.run(samples.slice(0, samples.count)).unwrap();
+        let c0 = outputs[0].to_plain_array_view::<f32>().unwrap();
+        let channel_max: Vec<f32> = (0..4)
+            .map(|c| c0.index_axis(ndarray::Axis(1), c).iter().fold(0.0f32, |m, v| m.max(*v)) * 1.001)
+            .collect();
+        let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let bound = &json["activations"][0];
+        assert_eq!(bound["graph"], "main/loop.body");
+        let want_max = channel_max.iter().copied().fold(0.0f32, f32::max);
+        let want_min = channel_max.iter().copied().fold(f32::MAX, f32::min);
+        assert!(
+            (bound["bound"]["max"].as_f64().unwrap() as f32 - want_max).abs() < 1e-4,
+            "{bound}"
+        );
+        assert!(
+            (bound["bound"]["min"].as_f64().unwrap() as f32 - want_min).abs() < 1e-4,
+            "{bound}"
+        );
     });
 }

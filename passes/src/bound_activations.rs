@@ -206,6 +206,7 @@ pub fn bound_activations(
     if model.graph.is_none() {
         return Err(PassError::NoGraph);
     }
+    // Only a main graph lists its initializers as inputs; a subgraph's inputs are its signature.
     let declare_initializers_as_inputs = model.ir_version() < 4;
     let mut names = NameAllocator::for_model(model);
 
@@ -231,7 +232,7 @@ pub fn bound_activations(
                 request,
                 mode,
                 opset,
-                declare_initializers_as_inputs,
+                declare_initializers_as_inputs && site.graph.is_main(),
                 &mut names,
             ))
         });

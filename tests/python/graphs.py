@@ -9,7 +9,8 @@ writes into OUTDIR, each with the same input "x" [N, 1, 8, 8] and samples `x.npy
 - relu_is_output.onnx: a Relu output that is also a graph output;
 - shared_relu.onnx: a residual block whose Relu output feeds several consumers;
 - unsupported_op.onnx: a Relu after an operator of a custom domain that no runtime knows;
-- loop_body.onnx: a Relu inside the body of a Loop.
+- loop_body.onnx: a Relu inside the body of a Loop (two iterations);
+- scan_body.onnx: a Relu inside the body of a Scan (over the channels).
 Samples: 256 in batches of 64: the first two batches have a positive mean and the last two a
 negative one (both branches of the If), and the second has a small maximum (both branches of
 the nested If).
@@ -139,6 +140,21 @@ model(
      h.make_node("Loop", ["trip", "", "c0"], ["feat"], name="loop", body=body)] + head,
     [weight("w0", 4, 1, 3, 3), weight("b0", 4), weight("fc_w", 3, 4), weight("fc_b", 3),
      nh.from_array(np.array(2, np.int64), "trip")],
+    [logits],
+)
+
+# --- A Relu inside a Scan body, over the channels of conv0.
+scan_body = h.make_graph(
+    [h.make_node("Relu", ["elem"], ["elem_out"], name="scan_relu")],
+    "body",
+    [h.make_tensor_value_info("elem", T.FLOAT, ["N", 8, 8])],
+    [h.make_tensor_value_info("elem_out", T.FLOAT, ["N", 8, 8])])
+model(
+    "scan_body",
+    [h.make_node("Conv", ["x", "w0", "b0"], ["c0"], name="conv0", pads=[1, 1, 1, 1]),
+     h.make_node("Scan", ["c0"], ["feat"], name="scan", body=scan_body, num_scan_inputs=1,
+                 scan_input_axes=[1], scan_output_axes=[1])] + head,
+    [weight("w0", 4, 1, 3, 3), weight("b0", 4), weight("fc_w", 3, 4), weight("fc_b", 3)],
     [logits],
 )
 

@@ -10,7 +10,7 @@ use crate::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, T
 use crate::search::{SearchOptions, scaled, search, split};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
-use fitact_passes::bound_activations::{BoundRequest, bound_activations};
+use fitact_passes::bound_activations::{Bound, BoundRequest, bound_activations};
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
 use fitact_passes::tensor::FLOAT;
@@ -133,7 +133,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             .collect()
     };
     let mut calibration = calibration;
-    let mut bounds = to_bounds(&calibration.activations);
+    let mut bounds = without_redundant_lows(to_bounds(&calibration.activations), &sites);
     let mut search_log = None;
     if let (Some(settings), Some((holdout, held_labels))) = (&options.search, &holdout) {
         let search_options = SearchOptions {
@@ -167,7 +167,8 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         )
         .context("calibrating the held-out samples")?;
         calibration.merge(held);
-        bounds = to_bounds(&calibration.activations)
+        let refit = without_redundant_lows(to_bounds(&calibration.activations), &sites);
+        bounds = refit
             .iter()
             .zip(&log.layers)
             .map(|(bound, layer)| scaled(bound, layer.scale))
@@ -233,6 +234,25 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         write_atomically(path, report.to_json().as_bytes()).context("writing the report")?;
     }
     Ok(report)
+}
+
+/// Drops the bound below of an activation whose every lower value lies under the function's
+/// own minimum (hard-swish, SiLU and GELU outputs calibrated down to it): the function keeps
+/// its output above it whatever a fault does, so one comparison is all the bound costs.
+fn without_redundant_lows(bounds: Vec<Bound>, sites: &[ActivationSite]) -> Vec<Bound> {
+    bounds
+        .into_iter()
+        .zip(sites)
+        .map(|(mut bound, site)| {
+            if let (Some(low), Some(floor)) = (&bound.low, site.kind.floor()) {
+                // A margin of 1e-4 of the floor covers the rounding of the function's evaluation.
+                if low.iter().all(|l| *l <= floor - 1e-4 * floor.abs()) {
+                    bound.low = None;
+                }
+            }
+            bound
+        })
+        .collect()
 }
 
 fn activation_report(

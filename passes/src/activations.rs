@@ -40,6 +40,23 @@ impl ActivationKind {
         }
     }
 
+    /// The smallest value the activation itself can produce (apart from NaN), when the function
+    /// has a global minimum: no fault before it can push its output lower. A bound below at
+    /// or under it is redundant. (A `Clip`'s depends on its `min`: see `nonnegative`.)
+    pub fn floor(self) -> Option<f32> {
+        match self {
+            ActivationKind::Relu | ActivationKind::HardSigmoid | ActivationKind::Sigmoid => Some(0.0),
+            // x * relu6(x + 3) / 6 at x = -1.5.
+            ActivationKind::HardSwish => Some(-0.375),
+            // x * sigmoid(x) at x = -1.27846.
+            ActivationKind::Silu => Some(-0.278_464_54),
+            // Exact GELU at x = -0.75179 gives -0.169971; the tanh form's minimum is -0.170041.
+            ActivationKind::Gelu => Some(-0.170_041),
+            ActivationKind::Tanh => Some(-1.0),
+            ActivationKind::LeakyRelu | ActivationKind::PRelu | ActivationKind::Clip | ActivationKind::Norm => None,
+        }
+    }
+
     /// The name on the command line (`--activations`): the lowercase `op_type`.
     pub fn cli_name(self) -> String {
         self.op_type().to_ascii_lowercase()

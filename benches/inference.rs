@@ -42,6 +42,8 @@ fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g
         input: input.to_owned(),
         output: output.clone(),
         calib: calib.to_owned(),
+        images: Default::default(),
+        activations: vec![fitact_passes::activations::ActivationKind::Relu],
         method,
         granularity: g,
         mode: None,

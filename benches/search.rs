@@ -39,6 +39,8 @@ fn main() {
         input: model_path,
         output: dir.path().join("searched.onnx"),
         calib: data,
+        images: Default::default(),
+        activations: vec![fitact_passes::activations::ActivationKind::Relu],
         method: Method::Fitact,
         granularity: None,
         mode: None,
@@ -49,6 +51,7 @@ fn main() {
         in_place: false,
         search: Some(SearchSettings {
             budget: 0.005,
+            objective: fitact_onnx::search::Objective::Tight,
             labels: None,
             max_evals: None,
             time_limit: None,

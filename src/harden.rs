@@ -192,13 +192,22 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         }
         .into());
     }
+    let kinds: Vec<String> = options.activations.iter().map(|k| k.cli_name()).collect();
+    let granularity_name = serde_json::to_value(granularity)?
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     record_metadata(
         &mut model,
-        options.method,
-        granularity,
-        mode,
-        options.margin,
-        requests.len(),
+        [
+            ("fitact.tool", format!("{TOOL} {VERSION}")),
+            ("fitact.method", options.method.to_string()),
+            ("fitact.granularity", granularity_name),
+            ("fitact.mode", mode.to_string()),
+            ("fitact.margin", options.margin.to_string()),
+            ("fitact.activations", kinds.join(",")),
+            ("fitact.bounded_activations", requests.len().to_string()),
+        ],
     );
     // In place, the files read may be replaced (each atomically; the data file first).
     let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
@@ -286,27 +295,7 @@ fn activation_report(
 
 /// Records what was done in the model's `metadata_props` (replacing earlier `fitact.*` keys),
 /// so a deployed model says how it was hardened. No timestamps: reruns are byte-identical.
-fn record_metadata(
-    model: &mut ModelProto,
-    method: Method,
-    granularity: Granularity,
-    mode: ModeName,
-    margin: f32,
-    count: usize,
-) {
-    let granularity = serde_json::to_value(granularity)
-        .unwrap()
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
-    let entries = [
-        ("fitact.tool", format!("{TOOL} {VERSION}")),
-        ("fitact.method", method.to_string()),
-        ("fitact.granularity", granularity),
-        ("fitact.mode", mode.to_string()),
-        ("fitact.margin", margin.to_string()),
-        ("fitact.bounded_activations", count.to_string()),
-    ];
+fn record_metadata<const N: usize>(model: &mut ModelProto, entries: [(&str, String); N]) {
     model
         .metadata_props
         .retain(|e| !entries.iter().any(|(k, _)| e.key() == *k));

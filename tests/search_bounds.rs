@@ -150,6 +150,7 @@ fn the_resilience_objective_never_accepts_a_loss_under_its_faults() {
         std::fs::read(out("a.onnx")).unwrap() == std::fs::read(out("b.onnx")).unwrap(),
         "a seed gives the same bounds"
     );
+    assert_eq!(a["search"]["layers"], b["search"]["layers"]);
     let search = &a["search"];
     assert_eq!(search["objective"], "resilience");
     assert_eq!(search["stopped"], "evaluation limit");

@@ -485,22 +485,15 @@ pub fn find_in_graph(graph: &GraphProto) -> Vec<Match> {
             "Clip" => hard_swish_of_clip(&index, i),
             _ => None,
         };
-        if let Some(m) = found {
-            if m.nodes.iter().all(|n| !claimed[*n]) {
-                for n in &m.nodes {
-                    claimed[*n] = true;
-                }
-                matches.push(m);
+        if let Some(m) = found.filter(|m| m.nodes.iter().all(|n| !claimed[*n])) {
+            for n in &m.nodes {
+                claimed[*n] = true;
             }
+            matches.push(m);
         }
     }
-    for i in 0..graph.node.len() {
-        if !claimed[i] {
-            if let Some(m) = single_op(&index, i) {
-                matches.push(m);
-            }
-        }
-    }
+    let unclaimed = claimed.iter().enumerate().filter(|(_, c)| !**c).map(|(i, _)| i);
+    matches.extend(unclaimed.filter_map(|i| single_op(&index, i)).collect::<Vec<_>>());
     matches.sort_by_key(|m| *m.nodes.last().expect("a match has nodes"));
     matches
 }

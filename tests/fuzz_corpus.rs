@@ -30,6 +30,9 @@ fn the_fuzz_corpus_replays_without_panics() {
         |name: &str| harden_bytes(&std::fs::read(corpus.iter().find(|p| p.ends_with(name)).unwrap()).unwrap());
     assert_eq!(hardened("seed-if_branches.onnx"), Ok(4));
     assert_eq!(hardened("seed-shared_relu.onnx"), Ok(3));
+    // Every activation of every kind, decomposed forms included.
+    assert_eq!(hardened("seed-zoo.onnx"), Ok(17));
+    assert_eq!(hardened("seed-loop_body.onnx"), Ok(1));
     assert!(
         hardened("seed-cycle.onnx")
             .unwrap_err()

@@ -154,13 +154,20 @@ same flips in their shared weights in each trial. `q15.16` stores weights as 32-
   against Clip-Act's 72.4 / 69.0 / 59.6).
 - **Per-neuron bounds cost clean accuracy** (0.7 / 0.6 / 1.0 point): maxima per neuron over 512
   images do not cover every test image.
-- **The search, as it stands, does not pay**: it halves the bounds (50-72% of the maxima) while
-  keeping the held-out accuracy, but the test-set clean accuracy drops by 1.0 / 3.0 / 2.6 points,
-  far beyond its 0.5-point budget (128 held-out images reused by over a hundred evaluations
-  are too few to hold a budget on new data), and its accuracy under faults is below that of
-  the calibrated per-channel bounds at every BER. Float32 faults are cut by any bound near the
-  maxima, so tighter bounds have little to gain there; what remains is the `resilience`
-  objective and a budget check that generalises.
+- **The search keeps its budget on new data now.** Checked on 128 held-out images with the
+  plain accuracy criterion, the first version lost 1.15 / 3.90 / 1.50 points on the whole test
+  split (budget 0.5; measured with that version's binary before the change). With a held-out sample counted only if it also keeps half its top-1 margin,
+  half the budget used on the held-out split, and the scales applied to the extremes over all
+  512 images, the test-split drop is 0.25 / 0.30 / 0.40 points (`tight`) and 0.25 / -0.05 /
+  0.25 (`resilience`), bounds at 78-92% of the calibrated extremes (table below).
+- **Under float32 faults it does not beat the calibrated bounds**: calibrated per-channel
+  FitAct already holds within 0.3 points of clean accuracy at 1e-5 and 3e-5, so a search that
+  may spend up to half a point of clean accuracy has nothing left to win there: at 1e-5 the
+  searched models score 92.5-92.6 / 94.0-95.6 / 94.3-94.5 against the calibrated 92.9 / 95.4 /
+  94.3, all within about one confidence interval. With q15.16 weights at 3e-5, where faults
+  do get through, both searched variants are above the calibrated bounds on all three
+  (75.2-75.3 / 86.2-86.4 / 71.3-71.6 against 74.9 / 84.4 / 68.6) and far above Clip-Act (72.4 /
+  69.0 / 59.6) and Ranger, but the 12-trial confidence intervals (±4 to ±15) overlap.
 
 """
 search_table = ""

@@ -35,6 +35,7 @@ ap.add_argument("--trials", type=int, default=20)
 ap.add_argument("--seed", type=int, default=7)
 ap.add_argument("--fixtures", default="mobilenetv3,silu_gelu")
 ap.add_argument("--reps", type=int, default=15)
+ap.add_argument("--no-run", action="store_true", help="only rewrite docs/results/activations.md")
 args = ap.parse_args()
 
 binary = "target/release/fitact-onnx"
@@ -77,7 +78,7 @@ def ort_time(paths, x):
 
 calib = np.load("fixtures/calib.npy").astype(np.float32)
 timings = {}
-for fixture in args.fixtures.split(","):
+for fixture in [] if args.no_run else args.fixtures.split(","):
     original = os.path.join("fixtures", f"{fixture}.onnx")
     models = [original]
     for name, flags in variants:
@@ -94,7 +95,10 @@ for fixture in args.fixtures.split(","):
          "--plot", stem + ".svg", "-q"])
     t = ort_time(models[:3], calib)
     timings[fixture] = {"original_s": t[0], "relu_s": t[1], "all_s": t[2]}
-json.dump(timings, open(os.path.join(out, "activations-ort.json"), "w"), indent=2)
+if args.no_run:
+    timings = json.load(open(os.path.join(out, "activations-ort.json")))
+else:
+    json.dump(timings, open(os.path.join(out, "activations-ort.json"), "w"), indent=2)
 
 # The section of docs/results.md.
 lines = [f"""## Beyond Relu: bounding every activation
@@ -109,6 +113,25 @@ zero mode, calibrated on the 512 images of `fixtures/calib.npy`: `relu` bounds o
 `all-search` the same with `--search` (objective tight, budget 0.5 points, labels). Faults: float32
 weight bit flips, the same in every model's shared weights; {args.trials} trials per BER on the
 first {args.samples} test images. Clean accuracy on the whole test split (2000 images).
+
+What it shows (seed 7):
+
+- **Bounding only the Relus protects neither network**: at BER 1e-5 `relu` is where the
+  unprotected model is (MobileNetV3-style 32.4 ± 13.9 against 33.2 ± 13.5 %, SiLU/GELU 13.4 ±
+  8.2 against 13.5 ± 8.7), because most of their activations are not Relus.
+- **Bounding every activation does**: `all` holds the MobileNetV3-style net at 92.8 ± 0.1 % at
+  1e-5 and 89.5 ± 5.0 at 3e-5 (SDC 0.4 % at 1e-5, against 65.7 % for `relu`), and lifts the
+  SiLU/GELU net from 13.4 to 75.4 ± 9.8 % at 1e-5; the confidence intervals are far apart on
+  both. Clean accuracy moves by -0.25 and +0.20 points (calibrated bounds, no search).
+- **What remains on the SiLU/GELU net** comes from its last convolution (`evaluate --target
+  'Conv_1(19|20)'` alone costs 14 points at 1e-5): a weight scaled up by a flipped exponent bit,
+  times the small values GELU gives for negative inputs, lands inside the calibrated range.
+- **The search does not add much here and overfits**: with 33 activations on the MobileNetV3-style
+  net, `all-search` loses 0.95 points on the test split, beyond its 0.5 budget (the 128
+  held-out images are too few for 33 scales; use more calibration data), for no gain under
+  faults. On the SiLU/GELU net it keeps the budget (-0.20).
+- **Cost**: in onnxruntime `all` runs 1.85x as long as `relu` on the MobileNetV3-style net (33
+  bounded tensors, most of them large feature maps) and 1.49x on the SiLU/GELU net.
 """]
 for fixture in args.fixtures.split(","):
     report = json.load(open(os.path.join(out, f"{fixture}-activations.json")))

@@ -71,6 +71,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     if sites.is_empty() {
         let wanted = match options.activations.as_slice() {
             [ActivationKind::Relu] => "Relu".to_owned(),
+            kinds if kinds.len() == ActivationKind::ALL.len() => "activation".to_owned(),
             kinds => {
                 let names: Vec<String> = kinds.iter().map(|k| k.cli_name()).collect();
                 format!("activation of the kinds asked ({})", names.join(", "))

@@ -83,7 +83,7 @@ struct DataArgs {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Calibrate every Relu on sample data and write a model whose Relus are bounded.
+    /// Calibrate every activation on sample data and write a model whose activations are bounded.
     #[command(
         after_help = "Examples:\n  fitact-onnx harden model.onnx model.hardened.onnx --calib calib.npy --report report.json\n  fitact-onnx harden model.onnx out.onnx --calib images/ --preset imagenet --search --budget 0.5%"
     )]
@@ -105,11 +105,11 @@ enum Command {
         calib: PathBuf,
         #[command(flatten)]
         images: ImageArgs,
-        /// Which activations to bound: relu, all, or a comma-separated list of relu, leakyrelu,
-        /// prelu, clip, hardsigmoid, hardswish, sigmoid, tanh, silu, gelu, norm (the output of a
-        /// normalisation read by a residual Add). Decomposed forms (x * Sigmoid(x), GELU's erf
-        /// and tanh forms, x * Clip(x + 3, 0, 6) / 6) are bounded once, at their output.
-        #[arg(long, default_value = "relu", value_parser = parse_kind_list)]
+        /// Which activations to bound: all (the default), or a comma-separated list of relu,
+        /// leakyrelu, prelu, clip, hardsigmoid, hardswish, sigmoid, tanh, silu, gelu, norm (the
+        /// output of a normalisation read by a residual Add). Decomposed forms (x * Sigmoid(x),
+        /// GELU's erf and tanh forms, x * Clip(x + 3, 0, 6) / 6) are bounded once, at their output.
+        #[arg(long, default_value = "all", value_parser = parse_kind_list)]
         activations: KindList,
         /// Preset: fitact = channel + zero, ranger = layer + saturate, clipact = layer + zero.
         #[arg(long, value_enum, default_value_t = Method::Fitact)]
@@ -287,7 +287,7 @@ enum Command {
     Inspect {
         model: PathBuf,
         /// The kinds harden would bound (as harden's --activations).
-        #[arg(long, default_value = "relu", value_parser = parse_kind_list)]
+        #[arg(long, default_value = "all", value_parser = parse_kind_list)]
         activations: KindList,
         /// Print JSON instead of text.
         #[arg(long)]

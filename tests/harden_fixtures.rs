@@ -89,8 +89,21 @@ fn a_model_without_relu_exits_1_unless_allowed() {
     let out = dir.path().join("out.onnx");
     let run = harden_cli(&model, &out, Path::new("unused.npy"), &[]);
     assert_eq!(run.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("has no activation to bound"));
+    assert!(!out.exists());
+
+    // A Sigmoid is bounded by default, but is no Relu.
+    let sigmoid = dir.path().join("sigmoid.onnx");
+    m.graph.as_mut().unwrap().node[0].op_type = Some("Sigmoid".into());
+    std::fs::write(&sigmoid, encode(&m)).unwrap();
+    let calib = dir.path().join("x.npy");
+    ndarray_npy::write_npy(&calib, &ndarray::Array2::<f32>::ones((4, 3))).unwrap();
+    let run = harden_cli(&sigmoid, &out, &calib, &["--activations", "relu"]);
+    assert_eq!(run.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&run.stderr).contains("has no Relu to bound"));
     assert!(!out.exists());
+    harden_ok(&sigmoid, &out, &calib, &[]);
+    std::fs::remove_file(&out).unwrap();
 
     let run = harden_cli(&model, &out, Path::new("unused.npy"), &["--allow-unchanged"]);
     assert_eq!(run.status.code(), Some(0), "{}", String::from_utf8_lossy(&run.stderr));

@@ -177,7 +177,7 @@ pub fn harden_and_check(
     let kinds = flags
         .iter()
         .position(|f| *f == "--activations")
-        .map_or(vec![ActivationKind::Relu], |i| parse_kinds(flags[i + 1]).unwrap());
+        .map_or(ActivationKind::ALL.to_vec(), |i| parse_kinds(flags[i + 1]).unwrap());
     let expected = find_kinds(&original, &kinds).len();
     assert_eq!(json["activations"].as_array().unwrap().len(), expected);
     assert!(find_relus(&hardened).is_empty(), "a Relu is left");

@@ -138,13 +138,33 @@ impl<'g> Index<'g> {
             .is_some_and(|v| (v - value).abs() <= 1e-4 * value.abs().max(1.0))
     }
 
+    /// The two inputs of a node that has exactly two.
+    fn operands(&self, node: usize) -> Option<[&'g str; 2]> {
+        match self.node(node).input.as_slice() {
+            [a, b] => Some([a.as_str(), b.as_str()]),
+            _ => None,
+        }
+    }
+
     /// For a binary node, the operand that is not `known`.
     fn other_operand(&self, node: usize, known: &str) -> Option<&'g str> {
-        let inputs = &self.node(node).input;
-        match (inputs[0] == known, inputs[1] == known) {
-            (true, false) => Some(&inputs[1]),
-            (false, true) => Some(&inputs[0]),
+        let [a, b] = self.operands(node)?;
+        match (a == known, b == known) {
+            (true, false) => Some(b),
+            (false, true) => Some(a),
             _ => None,
+        }
+    }
+
+    /// For a binary node one of whose operands is the constant `value`, the other operand.
+    fn beside_scalar(&self, node: usize, value: f64) -> Option<&'g str> {
+        let [a, b] = self.operands(node)?;
+        if self.is_scalar(b, value) {
+            Some(a)
+        } else if self.is_scalar(a, value) {
+            Some(b)
+        } else {
+            None
         }
     }
 }
@@ -181,11 +201,7 @@ fn half_x_times(index: &Index, t: &str, x: &str) -> Option<(Vec<usize>, String)>
     }
     // (x * 0.5) computed first, and used only here.
     let half = index.produced_by(other, "Mul")?;
-    let half_inputs = &index.node(half).input;
-    let is_half_x = index.sole_consumer(other) == Some(first)
-        && half_inputs.len() == 2
-        && ((half_inputs[0] == x && index.is_scalar(&half_inputs[1], 0.5))
-            || (half_inputs[1] == x && index.is_scalar(&half_inputs[0], 0.5)));
+    let is_half_x = index.sole_consumer(other) == Some(first) && index.beside_scalar(half, 0.5) == Some(x);
     is_half_x.then(|| (vec![half, first], out1.to_owned()))
 }
 
@@ -200,24 +216,19 @@ fn one_plus(index: &Index, t: &str) -> Option<(usize, String)> {
 fn gelu_erf(index: &Index, erf: usize) -> Option<Match> {
     let scaled = index.node(erf).input.first()?;
     let (pre, x) = if let Some(div) = index.produced_by(scaled, "Div") {
-        let inputs = &index.node(div).input;
+        let [x, divisor] = index.operands(div)?;
         (
             div,
             index
-                .is_scalar(&inputs[1], std::f64::consts::SQRT_2)
-                .then_some(inputs[0].clone())?,
+                .is_scalar(divisor, std::f64::consts::SQRT_2)
+                .then_some(x.to_owned())?,
         )
     } else {
         let mul = index.produced_by(scaled, "Mul")?;
-        let inputs = &index.node(mul).input;
-        let x = if index.is_scalar(&inputs[1], std::f64::consts::FRAC_1_SQRT_2) {
-            inputs[0].clone()
-        } else if index.is_scalar(&inputs[0], std::f64::consts::FRAC_1_SQRT_2) {
-            inputs[1].clone()
-        } else {
-            return None;
-        };
-        (mul, x)
+        (
+            mul,
+            index.beside_scalar(mul, std::f64::consts::FRAC_1_SQRT_2)?.to_owned(),
+        )
     };
     if index.sole_consumer(scaled) != Some(erf) {
         return None;
@@ -239,40 +250,24 @@ fn gelu_erf(index: &Index, erf: usize) -> Option<Match> {
 /// `x^3` as `Pow(x, 3)`, or as `x * (x * x)` (torch), in either order: the nodes computing it.
 fn cube_of(index: &Index, x: &str, cube: &str) -> Option<Vec<usize>> {
     if let Some(pow) = index.produced_by(cube, "Pow") {
-        let p = &index.node(pow).input;
-        return (p.len() == 2 && p[0] == x && index.is_scalar(&p[1], 3.0)).then(|| vec![pow]);
+        let [base, exponent] = index.operands(pow)?;
+        return (base == x && index.is_scalar(exponent, 3.0)).then(|| vec![pow]);
     }
     let outer = index.produced_by(cube, "Mul")?;
     let square = index.other_operand(outer, x)?;
     let inner = index.produced_by(square, "Mul")?;
-    let i = &index.node(inner).input;
-    (i.len() == 2 && i[0] == x && i[1] == x && index.sole_consumer(square) == Some(outer)).then(|| vec![inner, outer])
+    (index.operands(inner)? == [x, x] && index.sole_consumer(square) == Some(outer)).then(|| vec![inner, outer])
 }
 
 fn gelu_tanh(index: &Index, tanh: usize) -> Option<Match> {
     // Tanh(c * (x + 0.044715 * x^3)), c = sqrt(2 / pi).
     let arg = index.node(tanh).input.first()?;
     let scale = index.produced_by(arg, "Mul")?;
-    let c = (2.0 / std::f64::consts::PI).sqrt();
-    let inputs = &index.node(scale).input;
-    let inner = if index.is_scalar(&inputs[1], c) {
-        &inputs[0]
-    } else if index.is_scalar(&inputs[0], c) {
-        &inputs[1]
-    } else {
-        return None;
-    };
+    let inner = index.beside_scalar(scale, (2.0 / std::f64::consts::PI).sqrt())?;
     let sum = index.produced_by(inner, "Add")?;
     let cube_term_of = |x: &str, other: &str| -> Option<Vec<usize>> {
         let mul = index.produced_by(other, "Mul")?;
-        let m = &index.node(mul).input;
-        let cube = if index.is_scalar(&m[1], 0.044715) {
-            &m[0]
-        } else if index.is_scalar(&m[0], 0.044715) {
-            &m[1]
-        } else {
-            return None;
-        };
+        let cube = index.beside_scalar(mul, 0.044715)?;
         let cube_nodes = cube_of(index, x, cube)?;
         (index.sole_consumer(cube) == Some(mul) && index.sole_consumer(other) == Some(sum)).then(|| {
             let mut nodes = cube_nodes;
@@ -280,10 +275,10 @@ fn gelu_tanh(index: &Index, tanh: usize) -> Option<Match> {
             nodes
         })
     };
-    let s = &index.node(sum).input;
-    let (x, cube_nodes) = match (cube_term_of(&s[0], &s[1]), cube_term_of(&s[1], &s[0])) {
-        (Some(nodes), _) => (s[0].clone(), nodes),
-        (None, Some(nodes)) => (s[1].clone(), nodes),
+    let [a, b] = index.operands(sum)?;
+    let (x, cube_nodes) = match (cube_term_of(a, b), cube_term_of(b, a)) {
+        (Some(nodes), _) => (a.to_owned(), nodes),
+        (None, Some(nodes)) => (b.to_owned(), nodes),
         _ => return None,
     };
     if index.sole_consumer(inner) != Some(scale) || index.sole_consumer(arg) != Some(tanh) {
@@ -359,22 +354,15 @@ fn hard_swish_of_clip(index: &Index, clip: usize) -> Option<Match> {
     }
     let shifted = index.node(clip).input.first()?;
     let add = index.produced_by(shifted, "Add")?;
-    let a = &index.node(add).input;
-    let x = if index.is_scalar(&a[1], 3.0) {
-        &a[0]
-    } else if index.is_scalar(&a[0], 3.0) {
-        &a[1]
-    } else {
-        return None;
-    };
+    let x = index.beside_scalar(add, 3.0)?;
     if index.sole_consumer(shifted) != Some(clip) {
         return None;
     }
     // Divides by 6 (Div by 6 or Mul by 1/6) the tensor `t`, as its sole use.
     let sixth = |t: &str| -> Option<usize> {
         if let Some(div) = index.sole_binary(t, "Div") {
-            let d = &index.node(div).input;
-            return (d[0] == t && index.is_scalar(&d[1], 6.0)).then_some(div);
+            let [dividend, divisor] = index.operands(div)?;
+            return (dividend == t && index.is_scalar(divisor, 6.0)).then_some(div);
         }
         let mul = index.sole_binary(t, "Mul")?;
         index.is_scalar(index.other_operand(mul, t)?, 1.0 / 6.0).then_some(mul)
@@ -400,7 +388,7 @@ fn hard_swish_of_clip(index: &Index, clip: usize) -> Option<Match> {
         kind: Kind::HardSwish,
         form: "x * Clip(x + 3, 0, 6) / 6",
         nodes,
-        input: x.clone(),
+        input: x.to_owned(),
         output,
         nonnegative: false,
     })
@@ -474,7 +462,8 @@ pub fn find_in_graph(graph: &GraphProto) -> Vec<Match> {
     let mut claimed = vec![false; graph.node.len()];
     let mut matches = Vec::new();
     for (i, node) in graph.node.iter().enumerate() {
-        if !is_default_domain(node) || claimed[i] {
+        let anchor = node.output.len() == 1 && !node.input.is_empty();
+        if !is_default_domain(node) || claimed[i] || !anchor {
             continue;
         }
         let found = match node.op_type() {

@@ -100,13 +100,13 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         samples.count,
         if data.labels.is_some() { " with labels" } else { "" }
     );
-    // With a search, bounds are fitted on three quarters of the samples and checked on the
-    // rest, with their labels if known.
-    let (fit, holdout) = match &options.search {
+    // With a search, bounds are fitted on three quarters of the samples, candidates checked on
+    // samples spread over all of them (`search::split`), with their labels if known.
+    let (fit, search_sets) = match &options.search {
         Some(_) => {
-            let (fit, holdout, rows) = split(&samples);
-            let held_labels: Option<Vec<usize>> = data.labels.map(|l| rows.iter().map(|r| l[*r]).collect());
-            (Cow::Owned(fit), Some((holdout, held_labels)))
+            let split = split(&samples);
+            let labels: Option<Vec<usize>> = data.labels.map(|l| split.check_rows.iter().map(|r| l[*r]).collect());
+            (Cow::Owned(split.fit), Some((split.check, labels, split.held)))
         }
         None => (Cow::Borrowed(&samples), None),
     };
@@ -136,7 +136,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let mut calibration = calibration;
     let mut bounds = without_redundant_lows(to_bounds(&calibration.activations), &sites);
     let mut search_log = None;
-    if let (Some(settings), Some((holdout, held_labels))) = (&options.search, &holdout) {
+    if let (Some(settings), Some((check, check_labels, held))) = (&options.search, &search_sets) {
         let search_options = SearchOptions {
             budget: settings.budget,
             objective: settings.objective.clone(),
@@ -149,8 +149,8 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             &sites,
             &bounds,
             mode.into(),
-            holdout,
-            held_labels.as_deref(),
+            check,
+            check_labels.as_deref(),
             &search_options,
         )
         .context("searching the bounds")?;
@@ -159,7 +159,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         // quarter's own extremes make the written bounds no tighter than the ones checked.
         let held = calibrate(
             &model,
-            holdout,
+            held,
             &sites,
             &CalibrateOptions {
                 batch_size: options.batch_size,

@@ -44,13 +44,13 @@ fn search_tightens_bounds_within_the_budget() {
     let json = harden(&fixture("alexnet.onnx"), &calib, &out, &budget);
     let search = &json["search"];
     assert_eq!(search["metric"], "accuracy");
-    assert_eq!(search["holdout_samples"], 64);
+    assert_eq!(search["holdout_samples"], 256, "every sample, up to 512");
     let threshold = search["threshold"].as_f64().unwrap();
     assert!(search["final_metric"].as_f64().unwrap() >= threshold, "{search}");
     let safety = fitact_onnx::search::SAFETY;
     assert!((threshold - (search["reference"].as_f64().unwrap() - 0.01 * safety)).abs() < 1e-9);
     let ratio = search["mean_bound_ratio"].as_f64().unwrap();
-    assert!(ratio < 0.9, "the search tightened the bounds: {ratio}");
+    assert!(ratio < 0.95, "the search tightened the bounds: {ratio}");
     for layer in search["layers"].as_array().unwrap() {
         let (before, after) = (
             layer["bound_mean_before"].as_f64().unwrap(),

@@ -138,10 +138,6 @@ struct Holdout<'a> {
 /// The check samples a resilience search runs under each fault pattern (a prefix of the check set).
 pub const FAULT_SAMPLES: usize = 128;
 
-fn samples_in(holdout: &Holdout) -> usize {
-    holdout.reference.len()
-}
-
 /// The first `n` samples.
 fn prefix(samples: &Samples, n: usize) -> Samples {
     Samples {
@@ -181,9 +177,7 @@ impl Holdout<'_> {
             .filter(|&i| {
                 let class = predictions.classes[i];
                 class == truth[i]
-                    && (self.reference[i] != truth[i]
-                        || predictions.margins.is_empty()
-                        || predictions.margins[i] >= MARGIN_KEPT * self.margins[i])
+                    && (self.reference[i] != truth[i] || predictions.margins[i] >= MARGIN_KEPT * self.margins[i])
             })
             .count();
         kept as f64 / truth.len().max(1) as f64
@@ -406,7 +400,7 @@ pub fn search(
     let fault_holdout = match &options.objective {
         Objective::Tight => None,
         Objective::Resilience(_) => {
-            let n = FAULT_SAMPLES.min(samples_in(&holdout));
+            let n = FAULT_SAMPLES.min(holdout.reference.len());
             Some(Holdout::new(
                 original,
                 &prefix(checked, n),
@@ -417,6 +411,7 @@ pub fn search(
     };
     let reference_metric = holdout.metric(&Predictions {
         classes: holdout.reference.clone(),
+        margins: holdout.margins.clone(),
         ..Default::default()
     });
     let mut search = Search {

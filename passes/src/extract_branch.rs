@@ -10,10 +10,11 @@
 //! - every other free variable is declared as a graph input, without a type: the caller
 //!   feeds the values the enclosing graph computed, and states their types at run time.
 //!
-//! **When it applies**: any subgraph path. Used by calibration to observe Relus inside `If`
-//! branches: the enclosing graph exposes the condition and the free variables, and the
-//! branch that the condition selects runs on them. (Loop and Scan bodies also read
-//! per-iteration state, which this does not provide.)
+//! **When it applies**: any subgraph path. Used by calibration to observe activations inside
+//! `If` branches (the enclosing graph exposes the condition and the free variables, and the
+//! branch that the condition selects runs on them) and `Loop` bodies (the body's own inputs,
+//! the iteration number, condition and loop-carried values, stay its first inputs; the caller
+//! feeds them per iteration).
 
 use crate::error::PassError;
 use crate::graph::{GraphPath, free_variables, graph_at};

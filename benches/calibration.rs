@@ -259,6 +259,7 @@ fn main() {
         let options = CalibrateOptions {
             batch_size: batch,
             progress: false,
+            top: 0,
         };
 
         // Warm-up (page cache, allocator, CPU frequency) and the shape of the work.
@@ -321,6 +322,7 @@ fn main() {
                     let o = CalibrateOptions {
                         batch_size: b,
                         progress: false,
+                        top: 0,
                     };
                     let p = time(|| run_all(&runner, &samples, b)).0;
                     let c = time(|| calibrate(&model, &samples, &sites, &o).unwrap()).0;

@@ -117,6 +117,41 @@ for fixture in ["alexnet", "vgg", "resnet"]:
                         + "\n\nSDC rate (%, prediction differs from the model's own fault-free one):\n\n"
                         + "\n".join(sdc) + f"\n\n![{fixture} {fmt}](results/{fixture}-{fmt}.svg)\n")
 
+# Paired differences: in each trial every model gets the same flips in its shared weights, so
+# the per-trial difference of two models' accuracies cancels most of the trial-to-trial noise.
+pairs = [("fitact-search", "fitact-channel"), ("fitact-resilience", "fitact-channel"),
+         ("fitact-resilience", "clipact"), ("fitact-resilience", "ranger")]
+paired_rows = []
+for fmt in ["float32", "q15.16"]:
+    for fixture in ["alexnet", "vgg", "resnet"]:
+        stem = os.path.join(out, f"{fixture}-{fmt}")
+        if not os.path.exists(stem + ".json"):
+            continue
+        report = json.load(open(stem + ".json"))
+        names = ["unprotected"] + [v[0] for v in variants]
+        config_bers = report["config"]["bers"]
+        for b, ber in enumerate(config_bers):
+            if ber not in (1e-5, 3e-5):
+                continue
+            by_trial = {}
+            for r in report["trials"]:
+                if r["ber"] == b:
+                    by_trial.setdefault(r["trial"], {})[names[r["model"]]] = r["accuracy"]
+            cells = []
+            for a, c in pairs:
+                d = np.array([t[a] - t[c] for t in by_trial.values()]) * 100
+                half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else float("nan")
+                mark = " **+**" if d.mean() - half > 0 else (" **−**" if d.mean() + half < 0 else "")
+                cells.append(f"{d.mean():+.2f} ± {half:.2f}{mark}")
+            paired_rows.append(f"| {fixture} | {fmt} | {ber:g} | " + " | ".join(cells) + " |")
+paired = ""
+if paired_rows:
+    paired = ("## Search against the other bounds, trial by trial\n\nAccuracy difference in points, mean ± 95% CI "
+              "over the trials of each BER, where both models of a pair had the same flips in their shared weights "
+              "(**+**/**−**: the interval excludes 0):\n\n"
+              "| fixture | weights | BER | tight − calibrated | resilience − calibrated | resilience − Clip-Act "
+              "| resilience − Ranger |\n|---|---|---|---|---|---|---|\n" + "\n".join(paired_rows) + "\n\n")
+
 header = f"""# Results: what hardening buys under weight bit flips
 
 Reproduce with `cargo build --release && python3 docs/make_results.py --samples {args.samples} --trials {args.trials} --seed {args.seed}`
@@ -186,5 +221,5 @@ if searches:
 activations = ""
 if os.path.exists("docs/results/activations.md"):
     activations = open("docs/results/activations.md").read() + "\n"
-open("docs/results.md", "w").write(header + search_table + activations + "\n".join(sections))
+open("docs/results.md", "w").write(header + search_table + paired + activations + "\n".join(sections))
 print("wrote docs/results.md")

@@ -1,7 +1,9 @@
 //! Calibration: run samples through tract and record, in one pass, the maximum of every
 //! observed activation per neuron (every non-batch element), and its minimum too when the
 //! activation can be negative. Per-channel and per-layer maxima
-//! are reductions of the per-neuron one (`bounds`), so nothing else needs to be kept.
+//! are reductions of the per-neuron one (`bounds`), so nothing else needs to be kept. On
+//! request (`CalibrateOptions::top`, for the bound search), it also keeps each neuron's `top`
+//! largest values, whose smallest is a per-neuron percentile that ignores a few outliers.
 //!
 //! Activations inside `If` branches are observed too: the enclosing graph exposes the
 //! condition and the tensors the branches read, and the branch the condition selects runs as
@@ -68,6 +70,23 @@ pub struct ActivationMax {
     pub neuron_min: Option<ArrayD<f32>>,
     /// How many NaN or infinite values the clean samples produced (should be 0).
     pub nonfinite: usize,
+    /// With `CalibrateOptions::top`: per neuron, its largest values, in descending order
+    /// (neuron-major, `top` per neuron).
+    pub neuron_top: Option<Vec<f32>>,
+    pub top: usize,
+}
+
+impl ActivationMax {
+    /// Per neuron, the `top`-th largest value over the samples (the maximum without `top`).
+    pub fn neuron_percentile(&self) -> ArrayD<f32> {
+        match &self.neuron_top {
+            Some(values) if self.top > 0 => {
+                let kth = values.chunks_exact(self.top).map(|top| top[self.top - 1]).collect();
+                ArrayD::from_shape_vec(self.neuron_max.shape(), kth).expect("one value per neuron")
+            }
+            _ => self.neuron_max.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -78,23 +97,20 @@ pub struct Calibration {
     pub activations: Vec<ActivationMax>,
 }
 
-impl Calibration {
-    /// Adds the extremes of another calibration of the same sites (other samples).
-    pub fn merge(&mut self, other: Calibration) {
-        self.samples += other.samples;
-        for (mine, theirs) in self.activations.iter_mut().zip(other.activations) {
-            mine.neuron_max.zip_mut_with(&theirs.neuron_max, |a, b| *a = a.max(*b));
-            if let (Some(a), Some(b)) = (mine.neuron_min.as_mut(), theirs.neuron_min) {
-                a.zip_mut_with(&b, |x, y| *x = x.min(*y));
-            }
-            mine.nonfinite += theirs.nonfinite;
-        }
-    }
-}
-
 pub struct CalibrateOptions {
     pub batch_size: usize,
     pub progress: bool,
+    /// Per neuron, also keep this many largest values (0: only the maximum). At most the
+    /// number of samples.
+    pub top: usize,
+}
+
+/// How many largest values per neuron make the `percentile` of `samples` values: the
+/// smallest of them is that percentile (at least the 2nd largest, at most every sample).
+pub fn top_for(percentile: f64, samples: usize) -> usize {
+    (((1.0 - percentile) * samples as f64).ceil() as usize)
+        .max(2)
+        .min(samples.max(1))
 }
 
 /// Runs every sample through `model` and returns the per-neuron maxima of the output of
@@ -122,6 +138,7 @@ pub fn calibrate(
         .iter()
         .map(|site| Slot {
             track_min: !site.nonnegative,
+            top: options.top.min(samples.count),
             value: None,
         })
         .collect();
@@ -461,7 +478,22 @@ impl LoopObserver {
 /// What calibration has folded so far for one site.
 struct Slot {
     track_min: bool,
+    top: usize,
     value: Option<ActivationMax>,
+}
+
+/// Inserts `v` into the descending `top` if it is larger than its smallest (NaN never is).
+fn insert_descending(top: &mut [f32], v: f32) {
+    let last = top.len() - 1;
+    if v.is_nan() || v <= top[last] {
+        return;
+    }
+    let mut i = last;
+    while i > 0 && top[i - 1] < v {
+        top[i] = top[i - 1];
+        i -= 1;
+    }
+    top[i] = v;
 }
 
 /// Folds one batch of an activation into its per-neuron maximum (and minimum).
@@ -480,13 +512,15 @@ fn fold_max(slot: &mut Slot, tensor: &str, value: &TValue, batch: usize) -> Resu
             batch,
         });
     }
-    let track_min = slot.track_min;
+    let (track_min, top) = (slot.track_min, slot.top);
     let acc = slot.value.get_or_insert_with(|| ActivationMax {
         tensor: tensor.to_owned(),
         shape: shape[1..].to_vec(),
         neuron_max: ArrayD::from_elem(&shape[1..], f32::NEG_INFINITY),
         neuron_min: track_min.then(|| ArrayD::from_elem(&shape[1..], f32::INFINITY)),
         nonfinite: 0,
+        neuron_top: (top > 0).then(|| vec![f32::NEG_INFINITY; shape[1..].iter().product::<usize>() * top]),
+        top,
     });
     if acc.shape != shape[1..] {
         return Err(CalibrateError::ShapeChanged {
@@ -521,6 +555,13 @@ fn fold_max(slot: &mut Slot, tensor: &str, value: &TValue, batch: usize) -> Resu
         }
     };
     fold(data);
+    if let Some(kept) = acc.neuron_top.as_mut() {
+        for row in data.chunks_exact(per_sample) {
+            for (top, &v) in kept.chunks_exact_mut(top).zip(row) {
+                insert_descending(top, v);
+            }
+        }
+    }
     if let Some(minima) = acc.neuron_min.as_mut() {
         let minima = minima.as_slice_mut().expect("a new array has the standard layout");
         for row in data.chunks_exact(per_sample) {
@@ -530,4 +571,27 @@ fn fold_max(slot: &mut Slot, tensor: &str, value: &TValue, batch: usize) -> Resu
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keeps_the_largest_values_in_descending_order_ignoring_nan() {
+        let mut top = vec![f32::NEG_INFINITY; 3];
+        for v in [1.0, 5.0, f32::NAN, 3.0, 4.0, 2.0, 5.0] {
+            insert_descending(&mut top, v);
+        }
+        assert_eq!(top, vec![5.0, 5.0, 4.0]);
+    }
+
+    #[test]
+    fn the_percentile_keeps_enough_values() {
+        assert_eq!(top_for(0.99, 384), 4);
+        assert_eq!(top_for(0.99, 512), 6);
+        assert_eq!(top_for(0.99, 10), 2);
+        assert_eq!(top_for(0.99, 1), 1);
+        assert_eq!(top_for(0.5, 7), 4);
+    }
 }

@@ -1,13 +1,13 @@
 //! `harden`: read a model, calibrate its Relus, bound them, write the hardened model.
 
 use crate::bounds::{Granularity, bound_from_maxima, bound_from_range};
-use crate::calibrate::{CalibrateOptions, calibrate};
+use crate::calibrate::{CalibrateOptions, calibrate, top_for};
 use crate::dataset::load_dataset;
 use crate::images::ImageOptions;
 use crate::method::{Method, ModeName};
 use crate::model_io::{read_model, write_atomically, write_model};
 use crate::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, TOOL, VERSION};
-use crate::search::{SearchOptions, scaled, search, split};
+use crate::search::{Base, Bases, PERCENTILE, SearchOptions, scaled, search, split};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
 use fitact_passes::bound_activations::{Bound, BoundRequest, bound_activations};
@@ -106,7 +106,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         Some(_) => {
             let split = split(&samples);
             let labels: Option<Vec<usize>> = data.labels.map(|l| split.check_rows.iter().map(|r| l[*r]).collect());
-            (Cow::Owned(split.fit), Some((split.check, labels, split.held)))
+            (Cow::Owned(split.fit), Some((split.check, labels)))
         }
         None => (Cow::Borrowed(&samples), None),
     };
@@ -118,25 +118,50 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         &CalibrateOptions {
             batch_size: options.batch_size,
             progress: options.progress,
+            // The search may replace a maximum by a percentile where outliers set it.
+            top: if options.search.is_some() {
+                top_for(PERCENTILE, fit.count)
+            } else {
+                0
+            },
         },
     )
     .context("calibrating")?;
     let seconds = started.elapsed().as_secs_f64();
     log::info!("calibrated on {} samples in {seconds:.2}s", calibration.samples);
 
-    let to_bounds = |activations: &[crate::calibrate::ActivationMax]| -> Vec<_> {
+    // Bounds from the per-neuron maxima, or (`percentile`) from the per-neuron percentiles;
+    // two-sided for activations that can go negative, unless the bound below is redundant
+    // (then the bound above is the one-sided one, with its own margin).
+    let to_bounds = |activations: &[crate::calibrate::ActivationMax], percentile: bool| -> Vec<_> {
         activations
             .iter()
-            .map(|max| match &max.neuron_min {
-                Some(min) => bound_from_range(min, &max.neuron_max, granularity, options.margin),
-                None => bound_from_maxima(&max.neuron_max, granularity, options.margin),
+            .zip(&sites)
+            .map(|(max, site)| {
+                let high = if percentile {
+                    max.neuron_percentile()
+                } else {
+                    max.neuron_max.clone()
+                };
+                let one_sided = || bound_from_maxima(&high, granularity, options.margin);
+                match &max.neuron_min {
+                    Some(min) => {
+                        let two_sided = bound_from_range(min, &high, granularity, options.margin);
+                        if redundant_low(&two_sided, site) {
+                            one_sided()
+                        } else {
+                            two_sided
+                        }
+                    }
+                    None => one_sided(),
+                }
             })
-            .collect()
+            .collect::<Vec<_>>()
     };
     let mut calibration = calibration;
-    let mut bounds = without_redundant_lows(to_bounds(&calibration.activations), &sites);
+    let mut bounds = to_bounds(&calibration.activations, false);
     let mut search_log = None;
-    if let (Some(settings), Some((check, check_labels, held))) = (&options.search, &search_sets) {
+    if let (Some(settings), Some((check, check_labels))) = (&options.search, &search_sets) {
         let search_options = SearchOptions {
             budget: settings.budget,
             objective: settings.objective.clone(),
@@ -144,10 +169,14 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             time_limit: settings.time_limit,
             batch_size: options.batch_size,
         };
+        let percentiles = to_bounds(&calibration.activations, true);
         let (_, log) = search(
             &model,
             &sites,
-            &bounds,
+            &Bases {
+                maxima: &bounds,
+                percentiles: &percentiles,
+            },
             mode.into(),
             check,
             check_labels.as_deref(),
@@ -155,24 +184,43 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         )
         .context("searching the bounds")?;
         log::info!("search: {} evaluations in {:.1}s", log.evaluations, log.seconds);
-        // The scales found apply to the extremes over every calibration sample: the held-out
-        // quarter's own extremes make the written bounds no tighter than the ones checked.
-        let held = calibrate(
+        // The scales found apply to the extremes (or percentiles) over every calibration
+        // sample: the held-out quarter's own extremes make the written bounds no tighter than
+        // the ones checked.
+        let any_percentile = log.layers.iter().any(|l| l.base == Base::Percentile);
+        calibration = calibrate(
             &model,
-            held,
+            &samples,
             &sites,
             &CalibrateOptions {
                 batch_size: options.batch_size,
                 progress: false,
+                top: if any_percentile {
+                    top_for(PERCENTILE, samples.count)
+                } else {
+                    0
+                },
             },
         )
-        .context("calibrating the held-out samples")?;
-        calibration.merge(held);
-        let refit = without_redundant_lows(to_bounds(&calibration.activations), &sites);
-        bounds = refit
+        .context("calibrating every sample")?;
+        let maxima = to_bounds(&calibration.activations, false);
+        let percentiles = if any_percentile {
+            to_bounds(&calibration.activations, true)
+        } else {
+            maxima.clone()
+        };
+        bounds = log
+            .layers
             .iter()
-            .zip(&log.layers)
-            .map(|(bound, layer)| scaled(bound, layer.scale))
+            .enumerate()
+            .map(|(i, layer)| {
+                let base = if layer.base == Base::Percentile {
+                    &percentiles[i]
+                } else {
+                    &maxima[i]
+                };
+                scaled(base, layer.scale)
+            })
             .collect();
         search_log = Some(log);
     }
@@ -246,23 +294,16 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     Ok(report)
 }
 
-/// Drops the bound below of an activation whose every lower value lies under the function's
-/// own minimum (hard-swish, SiLU and GELU outputs calibrated down to it): the function keeps
-/// its output above it whatever a fault does, so one comparison is all the bound costs.
-fn without_redundant_lows(bounds: Vec<Bound>, sites: &[ActivationSite]) -> Vec<Bound> {
-    bounds
-        .into_iter()
-        .zip(sites)
-        .map(|(mut bound, site)| {
-            if let (Some(low), Some(floor)) = (&bound.low, site.kind.floor()) {
-                // A margin of 1e-4 of the floor covers the rounding of the function's evaluation.
-                if low.iter().all(|l| *l <= floor - 1e-4 * floor.abs()) {
-                    bound.low = None;
-                }
-            }
-            bound
-        })
-        .collect()
+/// Whether the bound below of `bound` is redundant: every lower value lies under the
+/// function's own minimum (hard-swish, SiLU and GELU outputs calibrated down to it), so the
+/// function keeps its output above it whatever a fault does, and a one-sided bound (one
+/// comparison) does the same job.
+fn redundant_low(bound: &Bound, site: &ActivationSite) -> bool {
+    match (&bound.low, site.kind.floor()) {
+        // A margin of 1e-4 of the floor covers the rounding of the function's evaluation.
+        (Some(low), Some(floor)) => low.iter().all(|l| *l <= floor - 1e-4 * floor.abs()),
+        _ => false,
+    }
 }
 
 fn activation_report(

@@ -108,15 +108,7 @@ pub fn push_predictions(predictions: &mut Predictions, logits: &TValue, valid: u
 /// Runs `model` over every batch; the prediction is the argmax of the first output. With
 /// `observe`, also returns the per-batch values of those tensors.
 pub fn predict(model: &ModelProto, batches: &Batches, observe: &[String]) -> Result<(Predictions, Vec<Vec<TValue>>)> {
-    let shapes: Vec<Vec<usize>> = batches.batches[0].0.iter().map(|a| a.shape()[1..].to_vec()).collect();
-    let first_output = model
-        .graph
-        .as_ref()
-        .and_then(|g| g.output.first())
-        .map(|o| o.name().to_owned());
-    let mut wanted: Vec<String> = first_output.into_iter().collect();
-    wanted.extend(observe.iter().cloned());
-    let runner = Runner::new(model, &shapes, Outputs::Tensors(&wanted))?;
+    let runner = prediction_runner(model, batches, observe)?;
     let mut predictions = Predictions {
         classes: Vec::with_capacity(batches.count),
         ..Default::default()
@@ -132,47 +124,100 @@ pub fn predict(model: &ModelProto, batches: &Batches, observe: &[String]) -> Res
     Ok((predictions, observed))
 }
 
-/// Clean values of tensors, per batch, computed on demand and kept.
+/// A runner of `model` for `batches` whose outputs are the model's first output, then the
+/// `observe` tensors.
+pub fn prediction_runner(model: &ModelProto, batches: &Batches, observe: &[String]) -> Result<Runner> {
+    let shapes: Vec<Vec<usize>> = batches.batches[0].0.iter().map(|a| a.shape()[1..].to_vec()).collect();
+    let first_output = model
+        .graph
+        .as_ref()
+        .and_then(|g| g.output.first())
+        .map(|o| o.name().to_owned());
+    let mut wanted: Vec<String> = first_output.into_iter().collect();
+    wanted.extend(observe.iter().cloned());
+    Ok(Runner::new(model, &shapes, Outputs::Tensors(&wanted))?)
+}
+
+/// Clean values of tensors, per batch, computed on demand and kept, each with a tag that says
+/// which version of the model computed it (a caller that changes the model changes the tags of
+/// the tensors that change with it).
 #[derive(Default)]
 pub struct CleanValues {
-    values: Mutex<HashMap<String, Vec<TValue>>>,
+    values: Mutex<HashMap<String, Kept>>,
 }
+
+/// One tensor's kept values, per batch, and the tag of the model version that computed them.
+struct Kept {
+    tag: Vec<u32>,
+    values: Vec<TValue>,
+}
+
+/// Per batch: named input values of a (suffix) model.
+pub type Feeds = Vec<Vec<(String, TValue)>>;
 
 impl CleanValues {
     /// Per batch, the clean values of `names` in `model` (model inputs come from the data), computing
     /// and keeping those not seen yet with one clean run.
-    pub fn boundary_values(
-        &self,
-        model: &ModelProto,
-        names: &[String],
-        batches: &Batches,
-    ) -> Result<Vec<Vec<(String, TValue)>>> {
-        let mut cache = self.values.lock().expect("no panic while holding the cache");
-        let missing: Vec<String> = names
-            .iter()
-            .filter(|n| !cache.contains_key(*n) && !batches.input_names.contains(n))
-            .cloned()
-            .collect();
-        if !missing.is_empty() {
-            let (_, observed) = predict(model, batches, &missing)?;
-            for (i, name) in missing.iter().enumerate() {
-                cache.insert(name.clone(), observed.iter().map(|batch| batch[i].clone()).collect());
+    pub fn boundary_values(&self, model: &ModelProto, names: &[String], batches: &Batches) -> Result<Feeds> {
+        let untagged: Vec<(String, Vec<u32>)> = names.iter().map(|n| (n.clone(), Vec::new())).collect();
+        self.refresh(model, &untagged, batches)?;
+        Ok(self.values(names, batches))
+    }
+
+    /// Of `wanted` (tensor names with tags), those not kept under that tag (model inputs are
+    /// never stale: they come from the data).
+    pub fn stale(&self, wanted: &[(String, Vec<u32>)], batches: &Batches) -> Vec<(String, Vec<u32>)> {
+        let cache = self.values.lock().expect("no panic while holding the cache");
+        let mut stale: Vec<(String, Vec<u32>)> = Vec::new();
+        for (name, tag) in wanted {
+            let kept = batches.input_names.contains(name) || cache.get(name).is_some_and(|kept| kept.tag == *tag);
+            if !kept && !stale.iter().any(|(n, _)| n == name) {
+                stale.push((name.clone(), tag.clone()));
             }
         }
-        Ok((0..batches.batches.len())
+        stale
+    }
+
+    /// Computes with one clean run of `model` the values of `wanted` that are stale, and keeps
+    /// them under their tags (replacing what was kept under another).
+    pub fn refresh(&self, model: &ModelProto, wanted: &[(String, Vec<u32>)], batches: &Batches) -> Result<()> {
+        let missing = self.stale(wanted, batches);
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = missing.iter().map(|(n, _)| n.clone()).collect();
+        let (_, observed) = predict(model, batches, &names)?;
+        let mut cache = self.values.lock().expect("no panic while holding the cache");
+        for (i, (name, tag)) in missing.into_iter().enumerate() {
+            cache.insert(
+                name,
+                Kept {
+                    tag,
+                    values: observed.iter().map(|batch| batch[i].clone()).collect(),
+                },
+            );
+        }
+        Ok(())
+    }
+
+    /// Per batch, the values of `names`: model inputs from the data, the rest as kept (they
+    /// must have been computed).
+    pub fn values(&self, names: &[String], batches: &Batches) -> Feeds {
+        let cache = self.values.lock().expect("no panic while holding the cache");
+        (0..batches.batches.len())
             .map(|b| {
                 names
                     .iter()
                     .map(|name| {
                         let value = match batches.input_names.iter().position(|n| n == name) {
                             Some(i) => batches.batches[b].0[i].clone().into_tvalue(),
-                            None => cache[name][b].clone(),
+                            None => cache[name].values[b].clone(),
                         };
                         (name.clone(), value)
                     })
                     .collect()
             })
-            .collect())
+            .collect()
     }
 }
 

@@ -3,9 +3,11 @@
 //! bounds by gradient descent; this searches one scale factor per activation (bounds =
 //! scale x calibrated maxima, at the chosen granularity) without gradients:
 //!
-//! 1. layer by layer, last activation first (as the ProAct follow-up does), the smallest scale
-//!    that keeps the held-out metric within a share of the budget that grows with the number
-//!    of activations tuned, by bisection;
+//! 1. layer by layer, last activation first (as the ProAct follow-up does): where a few
+//!    outlying values set the maxima (`OUTLIERS`), the per-neuron percentiles (`PERCENTILE`)
+//!    take their place if the check allows it; then the smallest scale of that base that
+//!    keeps the held-out metric within a share of the budget that grows with the number of
+//!    activations tuned, by bisection;
 //! 2. then a global refinement by coordinate descent: every scale in turn shrinks by 10% while
 //!    the whole model stays within the full budget, until a round changes nothing.
 //!
@@ -21,29 +23,57 @@
 //! faults does not fall: a fixed set of fault patterns (the same flips in the same weights
 //! for every candidate: common random numbers, as `evaluate` draws them) at each BER of a
 //! sweep, in the original weights (the bound tensors are left fault-free here). This is
-//! FT-ClipAct's threshold search, per channel or neuron and across layers. While layers
-//! before the one being tuned are untouched, a candidate reruns only from that activation on
-//! (`extract_suffix`), on cached clean values. Every accepted point meets the budget, so a
-//! search stopped by its evaluation or time limit returns the best point found so far.
+//! FT-ClipAct's threshold search, per channel or neuron and across layers. Every accepted
+//! point meets the budget, so a search stopped by its evaluation or time limit returns the
+//! best point found so far.
+//!
+//! What keeps an evaluation cheap (none of it changes a decision: a search gives the same
+//! bounds, byte for byte, as one that runs every candidate in full):
+//! - a candidate differs from the accepted point at one activation, so only the part of the
+//!   model from that activation on reruns (`extract_suffix`), on the accepted point's clean
+//!   values of what feeds it, kept between candidates and tagged with the scales upstream of
+//!   them, so that a value is computed again only when one of those changes;
+//! - the check samples run hardest first (smallest margin, then the batches candidates lost
+//!   most samples in), and a check stops as soon as the threshold is out of reach; so does
+//!   the check under faults, against the best fault metric so far.
 
 use crate::dataset::Samples;
 use crate::faults::{WeightFormat, sample_flips};
-use crate::replay::{Batches, CleanValues, Predictions, predict, run_suffix};
+use crate::replay::{Batches, CleanValues, Feeds, Predictions, predict, prediction_runner, push_predictions};
+use crate::runtime::{Outputs, Runner};
 use crate::weights::Weights;
 use anyhow::{Context, Result};
 use fitact_passes::activations::ActivationSite;
 use fitact_passes::bound_activations::{Bound, BoundRequest, Mode, bound_activations};
-use fitact_passes::extract_suffix::extract_suffix;
+use fitact_passes::extract_suffix::{downstream_tensors, extract_suffix};
 use fitact_passes::onnx::ModelProto;
 use fitact_passes::tensor::FLOAT;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
+use tract_onnx::prelude::TValue;
 
 /// The share of the budget the held-out drop may use (see the module header): measured on the
 /// fixtures, the full budget on 128 held-out images let the test accuracy drop 2 to 6 times
 /// the budget (docs/results.md).
 pub const SAFETY: f64 = 0.5;
+
+/// The per-neuron percentile a search may put in place of the maximum (`Base::Percentile`).
+pub const PERCENTILE: f64 = 0.99;
+
+/// A site's percentile bound is tried where it is below this share of its maximum bound
+/// (means over the bound's values): there, a few outlying values set the maximum.
+pub const OUTLIERS: f32 = 0.95;
+
+/// What a site's scale applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Base {
+    /// The calibrated per-neuron maxima (reduced to the granularity).
+    Maximum,
+    /// The per-neuron `PERCENTILE`s instead.
+    Percentile,
+}
 
 /// What the search optimises within the budget.
 #[derive(Debug, Clone)]
@@ -75,17 +105,27 @@ pub struct SearchOptions {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Step {
+    /// The base the candidate scaled, and its scale.
+    pub base: Base,
     pub scale: f32,
-    pub metric: f64,
-    /// The metric under faults (objective `resilience`, candidates within the budget).
+    /// The metric on every check sample; None when the check stopped early (`at_most`).
+    pub metric: Option<f64>,
+    /// When the check stopped as soon as the metric could no longer reach the threshold: the
+    /// most it could still have been.
+    pub at_most: Option<f64>,
+    /// The metric under faults (objective `resilience`, candidates within the budget), or,
+    /// when that check stopped as soon as it could not reach the best so far, the most it
+    /// could still have been.
     pub fault_metric: Option<f64>,
+    pub fault_at_most: Option<f64>,
     pub accepted: bool,
 }
 
 #[derive(Debug, Clone, Serialize)]
 pub struct LayerSearch {
     pub node: String,
-    /// The final scale of the calibrated bound (1 = unchanged).
+    /// The final base and its scale (maximum and 1 = the calibrated bound, unchanged).
+    pub base: Base,
     pub scale: f32,
     pub bound_mean_before: f32,
     pub bound_mean_after: f32,
@@ -126,13 +166,16 @@ pub struct SearchLog {
 /// the decision boundary (see `SAFETY`).
 pub const MARGIN_KEPT: f32 = 0.5;
 
-/// What the search evaluates against.
-struct Holdout<'a> {
+/// What the search evaluates against: the check samples, hardest first (see `Holdout::new`).
+struct Holdout {
     batches: Batches,
+    /// Per sample, in batch order: the original's top-1 class and margin, and the class that
+    /// counts as right (the label, or the original's class).
     reference: Vec<usize>,
-    /// The original's top-1 margins.
     margins: Vec<f32>,
-    labels: Option<&'a [usize]>,
+    truth: Vec<usize>,
+    /// Per batch: the row of its first sample.
+    offsets: Vec<usize>,
 }
 
 /// The check samples a resilience search runs under each fault pattern (a prefix of the check set).
@@ -140,67 +183,232 @@ pub const FAULT_SAMPLES: usize = 128;
 
 /// The first `n` samples.
 fn prefix(samples: &Samples, n: usize) -> Samples {
+    rows(samples, &(0..n).collect::<Vec<_>>())
+}
+
+/// The samples at `rows`, in that order.
+fn rows(samples: &Samples, rows: &[usize]) -> Samples {
     Samples {
         inputs: samples
             .inputs
             .iter()
-            .map(|(name, a)| (name.clone(), a.slice_axis(ndarray::Axis(0), (0..n).into()).to_owned()))
+            .map(|(name, a)| (name.clone(), a.select(ndarray::Axis(0), rows)))
             .collect(),
-        count: n,
+        count: rows.len(),
     }
 }
 
-impl<'a> Holdout<'a> {
-    /// Runs the original on `samples` for its predictions and margins.
-    fn new(original: &ModelProto, samples: &Samples, labels: Option<&'a [usize]>, batch_size: usize) -> Result<Self> {
+/// What checking a candidate found.
+#[derive(Debug, Clone, Copy)]
+enum Check {
+    /// The metric on every check sample.
+    Metric(f64),
+    /// The check stopped once the metric could no longer reach the threshold: at most this.
+    Below(f64),
+}
+
+impl Check {
+    fn reaches(&self, allowed: f64) -> bool {
+        matches!(self, Check::Metric(m) if *m >= allowed)
+    }
+}
+
+impl Holdout {
+    /// Runs the original on `samples` for its predictions and margins, and orders the samples
+    /// hardest first: those the original counts as kept by ascending margin (the first a
+    /// tighter bound flips), then the rest. A check that stops as soon as the threshold is out
+    /// of reach (`tally`) then stops early; the order changes no metric.
+    fn new(original: &ModelProto, samples: &Samples, labels: Option<&[usize]>, batch_size: usize) -> Result<Self> {
         let batch = crate::runtime::batch_size_for(original, batch_size.min(samples.count));
-        let batches = Batches::new(samples, batch);
-        let (reference, _) = predict(original, &batches, &[]).context("running the original model")?;
+        let (reference, _) =
+            predict(original, &Batches::new(samples, batch), &[]).context("running the original model")?;
         if let Some(labels) = labels {
             crate::replay::check_labels(labels, reference.width).context("checking the labels")?;
         }
+        let truth = labels.unwrap_or(&reference.classes);
+        let mut order: Vec<usize> = (0..samples.count).collect();
+        order.sort_by(|a, b| {
+            let key = |i: usize| (reference.classes[i] != truth[i], reference.margins[i]);
+            key(*a)
+                .partial_cmp(&key(*b))
+                .unwrap_or(std::cmp::Ordering::Equal)
+                .then(a.cmp(b))
+        });
+        let batches = Batches::new(&rows(samples, &order), batch);
+        let offsets = batches
+            .batches
+            .iter()
+            .scan(0, |row, (_, valid)| {
+                let first = *row;
+                *row += valid;
+                Some(first)
+            })
+            .collect();
         Ok(Holdout {
             batches,
-            reference: reference.classes,
-            margins: reference.margins,
-            labels,
+            reference: order.iter().map(|i| reference.classes[*i]).collect(),
+            margins: order.iter().map(|i| reference.margins[*i]).collect(),
+            truth: order.iter().map(|i| truth[*i]).collect(),
+            offsets,
         })
     }
-}
 
-impl Holdout<'_> {
-    /// Accuracy (labels) or agreement with the original, where a sample the original gets
-    /// right must also keep `MARGIN_KEPT` of its margin.
+    /// Whether sample `i` predicted as `class` with `margin` counts: right, and when the
+    /// original gets it right, with at least `MARGIN_KEPT` of its margin.
+    fn kept(&self, i: usize, class: usize, margin: f32) -> bool {
+        class == self.truth[i] && (self.reference[i] != self.truth[i] || margin >= MARGIN_KEPT * self.margins[i])
+    }
+
+    /// Accuracy (labels) or agreement with the original, sample by sample as `kept` counts.
     fn metric(&self, predictions: &Predictions) -> f64 {
-        let truth = self.labels.unwrap_or(&self.reference);
-        let kept = (0..truth.len())
-            .filter(|&i| {
-                let class = predictions.classes[i];
-                class == truth[i]
-                    && (self.reference[i] != truth[i] || predictions.margins[i] >= MARGIN_KEPT * self.margins[i])
-            })
+        let kept = (0..self.truth.len())
+            .filter(|&i| self.kept(i, predictions.classes[i], predictions.margins[i]))
             .count();
-        kept as f64 / truth.len().max(1) as f64
+        kept as f64 / self.truth.len().max(1) as f64
+    }
+
+    /// The original's own metric (1 for agreement; its accuracy with labels).
+    fn reference_metric(&self) -> f64 {
+        self.metric(&Predictions {
+            classes: self.reference.clone(),
+            margins: self.margins.clone(),
+            ..Default::default()
+        })
+    }
+
+    /// Checks a candidate whose first output on batch `b` is `logits(b)`, batch by batch in
+    /// `order`, and stops as soon as the metric cannot reach `allowed` any more. Also returns,
+    /// per batch, how many samples the original keeps and the candidate lost.
+    fn tally(
+        &self,
+        order: &[usize],
+        allowed: f64,
+        mut logits: impl FnMut(usize) -> Result<TValue>,
+    ) -> Result<(Check, Vec<usize>)> {
+        let total = self.truth.len().max(1);
+        let (mut kept, mut seen) = (0, 0);
+        let mut lost = vec![0; self.batches.batches.len()];
+        for &b in order {
+            let valid = self.batches.batches[b].1;
+            let mut predictions = Predictions::default();
+            push_predictions(&mut predictions, &logits(b)?, valid)?;
+            for j in 0..valid {
+                let i = self.offsets[b] + j;
+                if self.kept(i, predictions.classes[j], predictions.margins[j]) {
+                    kept += 1;
+                } else if self.reference[i] == self.truth[i] {
+                    lost[b] += 1;
+                }
+            }
+            seen += valid;
+            let at_most = (kept + (total - seen)) as f64 / total as f64;
+            if at_most < allowed {
+                return Ok((Check::Below(at_most), lost));
+            }
+        }
+        Ok((Check::Metric(kept as f64 / total as f64), lost))
     }
 }
 
 struct Search<'a> {
     original: &'a ModelProto,
     sites: &'a [ActivationSite],
-    base: &'a [Bound],
+    /// Per site, the bound its scale applies to: the maxima's, or the percentiles' where
+    /// `on_percentile`.
+    base: Vec<Bound>,
+    percentiles: &'a [Bound],
+    on_percentile: Vec<bool>,
     mode: Mode,
-    holdout: Holdout<'a>,
-    /// Clean values of the model hardened with the calibrated bounds: on tensors upstream of
-    /// every tuned activation they are the values any candidate computes.
+    holdout: Holdout,
+    /// The scales accepted so far, and the model they give. A candidate differs from them at
+    /// one site; every tensor not downstream of it has the accepted model's clean values.
+    accepted: Vec<f32>,
+    accepted_model: ModelProto,
+    /// Clean values of the accepted model, each tagged with the accepted scales of the sites
+    /// upstream of it (`downstream`), so that a value stays valid until one of those changes.
     clean: CleanValues,
-    base_model: ModelProto,
+    /// Per site: the tensors downstream of its bound, and the tensors its suffix reads.
+    downstream: Vec<HashSet<String>>,
+    boundaries: Vec<Vec<String>>,
+    /// Per check batch: samples lost by candidates so far. The check runs the batches that
+    /// lost most first, so a candidate that fails fails early.
+    lost: Vec<usize>,
     /// Objective `resilience`: per pattern, the faulty values of the original's weights, and
     /// the samples they run on.
     patterns: Vec<HashMap<String, Vec<f32>>>,
-    fault_holdout: Option<Holdout<'a>>,
+    fault_holdout: Option<Holdout>,
     evaluations: usize,
     started: Instant,
     options: &'a SearchOptions,
+}
+
+impl<'a> Search<'a> {
+    /// Runs the original on the check samples (and the fault samples of a resilience
+    /// search), and prepares the calibrated point as the accepted one.
+    fn new(
+        original: &'a ModelProto,
+        sites: &'a [ActivationSite],
+        bases: &Bases<'a>,
+        mode: Mode,
+        checked: &Samples,
+        labels: Option<&[usize]>,
+        options: &'a SearchOptions,
+    ) -> Result<Self> {
+        let started = Instant::now();
+        let holdout = Holdout::new(original, checked, labels, options.batch_size)?;
+        // Fault patterns are compared on a prefix of the check samples: a candidate runs once
+        // per pattern, and the patterns are the same for every candidate.
+        let fault_holdout = match &options.objective {
+            Objective::Tight => None,
+            Objective::Resilience(_) => {
+                let count = FAULT_SAMPLES.min(checked.count);
+                Some(Holdout::new(
+                    original,
+                    &prefix(checked, count),
+                    labels.map(|l| &l[..count]),
+                    options.batch_size,
+                )?)
+            }
+        };
+        let batch_count = holdout.batches.batches.len();
+        let mut search = Search {
+            original,
+            sites,
+            base: bases.maxima.to_vec(),
+            percentiles: bases.percentiles,
+            on_percentile: vec![false; sites.len()],
+            mode,
+            holdout,
+            accepted: vec![1.0; sites.len()],
+            accepted_model: original.clone(),
+            clean: CleanValues::default(),
+            downstream: Vec::new(),
+            boundaries: Vec::new(),
+            lost: vec![0; batch_count],
+            fault_holdout,
+            patterns: match &options.objective {
+                Objective::Tight => Vec::new(),
+                Objective::Resilience(sweep) => fault_patterns(original, sweep),
+            },
+            evaluations: 0,
+            started,
+            options,
+        };
+        let (calibrated_model, emitted) = search.harden(&vec![1.0; sites.len()])?;
+        let graph = calibrated_model.graph.as_ref().context("model has a graph")?;
+        for names in &emitted {
+            let dirty: Vec<usize> = names
+                .iter()
+                .filter_map(|name| graph.node.iter().position(|n| n.name() == name))
+                .collect();
+            search.downstream.push(downstream_tensors(&calibrated_model, &dirty)?);
+            search
+                .boundaries
+                .push(extract_suffix(&calibrated_model, &dirty)?.boundary);
+        }
+        search.accepted_model = calibrated_model;
+        Ok(search)
+    }
 }
 
 /// The bound shrunk toward 0 by `scale`: both ends of a two-sided one.
@@ -228,7 +436,7 @@ impl Search<'_> {
         let requests: Vec<BoundRequest> = self
             .sites
             .iter()
-            .zip(self.base)
+            .zip(&self.base)
             .zip(scales)
             .map(|((site, bound), s)| BoundRequest {
                 site: site.clone(),
@@ -241,56 +449,124 @@ impl Search<'_> {
         Ok((model, report.applied.into_iter().map(|a| a.nodes).collect()))
     }
 
-    /// The held-out metric under each fault pattern, averaged (objective `resilience`).
-    fn fault_metric(&mut self, scales: &[f32]) -> Result<f64> {
+    /// The metric under each fault pattern, averaged (objective `resilience`), or `Below` as
+    /// soon as the average can no longer reach `at_least`.
+    fn fault_check(&mut self, scales: &[f32], at_least: f64) -> Result<Check> {
         self.evaluations += 1;
         let (model, _) = self.harden(scales)?;
         let weights = Weights::of(&model);
+        let holdout = self
+            .fault_holdout
+            .as_ref()
+            .context("a resilience search has fault samples")?;
+        let order: Vec<usize> = (0..holdout.batches.batches.len()).collect();
+        let patterns = self.patterns.len().max(1) as f64;
         let mut total = 0.0;
-        for pattern in &self.patterns {
+        for (p, pattern) in self.patterns.iter().enumerate() {
             let values: Vec<Vec<f32>> = weights
                 .tensors
                 .iter()
                 .map(|t| pattern.get(&t.name).cloned().unwrap_or_else(|| t.values.clone()))
                 .collect();
             let faulty = Weights::write_into(&model, &values);
-            let holdout = self
-                .fault_holdout
-                .as_ref()
-                .context("a resilience search has fault samples")?;
-            total += holdout.metric(&predict(&faulty, &holdout.batches, &[])?.0);
-        }
-        Ok(total / self.patterns.len().max(1) as f64)
-    }
-
-    /// The held-out metric of `scales`. When every activation tuned so far lies downstream of
-    /// `from` (the one that changed last), only the part from `from` on is rerun.
-    fn evaluate(&mut self, scales: &[f32], from: Option<usize>) -> Result<f64> {
-        self.evaluations += 1;
-        let (model, emitted) = self.harden(scales)?;
-        let batches = &self.holdout.batches;
-        if let Some(from) = from {
-            let graph = model.graph.as_ref().context("model has a graph")?;
-            let index_of = |name: &str| graph.node.iter().position(|n| n.name() == name);
-            let dirty: Vec<usize> = emitted[from].iter().filter_map(|n| index_of(n)).collect();
-            let suffix = extract_suffix(&model, &dirty)?;
-            let kept: std::collections::HashSet<&str> = suffix
-                .model
-                .graph
-                .as_ref()
-                .map(|g| g.node.iter().map(|n| n.name()).collect())
-                .unwrap_or_default();
-            let tuned_inside = (0..scales.len())
-                .filter(|i| scales[*i] != 1.0)
-                .all(|i| emitted[i].iter().all(|n| kept.contains(n.as_str())));
-            if tuned_inside && suffix.recomputed_outputs.first() == Some(&true) {
-                let feeds = self
-                    .clean
-                    .boundary_values(&self.base_model, &suffix.boundary, batches)?;
-                return Ok(self.holdout.metric(&run_suffix(&suffix.model, &feeds, batches, 0)?));
+            let runner = prediction_runner(&faulty, &holdout.batches, &[])?;
+            // What this pattern must reach for the average to reach `at_least`, when every
+            // pattern after it keeps every sample (less a rounding allowance: metrics are
+            // multiples of 1 / samples, so only a candidate that cannot tie stops early).
+            let later = (self.patterns.len() - p - 1) as f64;
+            let allowed = at_least * patterns - total - later - 1e-9;
+            let run = |b: usize| Ok(runner.run(holdout.batches.batches[b].0.clone())?.0[0].clone());
+            match holdout.tally(&order, allowed, run)?.0 {
+                Check::Metric(m) => total += m,
+                Check::Below(m) => return Ok(Check::Below((total + m + later) / patterns)),
             }
         }
-        Ok(self.holdout.metric(&predict(&model, batches, &[])?.0))
+        Ok(Check::Metric(total / patterns))
+    }
+
+    /// Makes `scales` the accepted point.
+    fn accept(&mut self, scales: &[f32]) -> Result<()> {
+        self.accepted_model = self.harden(scales)?.0;
+        self.accepted = scales.to_vec();
+        Ok(())
+    }
+
+    /// Checks `candidate` against `allowed` (see `Holdout::tally`). When it differs from the
+    /// accepted scales at `changed` only, only the part from that site's bound on is rerun, on
+    /// the accepted model's clean values of what feeds it.
+    fn check(&mut self, candidate: &[f32], changed: Option<usize>, allowed: f64) -> Result<Check> {
+        self.evaluations += 1;
+        let (model, emitted) = self.harden(candidate)?;
+        let mut order: Vec<usize> = (0..self.lost.len()).collect();
+        order.sort_by_key(|b| (std::cmp::Reverse(self.lost[*b]), *b));
+        let only = changed.filter(|l| (0..candidate.len()).all(|i| i == *l || candidate[i] == self.accepted[i]));
+        let suffix = match only {
+            Some(l) => self.suffix_feeds(&model, &emitted[l], l)?,
+            None => None,
+        };
+        let batches = &self.holdout.batches;
+        let (check, lost) = match suffix {
+            Some((suffix, feeds)) => {
+                let runner = Runner::for_values(&suffix, &feeds[0], Outputs::Model)?;
+                self.holdout
+                    .tally(&order, allowed, |b| Ok(runner.run_values(&feeds[b])?[0].clone()))?
+            }
+            None => {
+                let runner = prediction_runner(&model, batches, &[])?;
+                self.holdout.tally(&order, allowed, |b| {
+                    Ok(runner.run(batches.batches[b].0.clone())?.0[0].clone())
+                })?
+            }
+        };
+        self.lost.iter_mut().zip(lost).for_each(|(total, n)| *total += n);
+        Ok(check)
+    }
+
+    /// Whether the site's percentile bound is well below its maximum bound (`OUTLIERS`).
+    fn outliers_dominate(&self, l: usize) -> bool {
+        let sum = |b: &Bound| b.values.iter().map(|v| f64::from(*v)).sum::<f64>();
+        sum(&self.percentiles[l]) < f64::from(OUTLIERS) * sum(&self.base[l])
+    }
+
+    /// `names` tagged with the accepted scales (and bases) of the sites upstream of each.
+    fn tagged(&self, names: &[String]) -> Vec<(String, Vec<u32>)> {
+        names
+            .iter()
+            .map(|t| {
+                let tag = (0..self.sites.len())
+                    .filter(|s| self.downstream[*s].contains(t))
+                    .flat_map(|s| [self.accepted[s].to_bits(), u32::from(self.on_percentile[s])])
+                    .collect();
+                (t.clone(), tag)
+            })
+            .collect()
+    }
+
+    /// The part of `model` from site `l`'s bound nodes (`dirty`) on, with its inputs per batch,
+    /// when it computes the model's first output.
+    fn suffix_feeds(&self, model: &ModelProto, dirty: &[String], l: usize) -> Result<Option<(ModelProto, Feeds)>> {
+        let graph = model.graph.as_ref().context("model has a graph")?;
+        let dirty: Vec<usize> = dirty
+            .iter()
+            .filter_map(|name| graph.node.iter().position(|n| n.name() == name))
+            .collect();
+        let suffix = extract_suffix(model, &dirty)?;
+        if suffix.recomputed_outputs.first() != Some(&true)
+            || suffix.boundary.iter().any(|t| self.downstream[l].contains(t))
+        {
+            return Ok(None);
+        }
+        // When a value this suffix reads is stale, every stale value that some site's suffix
+        // reads is computed in the same clean run: the accepted point changes one site at a
+        // time, so most of them are read before they change again.
+        let batches = &self.holdout.batches;
+        if !self.clean.stale(&self.tagged(&suffix.boundary), batches).is_empty() {
+            let every: Vec<String> = self.boundaries.iter().flatten().cloned().collect();
+            self.clean
+                .refresh(&self.accepted_model, &self.tagged(&every), batches)?;
+        }
+        let feeds = self.clean.values(&suffix.boundary, batches);
+        Ok(Some((suffix.model, feeds)))
     }
 }
 
@@ -336,11 +612,10 @@ pub const CHECK_SAMPLES: usize = 512;
 
 /// The calibration samples cut for a search.
 pub struct Split {
-    /// The samples bounds are fitted on: all but every fourth.
+    /// The samples bounds are fitted on: all but every fourth (the held-out ones, at least one
+    /// and at least 64 when there are enough: never seen by the fit, so the calibrated bounds
+    /// cut them as they would cut new data).
     pub fit: Samples,
-    /// Every fourth sample (at least one, and at least 64 when there are enough): never seen
-    /// by the fit, so the calibrated bounds cut them as they would cut new data.
-    pub held: Samples,
     /// The samples each candidate is checked on, with their rows: up to `CHECK_SAMPLES` spread
     /// evenly over all the samples, fitted and held-out alike. Fitted samples matter: the
     /// largest of them set the bounds, so they are the first a smaller scale cuts, as it would
@@ -358,114 +633,118 @@ pub struct Split {
 pub fn split(samples: &Samples) -> Split {
     let n = samples.count;
     let stride = if n >= 256 { 4 } else { (n / 64).clamp(2, 4) };
-    let held: Vec<usize> = (0..n).filter(|i| i % stride == stride - 1).collect();
     let fit: Vec<usize> = (0..n).filter(|i| i % stride != stride - 1).collect();
     let check_rows: Vec<usize> = if n <= CHECK_SAMPLES {
         (0..n).collect()
     } else {
         (0..CHECK_SAMPLES).map(|k| k * n / CHECK_SAMPLES).collect()
     };
-    let take = |rows: &[usize]| Samples {
-        inputs: samples
-            .inputs
-            .iter()
-            .map(|(name, a)| (name.clone(), a.select(ndarray::Axis(0), rows)))
-            .collect(),
-        count: rows.len(),
-    };
+    let take = |chosen: &[usize]| rows(samples, chosen);
     Split {
         fit: take(&fit),
-        held: take(&held),
         check: take(&check_rows),
         check_rows,
     }
 }
 
-/// Searches one scale per site for the bounds `base` (calibrated on the fit split), checking
-/// candidates on `holdout` (with `labels` of those samples, if given).
-#[allow(clippy::too_many_arguments)]
+/// The calibrated bounds a search scales, per site: from the per-neuron maxima, and from the
+/// per-neuron percentiles (`PERCENTILE`), both on the fit split.
+pub struct Bases<'a> {
+    pub maxima: &'a [Bound],
+    pub percentiles: &'a [Bound],
+}
+
+/// Searches one scale per site for the bounds `bases` (calibrated on the fit split), checking
+/// candidates on `checked` (with `labels` of those samples, if given).
 pub fn search(
     original: &ModelProto,
     sites: &[ActivationSite],
-    base: &[Bound],
+    bases: &Bases,
     mode: Mode,
     checked: &Samples,
     labels: Option<&[usize]>,
     options: &SearchOptions,
 ) -> Result<(Vec<Bound>, SearchLog)> {
     let started = Instant::now();
-    let holdout = Holdout::new(original, checked, labels, options.batch_size)?;
-    // Fault patterns are compared on a prefix of the check samples: a candidate runs once per
-    // pattern, and the patterns are the same for every candidate.
-    let fault_holdout = match &options.objective {
-        Objective::Tight => None,
-        Objective::Resilience(_) => {
-            let n = FAULT_SAMPLES.min(holdout.reference.len());
-            Some(Holdout::new(
-                original,
-                &prefix(checked, n),
-                labels.map(|l| &l[..n]),
-                options.batch_size,
-            )?)
-        }
+    let mut search = Search::new(original, sites, bases, mode, checked, labels, options)?;
+    let reference_metric = search.holdout.reference_metric();
+    let full_metric = |check: Check| match check {
+        Check::Metric(m) | Check::Below(m) => m,
     };
-    let reference_metric = holdout.metric(&Predictions {
-        classes: holdout.reference.clone(),
-        margins: holdout.margins.clone(),
-        ..Default::default()
-    });
-    let mut search = Search {
-        original,
-        sites,
-        base,
-        mode,
-        holdout,
-        clean: CleanValues::default(),
-        base_model: original.clone(),
-        fault_holdout,
-        patterns: match &options.objective {
-            Objective::Tight => Vec::new(),
-            Objective::Resilience(sweep) => fault_patterns(original, sweep),
-        },
-        evaluations: 0,
-        started,
-        options,
-    };
-    search.base_model = search.harden(&vec![1.0; sites.len()])?.0;
+    let n = sites.len();
     let budget = options.budget * SAFETY;
     let threshold = reference_metric - budget;
     let resilience = matches!(options.objective, Objective::Resilience(_));
-    let n = sites.len();
     let mut scales = vec![1.0f32; n];
-    let calibrated_metric = search.evaluate(&scales, None)?;
+    let calibrated_metric = full_metric(search.check(&scales, None, f64::NEG_INFINITY)?);
     let calibrated_fault_metric = if resilience {
-        Some(search.fault_metric(&scales)?)
+        Some(full_metric(search.fault_check(&scales, f64::NEG_INFINITY)?))
     } else {
         None
     };
     let mut best_fault = calibrated_fault_metric.unwrap_or(0.0);
     // Within the budget, and (objective resilience) no worse under faults.
-    let mut judge =
-        |search: &mut Search, candidate: &[f32], metric: f64, allowed: f64| -> Result<(bool, Option<f64>)> {
-            if metric < allowed {
-                return Ok((false, None));
-            }
-            if !resilience {
-                return Ok((true, None));
-            }
-            let fault = search.fault_metric(candidate)?;
-            let better = fault >= best_fault;
-            if better {
-                best_fault = fault;
-            }
-            Ok((better, Some(fault)))
+    let mut judge = |search: &mut Search, candidate: &[f32], changed: usize, allowed: f64| -> Result<Step> {
+        let check = search.check(candidate, Some(changed), allowed)?;
+        let (metric, at_most) = match check {
+            Check::Metric(m) => (Some(m), None),
+            Check::Below(m) => (None, Some(m)),
         };
+        let mut step = Step {
+            base: if search.on_percentile[changed] {
+                Base::Percentile
+            } else {
+                Base::Maximum
+            },
+            scale: candidate[changed],
+            metric,
+            at_most,
+            fault_metric: None,
+            fault_at_most: None,
+            accepted: check.reaches(allowed),
+        };
+        if step.accepted && resilience {
+            match search.fault_check(candidate, best_fault)? {
+                Check::Metric(fault) => {
+                    step.accepted = fault >= best_fault;
+                    if step.accepted {
+                        best_fault = fault;
+                    }
+                    step.fault_metric = Some(fault);
+                }
+                Check::Below(at_most) => {
+                    step.accepted = false;
+                    step.fault_at_most = Some(at_most);
+                }
+            }
+        }
+        if step.accepted {
+            search.accept(candidate)?;
+        }
+        Ok(step)
+    };
     let mut steps: Vec<Vec<Step>> = vec![Vec::new(); n];
     let mut stopped = "converged";
 
     // 1. Layer by layer, last first, each allowed its share of the budget.
     'layers: for (k, l) in (0..n).rev().enumerate() {
         let allowed = reference_metric - budget * (k + 1) as f64 / n as f64;
+        // Where a few outlying values set the maximum, the percentile takes its place if
+        // the check allows it; the bisection then scales whichever base holds.
+        if search.outliers_dominate(l) {
+            if let Some(reason) = search.out_of_budget() {
+                stopped = reason;
+                break 'layers;
+            }
+            search.base[l] = search.percentiles[l].clone();
+            search.on_percentile[l] = true;
+            let step = judge(&mut search, &scales, l, allowed.max(threshold))?;
+            if !step.accepted {
+                search.base[l] = bases.maxima[l].clone();
+                search.on_percentile[l] = false;
+            }
+            steps[l].push(step);
+        }
         let (mut lo, mut hi) = (0.0f32, 1.0f32);
         for _ in 0..7 {
             if let Some(reason) = search.out_of_budget() {
@@ -475,20 +754,14 @@ pub fn search(
             let mid = (lo + hi) / 2.0;
             let mut candidate = scales.clone();
             candidate[l] = mid;
-            let metric = search.evaluate(&candidate, Some(l))?;
-            let (accepted, fault_metric) = judge(&mut search, &candidate, metric, allowed.max(threshold))?;
-            steps[l].push(Step {
-                scale: mid,
-                metric,
-                fault_metric,
-                accepted,
-            });
-            if accepted {
+            let step = judge(&mut search, &candidate, l, allowed.max(threshold))?;
+            if step.accepted {
                 hi = mid;
                 scales = candidate;
             } else {
                 lo = mid;
             }
+            steps[l].push(step);
         }
     }
     // 2. Coordinate descent on the whole model, with the full budget.
@@ -502,41 +775,39 @@ pub fn search(
                 }
                 let mut candidate = scales.clone();
                 candidate[l] *= 0.9;
-                let metric = search.evaluate(&candidate, None)?;
-                let (accepted, fault_metric) = judge(&mut search, &candidate, metric, threshold)?;
-                steps[l].push(Step {
-                    scale: candidate[l],
-                    metric,
-                    fault_metric,
-                    accepted,
-                });
-                if accepted {
+                let step = judge(&mut search, &candidate, l, threshold)?;
+                if step.accepted {
                     scales = candidate;
                     changed = true;
                 }
+                steps[l].push(step);
             }
             if !changed {
                 break;
             }
         }
     }
-    let final_metric = search.evaluate(&scales, None)?;
+    let final_metric = full_metric(search.check(&scales, None, f64::NEG_INFINITY)?);
     let final_fault_metric = calibrated_fault_metric.map(|_| best_fault);
-    let bounds: Vec<Bound> = base.iter().zip(&scales).map(|(b, s)| scaled(b, *s)).collect();
+    let bounds: Vec<Bound> = search.base.iter().zip(&scales).map(|(b, s)| scaled(b, *s)).collect();
     let mean = |b: &Bound| b.values.iter().sum::<f32>() / b.values.len().max(1) as f32;
-    let layers = sites
+    let layers: Vec<LayerSearch> = sites
         .iter()
-        .zip(base)
+        .zip(bases.maxima)
         .zip(&bounds)
-        .zip(scales.iter().zip(steps))
-        .map(|(((site, before), after), (scale, steps))| LayerSearch {
+        .zip(scales.iter().zip(steps).zip(&search.on_percentile))
+        .map(|(((site, before), after), ((scale, steps), percentile))| LayerSearch {
             node: site.stem().to_owned(),
+            base: if *percentile { Base::Percentile } else { Base::Maximum },
             scale: *scale,
             bound_mean_before: mean(before),
             bound_mean_after: mean(after),
             steps,
         })
         .collect();
+    let ratios = layers
+        .iter()
+        .map(|l| f64::from(l.bound_mean_after) / f64::from(l.bound_mean_before).max(f64::MIN_POSITIVE));
     let log = SearchLog {
         metric: if labels.is_some() { "accuracy" } else { "agreement" },
         holdout_samples: search.holdout.reference.len(),
@@ -550,8 +821,138 @@ pub fn search(
         evaluations: search.evaluations,
         seconds: started.elapsed().as_secs_f64(),
         stopped,
-        mean_bound_ratio: scales.iter().map(|s| f64::from(*s)).sum::<f64>() / n.max(1) as f64,
+        mean_bound_ratio: ratios.sum::<f64>() / n.max(1) as f64,
         layers,
     };
     Ok((bounds, log))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bounds::{Granularity, bound_from_maxima};
+    use crate::calibrate::{CalibrateOptions, calibrate};
+    use fitact_passes::activations::find_relus;
+    use std::path::PathBuf;
+
+    /// The ResNet-style fixture (residual Adds: sites on parallel paths), its calibrated
+    /// per-channel bounds, and the first `count` calibration samples.
+    fn resnet(count: usize) -> (ModelProto, Vec<ActivationSite>, Vec<Bound>, Samples) {
+        let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let model = crate::model_io::read_model(&fixtures.join("resnet.onnx"))
+            .unwrap()
+            .model;
+        let names = crate::runtime::model_input_names(&model);
+        let samples = prefix(
+            &crate::dataset::load_samples(&fixtures.join("calib.npy"), &names).unwrap(),
+            count,
+        );
+        let sites = find_relus(&model);
+        let options = CalibrateOptions {
+            batch_size: 8,
+            progress: false,
+            top: 0,
+        };
+        let calibration = calibrate(&model, &samples, &sites, &options).unwrap();
+        let bounds = calibration
+            .activations
+            .iter()
+            .map(|a| bound_from_maxima(&a.neuron_max, Granularity::Channel, 0.001))
+            .collect();
+        (model, sites, bounds, samples)
+    }
+
+    fn bases(maxima: &[Bound]) -> Bases<'_> {
+        Bases {
+            maxima,
+            percentiles: maxima,
+        }
+    }
+
+    fn options() -> SearchOptions {
+        SearchOptions {
+            budget: 0.005,
+            objective: Objective::Tight,
+            max_evals: None,
+            time_limit: None,
+            batch_size: 8,
+        }
+    }
+
+    fn metric(check: Check) -> f64 {
+        match check {
+            Check::Metric(m) => m,
+            Check::Below(m) => panic!("a check with no threshold stopped early (at most {m})"),
+        }
+    }
+
+    #[test]
+    fn suffix_checks_on_cached_values_match_whole_model_runs_as_points_are_accepted() {
+        let (model, sites, base, samples) = resnet(48);
+        let options = options();
+        let mut search = Search::new(&model, &sites, &bases(&base), Mode::Zero, &samples, None, &options).unwrap();
+        let n = sites.len();
+        let mut scales = vec![1.0f32; n];
+        // Accept tight scales at sites on both sides of residual joins, in an order that
+        // invalidates cached values upstream and downstream of the next candidate.
+        for (step, l) in [n - 1, 0, n / 2, 1, n - 2, n / 2 + 1].into_iter().enumerate() {
+            for k in [l, (l + 3) % n, 0] {
+                let mut candidate = scales.clone();
+                candidate[k] *= 0.6;
+                let by_suffix = metric(search.check(&candidate, Some(k), f64::NEG_INFINITY).unwrap());
+                let whole = metric(search.check(&candidate, None, f64::NEG_INFINITY).unwrap());
+                assert_eq!(by_suffix, whole, "step {step}, site {k}, scales {candidate:?}");
+            }
+            scales[l] *= 0.6;
+            search.accept(&scales).unwrap();
+        }
+        assert!(
+            metric(search.check(&scales, None, f64::NEG_INFINITY).unwrap()) < 1.0,
+            "the scales cut something"
+        );
+    }
+
+    #[test]
+    fn a_check_that_stops_early_decides_as_a_full_check_would() {
+        let (model, sites, base, samples) = resnet(48);
+        let options = options();
+        let mut search = Search::new(&model, &sites, &bases(&base), Mode::Zero, &samples, None, &options).unwrap();
+        let n = sites.len();
+        let mut stopped_early = 0;
+        for (l, scale) in [(n - 1, 0.2), (0, 0.3), (n / 2, 0.5), (2, 0.8), (n - 1, 0.95)] {
+            let mut candidate = vec![1.0f32; n];
+            candidate[l] = scale;
+            let full = metric(search.check(&candidate, None, f64::NEG_INFINITY).unwrap());
+            for allowed in [full - 0.05, full, full + 1e-9, full + 0.1] {
+                match search.check(&candidate, Some(l), allowed).unwrap() {
+                    Check::Metric(m) => {
+                        assert_eq!(m, full);
+                        assert!(m >= allowed);
+                    }
+                    Check::Below(at_most) => {
+                        assert!(
+                            full < allowed,
+                            "rejected at {at_most}, but the full metric {full} reaches {allowed}"
+                        );
+                        assert!(at_most < allowed && at_most >= full);
+                        stopped_early += 1;
+                    }
+                }
+            }
+        }
+        assert!(stopped_early >= 5, "thresholds above the metric stop the check");
+    }
+
+    #[test]
+    fn the_check_samples_run_hardest_first() {
+        let (model, _, _, samples) = resnet(48);
+        let holdout = Holdout::new(&model, &samples, None, 8).unwrap();
+        assert!(
+            holdout.margins.windows(2).all(|w| w[0] <= w[1]),
+            "{:?}",
+            holdout.margins
+        );
+        assert_eq!(holdout.offsets, vec![0, 8, 16, 24, 32, 40]);
+        assert_eq!(holdout.reference_metric(), 1.0);
+    }
 }

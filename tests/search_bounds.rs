@@ -39,7 +39,7 @@ fn search_tightens_bounds_within_the_budget() {
         "--labels",
         label_path.to_str().unwrap(),
         "--max-evals",
-        "40",
+        "60",
     ];
     let json = harden(&fixture("alexnet.onnx"), &calib, &out, &budget);
     let search = &json["search"];
@@ -57,6 +57,14 @@ fn search_tightens_bounds_within_the_budget() {
             layer["bound_mean_after"].as_f64().unwrap(),
         );
         assert!(after <= before + 1e-6, "{layer}");
+        // A scale applies to the maxima, or to the per-neuron percentiles where the search
+        // put those in their place (below the maxima).
+        let scaled = layer["scale"].as_f64().unwrap() * before;
+        match layer["base"].as_str().unwrap() {
+            "maximum" => assert!((after - scaled).abs() <= 1e-4 * before, "{layer}"),
+            "percentile" => assert!(after < scaled - 1e-4 * before, "{layer}"),
+            other => panic!("unknown base {other}"),
+        }
         for step in layer["steps"].as_array().unwrap() {
             if step["accepted"].as_bool().unwrap() {
                 assert!(
@@ -66,6 +74,16 @@ fn search_tightens_bounds_within_the_budget() {
             }
         }
     }
+    let bases: Vec<&str> = search["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["base"].as_str().unwrap())
+        .collect();
+    assert!(
+        bases.contains(&"percentile"),
+        "a percentile replaced an outlying maximum: {bases:?}"
+    );
     // The searched model is still a valid hardened model, in onnxruntime too (its outputs
     // differ from the original's by design, so only the check and the op set are compared).
     let check = python(

@@ -18,7 +18,7 @@
 
 use crate::error::PassError;
 use crate::graph::{attribute_graphs, free_variables};
-use crate::onnx::{ModelProto, NodeProto, ValueInfoProto};
+use crate::onnx::{GraphProto, ModelProto, NodeProto, ValueInfoProto};
 use std::collections::HashSet;
 
 pub struct Suffix {
@@ -40,8 +40,9 @@ fn reads(node: &NodeProto) -> Vec<String> {
     names
 }
 
-pub fn extract_suffix(model: &ModelProto, dirty: &[usize]) -> Result<Suffix, PassError> {
-    let graph = model.graph.as_ref().ok_or(PassError::NoGraph)?;
+/// The nodes of `graph` that are dirty or read, directly or through other nodes, what a dirty
+/// node computes (`keep`), and the tensors they compute.
+fn sweep<'g>(graph: &'g GraphProto, dirty: &[usize]) -> (Vec<bool>, HashSet<&'g str>) {
     let mut keep = vec![false; graph.node.len()];
     let mut changed: HashSet<&str> = HashSet::new();
     let dirty: HashSet<usize> = dirty.iter().copied().collect();
@@ -52,6 +53,19 @@ pub fn extract_suffix(model: &ModelProto, dirty: &[usize]) -> Result<Suffix, Pas
             changed.extend(node.output.iter().map(String::as_str));
         }
     }
+    (keep, changed)
+}
+
+/// The tensors of the main graph whose values can differ when the `dirty` nodes change: what
+/// those nodes and every node downstream of them compute (the suffix's own tensors).
+pub fn downstream_tensors(model: &ModelProto, dirty: &[usize]) -> Result<HashSet<String>, PassError> {
+    let graph = model.graph.as_ref().ok_or(PassError::NoGraph)?;
+    Ok(sweep(graph, dirty).1.into_iter().map(str::to_owned).collect())
+}
+
+pub fn extract_suffix(model: &ModelProto, dirty: &[usize]) -> Result<Suffix, PassError> {
+    let graph = model.graph.as_ref().ok_or(PassError::NoGraph)?;
+    let (keep, changed) = sweep(graph, dirty);
     let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
     let constants: Vec<usize> = (0..graph.node.len())
         .filter(|i| graph.node[*i].op_type() == "Constant" && !keep[*i])

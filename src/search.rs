@@ -314,10 +314,12 @@ struct Search<'a> {
     original: &'a ModelProto,
     sites: &'a [ActivationSite],
     /// Per site, the bound its scale applies to: the maxima's, or the percentiles' where
-    /// `on_percentile`.
+    /// `on_percentile` (for the candidate; `accepted_on_percentile` for the accepted point).
     base: Vec<Bound>,
+    maxima: &'a [Bound],
     percentiles: &'a [Bound],
     on_percentile: Vec<bool>,
+    accepted_on_percentile: Vec<bool>,
     mode: Mode,
     holdout: Holdout,
     /// The scales accepted so far, and the model they give. A candidate differs from them at
@@ -375,8 +377,10 @@ impl<'a> Search<'a> {
             original,
             sites,
             base: bases.maxima.to_vec(),
+            maxima: bases.maxima,
             percentiles: bases.percentiles,
             on_percentile: vec![false; sites.len()],
+            accepted_on_percentile: vec![false; sites.len()],
             mode,
             holdout,
             accepted: vec![1.0; sites.len()],
@@ -484,10 +488,11 @@ impl Search<'_> {
         Ok(Check::Metric(total / patterns))
     }
 
-    /// Makes `scales` the accepted point.
+    /// Makes `scales` (on the current bases) the accepted point.
     fn accept(&mut self, scales: &[f32]) -> Result<()> {
         self.accepted_model = self.harden(scales)?.0;
         self.accepted = scales.to_vec();
+        self.accepted_on_percentile = self.on_percentile.clone();
         Ok(())
     }
 
@@ -522,6 +527,13 @@ impl Search<'_> {
         Ok(check)
     }
 
+    /// Puts site `l` on its percentile base (`on`) or back on its maxima, for the candidates
+    /// that follow (the accepted point changes with `accept`).
+    fn use_percentile(&mut self, l: usize, on: bool) {
+        self.base[l] = if on { &self.percentiles[l] } else { &self.maxima[l] }.clone();
+        self.on_percentile[l] = on;
+    }
+
     /// Whether the site's percentile bound is well below its maximum bound (`OUTLIERS`).
     fn outliers_dominate(&self, l: usize) -> bool {
         let sum = |b: &Bound| b.values.iter().map(|v| f64::from(*v)).sum::<f64>();
@@ -535,7 +547,7 @@ impl Search<'_> {
             .map(|t| {
                 let tag = (0..self.sites.len())
                     .filter(|s| self.downstream[*s].contains(t))
-                    .flat_map(|s| [self.accepted[s].to_bits(), u32::from(self.on_percentile[s])])
+                    .flat_map(|s| [self.accepted[s].to_bits(), u32::from(self.accepted_on_percentile[s])])
                     .collect();
                 (t.clone(), tag)
             })
@@ -736,12 +748,10 @@ pub fn search(
                 stopped = reason;
                 break 'layers;
             }
-            search.base[l] = search.percentiles[l].clone();
-            search.on_percentile[l] = true;
+            search.use_percentile(l, true);
             let step = judge(&mut search, &scales, l, allowed.max(threshold))?;
             if !step.accepted {
-                search.base[l] = bases.maxima[l].clone();
-                search.on_percentile[l] = false;
+                search.use_percentile(l, false);
             }
             steps[l].push(step);
         }
@@ -910,6 +920,42 @@ mod tests {
             metric(search.check(&scales, None, f64::NEG_INFINITY).unwrap()) < 1.0,
             "the scales cut something"
         );
+    }
+
+    #[test]
+    fn suffix_checks_stay_right_as_sites_try_and_take_their_percentile_base() {
+        let (model, sites, maxima, samples) = resnet(48);
+        let percentiles: Vec<Bound> = maxima.iter().map(|b| scaled(b, 0.7)).collect();
+        let bases = Bases {
+            maxima: &maxima,
+            percentiles: &percentiles,
+        };
+        let options = options();
+        let mut search = Search::new(&model, &sites, &bases, Mode::Zero, &samples, None, &options).unwrap();
+        let n = sites.len();
+        let scales = vec![1.0f32; n];
+        // As the search does: a site tries its percentile base (a check that may refresh the
+        // cached values of every site), then takes it or goes back to its maxima.
+        for (trial, l) in [n / 2, 0, n - 1, 1, n / 2 + 1].into_iter().enumerate() {
+            search.use_percentile(l, true);
+            let by_suffix = metric(search.check(&scales, Some(l), f64::NEG_INFINITY).unwrap());
+            assert_eq!(
+                by_suffix,
+                metric(search.check(&scales, None, f64::NEG_INFINITY).unwrap())
+            );
+            if trial % 2 == 0 {
+                search.accept(&scales).unwrap();
+            } else {
+                search.use_percentile(l, false);
+            }
+            for k in [0, n / 2 + 2, n - 1] {
+                let mut candidate = scales.clone();
+                candidate[k] = 0.8;
+                let by_suffix = metric(search.check(&candidate, Some(k), f64::NEG_INFINITY).unwrap());
+                let whole = metric(search.check(&candidate, None, f64::NEG_INFINITY).unwrap());
+                assert_eq!(by_suffix, whole, "trial {trial} at site {l}, candidate at site {k}");
+            }
+        }
     }
 
     #[test]

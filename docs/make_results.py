@@ -221,5 +221,8 @@ if searches:
 activations = ""
 if os.path.exists("docs/results/activations.md"):
     activations = open("docs/results/activations.md").read() + "\n"
-open("docs/results.md", "w").write(header + search_table + paired + activations + "\n".join(sections))
+breakdown = ""
+if os.path.exists("docs/results/breakdown.md"):
+    breakdown = open("docs/results/breakdown.md").read() + "\n"
+open("docs/results.md", "w").write(header + search_table + paired + breakdown + activations + "\n".join(sections))
 print("wrote docs/results.md")

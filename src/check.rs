@@ -3,7 +3,7 @@
 //! when asked, when its mean accuracy under weight faults at one BER reaches a floor.
 
 use crate::dataset::load_dataset;
-use crate::evaluate::{EvaluateOptions, FaultKind, evaluate};
+use crate::evaluate::{EvaluateOptions, FaultKind, evaluate_on};
 use crate::faults::WeightFormat;
 use crate::images::ImageOptions;
 use crate::model_io::read_model;
@@ -99,6 +99,7 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
         }
         None => ("agreement", 1.0, fraction(&ours.classes, &theirs.classes)),
     };
+    let samples = data.samples.count;
     let drop = reference_value - value;
     // A drop equal to the budget passes; the tolerance absorbs the decimal budget's rounding.
     let clean_ok = drop <= options.max_drop + 1e-9;
@@ -106,24 +107,27 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
     let resilience = match options.resilience {
         None => None,
         Some((ber, min_accuracy)) => {
-            let campaign = evaluate(&EvaluateOptions {
-                models: vec![options.model.clone()],
-                data: options.data.clone(),
-                labels: options.labels.clone(),
-                images: options.images.clone(),
-                bers: vec![ber],
-                trials: options.trials,
-                seed: options.seed,
-                format: options.format,
-                bits: Vec::new(),
-                target: None,
-                batch_size: options.batch_size,
-                shard: None,
-                progress: options.progress,
-                dump_faults: None,
-                fault: FaultKind::Weight,
-                layer: None,
-            })
+            let campaign = evaluate_on(
+                &EvaluateOptions {
+                    models: vec![options.model.clone()],
+                    data: options.data.clone(),
+                    labels: options.labels.clone(),
+                    images: options.images.clone(),
+                    bers: vec![ber],
+                    trials: options.trials,
+                    seed: options.seed,
+                    format: options.format,
+                    bits: Vec::new(),
+                    target: None,
+                    batch_size: options.batch_size,
+                    shard: None,
+                    progress: options.progress,
+                    dump_faults: None,
+                    fault: FaultKind::Weight,
+                    layer: None,
+                },
+                Some(data),
+            )
             .context("running the fault campaign")?;
             let accuracy = campaign.results[0].accuracy.expect("labels were checked above");
             Some(ResilienceCheck {
@@ -163,7 +167,7 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
         version: VERSION,
         model: options.model.display().to_string(),
         reference: options.reference.display().to_string(),
-        samples: data.samples.count,
+        samples,
         metric,
         reference_value,
         value,

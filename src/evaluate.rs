@@ -4,7 +4,7 @@
 //! parallel; each is a pure function of (seed, trial, BER), so results do not depend on the
 //! thread count, and a campaign can be cut into shards that `merge` puts back together.
 
-use crate::dataset::load_dataset;
+use crate::dataset::{Dataset, load_dataset};
 use crate::faults::{Flip, WeightFormat, sample_flips, tensor_rng};
 use crate::model_io::read_model;
 use crate::replay::{Batches, CleanValues, Predictions, predict, readers, run_suffix};
@@ -327,6 +327,11 @@ impl Subject {
 }
 
 pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
+    evaluate_on(options, None)
+}
+
+/// `evaluate`, on `data` when the caller has already read `options.data` (with its labels).
+pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<CampaignReport> {
     ensure!(!options.models.is_empty(), "no model to evaluate");
     let activation = options.fault == FaultKind::Activation;
     ensure!(activation || !options.bers.is_empty(), "no BER given (--ber)");
@@ -355,8 +360,11 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
     }
 
     let first = read_model(&options.models[0]).context("reading the first model")?.model;
-    let data =
-        load_dataset(&options.data, &first, options.labels.as_deref(), &options.images).context("reading the data")?;
+    let data = match data {
+        Some(data) => data,
+        None => load_dataset(&options.data, &first, options.labels.as_deref(), &options.images)
+            .context("reading the data")?,
+    };
     let (samples, labels) = (data.samples, data.labels);
     let batch_size = batch_size_for(&first, options.batch_size.min(samples.count));
     let batches = Batches::new(&samples, batch_size);

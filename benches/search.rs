@@ -66,6 +66,7 @@ fn main() {
             labels: None,
             max_evals: None,
             time_limit: None,
+            percentile: None,
         }),
     };
     let (searched, report) = time(|| harden(&options).unwrap());

@@ -7,7 +7,7 @@ use crate::images::ImageOptions;
 use crate::method::{Method, ModeName};
 use crate::model_io::{read_model, write_atomically, write_model};
 use crate::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, TOOL, VERSION};
-use crate::search::{Base, Bases, PERCENTILE, SearchOptions, scaled, search, split};
+use crate::search::{Base, Bases, SearchOptions, scaled, search, split};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
 use fitact_passes::bound_activations::{Bound, BoundRequest, bound_activations};
@@ -51,6 +51,8 @@ pub struct SearchSettings {
     pub labels: Option<PathBuf>,
     pub max_evals: Option<usize>,
     pub time_limit: Option<std::time::Duration>,
+    /// Try this per-neuron percentile in place of the maxima where outliers set them.
+    pub percentile: Option<f64>,
 }
 
 /// Conditions under which there is nothing sensible to write.
@@ -110,6 +112,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         }
         None => (Cow::Borrowed(&samples), None),
     };
+    let percentile = options.search.as_ref().and_then(|s| s.percentile);
     let started = Instant::now();
     let calibration = calibrate(
         &model,
@@ -119,11 +122,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             batch_size: options.batch_size,
             progress: options.progress,
             // The search may replace a maximum by a percentile where outliers set it.
-            top: if options.search.is_some() {
-                top_for(PERCENTILE, fit.count)
-            } else {
-                0
-            },
+            top: percentile.map_or(0, |p| top_for(p, fit.count)),
         },
     )
     .context("calibrating")?;
@@ -169,13 +168,13 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             time_limit: settings.time_limit,
             batch_size: options.batch_size,
         };
-        let percentiles = to_bounds(&calibration.activations, true);
+        let percentiles = percentile.map(|_| to_bounds(&calibration.activations, true));
         let (_, log) = search(
             &model,
             &sites,
             &Bases {
                 maxima: &bounds,
-                percentiles: &percentiles,
+                percentiles: percentiles.as_deref(),
             },
             mode.into(),
             check,
@@ -195,10 +194,9 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             &CalibrateOptions {
                 batch_size: options.batch_size,
                 progress: false,
-                top: if any_percentile {
-                    top_for(PERCENTILE, samples.count)
-                } else {
-                    0
+                top: match percentile {
+                    Some(p) if any_percentile => top_for(p, samples.count),
+                    _ => 0,
                 },
             },
         )

@@ -40,6 +40,8 @@ fn search_tightens_bounds_within_the_budget() {
         label_path.to_str().unwrap(),
         "--max-evals",
         "60",
+        "--percentile",
+        "0.99",
     ];
     let json = harden(&fixture("alexnet.onnx"), &calib, &out, &budget);
     let search = &json["search"];
@@ -117,6 +119,9 @@ fn search_is_deterministic_and_respects_its_limits() {
     );
     assert_eq!(a["search"]["stopped"], "converged");
     assert_eq!(a["search"]["layers"], b["search"]["layers"]);
+    for layer in a["search"]["layers"].as_array().unwrap() {
+        assert_eq!(layer["base"], "maximum", "percentiles only with --percentile");
+    }
 
     let limited = harden(&model, &calib, &out("c.onnx"), &["--search", "--max-evals", "5"]);
     assert_eq!(limited["search"]["stopped"], "evaluation limit");
@@ -141,6 +146,18 @@ fn search_flags_need_search() {
     let run = cli(&["harden", "a.onnx", "b.onnx", "--calib", "c.npy", "--budget", "1%"]);
     assert_eq!(run.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&run.stderr).contains("--search"));
+    let run = cli(&[
+        "harden",
+        "a.onnx",
+        "b.onnx",
+        "--calib",
+        "c.npy",
+        "--search",
+        "--percentile",
+        "1.5",
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("between 0.5 and 1"));
 }
 
 #[test]

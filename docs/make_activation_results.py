@@ -11,6 +11,7 @@ on the same faults; and the inference time of each in onnxruntime (1 thread, bat
 of alternating repetitions) over the original's.
 
     python3 docs/make_activation_results.py [--samples 500] [--trials 20] [--seed 7]
+    python3 docs/make_activation_results.py --timing-only   # the onnxruntime times again, on a quiet machine
 
 Writes docs/results/<fixture>-activations.{json,csv,svg}, docs/results/<fixture>-*.check.json,
 docs/results/activations-ort.json and docs/results/activations.md (the section that
@@ -36,6 +37,8 @@ ap.add_argument("--seed", type=int, default=7)
 ap.add_argument("--fixtures", default="mobilenetv3,silu_gelu")
 ap.add_argument("--reps", type=int, default=15)
 ap.add_argument("--no-run", action="store_true", help="only rewrite docs/results/activations.md")
+ap.add_argument("--timing-only", action="store_true",
+                help="only measure the onnxruntime times again, on the models of an earlier run (a quiet machine)")
 args = ap.parse_args()
 
 binary = "target/release/fitact-onnx"
@@ -78,7 +81,7 @@ def ort_time(paths, x):
 
 calib = np.load("fixtures/calib.npy").astype(np.float32)
 timings = {}
-for fixture in [] if args.no_run else args.fixtures.split(","):
+for fixture in [] if args.no_run or args.timing_only else args.fixtures.split(","):
     original = os.path.join("fixtures", f"{fixture}.onnx")
     models = [original]
     for name, flags in variants:
@@ -94,6 +97,11 @@ for fixture in [] if args.no_run else args.fixtures.split(","):
          str(args.trials), "--seed", str(args.seed), "--report", stem + ".json", "--csv", stem + ".csv",
          "--plot", stem + ".svg", "-q"])
     t = ort_time(models[:3], calib)
+    timings[fixture] = {"original_s": t[0], "relu_s": t[1], "all_s": t[2]}
+for fixture in args.fixtures.split(",") if args.timing_only and not args.no_run else []:
+    paths = [os.path.join("fixtures", f"{fixture}.onnx")] + [
+        os.path.join(work, f"{fixture}.{name}.onnx") for name in ("relu", "all")]
+    t = ort_time(paths, calib)
     timings[fixture] = {"original_s": t[0], "relu_s": t[1], "all_s": t[2]}
 if args.no_run:
     timings = json.load(open(os.path.join(out, "activations-ort.json")))
@@ -130,7 +138,7 @@ What it shows (seed 7):
   images): `all-search` loses 0.10 and 0.40 points on the test split; an earlier version,
   checking on the held-out quarter only, lost 0.95 on the MobileNetV3-style net. Under faults
   it is where `all` is (93.0 ± 0.1 and 75.1 ± 9.8 at 1e-5).
-- **Cost**: in onnxruntime `all` runs 1.89x as long as `relu` on the MobileNetV3-style net (33
+- **Cost**: in onnxruntime `all` runs 1.86x as long as `relu` on the MobileNetV3-style net (33
   bounded tensors, most of them large feature maps) and 1.48x on the SiLU/GELU net. In tract
   (`cargo bench --bench inference`, command in this script's header, 5 repetitions) `all` over
   the original is 1.38x / 1.22x at batch 64 and 1.59x / 1.54x at batch 1, against 1.12x / 0.99x

@@ -661,10 +661,9 @@ pub fn split(samples: &Samples) -> Split {
     } else {
         (0..CHECK_SAMPLES).map(|k| k * n / CHECK_SAMPLES).collect()
     };
-    let take = |chosen: &[usize]| rows(samples, chosen);
     Split {
-        fit: take(&fit),
-        check: take(&check_rows),
+        fit: rows(samples, &fit),
+        check: rows(samples, &check_rows),
         check_rows,
     }
 }

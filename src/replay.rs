@@ -167,27 +167,24 @@ impl CleanValues {
     /// Of `wanted` (tensor names with tags), those not kept under that tag (model inputs are
     /// never stale: they come from the data).
     pub fn stale(&self, wanted: &[(String, Vec<u32>)], batches: &Batches) -> Vec<(String, Vec<u32>)> {
-        let cache = self.values.lock().expect("no panic while holding the cache");
-        let mut stale: Vec<(String, Vec<u32>)> = Vec::new();
-        for (name, tag) in wanted {
-            let kept = batches.input_names.contains(name) || cache.get(name).is_some_and(|kept| kept.tag == *tag);
-            if !kept && !stale.iter().any(|(n, _)| n == name) {
-                stale.push((name.clone(), tag.clone()));
-            }
-        }
-        stale
+        stale_in(
+            &self.values.lock().expect("no panic while holding the cache"),
+            wanted,
+            batches,
+        )
     }
 
     /// Computes with one clean run of `model` the values of `wanted` that are stale, and keeps
-    /// them under their tags (replacing what was kept under another).
+    /// them under their tags (replacing what was kept under another). The cache stays locked
+    /// meanwhile, so that threads asking for the same values compute them once.
     pub fn refresh(&self, model: &ModelProto, wanted: &[(String, Vec<u32>)], batches: &Batches) -> Result<()> {
-        let missing = self.stale(wanted, batches);
+        let mut cache = self.values.lock().expect("no panic while holding the cache");
+        let missing = stale_in(&cache, wanted, batches);
         if missing.is_empty() {
             return Ok(());
         }
         let names: Vec<String> = missing.iter().map(|(n, _)| n.clone()).collect();
         let (_, observed) = predict(model, batches, &names)?;
-        let mut cache = self.values.lock().expect("no panic while holding the cache");
         for (i, (name, tag)) in missing.into_iter().enumerate() {
             cache.insert(
                 name,
@@ -219,6 +216,22 @@ impl CleanValues {
             })
             .collect()
     }
+}
+
+/// Of `wanted`, those `cache` does not keep under that tag, each once.
+fn stale_in(
+    cache: &HashMap<String, Kept>,
+    wanted: &[(String, Vec<u32>)],
+    batches: &Batches,
+) -> Vec<(String, Vec<u32>)> {
+    let mut stale: Vec<(String, Vec<u32>)> = Vec::new();
+    for (name, tag) in wanted {
+        let kept = batches.input_names.contains(name) || cache.get(name).is_some_and(|kept| kept.tag == *tag);
+        if !kept && !stale.iter().any(|(n, _)| n == name) {
+            stale.push((name.clone(), tag.clone()));
+        }
+    }
+    stale
 }
 
 /// Predictions of `suffix` (whose first output is the model's first) fed per batch.

@@ -14,7 +14,9 @@
 //! **When it applies**: dirty nodes of the main graph. Running the suffix on the clean
 //! boundary values gives the same outputs as running the whole model, because every node
 //! whose inputs can differ is in the suffix. Fault injection uses it to rerun only what a
-//! fault can reach.
+//! fault can reach, and the bound search to rerun only what a changed bound can reach
+//! (`downstream_tensors` names the tensors that can change, so that cached clean values of
+//! the others stay valid).
 
 use crate::error::PassError;
 use crate::graph::{attribute_graphs, free_variables};

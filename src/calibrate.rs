@@ -71,21 +71,21 @@ pub struct ActivationMax {
     /// How many NaN or infinite values the clean samples produced (should be 0).
     pub nonfinite: usize,
     /// With `CalibrateOptions::top`: per neuron, its largest values, in descending order
-    /// (neuron-major, `top` per neuron).
+    /// (neuron-major, the same number per neuron).
     pub neuron_top: Option<Vec<f32>>,
-    pub top: usize,
 }
 
 impl ActivationMax {
-    /// Per neuron, the `top`-th largest value over the samples (the maximum without `top`).
-    pub fn neuron_percentile(&self) -> ArrayD<f32> {
-        match &self.neuron_top {
-            Some(values) if self.top > 0 => {
-                let kth = values.chunks_exact(self.top).map(|top| top[self.top - 1]).collect();
-                ArrayD::from_shape_vec(self.neuron_max.shape(), kth).expect("one value per neuron")
-            }
-            _ => self.neuron_max.clone(),
-        }
+    /// Per neuron, the `rank`-th largest value over the samples (1: the maximum), or the
+    /// smallest kept if fewer were kept; the maximum when none were.
+    pub fn neuron_percentile(&self, rank: usize) -> ArrayD<f32> {
+        let Some(values) = &self.neuron_top else {
+            return self.neuron_max.clone();
+        };
+        let kept = values.len() / self.neuron_max.len().max(1);
+        let rank = rank.clamp(1, kept.max(1));
+        let kth = values.chunks_exact(kept.max(1)).map(|top| top[rank - 1]).collect();
+        ArrayD::from_shape_vec(self.neuron_max.shape(), kth).expect("one value per neuron")
     }
 }
 
@@ -95,6 +95,29 @@ pub struct Calibration {
     pub batch_size: usize,
     /// One entry per requested site, in the same order.
     pub activations: Vec<ActivationMax>,
+}
+
+impl Calibration {
+    /// Adds the extremes of another calibration of the same sites (other samples), and the
+    /// largest values of both where they were kept: the largest `k` of the union are among
+    /// the largest `k` of each part, so the merged ones are exact.
+    pub fn merge(&mut self, other: Calibration) {
+        self.samples += other.samples;
+        for (mine, theirs) in self.activations.iter_mut().zip(other.activations) {
+            mine.neuron_max.zip_mut_with(&theirs.neuron_max, |a, b| *a = a.max(*b));
+            if let (Some(a), Some(b)) = (mine.neuron_min.as_mut(), theirs.neuron_min) {
+                a.zip_mut_with(&b, |x, y| *x = x.min(*y));
+            }
+            if let (Some(a), Some(b)) = (mine.neuron_top.as_mut(), theirs.neuron_top) {
+                let neurons = mine.neuron_max.len().max(1);
+                let (k_mine, k_theirs) = (a.len() / neurons, b.len() / neurons);
+                for (top, other) in a.chunks_exact_mut(k_mine.max(1)).zip(b.chunks_exact(k_theirs.max(1))) {
+                    other.iter().for_each(|v| insert_descending(top, *v));
+                }
+            }
+            mine.nonfinite += theirs.nonfinite;
+        }
+    }
 }
 
 pub struct CalibrateOptions {
@@ -520,7 +543,6 @@ fn fold_max(slot: &mut Slot, tensor: &str, value: &TValue, batch: usize) -> Resu
         neuron_min: track_min.then(|| ArrayD::from_elem(&shape[1..], f32::INFINITY)),
         nonfinite: 0,
         neuron_top: (top > 0).then(|| vec![f32::NEG_INFINITY; shape[1..].iter().product::<usize>() * top]),
-        top,
     });
     if acc.shape != shape[1..] {
         return Err(CalibrateError::ShapeChanged {
@@ -584,6 +606,39 @@ mod tests {
             insert_descending(&mut top, v);
         }
         assert_eq!(top, vec![5.0, 5.0, 4.0]);
+    }
+
+    #[test]
+    fn merged_largest_values_are_those_of_the_union() {
+        let part = |values: &[f32], k: usize| {
+            let mut top = vec![f32::NEG_INFINITY; k];
+            values.iter().for_each(|v| insert_descending(&mut top, *v));
+            Calibration {
+                samples: values.len(),
+                batch_size: 1,
+                activations: vec![ActivationMax {
+                    tensor: "t".into(),
+                    shape: vec![1],
+                    neuron_max: ArrayD::from_elem(vec![1], values.iter().copied().fold(f32::MIN, f32::max)),
+                    neuron_min: None,
+                    nonfinite: 0,
+                    neuron_top: Some(top),
+                }],
+            }
+        };
+        // The union's 3 largest come mostly from the first part.
+        let mut merged = part(&[9.0, 1.0, 8.0, 7.0, 2.0], 3);
+        merged.merge(part(&[3.0, 10.0], 3));
+        let activation = &merged.activations[0];
+        assert_eq!(activation.neuron_top.as_deref(), Some(&[10.0, 9.0, 8.0][..]));
+        assert_eq!(activation.neuron_percentile(3).as_slice().unwrap(), &[8.0]);
+        assert_eq!(activation.neuron_percentile(1).as_slice().unwrap(), &[10.0]);
+        assert_eq!(
+            activation.neuron_percentile(9).as_slice().unwrap(),
+            &[8.0],
+            "clamped to what was kept"
+        );
+        assert_eq!(merged.samples, 7);
     }
 
     #[test]

@@ -108,11 +108,15 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         Some(_) => {
             let split = split(&samples);
             let labels: Option<Vec<usize>> = data.labels.map(|l| split.check_rows.iter().map(|r| l[*r]).collect());
-            (Cow::Owned(split.fit), Some((split.check, labels)))
+            (Cow::Owned(split.fit), Some((split.check, labels, split.held)))
         }
         None => (Cow::Borrowed(&samples), None),
     };
     let percentile = options.search.as_ref().and_then(|s| s.percentile);
+    // With `--percentile`, each neuron's largest values, as many as the percentile of every
+    // calibration sample needs (the fit split's percentile needs fewer): fit and held-out
+    // calibrations then merge exactly.
+    let top = percentile.map_or(0, |p| top_for(p, samples.count));
     let started = Instant::now();
     let calibration = calibrate(
         &model,
@@ -121,26 +125,24 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         &CalibrateOptions {
             batch_size: options.batch_size,
             progress: options.progress,
-            // The search may replace a maximum by a percentile where outliers set it.
-            top: percentile.map_or(0, |p| top_for(p, fit.count)),
+            top,
         },
     )
     .context("calibrating")?;
     let seconds = started.elapsed().as_secs_f64();
     log::info!("calibrated on {} samples in {seconds:.2}s", calibration.samples);
 
-    // Bounds from the per-neuron maxima, or (`percentile`) from the per-neuron percentiles;
-    // two-sided for activations that can go negative, unless the bound below is redundant
-    // (then the bound above is the one-sided one, with its own margin).
-    let to_bounds = |activations: &[crate::calibrate::ActivationMax], percentile: bool| -> Vec<_> {
+    // Bounds from the per-neuron maxima, or from the per-neuron `rank`-th largest values (a
+    // percentile); two-sided for activations that can go negative, unless the bound below is
+    // redundant (then the bound above is the one-sided one, with its own margin).
+    let to_bounds = |activations: &[crate::calibrate::ActivationMax], rank: Option<usize>| -> Vec<_> {
         activations
             .iter()
             .zip(&sites)
             .map(|(max, site)| {
-                let high = if percentile {
-                    max.neuron_percentile()
-                } else {
-                    max.neuron_max.clone()
+                let high = match rank {
+                    Some(rank) => max.neuron_percentile(rank),
+                    None => max.neuron_max.clone(),
                 };
                 let one_sided = || bound_from_maxima(&high, granularity, options.margin);
                 match &max.neuron_min {
@@ -158,9 +160,9 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             .collect::<Vec<_>>()
     };
     let mut calibration = calibration;
-    let mut bounds = to_bounds(&calibration.activations, false);
+    let mut bounds = to_bounds(&calibration.activations, None);
     let mut search_log = None;
-    if let (Some(settings), Some((check, check_labels))) = (&options.search, &search_sets) {
+    if let (Some(settings), Some((check, check_labels, held))) = (&options.search, &search_sets) {
         let search_options = SearchOptions {
             budget: settings.budget,
             objective: settings.objective.clone(),
@@ -168,7 +170,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             time_limit: settings.time_limit,
             batch_size: options.batch_size,
         };
-        let percentiles = percentile.map(|_| to_bounds(&calibration.activations, true));
+        let percentiles = percentile.map(|p| to_bounds(&calibration.activations, Some(top_for(p, fit.count))));
         let (_, log) = search(
             &model,
             &sites,
@@ -186,38 +188,27 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         // The scales found apply to the extremes (or percentiles) over every calibration
         // sample: the held-out quarter's own extremes make the written bounds no tighter than
         // the ones checked.
-        let any_percentile = log.layers.iter().any(|l| l.base == Base::Percentile);
-        calibration = calibrate(
+        let held = calibrate(
             &model,
-            &samples,
+            held,
             &sites,
             &CalibrateOptions {
                 batch_size: options.batch_size,
                 progress: false,
-                top: match percentile {
-                    Some(p) if any_percentile => top_for(p, samples.count),
-                    _ => 0,
-                },
+                top,
             },
         )
-        .context("calibrating every sample")?;
-        let maxima = to_bounds(&calibration.activations, false);
-        let percentiles = if any_percentile {
-            to_bounds(&calibration.activations, true)
-        } else {
-            maxima.clone()
-        };
+        .context("calibrating the held-out samples")?;
+        calibration.merge(held);
+        let maxima = to_bounds(&calibration.activations, None);
+        let percentiles = percentile.map(|p| to_bounds(&calibration.activations, Some(top_for(p, samples.count))));
         bounds = log
             .layers
             .iter()
             .enumerate()
-            .map(|(i, layer)| {
-                let base = if layer.base == Base::Percentile {
-                    &percentiles[i]
-                } else {
-                    &maxima[i]
-                };
-                scaled(base, layer.scale)
+            .map(|(i, layer)| match (layer.base, &percentiles) {
+                (Base::Percentile, Some(percentiles)) => scaled(&percentiles[i], layer.scale),
+                _ => scaled(&maxima[i], layer.scale),
             })
             .collect();
         search_log = Some(log);

@@ -261,21 +261,11 @@ impl Holdout {
         class == self.truth[i] && (self.reference[i] != self.truth[i] || margin >= MARGIN_KEPT * self.margins[i])
     }
 
-    /// Accuracy (labels) or agreement with the original, sample by sample as `kept` counts.
-    fn metric(&self, predictions: &Predictions) -> f64 {
-        let kept = (0..self.truth.len())
-            .filter(|&i| self.kept(i, predictions.classes[i], predictions.margins[i]))
-            .count();
-        kept as f64 / self.truth.len().max(1) as f64
-    }
-
-    /// The original's own metric (1 for agreement; its accuracy with labels).
+    /// The original's own metric (1 for agreement; its accuracy with labels): a sample it
+    /// gets right keeps its whole margin.
     fn reference_metric(&self) -> f64 {
-        self.metric(&Predictions {
-            classes: self.reference.clone(),
-            margins: self.margins.clone(),
-            ..Default::default()
-        })
+        let right = self.reference.iter().zip(&self.truth).filter(|(r, t)| r == t).count();
+        right as f64 / self.truth.len().max(1) as f64
     }
 
     /// Checks a candidate whose first output on batch `b` is `logits(b)`, batch by batch in
@@ -315,9 +305,9 @@ impl Holdout {
 struct Search<'a> {
     original: &'a ModelProto,
     sites: &'a [ActivationSite],
-    /// Per site, the bound its scale applies to: the maxima's, or the percentiles' where
-    /// `on_percentile` (for the candidate; `accepted_on_percentile` for the accepted point).
-    base: Vec<Bound>,
+    /// Per site, the bound its scale applies to (`base`): the maxima's, or the percentiles'
+    /// where `on_percentile` (for the candidate; `accepted_on_percentile` for the accepted
+    /// point).
     maxima: &'a [Bound],
     percentiles: Option<&'a [Bound]>,
     on_percentile: Vec<bool>,
@@ -380,7 +370,6 @@ impl<'a> Search<'a> {
         let mut search = Search {
             original,
             sites,
-            base: bases.maxima.to_vec(),
             maxima: bases.maxima,
             percentiles: bases.percentiles,
             on_percentile: vec![false; sites.len()],
@@ -404,12 +393,8 @@ impl<'a> Search<'a> {
             options,
         };
         let (calibrated_model, emitted) = search.harden(&vec![1.0; sites.len()])?;
-        let graph = calibrated_model.graph.as_ref().context("model has a graph")?;
         for names in &emitted {
-            let dirty: Vec<usize> = names
-                .iter()
-                .filter_map(|name| graph.node.iter().position(|n| n.name() == name))
-                .collect();
+            let dirty = node_indices(&calibrated_model, names)?;
             search.downstream.push(downstream_tensors(&calibrated_model, &dirty)?);
             search
                 .boundaries
@@ -445,11 +430,11 @@ impl Search<'_> {
         let requests: Vec<BoundRequest> = self
             .sites
             .iter()
-            .zip(&self.base)
             .zip(scales)
-            .map(|((site, bound), s)| BoundRequest {
+            .enumerate()
+            .map(|(l, (site, s))| BoundRequest {
                 site: site.clone(),
-                bound: scaled(bound, *s),
+                bound: scaled(self.base(l), *s),
                 elem_type: FLOAT,
             })
             .collect();
@@ -535,12 +520,15 @@ impl Search<'_> {
     /// Puts site `l` on its percentile base (`on`) or back on its maxima, for the candidates
     /// that follow (the accepted point changes with `accept`).
     fn use_percentile(&mut self, l: usize, on: bool) {
-        self.base[l] = match (on, self.percentiles) {
-            (true, Some(percentiles)) => &percentiles[l],
+        self.on_percentile[l] = on && self.percentiles.is_some();
+    }
+
+    /// The bound site `l`'s scale applies to.
+    fn base(&self, l: usize) -> &Bound {
+        match self.percentiles {
+            Some(percentiles) if self.on_percentile[l] => &percentiles[l],
             _ => &self.maxima[l],
         }
-        .clone();
-        self.on_percentile[l] = on && self.percentiles.is_some();
     }
 
     /// Whether the site's percentile bound is well below its maximum bound (`OUTLIERS`).
@@ -567,12 +555,7 @@ impl Search<'_> {
     /// The part of `model` from site `l`'s bound nodes (`dirty`) on, with its inputs per batch,
     /// when it computes the model's first output.
     fn suffix_feeds(&self, model: &ModelProto, dirty: &[String], l: usize) -> Result<Option<(ModelProto, Feeds)>> {
-        let graph = model.graph.as_ref().context("model has a graph")?;
-        let dirty: Vec<usize> = dirty
-            .iter()
-            .filter_map(|name| graph.node.iter().position(|n| n.name() == name))
-            .collect();
-        let suffix = extract_suffix(model, &dirty)?;
+        let suffix = extract_suffix(model, &node_indices(model, dirty)?)?;
         if suffix.recomputed_outputs.first() != Some(&true)
             || suffix.boundary.iter().any(|t| self.downstream[l].contains(t))
         {
@@ -590,6 +573,15 @@ impl Search<'_> {
         let feeds = self.clean.values(&suffix.boundary, batches);
         Ok(Some((suffix.model, feeds)))
     }
+}
+
+/// The main-graph positions of the nodes named `names`.
+fn node_indices(model: &ModelProto, names: &[String]) -> Result<Vec<usize>> {
+    let graph = model.graph.as_ref().context("model has a graph")?;
+    Ok(names
+        .iter()
+        .filter_map(|name| graph.node.iter().position(|n| n.name() == name))
+        .collect())
 }
 
 /// The original's weights under each fault pattern of the sweep: per pattern, every weight
@@ -634,10 +626,11 @@ pub const CHECK_SAMPLES: usize = 512;
 
 /// The calibration samples cut for a search.
 pub struct Split {
-    /// The samples bounds are fitted on: all but every fourth (the held-out ones, at least one
-    /// and at least 64 when there are enough: never seen by the fit, so the calibrated bounds
-    /// cut them as they would cut new data).
+    /// The samples bounds are fitted on: all but every fourth.
     pub fit: Samples,
+    /// Every fourth sample (at least one, and at least 64 when there are enough): never seen
+    /// by the fit, so the calibrated bounds cut them as they would cut new data.
+    pub held: Samples,
     /// The samples each candidate is checked on, with their rows: up to `CHECK_SAMPLES` spread
     /// evenly over all the samples, fitted and held-out alike. Fitted samples matter: the
     /// largest of them set the bounds, so they are the first a smaller scale cuts, as it would
@@ -655,6 +648,7 @@ pub struct Split {
 pub fn split(samples: &Samples) -> Split {
     let n = samples.count;
     let stride = if n >= 256 { 4 } else { (n / 64).clamp(2, 4) };
+    let held: Vec<usize> = (0..n).filter(|i| i % stride == stride - 1).collect();
     let fit: Vec<usize> = (0..n).filter(|i| i % stride != stride - 1).collect();
     let check_rows: Vec<usize> = if n <= CHECK_SAMPLES {
         (0..n).collect()
@@ -663,6 +657,7 @@ pub fn split(samples: &Samples) -> Split {
     };
     Split {
         fit: rows(samples, &fit),
+        held: rows(samples, &held),
         check: rows(samples, &check_rows),
         check_rows,
     }
@@ -813,7 +808,11 @@ pub fn search(
     }
     let final_metric = full_metric(search.check(&scales, None, f64::NEG_INFINITY)?);
     let final_fault_metric = calibrated_fault_metric.map(|_| best_fault);
-    let bounds: Vec<Bound> = search.base.iter().zip(&scales).map(|(b, s)| scaled(b, *s)).collect();
+    let bounds: Vec<Bound> = scales
+        .iter()
+        .enumerate()
+        .map(|(l, s)| scaled(search.base(l), *s))
+        .collect();
     let mean = |b: &Bound| b.values.iter().sum::<f32>() / b.values.len().max(1) as f32;
     let layers: Vec<LayerSearch> = sites
         .iter()

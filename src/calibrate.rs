@@ -1,4 +1,4 @@
-//! Calibration: run samples through tract and record, in one pass, the maximum of every
+//! Calibration: run samples through the engine and record, in one pass, the maximum of every
 //! observed activation per neuron (every non-batch element), and its minimum too when the
 //! activation can be negative. Per-channel and per-layer maxima
 //! are reductions of the per-neuron one (`bounds`), so nothing else needs to be kept. On
@@ -10,10 +10,11 @@
 //! a model of its own (`extract_branch`) on those values, to any depth. So are activations in
 //! the body of a `Loop`: the enclosing graph exposes the trip count, the condition, the initial
 //! loop-carried values and what the body reads, and the body runs as a model once per
-//! iteration (tract itself has no `Loop`), its maxima taken over every iteration.
+//! iteration (tract has no `Loop`, and no engine exposes a body's tensors), its maxima taken
+//! over every iteration.
 
 use crate::dataset::Samples;
-use crate::runtime::{Outputs, Runner, RuntimeError};
+use crate::engine::{ElemType, Engine, EngineError, Outputs, Session, Value};
 use fitact_passes::activations::ActivationSite;
 use fitact_passes::extract_branch::extract_branch;
 use fitact_passes::graph::{GraphPath, SubgraphStep};
@@ -22,12 +23,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use ndarray::ArrayD;
 use std::collections::HashMap;
 use thiserror::Error;
-use tract_onnx::prelude::*;
 
 #[derive(Debug, Error)]
 pub enum CalibrateError {
     #[error(transparent)]
-    Runtime(#[from] RuntimeError),
+    Engine(#[from] EngineError),
     #[error("tensor '{tensor}' is {found}, expected float32 activations")]
     NotFloat { tensor: String, found: String },
     #[error(
@@ -121,6 +121,7 @@ impl Calibration {
 }
 
 pub struct CalibrateOptions {
+    pub engine: Engine,
     pub batch_size: usize,
     pub progress: bool,
     /// Per neuron, also keep this many largest values (0: only the maximum). At most the
@@ -145,8 +146,13 @@ pub fn calibrate(
     options: &CalibrateOptions,
 ) -> Result<Calibration, CalibrateError> {
     let indexed: Vec<(usize, ActivationSite)> = sites.iter().cloned().enumerate().collect();
-    let mut main = GraphObserver::build(model.clone(), &indexed)?;
-    let runner = Runner::new(model, &samples.sample_shapes(), Outputs::Tensors(&main.outputs))?;
+    let mut main = GraphObserver::build(model.clone(), &indexed, &options.engine)?;
+    let runner = options.engine.load(
+        model,
+        &samples.sample_shapes(),
+        options.batch_size,
+        Outputs::Tensors(&main.outputs),
+    )?;
     let batch_size = runner.batch_size(options.batch_size);
     let progress = if options.progress && samples.count > 4 * batch_size {
         ProgressBar::new(samples.count as u64).with_style(
@@ -202,8 +208,9 @@ struct GraphObserver {
     outputs: Vec<String>,
     /// A Loop body: how many of `outputs`, at the end, are the body's outputs.
     carried: usize,
-    /// Plans by input types and shapes (branches only: their inputs are concrete tensors).
-    runners: HashMap<Vec<(DatumType, Vec<usize>)>, Runner>,
+    /// Sessions by input types and shapes (branches only: their inputs are concrete tensors).
+    runners: HashMap<Vec<(ElemType, Vec<usize>)>, Session>,
+    engine: Engine,
 }
 
 /// A `Loop` whose body holds sites.
@@ -232,7 +239,7 @@ struct IfObserver {
 
 impl GraphObserver {
     /// `sites` carry paths relative to this graph.
-    fn build(model: ModelProto, sites: &[(usize, ActivationSite)]) -> Result<Self, CalibrateError> {
+    fn build(model: ModelProto, sites: &[(usize, ActivationSite)], engine: &Engine) -> Result<Self, CalibrateError> {
         let mut direct = Vec::new();
         let mut nested: Vec<(usize, Vec<(usize, ActivationSite)>)> = Vec::new();
         for (index, site) in sites {
@@ -250,7 +257,7 @@ impl GraphObserver {
         for (node_index, group) in nested {
             let node = &graph.node[node_index];
             if node.op_type() == "Loop" {
-                loops.push(LoopObserver::build(&model, node_index, &group)?);
+                loops.push(LoopObserver::build(&model, node_index, &group, engine)?);
                 continue;
             }
             if node.op_type() != "If" {
@@ -283,7 +290,10 @@ impl GraphObserver {
                     label: String::new(),
                 };
                 let extracted = extract_branch(&model, &GraphPath(vec![step]))?;
-                branches[slot] = Some((GraphObserver::build(extracted.model, &inner)?, extracted.free_inputs));
+                branches[slot] = Some((
+                    GraphObserver::build(extracted.model, &inner, engine)?,
+                    extracted.free_inputs,
+                ));
             }
             ifs.push(IfObserver {
                 node: node.name().to_owned(),
@@ -318,27 +328,29 @@ impl GraphObserver {
             outputs,
             carried: 0,
             runners: HashMap::new(),
+            engine: engine.clone(),
         })
     }
 
     /// Folds one run's outputs (in `self.outputs` order) into the maxima, then runs the
     /// branches the conditions select.
-    fn observe(&mut self, values: &[TValue], batch: usize, maxima: &mut [Slot]) -> Result<(), CalibrateError> {
+    fn observe(&mut self, values: &[Value], batch: usize, maxima: &mut [Slot]) -> Result<(), CalibrateError> {
         for ((index, tensor), value) in self.sites.iter().zip(values) {
             fold_max(&mut maxima[*index], tensor, value, batch)?;
         }
-        let by_name: HashMap<&str, &TValue> = self.outputs.iter().map(String::as_str).zip(values).collect();
+        let by_name: HashMap<&str, &Value> = self.outputs.iter().map(String::as_str).zip(values).collect();
         for observer in &mut self.ifs {
-            let condition = by_name[observer.condition.as_str()]
-                .cast_to_scalar::<bool>()
-                .map_err(|_| CalibrateError::BadCondition {
-                    op: "If",
-                    node: observer.node.clone(),
-                })?;
+            let condition =
+                by_name[observer.condition.as_str()]
+                    .scalar_bool()
+                    .ok_or_else(|| CalibrateError::BadCondition {
+                        op: "If",
+                        node: observer.node.clone(),
+                    })?;
             let Some((branch, inputs)) = &mut observer.branches[if condition { 0 } else { 1 }] else {
                 continue;
             };
-            let feed: Vec<(String, TValue)> = inputs
+            let feed: Vec<(String, Value)> = inputs
                 .iter()
                 .map(|n| (n.clone(), by_name[n.as_str()].clone()))
                 .collect();
@@ -354,14 +366,15 @@ impl GraphObserver {
     /// returns the body's outputs (nothing for a branch).
     fn run(
         &mut self,
-        feed: &[(String, TValue)],
+        feed: &[(String, Value)],
         batch: usize,
         maxima: &mut [Slot],
-    ) -> Result<Vec<TValue>, CalibrateError> {
-        let key: Vec<(DatumType, Vec<usize>)> =
-            feed.iter().map(|(_, v)| (v.datum_type(), v.shape().to_vec())).collect();
+    ) -> Result<Vec<Value>, CalibrateError> {
+        let key: Vec<(ElemType, Vec<usize>)> = feed.iter().map(|(_, v)| (v.elem_type(), v.shape().to_vec())).collect();
         if !self.runners.contains_key(&key) {
-            let runner = Runner::for_values(&self.model, feed, Outputs::Tensors(&self.outputs))?;
+            let runner = self
+                .engine
+                .load_for_values(&self.model, feed, Outputs::Tensors(&self.outputs))?;
             self.runners.insert(key.clone(), runner);
         }
         let outputs = self.runners[&key].run_values(feed)?;
@@ -371,7 +384,12 @@ impl GraphObserver {
 }
 
 impl LoopObserver {
-    fn build(model: &ModelProto, node_index: usize, group: &[(usize, ActivationSite)]) -> Result<Self, CalibrateError> {
+    fn build(
+        model: &ModelProto,
+        node_index: usize,
+        group: &[(usize, ActivationSite)],
+        engine: &Engine,
+    ) -> Result<Self, CalibrateError> {
         let node = &model.graph.as_ref().ok_or(fitact_passes::PassError::NoGraph)?.node[node_index];
         let bad = |reason: &str| CalibrateError::BadLoop {
             node: node.name().to_owned(),
@@ -414,7 +432,7 @@ impl LoopObserver {
                 "its body's inputs and outputs do not match its loop-carried values",
             ));
         }
-        let mut body = GraphObserver::build(extracted.model.clone(), &inner)?;
+        let mut body = GraphObserver::build(extracted.model.clone(), &inner, engine)?;
         body.carried = body_outputs.len();
         body.outputs.extend(body_outputs);
         Ok(LoopObserver {
@@ -429,12 +447,7 @@ impl LoopObserver {
     }
 
     /// Runs the body once per iteration on the values of the enclosing graph's run.
-    fn run(
-        &mut self,
-        values: &HashMap<&str, &TValue>,
-        batch: usize,
-        maxima: &mut [Slot],
-    ) -> Result<(), CalibrateError> {
+    fn run(&mut self, values: &HashMap<&str, &Value>, batch: usize, maxima: &mut [Slot]) -> Result<(), CalibrateError> {
         let bad = |reason: String| CalibrateError::BadLoop {
             node: self.node.clone(),
             reason,
@@ -443,18 +456,16 @@ impl LoopObserver {
             "" => None,
             name => Some(
                 values[name]
-                    .cast_to_scalar::<i64>()
-                    .map_err(|_| bad("its trip count is not an int64 scalar".into()))?,
+                    .scalar_i64()
+                    .ok_or_else(|| bad("its trip count is not an int64 scalar".into()))?,
             ),
         };
         let mut condition = match self.condition.as_str() {
             "" => true,
-            name => values[name]
-                .cast_to_scalar::<bool>()
-                .map_err(|_| CalibrateError::BadCondition {
-                    op: "Loop",
-                    node: self.node.clone(),
-                })?,
+            name => values[name].scalar_bool().ok_or_else(|| CalibrateError::BadCondition {
+                op: "Loop",
+                node: self.node.clone(),
+            })?,
         };
         let limit = trip.unwrap_or(MAX_ITERATIONS);
         if trip.is_none() && self.condition.is_empty() {
@@ -465,27 +476,25 @@ impl LoopObserver {
                 "{limit} iterations; calibration runs at most {MAX_ITERATIONS}"
             )));
         }
-        let mut carried: Vec<TValue> = self.initial.iter().map(|n| values[n.as_str()].clone()).collect();
-        let free: Vec<(String, TValue)> = self
+        let mut carried: Vec<Value> = self.initial.iter().map(|n| values[n.as_str()].clone()).collect();
+        let free: Vec<(String, Value)> = self
             .free_inputs
             .iter()
             .map(|n| (n.clone(), values[n.as_str()].clone()))
             .collect();
         let mut iteration = 0i64;
         while iteration < limit && condition {
-            let mut feed: Vec<(String, TValue)> = vec![
-                (self.body_inputs[0].clone(), tensor0(iteration).into_tvalue()),
-                (self.body_inputs[1].clone(), tensor0(condition).into_tvalue()),
+            let mut feed: Vec<(String, Value)> = vec![
+                (self.body_inputs[0].clone(), Value::scalar(iteration)),
+                (self.body_inputs[1].clone(), Value::scalar(condition)),
             ];
             feed.extend(self.body_inputs[2..].iter().cloned().zip(carried.iter().cloned()));
             feed.extend(free.iter().cloned());
             let outputs = self.body.run(&feed, batch, maxima)?;
-            condition = outputs[0]
-                .cast_to_scalar::<bool>()
-                .map_err(|_| CalibrateError::BadCondition {
-                    op: "Loop",
-                    node: self.node.clone(),
-                })?;
+            condition = outputs[0].scalar_bool().ok_or_else(|| CalibrateError::BadCondition {
+                op: "Loop",
+                node: self.node.clone(),
+            })?;
             carried = outputs[1..=carried.len()].to_vec();
             iteration += 1;
         }
@@ -520,13 +529,11 @@ fn insert_descending(top: &mut [f32], v: f32) {
 }
 
 /// Folds one batch of an activation into its per-neuron maximum (and minimum).
-fn fold_max(slot: &mut Slot, tensor: &str, value: &TValue, batch: usize) -> Result<(), CalibrateError> {
-    let view = value
-        .to_plain_array_view::<f32>()
-        .map_err(|_| CalibrateError::NotFloat {
-            tensor: tensor.to_owned(),
-            found: format!("{:?}", value.datum_type()),
-        })?;
+fn fold_max(slot: &mut Slot, tensor: &str, value: &Value, batch: usize) -> Result<(), CalibrateError> {
+    let view = value.view::<f32>().ok_or_else(|| CalibrateError::NotFloat {
+        tensor: tensor.to_owned(),
+        found: value.elem_type().name().to_owned(),
+    })?;
     let shape = view.shape();
     if shape.first() != Some(&batch) {
         return Err(CalibrateError::NoBatchAxis {

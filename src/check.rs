@@ -3,19 +3,20 @@
 //! when asked, when its mean accuracy under weight faults at one BER reaches a floor.
 
 use crate::dataset::load_dataset;
+use crate::engine::batch_size_for;
 use crate::evaluate::{EvaluateOptions, FaultKind, evaluate_on};
 use crate::faults::WeightFormat;
 use crate::images::ImageOptions;
 use crate::model_io::read_model;
 use crate::replay::{Batches, check_labels, predict};
 use crate::report::{TOOL, VERSION};
-use crate::runtime::batch_size_for;
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 use std::path::PathBuf;
 
 #[derive(Debug, Clone)]
 pub struct CheckOptions {
+    pub engine: crate::engine::Engine,
     pub model: PathBuf,
     pub reference: PathBuf,
     pub data: PathBuf,
@@ -37,6 +38,8 @@ pub struct CheckOptions {
 pub struct CheckReport {
     pub tool: &'static str,
     pub version: &'static str,
+    /// The engine that ran both models.
+    pub engine: crate::engine::EngineInfo,
     pub model: String,
     pub reference: String,
     pub samples: usize,
@@ -84,9 +87,10 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
         &data.samples,
         batch_size_for(&model, options.batch_size.min(data.samples.count)),
     );
-    let (ours, _) = predict(&model, &batches, &[]).with_context(|| format!("running {}", options.model.display()))?;
-    let (theirs, _) =
-        predict(&reference, &batches, &[]).with_context(|| format!("running {}", options.reference.display()))?;
+    let (ours, _) = predict(&options.engine, &model, &batches, &[])
+        .with_context(|| format!("running {}", options.model.display()))?;
+    let (theirs, _) = predict(&options.engine, &reference, &batches, &[])
+        .with_context(|| format!("running {}", options.reference.display()))?;
     let fraction = |a: &[usize], b: &[usize]| a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
     let (metric, reference_value, value) = match &data.labels {
         Some(labels) => {
@@ -109,6 +113,7 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
         Some((ber, min_accuracy)) => {
             let campaign = evaluate_on(
                 &EvaluateOptions {
+                    engine: options.engine.clone(),
                     models: vec![options.model.clone()],
                     data: options.data.clone(),
                     labels: options.labels.clone(),
@@ -165,6 +170,7 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
     Ok(CheckReport {
         tool: TOOL,
         version: VERSION,
+        engine: options.engine.info(),
         model: options.model.display().to_string(),
         reference: options.reference.display().to_string(),
         samples,

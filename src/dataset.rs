@@ -147,14 +147,14 @@ pub fn load_dataset(
     images: &crate::images::ImageOptions,
 ) -> anyhow::Result<Dataset> {
     use anyhow::Context;
-    let input_names = crate::runtime::model_input_names(model);
+    let input_names = crate::engine::model_input_names(model);
     let (samples, folder_labels) = if path.is_dir() {
         anyhow::ensure!(
             input_names.len() == 1,
             "{}: a folder of images feeds a single-input model; this one has inputs {input_names:?}",
             path.display()
         );
-        let dims = crate::runtime::declared_dims(model, &input_names[0]).unwrap_or_default();
+        let dims = crate::engine::declared_dims(model, &input_names[0]).unwrap_or_default();
         let set = crate::images::load_images(path, &input_names[0], &dims, images)?;
         (set.samples, set.labels)
     } else {

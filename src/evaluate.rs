@@ -5,11 +5,11 @@
 //! thread count, and a campaign can be cut into shards that `merge` puts back together.
 
 use crate::dataset::{Dataset, load_dataset};
+use crate::engine::{Engine, Value, batch_size_for};
 use crate::faults::{Flip, WeightFormat, sample_flips, tensor_rng};
 use crate::model_io::read_model;
 use crate::replay::{Batches, CleanValues, Predictions, predict, readers, run_suffix};
 use crate::report::{TOOL, VERSION};
-use crate::runtime::batch_size_for;
 use crate::weights::Weights;
 use anyhow::{Context, Result, bail, ensure};
 use fitact_passes::extract_suffix::extract_suffix;
@@ -19,7 +19,6 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-use tract_onnx::prelude::{IntoTValue, IntoTensor};
 
 /// Which slice of the trials this run does: trial t belongs to shard `t % count`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -43,6 +42,7 @@ impl std::str::FromStr for Shard {
 
 #[derive(Debug, Clone)]
 pub struct EvaluateOptions {
+    pub engine: Engine,
     pub models: Vec<PathBuf>,
     /// Samples: .npy, .npz or a folder of images.
     pub data: PathBuf,
@@ -142,6 +142,9 @@ pub struct TrialRecord {
 pub struct CampaignReport {
     pub tool: String,
     pub version: String,
+    /// The engine that ran the trials (absent in reports of versions before engines).
+    #[serde(default)]
+    pub engine: Option<crate::engine::EngineInfo>,
     pub config: CampaignConfig,
     pub models: Vec<ModelSummary>,
     pub results: Vec<ResultRecord>,
@@ -209,12 +212,12 @@ impl Subject {
             .collect();
         let clean_values = Self::values(&stored, options.format, &[], &targets);
         let model = Weights::write_into(&model, &clean_values);
-        let (clean, _) =
-            predict(&model, batches, &[]).with_context(|| format!("running {} fault-free", path.display()))?;
+        let (clean, _) = predict(&options.engine, &model, batches, &[])
+            .with_context(|| format!("running {} fault-free", path.display()))?;
         Ok(Subject {
             path: path.display().to_string(),
             readers: readers(&model),
-            clean_values: Default::default(),
+            clean_values: CleanValues::new(&options.engine),
             model,
             stored,
             targets,
@@ -275,7 +278,7 @@ impl Subject {
         let feeds = self
             .clean_values
             .boundary_values(&self.model, &suffix.boundary, batches)?;
-        run_suffix(&suffix.model, &feeds, batches, logits)
+        run_suffix(&options.engine, &suffix.model, &feeds, batches, logits)
     }
 
     /// One inference-time fault per sample: a layer chosen per trial (the same for every
@@ -283,6 +286,7 @@ impl Subject {
     /// consumers of the tensor and everything downstream rerun on the flipped values.
     fn activation_trial(
         &self,
+        engine: &Engine,
         layers: &[String],
         seed: u64,
         trial: usize,
@@ -307,11 +311,11 @@ impl Subject {
         let rows = batches.batches[0].1.max(batches.batches[0].0[0].shape()[0]);
         let mut flips = 0;
         for (b, (feed, (_, valid))) in feeds.iter_mut().zip(&batches.batches).enumerate() {
-            let mut tensor = feed[position].1.clone().into_tensor();
-            let mut view = tensor
-                .to_plain_array_view_mut::<f32>()
+            let mut tensor = feed[position]
+                .1
+                .to_array::<f32>()
                 .with_context(|| format!("tensor '{layer}' is not float32"))?;
-            let values = view.as_slice_mut().context("a tract tensor is contiguous")?;
+            let values = tensor.as_slice_mut().context("an owned array is contiguous")?;
             let per_sample = values.len() / rows;
             for row in 0..*valid {
                 let sample = b * rows + row;
@@ -320,9 +324,9 @@ impl Subject {
                 values[element] = f32::from_bits(values[element].to_bits() ^ (1 << rng.random_range(0..32u32)));
                 flips += 1;
             }
-            feed[position].1 = tensor.into_tvalue();
+            feed[position].1 = Value::from(tensor);
         }
-        Ok((run_suffix(&suffix.model, &feeds, batches, 0)?, flips))
+        Ok((run_suffix(engine, &suffix.model, &feeds, batches, 0)?, flips))
     }
 }
 
@@ -432,7 +436,8 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
             let mut dumps = Vec::new();
             for (m, subject) in subjects.iter().enumerate() {
                 let (flips, faulty, flip_count) = if activation {
-                    let (faulty, count) = subject.activation_trial(&layers, options.seed, t, &batches)?;
+                    let (faulty, count) =
+                        subject.activation_trial(&options.engine, &layers, options.seed, t, &batches)?;
                     (Vec::new(), faulty, count)
                 } else {
                     let flips = subject.flips(options, &bits, ber, t);
@@ -521,12 +526,13 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
             accuracy_auc: None,
         })
         .collect();
-    Ok(aggregate(config, summaries, records))
+    Ok(aggregate(Some(options.engine.info()), config, summaries, records))
 }
 
 /// Recomputes `results` and the AUCs from the trial records (sorted, so any order of shards
 /// gives the same report).
 pub fn aggregate(
+    engine: Option<crate::engine::EngineInfo>,
     config: CampaignConfig,
     mut models: Vec<ModelSummary>,
     mut trials: Vec<TrialRecord>,
@@ -565,6 +571,7 @@ pub fn aggregate(
     CampaignReport {
         tool: TOOL.into(),
         version: VERSION.into(),
+        engine,
         config,
         models,
         results,
@@ -618,6 +625,17 @@ pub fn merge(reports: Vec<CampaignReport>) -> Result<CampaignReport> {
             "the reports are of different campaigns (their settings differ)"
         );
         ensure!(strip(report) == strip(first), "the reports are of different models");
+        if report.engine != first.engine {
+            let name = |e: &Option<crate::engine::EngineInfo>| {
+                e.as_ref()
+                    .map_or("an unnamed engine".to_owned(), |e| format!("{} {}", e.name, e.version))
+            };
+            bail!(
+                "the reports were run in different engines ({} and {}): merge shards run in one engine",
+                name(&first.engine),
+                name(&report.engine)
+            );
+        }
         trials.extend(report.trials.iter().cloned());
     }
     let mut keys: Vec<(usize, usize, usize)> = trials.iter().map(|r| (r.model, r.ber, r.trial)).collect();
@@ -637,7 +655,7 @@ pub fn merge(reports: Vec<CampaignReport>) -> Result<CampaignReport> {
             ..m.clone()
         })
         .collect();
-    Ok(aggregate(config, models, trials))
+    Ok(aggregate(first.engine.clone(), config, models, trials))
 }
 
 /// One trial's faults for one model, as `--dump-faults` writes them, for replaying elsewhere.

@@ -22,6 +22,8 @@ use thiserror::Error;
 
 #[derive(Debug, Clone)]
 pub struct HardenOptions {
+    /// The engine that runs the model (calibration, search).
+    pub engine: crate::engine::Engine,
     pub input: PathBuf,
     pub output: PathBuf,
     /// Calibration samples: .npy, .npz or a folder of images.
@@ -83,9 +85,10 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     }
     let (granularity, mode) = options.method.resolve(options.granularity, options.mode);
     log::info!(
-        "{}: opset {opset}, {} activation(s) to bound ({granularity:?} granularity, {mode:?} mode)",
+        "{}: opset {opset}, {} activation(s) to bound ({granularity:?} granularity, {mode:?} mode), run in {}",
         options.input.display(),
-        sites.len()
+        sites.len(),
+        options.engine.describe()
     );
     for site in &sites {
         log::debug!("found {}", site.describe());
@@ -123,6 +126,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         &fit,
         &sites,
         &CalibrateOptions {
+            engine: options.engine.clone(),
             batch_size: options.batch_size,
             progress: options.progress,
             top,
@@ -164,6 +168,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let mut search_log = None;
     if let (Some(settings), Some((check, check_labels, held))) = (&options.search, &search_sets) {
         let search_options = SearchOptions {
+            engine: options.engine.clone(),
             budget: settings.budget,
             objective: settings.objective.clone(),
             max_evals: settings.max_evals,
@@ -193,6 +198,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             held,
             &sites,
             &CalibrateOptions {
+                engine: options.engine.clone(),
                 batch_size: options.batch_size,
                 progress: false,
                 top,
@@ -245,6 +251,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             ("fitact.margin", options.margin.to_string()),
             ("fitact.activations", kinds.join(",")),
             ("fitact.bounded_activations", requests.len().to_string()),
+            ("fitact.engine", options.engine.describe()),
         ],
     );
     // In place, the files read may be replaced (each atomically; the data file first).
@@ -268,6 +275,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         mode,
         margin: options.margin,
         opset,
+        engine: options.engine.info(),
         calibration: CalibrationSummary {
             file: options.calib.display().to_string(),
             samples: calibration.samples,

@@ -6,10 +6,8 @@ use crate::model_io::read_model;
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, find_activations};
 use fitact_passes::graph::{default_opset, for_each_graph};
-use fitact_passes::onnx::ModelProto;
 use serde::Serialize;
 use std::path::Path;
-use tract_onnx::prelude::*;
 
 #[derive(Debug, Serialize)]
 pub struct Inspection {
@@ -73,7 +71,7 @@ pub fn inspect(path: &Path, kinds: &[ActivationKind]) -> Result<Inspection> {
     });
     weights.external_initializers = file.external_tensors.len();
 
-    let (shapes, shape_error) = match tract_shapes(model) {
+    let (shapes, shape_error) = match crate::engine::tract::tensor_shapes(model) {
         Ok(shapes) => (shapes, None),
         Err(e) => (Default::default(), Some(format!("{e:#}"))),
     };
@@ -99,7 +97,7 @@ pub fn inspect(path: &Path, kinds: &[ActivationKind]) -> Result<Inspection> {
         model: path.display().to_string(),
         ir_version: model.ir_version(),
         opset: default_opset(model).ok(),
-        inputs: crate::runtime::model_input_names(model),
+        inputs: crate::engine::model_input_names(model),
         outputs: graph
             .iter()
             .flat_map(|g| g.output.iter().map(|o| o.name().to_owned()))
@@ -109,31 +107,6 @@ pub fn inspect(path: &Path, kinds: &[ActivationKind]) -> Result<Inspection> {
         weights,
         shape_error,
     })
-}
-
-/// The shape tract infers for every tensor of the main graph, by ONNX tensor name.
-fn tract_shapes(model: &ModelProto) -> TractResult<std::collections::HashMap<String, String>> {
-    let bytes = crate::model_io::encode(model);
-    let typed = tract_onnx::onnx().model_for_read(&mut &bytes[..])?.into_typed()?;
-    let mut shapes = std::collections::HashMap::new();
-    for node in typed.nodes() {
-        for (slot, output) in node.outputs.iter().enumerate() {
-            let outlet = OutletId::new(node.id, slot);
-            if let Some(label) = typed.outlet_label(outlet) {
-                shapes.insert(
-                    label.to_owned(),
-                    output
-                        .fact
-                        .shape
-                        .iter()
-                        .map(|d| d.to_string())
-                        .collect::<Vec<_>>()
-                        .join(","),
-                );
-            }
-        }
-    }
-    Ok(shapes)
 }
 
 impl Inspection {

@@ -1,12 +1,13 @@
 //! fitact-onnx: post-training, gradient-free hardening of ONNX models against bit flips.
 //!
-//! The execution side lives here (data, calibration through tract, bounds, reports, the CLI
-//! commands); pure graph rewrites live in the `fitact-passes` crate (`passes/`).
+//! The execution side lives here (data, the engines that run models, calibration, bounds,
+//! reports, the CLI commands); pure graph rewrites live in the `fitact-passes` crate (`passes/`).
 
 pub mod bounds;
 pub mod calibrate;
 pub mod check;
 pub mod dataset;
+pub mod engine;
 pub mod evaluate;
 pub mod faults;
 pub mod harden;
@@ -18,7 +19,6 @@ pub mod model_io;
 pub mod plot;
 pub mod replay;
 pub mod report;
-pub mod runtime;
 pub mod search;
 pub mod weights;
 

@@ -5,6 +5,7 @@ use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use fitact_onnx::bounds::Granularity;
 use fitact_onnx::check::{CheckOptions, check};
+use fitact_onnx::engine::{Engine, EngineChoice};
 use fitact_onnx::evaluate::{CampaignReport, EvaluateOptions, FaultKind, Shard, evaluate, merge};
 use fitact_onnx::faults::WeightFormat;
 use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, harden};
@@ -67,6 +68,24 @@ impl ImageArgs {
     }
 }
 
+/// Which engine runs the models.
+#[derive(Args, Clone)]
+struct EngineArgs {
+    /// auto: onnxruntime when its library is found (-v says where), tract (built in) otherwise.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    engine: EngineChoice,
+    /// The onnxruntime library (libonnxruntime.so*). Default: ORT_DYLIB_PATH, else the
+    /// onnxruntime package of the python3 on PATH (pip install onnxruntime), else the system's.
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    fn engine(&self) -> Result<Engine> {
+        Ok(Engine::select(self.engine, self.ort_lib.as_deref())?)
+    }
+}
+
 /// The samples a command runs, and their labels.
 #[derive(Args, Clone)]
 struct DataArgs {
@@ -125,10 +144,12 @@ enum Command {
         /// step higher, and a bound exactly at the maximum would then zero it.
         #[arg(long, default_value_t = 0.001, allow_hyphen_values = true)]
         margin: f32,
-        /// Samples per tract run (a model with a fixed batch dimension uses its own). Small
-        /// batches run fastest in tract on CNNs (benches/calibration.rs, FITACT_BENCH_SWEEP).
+        /// Samples per run (a model with a fixed batch dimension uses its own). Small batches
+        /// run fastest on CNNs (benches/calibration.rs, FITACT_BENCH_SWEEP).
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// Write a JSON report of every bound here.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -212,10 +233,12 @@ enum Command {
         /// Worker threads (default: all cores). Results do not depend on it.
         #[arg(long)]
         threads: Option<usize>,
-        /// Samples per tract run. Small batches run fastest in tract on CNNs (ResNet fixture,
-        /// one thread: batch 8 takes 0.67x the time of batch 256).
+        /// Samples per run. Small batches run fastest on CNNs (ResNet fixture in tract, one
+        /// thread: batch 8 takes 0.67x the time of batch 256).
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// Write the JSON report (docs/reports.md) here.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -277,9 +300,11 @@ enum Command {
         seed: u64,
         #[arg(long, value_enum, default_value_t = WeightFormat::Float32)]
         format: WeightFormat,
-        /// Samples per tract run.
+        /// Samples per run.
         #[arg(long, default_value_t = 8)]
         batch_size: usize,
+        #[command(flatten)]
+        engine: EngineArgs,
         /// Write the JSON report (docs/reports.md) here.
         #[arg(long)]
         report: Option<PathBuf>,
@@ -314,7 +339,25 @@ fn main() -> ExitCode {
         .format_timestamp(None)
         .format_target(false)
         .init();
-    match try_main(cli) {
+    // An engine's panic is caught and reported as an error where it runs (`engine::guard`);
+    // a panic anywhere else is a bug, reported in one line too, with a backtrace on request.
+    let backtrace = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if backtrace {
+            default_hook(info);
+        }
+    }));
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| try_main(cli)));
+    let outcome = outcome.unwrap_or_else(|payload| {
+        let message = payload
+            .downcast_ref::<String>()
+            .cloned()
+            .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+            .unwrap_or_default();
+        Err(anyhow::anyhow!("internal error (please report it): {message}"))
+    });
+    match outcome {
         Ok(code) => code,
         Err(err) => {
             let _ = writeln!(std::io::stderr(), "error: {err:#}");
@@ -346,6 +389,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             mode,
             margin,
             batch_size,
+            engine,
             report,
             search,
             labels,
@@ -374,6 +418,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 (None, false) => unreachable!("clap requires OUTPUT without --in-place"),
             };
             let options = HardenOptions {
+                engine: engine.engine()?,
                 input,
                 output,
                 calib,
@@ -432,6 +477,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             shard,
             threads,
             batch_size,
+            engine,
             report,
             csv,
             plot,
@@ -442,6 +488,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
             }
             let options = EvaluateOptions {
+                engine: engine.engine()?,
                 models,
                 data,
                 labels,
@@ -502,9 +549,11 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             seed,
             format,
             batch_size,
+            engine,
             report,
         } => {
             let options = CheckOptions {
+                engine: engine.engine()?,
                 model,
                 reference,
                 data,

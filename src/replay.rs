@@ -4,12 +4,11 @@
 //! Fault injection and the bound search both change a few nodes and rerun only what follows.
 
 use crate::dataset::Samples;
-use crate::runtime::{Outputs, Runner, pad_batch};
+use crate::engine::{Engine, Outputs, Session, Value, pad_batch};
 use anyhow::{Context, Result};
 use fitact_passes::onnx::ModelProto;
 use std::collections::HashMap;
 use std::sync::Mutex;
-use tract_onnx::prelude::{IntoTValue, TValue};
 
 /// Predictions of one run over the data set.
 #[derive(Debug, Clone, Default)]
@@ -78,9 +77,9 @@ pub fn check_labels(labels: &[usize], width: usize) -> Result<()> {
 }
 
 /// Appends the predictions of one batch's first output (its `valid` rows).
-pub fn push_predictions(predictions: &mut Predictions, logits: &TValue, valid: usize) -> Result<()> {
+pub fn push_predictions(predictions: &mut Predictions, logits: &Value, valid: usize) -> Result<()> {
     let view = logits
-        .to_plain_array_view::<f32>()
+        .view::<f32>()
         .context("the model's first output is not float32")?;
     let (rows, len) = (view.shape()[0], view.len());
     let view = view.into_shape_with_order((rows, len / rows.max(1)))?;
@@ -107,8 +106,13 @@ pub fn push_predictions(predictions: &mut Predictions, logits: &TValue, valid: u
 
 /// Runs `model` over every batch; the prediction is the argmax of the first output. With
 /// `observe`, also returns the per-batch values of those tensors.
-pub fn predict(model: &ModelProto, batches: &Batches, observe: &[String]) -> Result<(Predictions, Vec<Vec<TValue>>)> {
-    let runner = prediction_runner(model, batches, observe)?;
+pub fn predict(
+    engine: &Engine,
+    model: &ModelProto,
+    batches: &Batches,
+    observe: &[String],
+) -> Result<(Predictions, Vec<Vec<Value>>)> {
+    let runner = prediction_runner(engine, model, batches, observe)?;
     let mut predictions = Predictions {
         classes: Vec::with_capacity(batches.count),
         ..Default::default()
@@ -124,9 +128,14 @@ pub fn predict(model: &ModelProto, batches: &Batches, observe: &[String]) -> Res
     Ok((predictions, observed))
 }
 
-/// A runner of `model` for `batches` whose outputs are the model's first output, then the
+/// A session of `model` for `batches` whose outputs are the model's first output, then the
 /// `observe` tensors.
-pub fn prediction_runner(model: &ModelProto, batches: &Batches, observe: &[String]) -> Result<Runner> {
+pub fn prediction_runner(
+    engine: &Engine,
+    model: &ModelProto,
+    batches: &Batches,
+    observe: &[String],
+) -> Result<Session> {
     let shapes: Vec<Vec<usize>> = batches.batches[0].0.iter().map(|a| a.shape()[1..].to_vec()).collect();
     let first_output = model
         .graph
@@ -135,27 +144,36 @@ pub fn prediction_runner(model: &ModelProto, batches: &Batches, observe: &[Strin
         .map(|o| o.name().to_owned());
     let mut wanted: Vec<String> = first_output.into_iter().collect();
     wanted.extend(observe.iter().cloned());
-    Ok(Runner::new(model, &shapes, Outputs::Tensors(&wanted))?)
+    let size = batches.batches[0].0.first().map_or(1, |a| a.shape()[0]);
+    Ok(engine.load(model, &shapes, size, Outputs::Tensors(&wanted))?)
 }
 
 /// Clean values of tensors, per batch, computed on demand and kept, each with a tag that says
 /// which version of the model computed it (a caller that changes the model changes the tags of
 /// the tensors that change with it).
-#[derive(Default)]
 pub struct CleanValues {
+    engine: Engine,
     values: Mutex<HashMap<String, Kept>>,
 }
 
 /// One tensor's kept values, per batch, and the tag of the model version that computed them.
 struct Kept {
     tag: Vec<u32>,
-    values: Vec<TValue>,
+    values: Vec<Value>,
 }
 
 /// Per batch: named input values of a (suffix) model.
-pub type Feeds = Vec<Vec<(String, TValue)>>;
+pub type Feeds = Vec<Vec<(String, Value)>>;
 
 impl CleanValues {
+    /// An empty cache whose values `engine` computes.
+    pub fn new(engine: &Engine) -> CleanValues {
+        CleanValues {
+            engine: engine.clone(),
+            values: Default::default(),
+        }
+    }
+
     /// Per batch, the clean values of `names` in `model` (model inputs come from the data), computing
     /// and keeping those not seen yet with one clean run.
     pub fn boundary_values(&self, model: &ModelProto, names: &[String], batches: &Batches) -> Result<Feeds> {
@@ -184,7 +202,7 @@ impl CleanValues {
             return Ok(());
         }
         let names: Vec<String> = missing.iter().map(|(n, _)| n.clone()).collect();
-        let (_, observed) = predict(model, batches, &names)?;
+        let (_, observed) = predict(&self.engine, model, batches, &names)?;
         for (i, (name, tag)) in missing.into_iter().enumerate() {
             cache.insert(
                 name,
@@ -207,7 +225,7 @@ impl CleanValues {
                     .iter()
                     .map(|name| {
                         let value = match batches.input_names.iter().position(|n| n == name) {
-                            Some(i) => batches.batches[b].0[i].clone().into_tvalue(),
+                            Some(i) => Value::from(batches.batches[b].0[i].clone()),
                             None => cache[name].values[b].clone(),
                         };
                         (name.clone(), value)
@@ -236,12 +254,13 @@ fn stale_in(
 
 /// Predictions of `suffix` (whose first output is the model's first) fed per batch.
 pub fn run_suffix(
+    engine: &Engine,
     suffix: &ModelProto,
-    feeds: &[Vec<(String, TValue)>],
+    feeds: &[Vec<(String, Value)>],
     batches: &Batches,
     output: usize,
 ) -> Result<Predictions> {
-    let runner = Runner::for_values(suffix, &feeds[0], Outputs::Model)?;
+    let runner = engine.load_for_values(suffix, &feeds[0], Outputs::Model)?;
     let mut predictions = Predictions {
         classes: Vec::with_capacity(batches.count),
         ..Default::default()

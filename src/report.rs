@@ -19,6 +19,8 @@ pub struct HardenReport {
     pub mode: ModeName,
     pub margin: f32,
     pub opset: i64,
+    /// The engine that ran the calibration (and the search).
+    pub engine: crate::engine::EngineInfo,
     pub calibration: CalibrationSummary,
     pub activations: Vec<ActivationReport>,
     /// The bound search, when `--search` was given.

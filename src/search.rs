@@ -42,9 +42,9 @@
 //!   the check under faults, against the best fault metric so far.
 
 use crate::dataset::Samples;
+use crate::engine::{Engine, Outputs, Value};
 use crate::faults::{WeightFormat, sample_flips};
 use crate::replay::{Batches, CleanValues, Feeds, Predictions, predict, prediction_runner, push_predictions};
-use crate::runtime::{Outputs, Runner};
 use crate::weights::Weights;
 use anyhow::{Context, Result};
 use fitact_passes::activations::ActivationSite;
@@ -55,7 +55,6 @@ use fitact_passes::tensor::FLOAT;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
-use tract_onnx::prelude::TValue;
 
 /// The share of the budget the held-out drop may use (see the module header): measured on the
 /// fixtures, the full budget on 128 held-out images let the test accuracy drop 2 to 6 times
@@ -97,6 +96,7 @@ pub struct FaultSweep {
 }
 
 pub struct SearchOptions {
+    pub engine: Engine,
     /// Allowed drop of the held-out metric (0.005 = half a point).
     pub budget: f64,
     pub objective: Objective,
@@ -220,10 +220,16 @@ impl Holdout {
     /// hardest first: those the original counts as kept by ascending margin (the first a
     /// tighter bound flips), then the rest. A check that stops as soon as the threshold is out
     /// of reach (`tally`) then stops early; the order changes no metric.
-    fn new(original: &ModelProto, samples: &Samples, labels: Option<&[usize]>, batch_size: usize) -> Result<Self> {
-        let batch = crate::runtime::batch_size_for(original, batch_size.min(samples.count));
+    fn new(
+        engine: &Engine,
+        original: &ModelProto,
+        samples: &Samples,
+        labels: Option<&[usize]>,
+        batch_size: usize,
+    ) -> Result<Self> {
+        let batch = crate::engine::batch_size_for(original, batch_size.min(samples.count));
         let (reference, _) =
-            predict(original, &Batches::new(samples, batch), &[]).context("running the original model")?;
+            predict(engine, original, &Batches::new(samples, batch), &[]).context("running the original model")?;
         if let Some(labels) = labels {
             crate::replay::check_labels(labels, reference.width).context("checking the labels")?;
         }
@@ -275,7 +281,7 @@ impl Holdout {
         &self,
         order: &[usize],
         allowed: f64,
-        mut logits: impl FnMut(usize) -> Result<TValue>,
+        mut logits: impl FnMut(usize) -> Result<Value>,
     ) -> Result<(Check, Vec<usize>)> {
         let total = self.truth.len().max(1);
         let (mut kept, mut seen) = (0, 0);
@@ -351,7 +357,7 @@ impl<'a> Search<'a> {
         options: &'a SearchOptions,
     ) -> Result<Self> {
         let started = Instant::now();
-        let holdout = Holdout::new(original, checked, labels, options.batch_size)?;
+        let holdout = Holdout::new(&options.engine, original, checked, labels, options.batch_size)?;
         // Fault patterns are compared on a prefix of the check samples: a candidate runs once
         // per pattern, and the patterns are the same for every candidate.
         let fault_holdout = match &options.objective {
@@ -359,6 +365,7 @@ impl<'a> Search<'a> {
             Objective::Resilience(_) => {
                 let count = FAULT_SAMPLES.min(checked.count);
                 Some(Holdout::new(
+                    &options.engine,
                     original,
                     &prefix(checked, count),
                     labels.map(|l| &l[..count]),
@@ -379,7 +386,7 @@ impl<'a> Search<'a> {
             holdout,
             accepted: vec![1.0; sites.len()],
             accepted_model: original.clone(),
-            clean: CleanValues::default(),
+            clean: CleanValues::new(&options.engine),
             downstream: Vec::new(),
             boundaries: Vec::new(),
             lost: vec![0; batch_count],
@@ -463,7 +470,7 @@ impl Search<'_> {
                 .map(|t| pattern.get(&t.name).cloned().unwrap_or_else(|| t.values.clone()))
                 .collect();
             let faulty = Weights::write_into(&model, &values);
-            let runner = prediction_runner(&faulty, &holdout.batches, &[])?;
+            let runner = prediction_runner(&self.options.engine, &faulty, &holdout.batches, &[])?;
             // What this pattern must reach for the average to reach `at_least`, when every
             // pattern after it keeps every sample (less a rounding allowance: metrics are
             // multiples of 1 / samples, so only a candidate that cannot tie stops early).
@@ -502,12 +509,15 @@ impl Search<'_> {
         let batches = &self.holdout.batches;
         let (check, lost) = match suffix {
             Some((suffix, feeds)) => {
-                let runner = Runner::for_values(&suffix, &feeds[0], Outputs::Model)?;
+                let runner = self
+                    .options
+                    .engine
+                    .load_for_values(&suffix, &feeds[0], Outputs::Model)?;
                 self.holdout
                     .tally(&order, allowed, |b| Ok(runner.run_values(&feeds[b])?[0].clone()))?
             }
             None => {
-                let runner = prediction_runner(&model, batches, &[])?;
+                let runner = prediction_runner(&self.options.engine, &model, batches, &[])?;
                 self.holdout.tally(&order, allowed, |b| {
                     Ok(runner.run(batches.batches[b].0.clone())?.0[0].clone())
                 })?
@@ -865,13 +875,14 @@ mod tests {
         let model = crate::model_io::read_model(&fixtures.join("resnet.onnx"))
             .unwrap()
             .model;
-        let names = crate::runtime::model_input_names(&model);
+        let names = crate::engine::model_input_names(&model);
         let samples = prefix(
             &crate::dataset::load_samples(&fixtures.join("calib.npy"), &names).unwrap(),
             count,
         );
         let sites = find_relus(&model);
         let options = CalibrateOptions {
+            engine: Engine::tract(),
             batch_size: 8,
             progress: false,
             top: 0,
@@ -894,6 +905,7 @@ mod tests {
 
     fn options() -> SearchOptions {
         SearchOptions {
+            engine: Engine::tract(),
             budget: 0.005,
             objective: Objective::Tight,
             max_evals: None,
@@ -1005,7 +1017,7 @@ mod tests {
     #[test]
     fn the_check_samples_run_hardest_first() {
         let (model, _, _, samples) = resnet(48);
-        let holdout = Holdout::new(&model, &samples, None, 8).unwrap();
+        let holdout = Holdout::new(&Engine::tract(), &model, &samples, None, 8).unwrap();
         assert!(
             holdout.margins.windows(2).all(|w| w[0] <= w[1]),
             "{:?}",

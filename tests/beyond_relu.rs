@@ -6,8 +6,8 @@
 mod common;
 
 use common::{harden_and_check, python, relu_model};
+use fitact_onnx::engine::{Engine, Outputs};
 use fitact_onnx::model_io::encode;
-use fitact_onnx::runtime::{Outputs, Runner};
 use fitact_passes::activations::{ActivationKind, find_activations, find_kinds};
 use fitact_passes::bound_activations::{Bound, BoundRequest, Mode, bound_activations};
 use fitact_passes::onnx::{AttributeProto, attribute_proto::AttributeType};
@@ -184,9 +184,9 @@ fn two_sided_bounds_cut_outside_the_range_and_nan_in_both_runtimes() {
                     })
                     .collect();
                 let want = ArrayD::from_shape_vec(vec![4, 2, 3], want).unwrap();
-                let runner = Runner::new(&model, &[vec![2, 3]], Outputs::Model).unwrap();
+                let runner = Engine::tract().load(&model, &[vec![2, 3]], 8, Outputs::Model).unwrap();
                 let (out, _) = runner.run(vec![x.clone()]).unwrap();
-                let got = out[0].to_plain_array_view::<f32>().unwrap().to_owned();
+                let got = out[0].view::<f32>().unwrap().to_owned();
                 let same = got
                     .iter()
                     .zip(want.iter())

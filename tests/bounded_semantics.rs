@@ -6,8 +6,8 @@
 mod common;
 
 use common::{python, relu_model};
+use fitact_onnx::engine::{Engine, Outputs};
 use fitact_onnx::model_io::encode;
-use fitact_onnx::runtime::{Outputs, Runner};
 use fitact_passes::activations::find_relus;
 use fitact_passes::bound_activations::{Bound, BoundRequest, Mode, bound_activations};
 use fitact_passes::tensor::FLOAT;
@@ -131,9 +131,9 @@ fn same(a: &ArrayD<f32>, b: &ArrayD<f32>) -> bool {
 
 fn run_tract(case: &Case) -> ArrayD<f32> {
     let sample: Vec<usize> = case.x.shape()[1..].to_vec();
-    let runner = Runner::new(&case.model, &[sample], Outputs::Model).unwrap();
+    let runner = Engine::tract().load(&case.model, &[sample], 8, Outputs::Model).unwrap();
     let (out, _) = runner.run(vec![case.x.clone()]).unwrap();
-    out[0].to_plain_array_view::<f32>().unwrap().to_owned()
+    out[0].view::<f32>().unwrap().to_owned()
 }
 
 fn strategy() -> impl Strategy<Value = (Vec<usize>, usize, i64, Mode, Granularity, Vec<f32>, bool)> {

@@ -131,7 +131,7 @@ fn search_is_deterministic_and_respects_its_limits() {
         limited["search"]
     );
 
-    let timed = harden(&model, &calib, &out("d.onnx"), &["--search", "--time-limit", "0.2s"]);
+    let timed = harden(&model, &calib, &out("d.onnx"), &["--search", "--time-limit", "0.001s"]);
     assert_eq!(timed["search"]["stopped"], "time limit");
     // Within the budget, or (when even the calibrated bounds miss it) left as calibrated.
     let search = &timed["search"];

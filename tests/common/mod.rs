@@ -2,8 +2,8 @@
 #![allow(dead_code)]
 
 use fitact_onnx::dataset::load_samples;
+use fitact_onnx::engine::{Engine, Outputs, model_input_names};
 use fitact_onnx::model_io::read_model;
-use fitact_onnx::runtime::{Outputs, Runner, model_input_names};
 use fitact_passes::activations::{ActivationKind, find_kinds, find_relus, parse_kinds};
 use fitact_passes::onnx::{
     GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
@@ -125,7 +125,9 @@ pub fn cli(args: &[&str]) -> std::process::Output {
 /// Runs `model` on every calibration sample in tract; one output array per batch.
 pub fn tract_outputs(model: &ModelProto, calib: &Path, batch: usize) -> Vec<ArrayD<f32>> {
     let samples = load_samples(calib, &model_input_names(model)).unwrap();
-    let runner = Runner::new(model, &samples.sample_shapes(), Outputs::Model).unwrap();
+    let runner = Engine::tract()
+        .load(model, &samples.sample_shapes(), 8, Outputs::Model)
+        .unwrap();
     let batch = runner.batch_size(batch);
     (0..samples.count)
         .step_by(batch)
@@ -133,7 +135,7 @@ pub fn tract_outputs(model: &ModelProto, calib: &Path, batch: usize) -> Vec<Arra
             let (out, valid) = runner
                 .run(samples.slice(start, (start + batch).min(samples.count)))
                 .unwrap();
-            let view = out[0].to_plain_array_view::<f32>().unwrap();
+            let view = out[0].view::<f32>().unwrap();
             view.slice_axis(ndarray::Axis(0), (0..valid).into()).to_owned()
         })
         .collect()

@@ -1,0 +1,354 @@
+//! onnxruntime, through the `ort` crate, loaded at run time from its shared library (nothing
+//! is downloaded or linked at build time). Where the library is looked for, in order:
+//! `--ort-lib PATH`, `ORT_DYLIB_PATH`, the `onnxruntime` package of the `python3` on PATH (its
+//! wheel ships `onnxruntime/capi/libonnxruntime.so.1.*`), then the system's library folders.
+//!
+//! Every session runs with one intra-op and one inter-op thread: the tool parallelises across
+//! trials, one session per worker, so results do not depend on the thread count.
+
+use super::value::{ElemType, Element, Repr, Value};
+use super::{EngineError, EngineKind};
+use fitact_passes::onnx::ModelProto;
+use ndarray::ArcArray;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::session::{Session, SessionInputValue};
+use ort::value::TensorElementType;
+use ort::value::{DynValue, TensorRef};
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+const ENGINE: EngineKind = EngineKind::Onnxruntime;
+
+/// The oldest onnxruntime whose C API has what the tool uses (the `api-17` feature of `ort`).
+const OLDEST_MINOR: u32 = 17;
+
+/// The loaded library, once per process.
+pub(super) struct Runtime {
+    environment: ort::environment::Environment,
+    pub path: PathBuf,
+    pub version: String,
+}
+
+static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+static LOADING: Mutex<()> = Mutex::new(());
+
+/// Where a library path came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Source {
+    Flag,
+    EnvVar,
+    Python,
+    System,
+}
+
+impl Source {
+    pub(super) fn describe(self) -> &'static str {
+        match self {
+            Source::Flag => "--ort-lib",
+            Source::EnvVar => "ORT_DYLIB_PATH",
+            Source::Python => "the onnxruntime package of python3",
+            Source::System => "the system's library folders",
+        }
+    }
+
+    /// A path the user named: if it does not load, that is an error, not a reason to look on.
+    pub(super) fn explicit(self) -> bool {
+        matches!(self, Source::Flag | Source::EnvVar)
+    }
+}
+
+/// The first library found, in the documented order, or where it was looked for.
+pub(super) fn locate(flag: Option<&Path>) -> Result<(PathBuf, Source), Vec<String>> {
+    if let Some(path) = flag {
+        return Ok((path.to_owned(), Source::Flag));
+    }
+    let mut looked = vec!["--ort-lib (not given)".to_owned()];
+    match std::env::var_os("ORT_DYLIB_PATH").filter(|v| !v.is_empty()) {
+        Some(path) => return Ok((PathBuf::from(path), Source::EnvVar)),
+        None => looked.push("ORT_DYLIB_PATH (not set)".to_owned()),
+    }
+    match python_package_dir() {
+        Some(dir) => {
+            let capi = dir.join("capi");
+            if let Some(path) = newest_library_in(&capi) {
+                return Ok((path, Source::Python));
+            }
+            looked.push(format!("{} (no library in it)", capi.display()));
+        }
+        None => looked.push("python3's packages (no onnxruntime)".to_owned()),
+    }
+    let folders = system_folders();
+    for folder in &folders {
+        if let Some(path) = newest_library_in(folder) {
+            return Ok((path, Source::System));
+        }
+    }
+    let shown: Vec<String> = folders.iter().map(|f| f.display().to_string()).collect();
+    looked.push(format!("{} (no libonnxruntime)", shown.join(", ")));
+    Err(looked)
+}
+
+/// The folder of the `onnxruntime` package the `python3` on PATH would import, found without
+/// importing it (which takes a second).
+fn python_package_dir() -> Option<PathBuf> {
+    let script = "import importlib.util as u\ns = u.find_spec('onnxruntime')\nprint(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')";
+    let output = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stderr(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    let dir = String::from_utf8(output.stdout).ok()?;
+    let dir = dir.trim();
+    (output.status.success() && !dir.is_empty()).then(|| PathBuf::from(dir))
+}
+
+/// The folders a system library would be in: `LD_LIBRARY_PATH`, then the usual ones.
+fn system_folders() -> Vec<PathBuf> {
+    let mut folders: Vec<PathBuf> = std::env::var_os("LD_LIBRARY_PATH")
+        .map(|v| std::env::split_paths(&v).collect())
+        .unwrap_or_default();
+    let triple = format!("/usr/lib/{}-linux-gnu", std::env::consts::ARCH);
+    for folder in ["/usr/local/lib", triple.as_str(), "/usr/lib64", "/usr/lib"] {
+        folders.push(PathBuf::from(folder));
+    }
+    folders.retain(|f| f.is_dir());
+    folders.dedup();
+    folders
+}
+
+/// The onnxruntime library in `folder` with the highest version in its name
+/// (`libonnxruntime.so.1.32.0`, `libonnxruntime.so`, `libonnxruntime.1.32.0.dylib`).
+fn newest_library_in(folder: &Path) -> Option<PathBuf> {
+    let prefix = format!("{}onnxruntime", std::env::consts::DLL_PREFIX);
+    let suffix = std::env::consts::DLL_SUFFIX;
+    let mut found: Vec<(Vec<u32>, PathBuf)> = std::fs::read_dir(folder)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let name = entry.file_name().into_string().ok()?;
+            let rest = name.strip_prefix(&prefix)?;
+            // Not libonnxruntime_providers_shared.so and the like.
+            if !(rest.starts_with('.') || rest.is_empty()) || !name.contains(suffix) {
+                return None;
+            }
+            let version = rest
+                .split('.')
+                .filter_map(|part| part.parse::<u32>().ok())
+                .collect::<Vec<_>>();
+            Some((version, entry.path()))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, path)| path)
+}
+
+/// The library's own version string (`OrtGetApiBase()->GetVersionString()`).
+fn version_of(path: &Path) -> Result<String, String> {
+    let library = unsafe { libloading::Library::new(path) }.map_err(|e| format!("cannot load it: {e}"))?;
+    let get_base: libloading::Symbol<unsafe extern "C" fn() -> *const ort::sys::OrtApiBase> =
+        unsafe { library.get(b"OrtGetApiBase") }
+            .map_err(|_| "it is not an onnxruntime library (no OrtGetApiBase)".to_owned())?;
+    let base = unsafe { get_base() };
+    if base.is_null() {
+        return Err("its OrtGetApiBase returned nothing".into());
+    }
+    let version = unsafe { std::ffi::CStr::from_ptr(((*base).GetVersionString)()) };
+    Ok(version.to_string_lossy().into_owned())
+}
+
+/// Loads the library at `path` (once per process: a second call returns the first library),
+/// checking that its version has the C API the tool uses.
+pub(super) fn runtime(path: &Path, source: Source) -> Result<Arc<Runtime>, EngineError> {
+    let _loading = LOADING.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(runtime) = RUNTIME.get() {
+        if runtime.path != path {
+            log::debug!(
+                "onnxruntime is already loaded from {}; {} is not loaded again",
+                runtime.path.display(),
+                path.display()
+            );
+        }
+        return Ok(runtime.clone());
+    }
+    let bad = |reason: String| EngineError::Library(format!("{} {}: {reason}", source.describe(), path.display()));
+    if !path.exists() {
+        return Err(bad("no such file".into()));
+    }
+    let version = version_of(path).map_err(bad)?;
+    let minor = version
+        .split('.')
+        .nth(1)
+        .and_then(|m| m.parse::<u32>().ok())
+        .unwrap_or(0);
+    if !version.starts_with("1.") || minor < OLDEST_MINOR {
+        return Err(bad(format!(
+            "onnxruntime {version} is too old; the tool needs 1.{OLDEST_MINOR} or later (pip install -U onnxruntime)"
+        )));
+    }
+    let environment = ort::init_from(path)
+        .map_err(|e| bad(e.to_string()))?
+        .with_name("fitact-onnx")
+        .with_telemetry(false)
+        .build()
+        .map_err(|e| bad(format!("cannot start it: {e}")))?;
+    let runtime = Arc::new(Runtime {
+        environment,
+        path: path.to_owned(),
+        version,
+    });
+    let _ = RUNTIME.set(runtime.clone());
+    Ok(runtime)
+}
+
+fn load_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Load {
+        engine: ENGINE,
+        message: e.to_string(),
+    }
+}
+
+/// onnxruntime's refusal of an operator it has no kernel for, as `Unsupported` with the node
+/// named (its message names the node for a missing kernel, only the op for an unknown one).
+fn unsupported_op(message: &str, model: &ModelProto) -> Option<EngineError> {
+    let unsupported = |op: &str, node: Option<&str>| {
+        let node = node.map(str::to_owned).or_else(|| {
+            let graph = model.graph.as_ref()?;
+            graph
+                .node
+                .iter()
+                .find(|n| n.op_type() == op)
+                .map(|n| n.name().to_owned())
+        });
+        Some(EngineError::Unsupported {
+            engine: ENGINE,
+            op: op.to_owned(),
+            node: node.unwrap_or_default(),
+        })
+    };
+    if let Some(rest) = message.split("Could not find an implementation for ").nth(1) {
+        let op = rest.split('(').next()?;
+        let node = rest.split("node with name '").nth(1).and_then(|n| n.split('\'').next());
+        return unsupported(op, node);
+    }
+    // "Fatal error: com.example:FancyNorm(-1) is not a registered function/op"
+    let (before, _) = message.split_once(" is not a registered function/op")?;
+    let qualified = before.split_whitespace().last()?;
+    let name = qualified.rsplit(':').next()?.split('(').next()?;
+    unsupported(name, None)
+}
+
+fn run_error(e: impl std::fmt::Display) -> EngineError {
+    EngineError::Run {
+        engine: ENGINE,
+        message: e.to_string(),
+    }
+}
+
+/// An onnxruntime session; `Session::run` takes `&mut`, so it sits behind a lock (each worker
+/// thread has sessions of its own: the lock is never contended in practice).
+pub(super) struct OrtSession {
+    session: Mutex<Session>,
+    /// The session's outputs, in the order a run returns them.
+    outputs: Vec<String>,
+}
+
+/// Makes a session of `model`, which already lists the wanted outputs.
+pub(super) fn load(runtime: &Runtime, model: &ModelProto) -> Result<OrtSession, EngineError> {
+    let bytes = crate::model_io::encode(model);
+    let session = builder(runtime)
+        .and_then(|mut b| b.commit_from_memory(&bytes))
+        .map_err(|e| unsupported_op(&e.to_string(), model).unwrap_or_else(|| load_error(e)))?;
+    let outputs = session.outputs().iter().map(|o| o.name().to_owned()).collect();
+    Ok(OrtSession {
+        session: Mutex::new(session),
+        outputs,
+    })
+}
+
+/// The session options every session uses (the builder's errors are not `Send`: they are
+/// turned into plain ones here).
+fn builder(runtime: &Runtime) -> ort::Result<ort::session::builder::SessionBuilder> {
+    let plain = |e: ort::Error<ort::session::builder::SessionBuilder>| ort::Error::new(e.message());
+    Session::builder(&runtime.environment)?
+        .with_intra_threads(1)
+        .map_err(plain)?
+        .with_inter_threads(1)
+        .map_err(plain)?
+        .with_parallel_execution(false)
+        .map_err(plain)?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(plain)?
+        .with_log_level(ort::logging::LogLevel::Error)
+        .map_err(plain)
+}
+
+impl OrtSession {
+    /// Runs on named inputs; returns every output of the session, in its order.
+    pub(super) fn run(&self, inputs: &[(&str, &Value)]) -> Result<Vec<Value>, EngineError> {
+        let feeds = inputs
+            .iter()
+            .map(|(name, value)| Ok((Cow::Borrowed(*name), input_of(value)?)))
+            .collect::<Result<Vec<(Cow<str>, SessionInputValue)>, EngineError>>()?;
+        let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
+        let outputs = session.run(feeds).map_err(run_error)?;
+        self.outputs
+            .iter()
+            .map(|name| {
+                let value = outputs
+                    .get(name)
+                    .ok_or_else(|| run_error(format!("no output '{name}'")))?;
+                value_of(name, value)
+            })
+            .collect()
+    }
+}
+
+/// A tensor view onnxruntime reads in place (no copy).
+fn input_of(value: &Value) -> Result<SessionInputValue<'_>, EngineError> {
+    fn view<T: Element>(value: &Value) -> Result<SessionInputValue<'_>, EngineError> {
+        let view = value
+            .view::<T>()
+            .ok_or_else(|| run_error(format!("a {} input is not readable", T::TYPE.name())))?;
+        if !view.is_standard_layout() {
+            return Err(run_error("an input is not contiguous"));
+        }
+        let tensor = TensorRef::from_array_view(view).map_err(run_error)?;
+        Ok(SessionInputValue::from(tensor.into_dyn()))
+    }
+    match value.elem_type() {
+        ElemType::F32 => view::<f32>(value),
+        ElemType::U8 => view::<u8>(value),
+        ElemType::I8 => view::<i8>(value),
+        ElemType::I32 => view::<i32>(value),
+        ElemType::I64 => view::<i64>(value),
+        ElemType::Bool => view::<bool>(value),
+        ElemType::F64 => view::<f64>(value),
+        ElemType::Other => Err(run_error("an input has a type the tool cannot feed")),
+    }
+}
+
+/// A copy of an output (the session's memory is reused by its next run).
+fn value_of(name: &str, value: &DynValue) -> Result<Value, EngineError> {
+    fn copy<T: Element>(value: &DynValue) -> Result<Value, EngineError> {
+        let view = value.try_extract_array::<T>().map_err(run_error)?;
+        let array: ArcArray<T, ndarray::IxDyn> = view.to_owned().into_shared();
+        Ok(Value(Repr::Array(T::wrap(array))))
+    }
+    let kind = value
+        .dtype()
+        .tensor_type()
+        .ok_or_else(|| run_error(format!("output '{name}' is not a tensor")))?;
+    match kind {
+        TensorElementType::Float32 => copy::<f32>(value),
+        TensorElementType::Uint8 => copy::<u8>(value),
+        TensorElementType::Int8 => copy::<i8>(value),
+        TensorElementType::Int32 => copy::<i32>(value),
+        TensorElementType::Int64 => copy::<i64>(value),
+        TensorElementType::Bool => copy::<bool>(value),
+        TensorElementType::Float64 => copy::<f64>(value),
+        other => Err(run_error(format!(
+            "output '{name}' is {other:?}, which the tool does not read"
+        ))),
+    }
+}

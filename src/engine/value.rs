@@ -1,0 +1,241 @@
+//! The tensors that go into and come out of an engine: typed, cheap to clone (shared storage),
+//! readable as ndarray views whatever engine made them. A value an engine returns keeps that
+//! engine's own storage (no copy when it is fed back to the same engine); a value made from an
+//! array is shared storage that either engine reads.
+
+use ndarray::{ArcArray, ArrayD, ArrayViewD, IxDyn};
+use tract_onnx::prelude::{Datum, IntoTValue, TValue, Tensor};
+
+/// The element types an engine exchanges with the tool, with their ONNX `TensorProto` codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ElemType {
+    F32,
+    U8,
+    I8,
+    I32,
+    I64,
+    Bool,
+    F64,
+    /// A type the tool does not exchange (tract or onnxruntime may still use it inside).
+    Other,
+}
+
+impl ElemType {
+    /// The `TensorProto.DataType` code.
+    pub fn onnx(self) -> i32 {
+        match self {
+            ElemType::F32 => 1,
+            ElemType::U8 => 2,
+            ElemType::I8 => 3,
+            ElemType::I32 => 6,
+            ElemType::I64 => 7,
+            ElemType::Bool => 9,
+            ElemType::F64 => 11,
+            ElemType::Other => 0,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            ElemType::F32 => "float32",
+            ElemType::U8 => "uint8",
+            ElemType::I8 => "int8",
+            ElemType::I32 => "int32",
+            ElemType::I64 => "int64",
+            ElemType::Bool => "bool",
+            ElemType::F64 => "float64",
+            ElemType::Other => "a type other than float32/64, int8/32/64, uint8 and bool",
+        }
+    }
+}
+
+/// A tensor value (see the module header).
+#[derive(Clone)]
+pub struct Value(pub(super) Repr);
+
+#[derive(Clone)]
+pub(super) enum Repr {
+    Array(Array),
+    Tract(TValue),
+}
+
+/// Shared ndarray storage, one variant per element type (public only because `Element`
+/// names it; the module is private, so nothing outside `engine` sees it).
+#[derive(Clone)]
+pub enum Array {
+    F32(ArcArray<f32, IxDyn>),
+    U8(ArcArray<u8, IxDyn>),
+    I8(ArcArray<i8, IxDyn>),
+    I32(ArcArray<i32, IxDyn>),
+    I64(ArcArray<i64, IxDyn>),
+    Bool(ArcArray<bool, IxDyn>),
+    F64(ArcArray<f64, IxDyn>),
+}
+
+/// An element type both engines read and write.
+pub trait Element: Datum + ort::value::PrimitiveTensorElementType + Copy + std::fmt::Debug + 'static {
+    const TYPE: ElemType;
+    #[doc(hidden)]
+    fn wrap(array: ArcArray<Self, IxDyn>) -> Array;
+    #[doc(hidden)]
+    fn peek(array: &Array) -> Option<&ArcArray<Self, IxDyn>>;
+}
+
+macro_rules! element {
+    ($t:ty, $variant:ident) => {
+        impl Element for $t {
+            const TYPE: ElemType = ElemType::$variant;
+            fn wrap(array: ArcArray<Self, IxDyn>) -> Array {
+                Array::$variant(array)
+            }
+            fn peek(array: &Array) -> Option<&ArcArray<Self, IxDyn>> {
+                match array {
+                    Array::$variant(a) => Some(a),
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+element!(f32, F32);
+element!(u8, U8);
+element!(i8, I8);
+element!(i32, I32);
+element!(i64, I64);
+element!(bool, Bool);
+element!(f64, F64);
+
+impl Array {
+    fn elem_type(&self) -> ElemType {
+        match self {
+            Array::F32(_) => ElemType::F32,
+            Array::U8(_) => ElemType::U8,
+            Array::I8(_) => ElemType::I8,
+            Array::I32(_) => ElemType::I32,
+            Array::I64(_) => ElemType::I64,
+            Array::Bool(_) => ElemType::Bool,
+            Array::F64(_) => ElemType::F64,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Array::F32(a) => a.shape(),
+            Array::U8(a) => a.shape(),
+            Array::I8(a) => a.shape(),
+            Array::I32(a) => a.shape(),
+            Array::I64(a) => a.shape(),
+            Array::Bool(a) => a.shape(),
+            Array::F64(a) => a.shape(),
+        }
+    }
+}
+
+impl<T: Element> From<ArrayD<T>> for Value {
+    fn from(array: ArrayD<T>) -> Value {
+        Value(Repr::Array(T::wrap(array.into_shared())))
+    }
+}
+
+impl std::fmt::Debug for Value {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Value({} {:?})", self.elem_type().name(), self.shape())
+    }
+}
+
+impl Value {
+    /// A rank-0 tensor.
+    pub fn scalar<T: Element>(value: T) -> Value {
+        Value::from(ArrayD::from_elem(IxDyn(&[]), value))
+    }
+
+    pub fn elem_type(&self) -> ElemType {
+        match &self.0 {
+            Repr::Array(a) => a.elem_type(),
+            Repr::Tract(t) => tract_elem_type(t),
+        }
+    }
+
+    pub fn shape(&self) -> &[usize] {
+        match &self.0 {
+            Repr::Array(a) => a.shape(),
+            Repr::Tract(t) => t.shape(),
+        }
+    }
+
+    /// The elements as a view, when they are of type `T`.
+    pub fn view<T: Element>(&self) -> Option<ArrayViewD<'_, T>> {
+        match &self.0 {
+            Repr::Array(a) => T::peek(a).map(|a| a.view()),
+            Repr::Tract(t) => t.to_plain_array_view::<T>().ok(),
+        }
+    }
+
+    /// The elements as a float32 view, or an error naming the type found.
+    pub fn f32s(&self) -> Result<ArrayViewD<'_, f32>, String> {
+        self.view::<f32>()
+            .ok_or_else(|| format!("{} where float32 was expected", self.elem_type().name()))
+    }
+
+    /// An owned copy of the elements, when they are of type `T`.
+    pub fn to_array<T: Element>(&self) -> Option<ArrayD<T>> {
+        self.view::<T>().map(|v| v.to_owned())
+    }
+
+    /// The value of a one-element boolean tensor.
+    pub fn scalar_bool(&self) -> Option<bool> {
+        self.view::<bool>()
+            .filter(|v| v.len() == 1)
+            .map(|v| v.iter().copied().next().expect("one element"))
+    }
+
+    /// The value of a one-element int64 (or int32) tensor.
+    pub fn scalar_i64(&self) -> Option<i64> {
+        if let Some(v) = self.view::<i64>().filter(|v| v.len() == 1) {
+            return v.iter().copied().next();
+        }
+        self.view::<i32>()
+            .filter(|v| v.len() == 1)
+            .and_then(|v| v.iter().copied().next())
+            .map(i64::from)
+    }
+
+    /// The value as tract takes it: its own storage, or a copy of the array.
+    pub(super) fn to_tract(&self) -> TValue {
+        match &self.0 {
+            Repr::Tract(t) => t.clone(),
+            Repr::Array(a) => match a {
+                Array::F32(a) => array_to_tensor(a),
+                Array::U8(a) => array_to_tensor(a),
+                Array::I8(a) => array_to_tensor(a),
+                Array::I32(a) => array_to_tensor(a),
+                Array::I64(a) => array_to_tensor(a),
+                Array::Bool(a) => array_to_tensor(a),
+                Array::F64(a) => array_to_tensor(a),
+            },
+        }
+    }
+}
+
+fn array_to_tensor<T: Element>(array: &ArcArray<T, IxDyn>) -> TValue {
+    match array.as_slice() {
+        Some(slice) => Tensor::from_shape(array.shape(), slice)
+            .expect("the shape holds the elements")
+            .into_tvalue(),
+        None => Tensor::from(array.to_owned()).into_tvalue(),
+    }
+}
+
+fn tract_elem_type(t: &TValue) -> ElemType {
+    use tract_onnx::prelude::DatumType;
+    match t.datum_type() {
+        DatumType::F32 => ElemType::F32,
+        DatumType::U8 => ElemType::U8,
+        DatumType::I8 => ElemType::I8,
+        DatumType::I32 => ElemType::I32,
+        DatumType::I64 => ElemType::I64,
+        DatumType::Bool => ElemType::Bool,
+        DatumType::F64 => ElemType::F64,
+        _ => ElemType::Other,
+    }
+}

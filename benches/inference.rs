@@ -4,7 +4,7 @@
 //! temporary directory with the library (`fitact_onnx::harden::harden`, calibrated on
 //! fixtures/calib.npy): fitact/channel, fitact/neuron, clipact/layer, ranger/layer. It checks
 //! that each variant gives the original's logits on the calibration samples (clean data must
-//! not be changed), then times tract inference (`Runner` with `Outputs::Model`, load and
+//! not be changed), then times tract inference (a tract `Session` with `Outputs::Model`, load and
 //! optimize outside the timing):
 //!
 //! * batch 64 (`FITACT_BENCH_BATCH`) over the 512 calibration samples;
@@ -23,10 +23,10 @@ mod common;
 use common::{env_usize, median, ms, time};
 use fitact_onnx::bounds::Granularity;
 use fitact_onnx::dataset::{Samples, load_samples};
+use fitact_onnx::engine::{Engine, Outputs, Session, model_input_names};
 use fitact_onnx::harden::{HardenOptions, harden};
 use fitact_onnx::method::Method;
 use fitact_onnx::model_io::read_model;
-use fitact_onnx::runtime::{Outputs, Runner, model_input_names};
 use std::path::{Path, PathBuf};
 
 /// (label, method, granularity override)
@@ -39,6 +39,7 @@ const VARIANTS: [(&str, Method, Option<Granularity>); 4] = [
 
 fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g: Option<Granularity>) -> PathBuf {
     harden(&HardenOptions {
+        engine: Engine::tract(),
         input: input.to_owned(),
         output: output.clone(),
         calib: calib.to_owned(),
@@ -60,13 +61,13 @@ fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g
 
 /// Runs samples [0, count) in batches of `batch`; returns the first output of every batch
 /// concatenated (the logits) when `keep`.
-fn run_all(runner: &Runner, samples: &Samples, count: usize, batch: usize, keep: bool) -> Vec<f32> {
+fn run_all(runner: &Session, samples: &Samples, count: usize, batch: usize, keep: bool) -> Vec<f32> {
     let mut logits = Vec::new();
     for start in (0..count).step_by(batch) {
         let end = (start + batch).min(count);
         let (outputs, _) = runner.run(samples.slice(start, end)).expect("tract run");
         if keep {
-            let view = outputs[0].to_plain_array_view::<f32>().expect("float logits");
+            let view = outputs[0].view::<f32>().expect("float logits");
             logits.extend(view.iter().copied());
         }
     }
@@ -88,7 +89,9 @@ fn main() {
 
         let mut runners = vec![(
             "original".to_owned(),
-            Runner::new(&model, &shapes, Outputs::Model).expect("runner"),
+            Engine::tract()
+                .load(&model, &shapes, batch, Outputs::Model)
+                .expect("runner"),
         )];
         for (label, method, g) in VARIANTS {
             let out = dir.path().join(format!("{name}.{}.onnx", label.replace('/', "-")));
@@ -97,7 +100,9 @@ fn main() {
                 .model;
             runners.push((
                 label.to_owned(),
-                Runner::new(&hardened, &shapes, Outputs::Model).expect("hardened runner"),
+                Engine::tract()
+                    .load(&hardened, &shapes, batch, Outputs::Model)
+                    .expect("hardened runner"),
             ));
         }
 
@@ -117,7 +122,9 @@ fn main() {
                 let extra_model = read_model(&file).expect("read extra model").model;
                 runners.push((
                     label,
-                    Runner::new(&extra_model, &shapes, Outputs::Model).expect("extra runner"),
+                    Engine::tract()
+                        .load(&extra_model, &shapes, batch, Outputs::Model)
+                        .expect("extra runner"),
                 ));
             }
         }

@@ -1,5 +1,6 @@
 //! Time to harden with `--search` on the ResNet-style fixture, as a multiple of one plain
-//! tract inference pass over the same samples (target: under 30x).
+//! inference pass over the same samples in the same engine (targets: at most 10x in
+//! onnxruntime; tract's figure beside it, for users without onnxruntime).
 //!
 //! Samples: 1,000 images (the 512 of fixtures/calib.npy and the first 488 of
 //! fixtures/test.npy; the search fits on three quarters of them and checks on 512). Both
@@ -8,16 +9,18 @@
 //! slow one); search = the whole `harden` with `--search` at harden's default batch (8):
 //! calibration, bisection, refinement, writing the model.
 //!
+//! Each engine of `common::engines` (onnxruntime when found, tract) in turn.
+//!
 //! Run: `cargo bench --bench search` (about a minute).
 
 mod common;
 
-use common::{fixtures_dir, ms, time};
+use common::{engines, fixtures_dir, ms, time};
 use fitact_onnx::dataset::load_samples;
+use fitact_onnx::engine::{Engine, Outputs, model_input_names};
 use fitact_onnx::harden::{HardenOptions, SearchSettings, harden};
 use fitact_onnx::method::Method;
 use fitact_onnx::model_io::read_model;
-use fitact_onnx::runtime::{Outputs, Runner, model_input_names};
 use ndarray::{Axis, concatenate};
 
 fn main() {
@@ -31,9 +34,24 @@ fn main() {
 
     let model = read_model(&model_path).unwrap().model;
     let loaded = load_samples(&data, &model_input_names(&model)).unwrap();
+    for engine in engines() {
+        bench(&engine, &model, &model_path, &data, &loaded, dir.path());
+    }
+}
+
+fn bench(
+    engine: &Engine,
+    model: &fitact_passes::onnx::ModelProto,
+    model_path: &std::path::Path,
+    data: &std::path::Path,
+    loaded: &fitact_onnx::dataset::Samples,
+    dir: &std::path::Path,
+) {
     let plain_at = |batch: usize| {
         time(|| {
-            let runner = Runner::new(&model, &loaded.sample_shapes(), Outputs::Model).unwrap();
+            let runner = engine
+                .load(model, &loaded.sample_shapes(), batch, Outputs::Model)
+                .unwrap();
             for start in (0..loaded.count).step_by(batch) {
                 runner
                     .run(loaded.slice(start, (start + batch).min(loaded.count)))
@@ -47,9 +65,10 @@ fn main() {
         .map(|batch| (plain_at(batch), batch))
         .fold((f64::INFINITY, 0), |best, run| if run.0 < best.0 { run } else { best });
     let options = HardenOptions {
-        input: model_path,
-        output: dir.path().join("searched.onnx"),
-        calib: data,
+        engine: engine.clone(),
+        input: model_path.to_owned(),
+        output: dir.join("searched.onnx"),
+        calib: data.to_owned(),
         images: Default::default(),
         activations: vec![fitact_passes::activations::ActivationKind::Relu],
         method: Method::Fitact,
@@ -72,7 +91,8 @@ fn main() {
     let (searched, report) = time(|| harden(&options).unwrap());
     let log = report.search.expect("search ran");
     println!(
-        "resnet, {} samples: plain inference pass {} (batch {plain_batch}, the fastest of 8, 16, 64)",
+        "{}: resnet, {} samples: plain inference pass {} (batch {plain_batch}, the fastest of 8, 16, 64)",
+        engine.describe(),
         loaded.count,
         ms(plain)
     );
@@ -84,7 +104,8 @@ fn main() {
         100.0 * log.final_metric
     );
     println!(
-        "search time / plain inference pass: {:.1}x (target < 30x)",
+        "{}: search time / plain inference pass: {:.1}x (target: at most 10x in onnxruntime)",
+        engine.kind(),
         searched / plain
     );
 }

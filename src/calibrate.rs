@@ -559,22 +559,8 @@ fn fold_max(slot: &mut Slot, tensor: &str, value: &Value, batch: usize) -> Resul
         });
     }
     // Written over plain slices, branch-free, so that it vectorizes: it runs on every
-    // activation value of every sample (about 5% of an inference pass).
-    let per_sample = acc.neuron_max.len();
-    let maxima = acc
-        .neuron_max
-        .as_slice_mut()
-        .expect("a new array has the standard layout");
-    let mut fold = |data: &[f32]| {
-        for row in data.chunks_exact(per_sample) {
-            let mut nonfinite = 0u32;
-            for (m, &v) in maxima.iter_mut().zip(row) {
-                *m = if v > *m { v } else { *m };
-                nonfinite += u32::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000);
-            }
-            acc.nonfinite += nonfinite as usize;
-        }
-    };
+    // activation value of every sample (about 5% of an inference pass). The minimum, when
+    // kept, is folded in the same pass over the values.
     let copied;
     let data = match view.as_slice() {
         Some(data) => data,
@@ -583,19 +569,40 @@ fn fold_max(slot: &mut Slot, tensor: &str, value: &Value, batch: usize) -> Resul
             &copied
         }
     };
-    fold(data);
+    let per_sample = acc.neuron_max.len();
+    let maxima = acc
+        .neuron_max
+        .as_slice_mut()
+        .expect("a new array has the standard layout");
+    let nonfinite_in = |v: f32| u32::from(v.to_bits() & 0x7f80_0000 == 0x7f80_0000);
+    match acc.neuron_min.as_mut() {
+        None => {
+            for row in data.chunks_exact(per_sample) {
+                let mut nonfinite = 0u32;
+                for (m, &v) in maxima.iter_mut().zip(row) {
+                    *m = if v > *m { v } else { *m };
+                    nonfinite += nonfinite_in(v);
+                }
+                acc.nonfinite += nonfinite as usize;
+            }
+        }
+        Some(minima) => {
+            let minima = minima.as_slice_mut().expect("a new array has the standard layout");
+            for row in data.chunks_exact(per_sample) {
+                let mut nonfinite = 0u32;
+                for ((high, low), &v) in maxima.iter_mut().zip(minima.iter_mut()).zip(row) {
+                    *high = if v > *high { v } else { *high };
+                    *low = if v < *low { v } else { *low };
+                    nonfinite += nonfinite_in(v);
+                }
+                acc.nonfinite += nonfinite as usize;
+            }
+        }
+    }
     if let Some(kept) = acc.neuron_top.as_mut() {
         for row in data.chunks_exact(per_sample) {
             for (top, &v) in kept.chunks_exact_mut(top).zip(row) {
                 insert_descending(top, v);
-            }
-        }
-    }
-    if let Some(minima) = acc.neuron_min.as_mut() {
-        let minima = minima.as_slice_mut().expect("a new array has the standard layout");
-        for row in data.chunks_exact(per_sample) {
-            for (m, &v) in minima.iter_mut().zip(row) {
-                *m = if v < *m { v } else { *m };
             }
         }
     }

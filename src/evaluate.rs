@@ -8,11 +8,11 @@ use crate::dataset::{Dataset, load_dataset};
 use crate::engine::{Engine, Value, batch_size_for};
 use crate::faults::{Flip, WeightFormat, sample_flips, tensor_rng};
 use crate::model_io::read_model;
-use crate::replay::{Batches, CleanValues, Predictions, predict, readers, run_suffix};
+use crate::replay::{Batches, CleanValues, Predictions, readers, run_suffix};
 use crate::report::{TOOL, VERSION};
 use crate::weights::Weights;
 use anyhow::{Context, Result, bail, ensure};
-use fitact_passes::extract_suffix::extract_suffix;
+use fitact_passes::extract_suffix::{extract_suffix, suffix_boundary};
 use fitact_passes::onnx::ModelProto;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
@@ -152,6 +152,10 @@ pub struct CampaignReport {
     pub trials: Vec<TrialRecord>,
 }
 
+/// Most memory the clean values kept for a campaign's trials may take: beyond, each is
+/// computed when a trial first needs it (one clean run each).
+pub const CLEAN_VALUES_BUDGET: usize = 2 << 30;
+
 /// A model under test, with what every trial starts from.
 struct Subject {
     path: String,
@@ -186,7 +190,8 @@ fn mean_ci(values: &[f64]) -> MeanCi {
 }
 
 impl Subject {
-    fn new(path: &Path, options: &EvaluateOptions, batches: &Batches) -> Result<Subject> {
+    /// `layers`: the tensors activation faults hit (none for weight faults).
+    fn new(path: &Path, options: &EvaluateOptions, batches: &Batches, layers: &[String]) -> Result<Subject> {
         let model = read_model(path)
             .with_context(|| format!("reading {}", path.display()))?
             .model;
@@ -212,12 +217,29 @@ impl Subject {
             .collect();
         let clean_values = Self::values(&stored, options.format, &[], &targets);
         let model = Weights::write_into(&model, &clean_values);
-        let (clean, _) = predict(&options.engine, &model, batches, &[])
+        let readers = readers(&model);
+        // What any trial's suffix may read is kept from the fault-free run (within a memory
+        // budget), so that no trial waits for a clean run of its own.
+        let hit = targets
+            .iter()
+            .map(|i| weights.tensors[*i].name.as_str())
+            .chain(layers.iter().map(String::as_str));
+        let mut boundary: Vec<String> = Vec::new();
+        for dirty in hit.filter_map(|name| readers.get(name)) {
+            for name in suffix_boundary(&model, dirty)? {
+                if !boundary.contains(&name) {
+                    boundary.push(name);
+                }
+            }
+        }
+        let kept = CleanValues::new(&options.engine);
+        let clean = kept
+            .predict_and_keep(&model, &boundary, batches, CLEAN_VALUES_BUDGET)
             .with_context(|| format!("running {} fault-free", path.display()))?;
         Ok(Subject {
             path: path.display().to_string(),
-            readers: readers(&model),
-            clean_values: CleanValues::new(&options.engine),
+            readers,
+            clean_values: kept,
             model,
             stored,
             targets,
@@ -372,16 +394,6 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
     let (samples, labels) = (data.samples, data.labels);
     let batch_size = batch_size_for(&first, options.batch_size.min(samples.count));
     let batches = Batches::new(&samples, batch_size);
-    let subjects = options
-        .models
-        .iter()
-        .map(|p| Subject::new(p, options, &batches))
-        .collect::<Result<Vec<_>>>()?;
-    if let Some(labels) = &labels {
-        let source = options.labels.as_ref().unwrap_or(&options.data);
-        crate::replay::check_labels(labels, subjects[0].clean.width)
-            .with_context(|| format!("{}", source.display()))?;
-    }
     let layers: Vec<String> = match (&options.layer, activation) {
         (_, false) => Vec::new(),
         (Some(layer), true) => vec![layer.clone()],
@@ -395,6 +407,16 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
         !activation || !layers.is_empty(),
         "no activation to hit: give --layer TENSOR"
     );
+    let subjects = options
+        .models
+        .iter()
+        .map(|p| Subject::new(p, options, &batches, &layers))
+        .collect::<Result<Vec<_>>>()?;
+    if let Some(labels) = &labels {
+        let source = options.labels.as_ref().unwrap_or(&options.data);
+        crate::replay::check_labels(labels, subjects[0].clean.width)
+            .with_context(|| format!("{}", source.display()))?;
+    }
     for subject in &subjects {
         if let Some(missing) = layers.iter().find(|l| !subject.readers.contains_key(*l)) {
             bail!(

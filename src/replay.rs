@@ -182,6 +182,64 @@ impl CleanValues {
         Ok(self.values(names, batches))
     }
 
+    /// Runs `model` over every batch for its predictions and keeps, in the same run, the values
+    /// of `names` (untagged), so that later suffix runs find them; unless they would take more
+    /// than `budget` bytes over every batch (judged on the first batch), in which case none is
+    /// kept and each is computed when first asked for.
+    pub fn predict_and_keep(
+        &self,
+        model: &ModelProto,
+        names: &[String],
+        batches: &Batches,
+        budget: usize,
+    ) -> Result<Predictions> {
+        let fresh: Vec<String> = names
+            .iter()
+            .filter(|n| !batches.input_names.contains(n))
+            .cloned()
+            .collect();
+        let runner = prediction_runner(&self.engine, model, batches, &fresh)?;
+        let mut predictions = Predictions {
+            classes: Vec::with_capacity(batches.count),
+            ..Default::default()
+        };
+        let mut kept: Vec<Vec<Value>> = vec![Vec::new(); fresh.len()];
+        for (b, (inputs, valid)) in batches.batches.iter().enumerate() {
+            let (outputs, _) = runner.run(inputs.clone())?;
+            push_predictions(&mut predictions, &outputs[0], *valid)?;
+            if b == 0 {
+                let bytes: usize = outputs[1..].iter().map(Value::bytes).sum();
+                if bytes.saturating_mul(batches.batches.len()) > budget {
+                    log::info!(
+                        "clean values of {} tensors would take {} MB: computed when needed instead",
+                        fresh.len(),
+                        bytes * batches.batches.len() >> 20
+                    );
+                    let plain = prediction_runner(&self.engine, model, batches, &[])?;
+                    for (inputs, valid) in &batches.batches[1..] {
+                        let (outputs, _) = plain.run(inputs.clone())?;
+                        push_predictions(&mut predictions, &outputs[0], *valid)?;
+                    }
+                    return Ok(predictions);
+                }
+            }
+            for (slot, value) in kept.iter_mut().zip(outputs.into_iter().skip(1)) {
+                slot.push(value);
+            }
+        }
+        let mut cache = self.values.lock().expect("no panic while holding the cache");
+        for (name, values) in fresh.into_iter().zip(kept) {
+            cache.insert(
+                name,
+                Kept {
+                    tag: Vec::new(),
+                    values,
+                },
+            );
+        }
+        Ok(predictions)
+    }
+
     /// Of `wanted` (tensor names with tags), those not kept under that tag (model inputs are
     /// never stale: they come from the data).
     pub fn stale(&self, wanted: &[(String, Vec<u32>)], batches: &Batches) -> Vec<(String, Vec<u32>)> {

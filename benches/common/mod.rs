@@ -62,3 +62,23 @@ pub fn median(values: &[f64]) -> f64 {
 pub fn ms(seconds: f64) -> String {
     format!("{:.1} ms", seconds * 1e3)
 }
+
+/// The engines to bench: tract always, onnxruntime when its library is found (as `--engine
+/// auto` finds it); `FITACT_BENCH_ENGINES=tract` or `onnxruntime` keeps one.
+pub fn engines() -> Vec<fitact_onnx::engine::Engine> {
+    use fitact_onnx::engine::{Engine, EngineChoice, EngineKind};
+    let wanted = std::env::var("FITACT_BENCH_ENGINES").unwrap_or_else(|_| "onnxruntime,tract".to_owned());
+    let mut engines = Vec::new();
+    for name in wanted.split(',').map(str::trim) {
+        match name {
+            "onnxruntime" => match Engine::select(EngineChoice::Auto, None) {
+                Ok(engine) if engine.kind() == EngineKind::Onnxruntime => engines.push(engine),
+                _ => println!("# skipping onnxruntime: no library found (pip install onnxruntime)"),
+            },
+            "tract" => engines.push(Engine::tract()),
+            "" => {}
+            other => println!("# skipping unknown engine {other}"),
+        }
+    }
+    engines
+}

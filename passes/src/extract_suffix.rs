@@ -65,21 +65,36 @@ pub fn downstream_tensors(model: &ModelProto, dirty: &[usize]) -> Result<HashSet
     Ok(sweep(graph, dirty).1.into_iter().map(str::to_owned).collect())
 }
 
-pub fn extract_suffix(model: &ModelProto, dirty: &[usize]) -> Result<Suffix, PassError> {
+/// The tensors the suffix of `dirty` reads from the clean part (`Suffix::boundary`), without
+/// building the suffix.
+pub fn suffix_boundary(model: &ModelProto, dirty: &[usize]) -> Result<Vec<String>, PassError> {
     let graph = model.graph.as_ref().ok_or(PassError::NoGraph)?;
     let (keep, changed) = sweep(graph, dirty);
-    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
-    let constants: Vec<usize> = (0..graph.node.len())
+    Ok(reads_from_clean(graph, &keep, &changed).0)
+}
+
+/// The `Constant` nodes outside the suffix (`keep`), by index.
+fn outside_constants(graph: &GraphProto, keep: &[bool]) -> Vec<usize> {
+    (0..graph.node.len())
         .filter(|i| graph.node[*i].op_type() == "Constant" && !keep[*i])
-        .collect();
-    let constant_outputs: HashSet<&str> = constants
+        .collect()
+}
+
+/// What the kept nodes read that they do not compute: the boundary (tensors of the clean
+/// part, in the order first read) and the outputs of `Constant` nodes outside the suffix.
+fn reads_from_clean<'g>(
+    graph: &'g GraphProto,
+    keep: &[bool],
+    changed: &HashSet<&str>,
+) -> (Vec<String>, HashSet<&'g str>) {
+    let initializers: HashSet<&str> = graph.initializer.iter().map(|t| t.name()).collect();
+    let constant_outputs: HashSet<&str> = outside_constants(graph, keep)
         .iter()
         .flat_map(|i| graph.node[*i].output.iter().map(String::as_str))
         .collect();
-
     let mut boundary: Vec<String> = Vec::new();
     let mut used_constants: HashSet<&str> = HashSet::new();
-    for node in graph.node.iter().zip(&keep).filter(|(_, k)| **k).map(|(n, _)| n) {
+    for node in graph.node.iter().zip(keep).filter(|(_, k)| **k).map(|(n, _)| n) {
         for name in reads(node) {
             if changed.contains(name.as_str()) || initializers.contains(name.as_str()) {
                 continue;
@@ -91,6 +106,14 @@ pub fn extract_suffix(model: &ModelProto, dirty: &[usize]) -> Result<Suffix, Pas
             }
         }
     }
+    (boundary, used_constants)
+}
+
+pub fn extract_suffix(model: &ModelProto, dirty: &[usize]) -> Result<Suffix, PassError> {
+    let graph = model.graph.as_ref().ok_or(PassError::NoGraph)?;
+    let (keep, changed) = sweep(graph, dirty);
+    let constants = outside_constants(graph, &keep);
+    let (boundary, used_constants) = reads_from_clean(graph, &keep, &changed);
     let mut suffix_graph = graph.clone();
     suffix_graph.node = graph
         .node
@@ -180,6 +203,8 @@ mod tests {
         assert_eq!(suffix.boundary, ["r"]);
         assert_eq!(suffix.recomputed_outputs, [true, false]);
         assert_eq!(g.output.len(), 1);
+
+        assert_eq!(suffix_boundary(&model, &[3]).unwrap(), suffix.boundary);
 
         let whole = extract_suffix(&model, &[0]).unwrap();
         assert_eq!(whole.boundary, ["x"]);

@@ -9,7 +9,6 @@
 use super::value::{ElemType, Element, Repr, Value};
 use super::{EngineError, EngineKind};
 use fitact_passes::onnx::ModelProto;
-use ndarray::ArcArray;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::session::{Session, SessionInputValue};
 use ort::value::TensorElementType;
@@ -291,16 +290,22 @@ impl OrtSession {
             .map(|(name, value)| Ok((Cow::Borrowed(*name), input_of(value)?)))
             .collect::<Result<Vec<(Cow<str>, SessionInputValue)>, EngineError>>()?;
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
-        let outputs = session.run(feeds).map_err(run_error)?;
-        self.outputs
-            .iter()
-            .map(|name| {
-                let value = outputs
-                    .get(name)
-                    .ok_or_else(|| run_error(format!("no output '{name}'")))?;
-                value_of(name, value)
-            })
-            .collect()
+        let mut outputs = session.run(feeds).map_err(run_error)?;
+        // A name listed twice is one output; later copies share it.
+        let mut taken: Vec<(&str, Value)> = Vec::with_capacity(self.outputs.len());
+        for name in &self.outputs {
+            let value = match taken.iter().find(|(n, _)| *n == name.as_str()) {
+                Some((_, value)) => value.clone(),
+                None => {
+                    let value = outputs
+                        .remove(name)
+                        .ok_or_else(|| run_error(format!("no output '{name}'")))?;
+                    value_of(name, value)?
+                }
+            };
+            taken.push((name, value));
+        }
+        Ok(taken.into_iter().map(|(_, v)| v).collect())
     }
 }
 
@@ -328,27 +333,34 @@ fn input_of(value: &Value) -> Result<SessionInputValue<'_>, EngineError> {
     }
 }
 
-/// A copy of an output (the session's memory is reused by its next run).
-fn value_of(name: &str, value: &DynValue) -> Result<Value, EngineError> {
-    fn copy<T: Element>(value: &DynValue) -> Result<Value, EngineError> {
-        let view = value.try_extract_array::<T>().map_err(run_error)?;
-        let array: ArcArray<T, ndarray::IxDyn> = view.to_owned().into_shared();
-        Ok(Value(Repr::Array(T::wrap(array))))
-    }
+/// An output, kept in onnxruntime's own memory (each run allocates its outputs afresh).
+fn value_of(name: &str, value: DynValue) -> Result<Value, EngineError> {
     let kind = value
         .dtype()
         .tensor_type()
         .ok_or_else(|| run_error(format!("output '{name}' is not a tensor")))?;
-    match kind {
-        TensorElementType::Float32 => copy::<f32>(value),
-        TensorElementType::Uint8 => copy::<u8>(value),
-        TensorElementType::Int8 => copy::<i8>(value),
-        TensorElementType::Int32 => copy::<i32>(value),
-        TensorElementType::Int64 => copy::<i64>(value),
-        TensorElementType::Bool => copy::<bool>(value),
-        TensorElementType::Float64 => copy::<f64>(value),
-        other => Err(run_error(format!(
-            "output '{name}' is {other:?}, which the tool does not read"
-        ))),
-    }
+    let elem = match kind {
+        TensorElementType::Float32 => ElemType::F32,
+        TensorElementType::Uint8 => ElemType::U8,
+        TensorElementType::Int8 => ElemType::I8,
+        TensorElementType::Int32 => ElemType::I32,
+        TensorElementType::Int64 => ElemType::I64,
+        TensorElementType::Bool => ElemType::Bool,
+        TensorElementType::Float64 => ElemType::F64,
+        other => {
+            return Err(run_error(format!(
+                "output '{name}' is {other:?}, which the tool does not read"
+            )));
+        }
+    };
+    let shape = value
+        .dtype()
+        .tensor_shape()
+        .map(|dims| dims.iter().map(|d| (*d).max(0) as usize).collect())
+        .unwrap_or_default();
+    Ok(Value(Repr::Ort {
+        value: std::sync::Arc::new(value),
+        shape,
+        elem,
+    }))
 }

@@ -4,6 +4,7 @@
 //! array is shared storage that either engine reads.
 
 use ndarray::{ArcArray, ArrayD, ArrayViewD, IxDyn};
+use std::sync::Arc;
 use tract_onnx::prelude::{Datum, IntoTValue, TValue, Tensor};
 
 /// The element types an engine exchanges with the tool, with their ONNX `TensorProto` codes.
@@ -57,6 +58,12 @@ pub struct Value(pub(super) Repr);
 pub(super) enum Repr {
     Array(Array),
     Tract(TValue),
+    /// An onnxruntime output, read in place.
+    Ort {
+        value: Arc<ort::value::DynValue>,
+        shape: Vec<usize>,
+        elem: ElemType,
+    },
 }
 
 /// Shared ndarray storage, one variant per element type (public only because `Element`
@@ -153,6 +160,7 @@ impl Value {
         match &self.0 {
             Repr::Array(a) => a.elem_type(),
             Repr::Tract(t) => tract_elem_type(t),
+            Repr::Ort { elem, .. } => *elem,
         }
     }
 
@@ -160,7 +168,18 @@ impl Value {
         match &self.0 {
             Repr::Array(a) => a.shape(),
             Repr::Tract(t) => t.shape(),
+            Repr::Ort { shape, .. } => shape,
         }
+    }
+
+    /// The size of the elements in memory.
+    pub fn bytes(&self) -> usize {
+        let width = match self.elem_type() {
+            ElemType::U8 | ElemType::I8 | ElemType::Bool => 1,
+            ElemType::F32 | ElemType::I32 => 4,
+            ElemType::I64 | ElemType::F64 | ElemType::Other => 8,
+        };
+        width * self.shape().iter().product::<usize>()
     }
 
     /// The elements as a view, when they are of type `T`.
@@ -168,6 +187,9 @@ impl Value {
         match &self.0 {
             Repr::Array(a) => T::peek(a).map(|a| a.view()),
             Repr::Tract(t) => t.to_plain_array_view::<T>().ok(),
+            Repr::Ort { value, elem, .. } => (*elem == T::TYPE)
+                .then(|| value.try_extract_array::<T>().ok())
+                .flatten(),
         }
     }
 
@@ -204,6 +226,21 @@ impl Value {
     pub(super) fn to_tract(&self) -> TValue {
         match &self.0 {
             Repr::Tract(t) => t.clone(),
+            Repr::Ort { .. } => {
+                fn copy<T: Element>(value: &Value) -> TValue {
+                    let view = value.view::<T>().expect("the type was checked");
+                    Tensor::from(view.to_owned()).into_tvalue()
+                }
+                match self.elem_type() {
+                    ElemType::F32 => copy::<f32>(self),
+                    ElemType::U8 => copy::<u8>(self),
+                    ElemType::I8 => copy::<i8>(self),
+                    ElemType::I32 => copy::<i32>(self),
+                    ElemType::I64 => copy::<i64>(self),
+                    ElemType::Bool => copy::<bool>(self),
+                    ElemType::F64 | ElemType::Other => copy::<f64>(self),
+                }
+            }
             Repr::Array(a) => match a {
                 Array::F32(a) => array_to_tensor(a),
                 Array::U8(a) => array_to_tensor(a),

@@ -75,6 +75,7 @@ fn main() {
                 ms(c),
                 c / p
             );
+            println!("RESULT calibration {name} engine={} ratio={:.3}", engine.kind(), c / p);
             plain_of.push((engine.kind(), p));
         }
         if let [(a, pa), (b, pb)] = plain_of[..] {

@@ -4,11 +4,13 @@
 The baseline, per trial: flip bits of the float32 initializers with numpy (each bit with
 probability BER), serialize the model, open a new onnxruntime session, run the data set.
 Ours: the release binary's `evaluate` on the same model, data and trial count (its trials
-rerun only what the flipped weights reach). Both measured in this run, on the same thread
+rerun only what the flipped weights reach), in each engine of --engines (onnxruntime, the
+default engine when its library is found, and tract). Both measured in this run, on the same thread
 budget (1 thread each, then all cores: ours runs trials in parallel, onnxruntime uses its
 intra-op threads). Prints trials per second and the ratio ours / baseline per BER.
 
-    python3 benches/evaluate_vs_python.py [MODEL] [DATA.npy] [--samples 1000] [--trials 20]
+    python3 benches/evaluate_vs_python.py [MODEL] [DATA.npy] [--samples 500] [--trials 50]
+        [--engines onnxruntime,tract]
 """
 import argparse
 import os
@@ -26,8 +28,9 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ap = argparse.ArgumentParser()
 ap.add_argument("model", nargs="?", default=os.path.join(ROOT, "fixtures/resnet.onnx"))
 ap.add_argument("data", nargs="?", default=os.path.join(ROOT, "fixtures/test.npy"))
-ap.add_argument("--samples", type=int, default=1000)
-ap.add_argument("--trials", type=int, default=20)
+ap.add_argument("--samples", type=int, default=500)
+ap.add_argument("--trials", type=int, default=50)
+ap.add_argument("--engines", default="onnxruntime,tract")
 ap.add_argument("--bers", default="1e-7,1e-6,1e-5")
 args = ap.parse_args()
 
@@ -63,11 +66,11 @@ def python_trial(ber, threads):
         sess.run(None, {name: data[i : i + 256]})
 
 
-def ours(ber, threads):
+def ours(ber, threads, engine):
     start = time.perf_counter()
     subprocess.run(
         [binary, "evaluate", args.model, "--data", data_path, "--ber", str(ber), "--trials", str(args.trials),
-         "--seed", "1", "--threads", str(threads), "-q"],
+         "--seed", "1", "--threads", str(threads), "--engine", engine, "-q"],
         check=True,
     )
     return time.perf_counter() - start
@@ -75,7 +78,8 @@ def ours(ber, threads):
 
 cores = os.cpu_count() or 1
 print(f"model {os.path.basename(args.model)}, {len(data)} samples, {args.trials} trials per BER")
-print(f"{'BER':>8} {'threads':>7} {'python trials/s':>16} {'ours trials/s':>14} {'ours/python':>12}")
+engines = [e for e in args.engines.split(",") if e]
+print(f"{'BER':>8} {'threads':>7} {'python trials/s':>16}" + "".join(f" {e + ' trials/s':>22} {e + '/python':>20}" for e in engines))
 for ber in [float(b) for b in args.bers.split(",")]:
     for threads in sorted({1, cores}):
         start = time.perf_counter()
@@ -83,5 +87,8 @@ for ber in [float(b) for b in args.bers.split(",")]:
             python_trial(ber, threads)
         py = args.trials / (time.perf_counter() - start)
         # Ours includes loading the model and its fault-free run, as a user's command does.
-        us = args.trials / ours(ber, threads)
-        print(f"{ber:>8.0e} {threads:>7} {py:>16.2f} {us:>14.2f} {us / py:>11.2f}x")
+        cells = ""
+        for engine in engines:
+            us = args.trials / ours(ber, threads, engine)
+            cells += f" {us:>22.2f} {us / py:>19.2f}x"
+        print(f"{ber:>8.0e} {threads:>7} {py:>16.2f}{cells}")

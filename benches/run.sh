@@ -3,9 +3,9 @@
 #
 # What it measures, on the fixture CNNs (fixtures/{alexnet,vgg,resnet}.onnx, Fashion-MNIST,
 # 512 calibration samples of fixtures/calib.npy):
-#   1. benches/calibration.rs (tract): throughput of `calibrate` (every Relu output, per-neuron
-#      max) relative to plain inference at batch 64, with and without model load+optimize,
-#      and where calibrate's time goes (exposed outputs, max fold).
+#   1. benches/calibration.rs (onnxruntime when found, and tract): time of `calibrate` (every
+#      activation, per-neuron extremes) over one plain pass of the same samples in the same
+#      engine, batch 8, model load included; also the MobileNetV3-style fixture.
 #   2. benches/inference.rs (tract): inference time of hardened models (fitact/channel,
 #      fitact/neuron, clipact/layer, ranger/layer) over the original, batch 64 and batch 1.
 #   3. benches/ort.py (onnxruntime, 1 intra-op thread): (a) the same overheads in onnxruntime;
@@ -62,7 +62,7 @@ if [[ "${FITACT_BENCH_EMISSIONS:-0}" == 1 ]]; then
     export FITACT_BENCH_EXTRA_DIR="$out/emissions"
     extra_args=(--extra-dir "$out/emissions")
 fi
-echo "== tract: calibration vs plain inference"
+echo "== calibration vs plain inference, per engine"
 cargo bench --quiet --bench calibration | tee "$out/calibration.txt"
 echo "== tract: inference overhead of hardened models"
 cargo bench --quiet --bench inference | tee "$out/inference.txt"

@@ -213,7 +213,7 @@ impl CleanValues {
                     log::info!(
                         "clean values of {} tensors would take {} MB: computed when needed instead",
                         fresh.len(),
-                        bytes * batches.batches.len() >> 20
+                        (bytes * batches.batches.len()) >> 20
                     );
                     let plain = prediction_runner(&self.engine, model, batches, &[])?;
                     for (inputs, valid) in &batches.batches[1..] {

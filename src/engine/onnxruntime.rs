@@ -200,10 +200,15 @@ pub(super) fn runtime(path: &Path, source: Source) -> Result<Arc<Runtime>, Engin
     Ok(runtime)
 }
 
+/// onnxruntime's message on one line (some span several, which an error line must not).
+fn one_line(e: impl std::fmt::Display) -> String {
+    e.to_string().split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
 fn load_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Load {
         engine: ENGINE,
-        message: e.to_string(),
+        message: one_line(e),
     }
 }
 
@@ -240,7 +245,7 @@ fn unsupported_op(message: &str, model: &ModelProto) -> Option<EngineError> {
 fn run_error(e: impl std::fmt::Display) -> EngineError {
     EngineError::Run {
         engine: ENGINE,
-        message: e.to_string(),
+        message: one_line(e),
     }
 }
 

@@ -151,10 +151,9 @@ fn expected_bound_shape(sample_shape: &[usize], granularity: &str) -> Vec<i64> {
     }
 }
 
-/// Hardens `model` with `flags`, then checks that the result passes the full onnx check, has
-/// no Relu left, bounds every activation of the kinds asked (`--activations`), carries bound tensors of the expected shapes and values (recomputed in
-/// onnxruntime), and gives the original's outputs on `calib` in onnxruntime and in tract,
-/// both run in batches of `batch`.
+/// Hardens `model` with `flags` in each engine, then checks each result (`check_hardened`),
+/// and that the two engines' models are equal up to the bound margin (the calibrated extremes
+/// agree to 1e-4, relative; the margin is 1e-3).
 pub fn harden_and_check(
     model: &Path,
     calib: &Path,
@@ -163,6 +162,41 @@ pub fn harden_and_check(
     expected_mode: &str,
     batch: usize,
 ) {
+    let reports: Vec<serde_json::Value> = ["onnxruntime", "tract"]
+        .into_iter()
+        .map(|engine| {
+            let mut with_engine = flags.to_vec();
+            with_engine.extend(["--engine", engine]);
+            check_hardened(model, calib, &with_engine, expected_granularity, expected_mode, batch)
+        })
+        .collect();
+    let activations = |r: &serde_json::Value| r["activations"].as_array().unwrap().clone();
+    for (a, b) in activations(&reports[0]).iter().zip(activations(&reports[1])) {
+        for key in ["calibrated_max", "calibrated_min"] {
+            if let (Some(x), Some(y)) = (a[key].as_f64(), b[key].as_f64()) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * x.abs().max(1.0),
+                    "{flags:?} {}: {key} {x} (onnxruntime) vs {y} (tract)",
+                    a["node"]
+                );
+            }
+        }
+    }
+}
+
+/// Hardens `model` with `flags`, then checks that the result passes the full onnx check, has
+/// no Relu left, bounds every activation of the kinds asked (`--activations`), carries bound
+/// tensors of the expected shapes and values (recomputed in onnxruntime), and gives the
+/// original's outputs on `calib` in onnxruntime and in tract, both run in batches of `batch`.
+/// Returns the harden report.
+pub fn check_hardened(
+    model: &Path,
+    calib: &Path,
+    flags: &[&str],
+    expected_granularity: &str,
+    expected_mode: &str,
+    batch: usize,
+) -> serde_json::Value {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("hardened.onnx");
     let report = dir.path().join("report.json");
@@ -226,4 +260,5 @@ pub fn harden_and_check(
             .fold(0.0f32, f32::max);
         assert!(diff <= 1e-5, "{flags:?}: tract outputs differ by {diff}");
     }
+    json
 }

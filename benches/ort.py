@@ -20,7 +20,7 @@
     fitact-onnx computes one max per neuron of every Relu output. Its session is recreated
     with one intra-op thread (keeping the calibrator's ORT_DISABLE_ALL level) to match tract.
     Our side, in the same run: wall time of `fitact-onnx harden --method fitact` and the
-    `calibration.seconds` of its report (load + optimize in tract + all batches + max fold).
+    `calibration.seconds` of its report (load + optimize in its engine + all batches + max fold).
 
 Usage: python3 benches/ort.py --bin target/release/fitact-onnx [--models alexnet,vgg,resnet]
        [--reps 15] [--calib-reps 5] [--extra-dir DIR] [--skip-inference] [--skip-calibration]

@@ -1,7 +1,8 @@
 //! The two engines end to end: how the engine is chosen (and what is said when onnxruntime
 //! cannot be found or loaded), that tract and onnxruntime give the same predictions on every
 //! fixture, that a graph whose head reshapes by a shape computed at run time hardens, searches
-//! and evaluates in both, and that onnxruntime campaigns do not depend on the thread count.
+//! and evaluates in both, that a `com.microsoft` op runs in onnxruntime, and that onnxruntime
+//! campaigns do not depend on the thread count.
 
 mod common;
 
@@ -262,4 +263,65 @@ fn onnxruntime_campaigns_do_not_depend_on_the_thread_count() {
         reports[0] == reports[1],
         "the campaign JSON differs between 1 and 2 threads"
     );
+}
+
+#[test]
+fn a_com_microsoft_op_runs_in_onnxruntime_and_is_named_in_tract() {
+    use fitact_passes::onnx::{NodeProto, OperatorSetIdProto, TensorProto};
+    // y = Relu(com.microsoft.FusedConv(x, w)): an onnxruntime contrib op tract does not have.
+    let mut model = common::relu_model(&[1, 3, 4], 13);
+    model.opset_import.push(OperatorSetIdProto {
+        domain: Some("com.microsoft".into()),
+        version: Some(1),
+    });
+    let graph = model.graph.as_mut().unwrap();
+    graph.node[0].input = vec!["g".into()];
+    graph.initializer.push(TensorProto {
+        name: Some("w".into()),
+        dims: vec![1, 1, 1, 1],
+        data_type: Some(1),
+        float_data: vec![-0.75],
+        ..Default::default()
+    });
+    graph.node.insert(
+        0,
+        NodeProto {
+            name: Some("fused".into()),
+            op_type: Some("FusedConv".into()),
+            domain: Some("com.microsoft".into()),
+            input: vec!["x".into(), "w".into()],
+            output: vec!["g".into()],
+            ..Default::default()
+        },
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("contrib.onnx");
+    std::fs::write(&path, fitact_onnx::model_io::encode(&model)).unwrap();
+    let calib = dir.path().join("x.npy");
+    let x = ndarray::Array::from_shape_fn((16, 1, 3, 4), |(n, _, c, w)| {
+        (n as f32 - 8.0) * 0.3 + c as f32 - w as f32 * 0.5
+    });
+    ndarray_npy::write_npy(&calib, &x.into_dyn()).unwrap();
+
+    let out = dir.path().join("hardened.onnx");
+    let run = harden_cli(
+        &path,
+        &out,
+        &calib,
+        &["--engine", "onnxruntime", "--activations", "relu"],
+    );
+    assert!(run.status.success(), "{}", stderr(&run));
+    let run = harden_cli(
+        &path,
+        &dir.path().join("t.onnx"),
+        &calib,
+        &["--engine", "tract", "--activations", "relu"],
+    );
+    assert_eq!(run.status.code(), Some(2), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("tract does not support operator FusedConv (node 'fused')"),
+        "{}",
+        stderr(&run)
+    );
+    assert_eq!(stderr(&run).trim().lines().count(), 1, "{}", stderr(&run));
 }

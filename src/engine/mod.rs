@@ -12,7 +12,7 @@ mod onnxruntime;
 pub mod tract;
 mod value;
 
-pub use value::{ElemType, Element, Value};
+pub use value::{ElemType, Element, PerElement, Value};
 
 use fitact_passes::onnx::{ModelProto, ValueInfoProto};
 use ndarray::{ArrayD, Axis};

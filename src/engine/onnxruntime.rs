@@ -6,7 +6,7 @@
 //! Every session runs with one intra-op and one inter-op thread: the tool parallelises across
 //! trials, one session per worker, so results do not depend on the thread count.
 
-use super::value::{ElemType, Element, Repr, Value};
+use super::value::{ElemType, Element, PerElement, Repr, Value};
 use super::{EngineError, EngineKind};
 use fitact_passes::onnx::ModelProto;
 use ort::session::builder::GraphOptimizationLevel;
@@ -316,26 +316,25 @@ impl OrtSession {
 
 /// A tensor view onnxruntime reads in place (no copy).
 fn input_of(value: &Value) -> Result<SessionInputValue<'_>, EngineError> {
-    fn view<T: Element>(value: &Value) -> Result<SessionInputValue<'_>, EngineError> {
-        let view = value
-            .view::<T>()
-            .ok_or_else(|| run_error(format!("a {} input is not readable", T::TYPE.name())))?;
-        if !view.is_standard_layout() {
-            return Err(run_error("an input is not contiguous"));
+    struct View<'v>(&'v Value);
+    impl<'v> PerElement for View<'v> {
+        type Output = Result<SessionInputValue<'v>, EngineError>;
+        fn run<T: Element>(self) -> Self::Output {
+            let view = self
+                .0
+                .view::<T>()
+                .ok_or_else(|| run_error(format!("a {} input is not readable", T::TYPE.name())))?;
+            if !view.is_standard_layout() {
+                return Err(run_error("an input is not contiguous"));
+            }
+            let tensor = TensorRef::from_array_view(view).map_err(run_error)?;
+            Ok(SessionInputValue::from(tensor.into_dyn()))
         }
-        let tensor = TensorRef::from_array_view(view).map_err(run_error)?;
-        Ok(SessionInputValue::from(tensor.into_dyn()))
     }
-    match value.elem_type() {
-        ElemType::F32 => view::<f32>(value),
-        ElemType::U8 => view::<u8>(value),
-        ElemType::I8 => view::<i8>(value),
-        ElemType::I32 => view::<i32>(value),
-        ElemType::I64 => view::<i64>(value),
-        ElemType::Bool => view::<bool>(value),
-        ElemType::F64 => view::<f64>(value),
-        ElemType::Other => Err(run_error("an input has a type the tool cannot feed")),
-    }
+    value
+        .elem_type()
+        .dispatch(View(value))
+        .unwrap_or_else(|| Err(run_error("an input has a type the tool cannot feed")))
 }
 
 /// An output, kept in onnxruntime's own memory (each run allocates its outputs afresh).

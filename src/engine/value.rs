@@ -21,7 +21,28 @@ pub enum ElemType {
     Other,
 }
 
+/// Something done for one element type chosen at run time (`ElemType::dispatch`): the one
+/// place where a run-time type becomes a type parameter.
+pub trait PerElement {
+    type Output;
+    fn run<T: Element>(self) -> Self::Output;
+}
+
 impl ElemType {
+    /// `f` for this element type (None for `Other`).
+    pub fn dispatch<F: PerElement>(self, f: F) -> Option<F::Output> {
+        match self {
+            ElemType::F32 => Some(f.run::<f32>()),
+            ElemType::U8 => Some(f.run::<u8>()),
+            ElemType::I8 => Some(f.run::<i8>()),
+            ElemType::I32 => Some(f.run::<i32>()),
+            ElemType::I64 => Some(f.run::<i64>()),
+            ElemType::Bool => Some(f.run::<bool>()),
+            ElemType::F64 => Some(f.run::<f64>()),
+            ElemType::Other => None,
+        }
+    }
+
     /// The `TensorProto.DataType` code.
     pub fn onnx(self) -> i32 {
         match self {
@@ -226,20 +247,18 @@ impl Value {
     pub(super) fn to_tract(&self) -> TValue {
         match &self.0 {
             Repr::Tract(t) => t.clone(),
-            Repr::Ort { .. } => {
-                fn copy<T: Element>(value: &Value) -> TValue {
-                    let view = value.view::<T>().expect("the type was checked");
-                    Tensor::from(view.to_owned()).into_tvalue()
+            Repr::Ort { elem, .. } => {
+                struct Copy<'v>(&'v Value);
+                impl PerElement for Copy<'_> {
+                    type Output = TValue;
+                    fn run<T: Element>(self) -> TValue {
+                        let view = self.0.view::<T>().expect("the type was checked");
+                        Tensor::from(view.to_owned()).into_tvalue()
+                    }
                 }
-                match self.elem_type() {
-                    ElemType::F32 => copy::<f32>(self),
-                    ElemType::U8 => copy::<u8>(self),
-                    ElemType::I8 => copy::<i8>(self),
-                    ElemType::I32 => copy::<i32>(self),
-                    ElemType::I64 => copy::<i64>(self),
-                    ElemType::Bool => copy::<bool>(self),
-                    ElemType::F64 | ElemType::Other => copy::<f64>(self),
-                }
+                // onnxruntime outputs of other types are refused when they are made.
+                elem.dispatch(Copy(self))
+                    .expect("an onnxruntime output of a known type")
             }
             Repr::Array(a) => match a {
                 Array::F32(a) => array_to_tensor(a),

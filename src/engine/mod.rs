@@ -17,6 +17,7 @@ pub use value::{ElemType, Element, PerElement, Value};
 use fitact_passes::onnx::{ModelProto, ValueInfoProto};
 use ndarray::{ArrayD, Axis};
 use serde::{Deserialize, Serialize};
+use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::path::Path;
 use std::sync::Arc;
@@ -360,9 +361,9 @@ fn guard<T>(engine: EngineKind, f: impl FnOnce() -> Result<T, EngineError>) -> R
 
 /// A copy of `model` whose graph outputs are `outputs` (onnxruntime returns any tensor listed
 /// as a graph output, graph inputs and initializers included; an output needs no type).
-fn with_outputs(model: &ModelProto, outputs: &Outputs) -> ModelProto {
+fn with_outputs<'m>(model: &'m ModelProto, outputs: &Outputs) -> Cow<'m, ModelProto> {
     let Outputs::Tensors(names) = outputs else {
-        return model.clone();
+        return Cow::Borrowed(model);
     };
     let mut model = model.clone();
     if let Some(graph) = model.graph.as_mut() {
@@ -374,7 +375,7 @@ fn with_outputs(model: &ModelProto, outputs: &Outputs) -> ModelProto {
             })
             .collect();
     }
-    model
+    Cow::Owned(model)
 }
 
 /// The names of the graph inputs that are not initializers, in order.

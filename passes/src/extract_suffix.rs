@@ -16,7 +16,8 @@
 //! whose inputs can differ is in the suffix. Fault injection uses it to rerun only what a
 //! fault can reach, and the bound search to rerun only what a changed bound can reach
 //! (`downstream_tensors` names the tensors that can change, so that cached clean values of
-//! the others stay valid).
+//! the others stay valid). `suffix_boundary` gives the boundary alone, without building the
+//! model: `evaluate` uses it to keep, from one clean run, what any trial's suffix will read.
 
 use crate::error::PassError;
 use crate::graph::{attribute_graphs, free_variables};

@@ -22,7 +22,7 @@ fn load_error(e: anyhow::Error) -> EngineError {
     }
 }
 
-/// The version of the tract crates built in.
+/// The version of the tract crates built in (Cargo.toml pins them with `=`: change both).
 pub(super) fn version() -> &'static str {
     "0.23.9"
 }
@@ -155,10 +155,27 @@ pub(super) fn load_for_values(
                 engine: ENGINE,
                 name: name.clone(),
             })?;
-        let fact = TypedFact::shape_and_dt_of(&value.1.to_tract());
-        inference.set_input_fact(i, fact.into()).map_err(load_error)?;
+        inference
+            .set_input_fact(i, fact_of(&value.1).into())
+            .map_err(load_error)?;
     }
     Ok((finish(inference, outputs)?, input_names))
+}
+
+/// The type and shape of `value` as tract states them (without converting the value).
+fn fact_of(value: &Value) -> TypedFact {
+    use super::value::ElemType;
+    let datum = match value.elem_type() {
+        ElemType::F32 => DatumType::F32,
+        ElemType::U8 => DatumType::U8,
+        ElemType::I8 => DatumType::I8,
+        ElemType::I32 => DatumType::I32,
+        ElemType::I64 => DatumType::I64,
+        ElemType::Bool => DatumType::Bool,
+        ElemType::F64 => DatumType::F64,
+        ElemType::Other => return TypedFact::shape_and_dt_of(&value.to_tract()),
+    };
+    datum.fact(value.shape())
 }
 
 impl Plan {

@@ -453,14 +453,14 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
                 Err(e) if allow_unchanged && matches!(e.downcast_ref(), Some(HardenError::NoActivations(..))) => {
                     copy_unchanged(&options)?;
                     if !cli.quiet {
-                        eprintln!("{e:#}: written unchanged to {}", options.output.display());
+                        print_stderr(&format!("{e:#}: written unchanged to {}\n", options.output.display()));
                     }
                     return Ok(ExitCode::SUCCESS);
                 }
                 other => other?,
             };
             if !cli.quiet {
-                eprint!("{}", report.summary());
+                print_stderr(&report.summary());
             }
         }
         Command::Evaluate {
@@ -746,6 +746,11 @@ fn write_outputs(campaign: &CampaignReport, files: &CampaignFiles, quiet: bool) 
         print_stdout(&campaign.table())?;
     }
     Ok(())
+}
+
+/// Prints to stderr; a closed stderr is not an error (the work is done, the file written).
+fn print_stderr(text: &str) {
+    let _ = std::io::stderr().write_all(text.as_bytes());
 }
 
 /// Prints to stdout; a closed pipe (`| head`) is a normal end, not an error.

@@ -6,7 +6,7 @@
 //! default), it times:
 //!
 //! * plain: load the model in the engine and run every sample once (`Outputs::Model`);
-//! * calibrate: `fitact_onnx::calibrate::calibrate` of every activation `--activations all`
+//! * calibrate: `fitact_onnx::harden::calibrate::calibrate` of every activation `--activations all`
 //!   bounds (it loads its own session, with the activations as extra outputs, and folds the
 //!   per-neuron maxima and minima as batches come out).
 //!
@@ -19,9 +19,9 @@
 mod common;
 
 use common::{engines, env_usize, median, ms, time};
-use fitact_onnx::calibrate::{CalibrateOptions, calibrate};
-use fitact_onnx::dataset::{Samples, load_samples};
+use fitact_onnx::data::dataset::{Samples, load_samples};
 use fitact_onnx::engine::{Engine, Outputs, model_input_names};
+use fitact_onnx::harden::calibrate::{CalibrateOptions, calibrate};
 use fitact_onnx::model_io::read_model;
 use fitact_passes::activations::{ActivationKind, find_kinds};
 use fitact_passes::onnx::ModelProto;

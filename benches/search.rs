@@ -16,10 +16,10 @@
 mod common;
 
 use common::{engines, fixtures_dir, ms, time};
-use fitact_onnx::dataset::load_samples;
+use fitact_onnx::data::dataset::load_samples;
 use fitact_onnx::engine::{Engine, Outputs, model_input_names};
+use fitact_onnx::harden::method::Method;
 use fitact_onnx::harden::{HardenOptions, SearchSettings, harden};
-use fitact_onnx::method::Method;
 use fitact_onnx::model_io::read_model;
 use ndarray::{Axis, concatenate};
 
@@ -44,7 +44,7 @@ fn bench(
     model: &fitact_passes::onnx::ModelProto,
     model_path: &std::path::Path,
     data: &std::path::Path,
-    loaded: &fitact_onnx::dataset::Samples,
+    loaded: &fitact_onnx::data::dataset::Samples,
     dir: &std::path::Path,
 ) {
     let plain_at = |batch: usize| {

@@ -2,14 +2,14 @@
 //! its top-1 agreement with the reference (without) drops by no more than the budget, and,
 //! when asked, when its mean accuracy under weight faults at one BER reaches a floor.
 
-use crate::dataset::load_dataset;
+use crate::data::dataset::load_dataset;
+use crate::data::images::ImageOptions;
 use crate::engine::batch_size_for;
-use crate::evaluate::{EvaluateOptions, FaultKind, evaluate_on};
-use crate::faults::WeightFormat;
-use crate::images::ImageOptions;
+use crate::faults::campaign::{EvaluateOptions, FaultKind, evaluate_on};
+use crate::faults::flips::WeightFormat;
+use crate::harden::report::{TOOL, VERSION};
 use crate::model_io::read_model;
 use crate::replay::{Batches, check_labels, predict};
-use crate::report::{TOOL, VERSION};
 use anyhow::{Context, Result, ensure};
 use serde::Serialize;
 use std::path::PathBuf;

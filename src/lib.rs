@@ -1,25 +1,30 @@
 //! fitact-onnx: post-training, gradient-free hardening of ONNX models against bit flips.
 //!
-//! The execution side lives here (data, the engines that run models, calibration, bounds,
-//! reports, the CLI commands); pure graph rewrites live in the `fitact-passes` crate (`passes/`).
+//! The execution side lives here, in folders by stage; pure graph rewrites live in the
+//! `fitact-passes` crate (`passes/`). Dependencies point one way (docs/architecture.md):
+//! the binary (`main.rs`, `cli/`) uses the stages, a stage uses the stages below it, and
+//! everything may use `engine`, `model_io` and `passes`, which use nothing above them.
+//!
+//! | module | owns |
+//! |---|---|
+//! | `report` | a campaign as CSV, a table, an SVG plot and an HTML page |
+//! | `check` | the CI gate: clean accuracy or agreement within a budget, a resilience floor |
+//! | `harden` | calibration, bounds, method presets, the harden pipeline and its report; `inspect` |
+//! | `search` | the bound search and its check on held-out samples |
+//! | `faults` | the weight fault model and formats, weight patching, campaigns (`evaluate`) |
+//! | `replay` | batches, clean predictions, the cache of clean values and suffix reruns |
+//! | `data` | sample sets: `.npy`/`.npz`, folders of images, labels |
+//! | `engine` | running models in onnxruntime or tract behind one interface |
+//! | `model_io` | ONNX files in and out, external data, atomic writes |
 
-pub mod bounds;
-pub mod calibrate;
 pub mod check;
-pub mod dataset;
+pub mod data;
 pub mod engine;
-pub mod evaluate;
 pub mod faults;
 pub mod harden;
-pub mod html;
-pub mod images;
-pub mod inspect;
-pub mod method;
 pub mod model_io;
-pub mod plot;
 pub mod replay;
 pub mod report;
 pub mod search;
-pub mod weights;
 
 pub use fitact_passes as passes;

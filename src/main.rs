@@ -3,14 +3,14 @@
 
 use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
-use fitact_onnx::bounds::Granularity;
 use fitact_onnx::check::{CheckOptions, check};
+use fitact_onnx::data::images::{ImageOptions, Layout, Preset};
 use fitact_onnx::engine::{Engine, EngineChoice};
-use fitact_onnx::evaluate::{CampaignReport, EvaluateOptions, FaultKind, Shard, evaluate, merge};
-use fitact_onnx::faults::WeightFormat;
+use fitact_onnx::faults::campaign::{CampaignReport, EvaluateOptions, FaultKind, Shard, evaluate, merge};
+use fitact_onnx::faults::flips::WeightFormat;
+use fitact_onnx::harden::bounds::Granularity;
+use fitact_onnx::harden::method::{Method, ModeName};
 use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, harden};
-use fitact_onnx::images::{ImageOptions, Layout, Preset};
-use fitact_onnx::method::{Method, ModeName};
 use fitact_onnx::model_io::{read_model, write_atomically, write_model};
 use fitact_onnx::search::{FaultSweep, Objective};
 use fitact_passes::activations::{ActivationKind, parse_kinds};
@@ -587,7 +587,7 @@ fn try_main(cli: Cli) -> Result<ExitCode> {
             activations,
             json,
         } => {
-            let inspection = fitact_onnx::inspect::inspect(&model, &activations.0)?;
+            let inspection = fitact_onnx::harden::inspect::inspect(&model, &activations.0)?;
             let text = if json {
                 serde_json::to_string_pretty(&inspection)? + "\n"
             } else {
@@ -729,7 +729,7 @@ fn write_outputs(campaign: &CampaignReport, files: &CampaignFiles, quiet: bool) 
         html,
     } = files;
     if let Some(path) = html {
-        let page = fitact_onnx::html::campaign_html(campaign)?;
+        let page = fitact_onnx::report::html::campaign_html(campaign)?;
         write_atomically(path, page.as_bytes()).context("writing the HTML page")?;
     }
     if let Some(path) = report {
@@ -739,7 +739,7 @@ fn write_outputs(campaign: &CampaignReport, files: &CampaignFiles, quiet: bool) 
         write_atomically(path, campaign.to_csv()?.as_bytes()).context("writing the CSV")?;
     }
     if let Some(path) = plot {
-        let svg = fitact_onnx::plot::accuracy_svg(campaign)?;
+        let svg = fitact_onnx::report::plot::accuracy_svg(campaign)?;
         write_atomically(path, svg.as_bytes()).context("writing the plot")?;
     }
     if !quiet {

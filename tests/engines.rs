@@ -7,7 +7,7 @@
 mod common;
 
 use common::{cli, fixture, harden_cli, python};
-use fitact_onnx::dataset::load_samples;
+use fitact_onnx::data::dataset::load_samples;
 use fitact_onnx::engine::{Engine, EngineChoice, EngineKind, model_input_names};
 use fitact_onnx::model_io::read_model;
 use fitact_onnx::replay::{Batches, predict};

@@ -1,7 +1,7 @@
 //! Shared by the integration tests: tiny ONNX models built in code, and running Python checks.
 #![allow(dead_code)]
 
-use fitact_onnx::dataset::load_samples;
+use fitact_onnx::data::dataset::load_samples;
 use fitact_onnx::engine::{Engine, Outputs, model_input_names};
 use fitact_onnx::model_io::read_model;
 use fitact_passes::activations::{ActivationKind, find_kinds, find_relus, parse_kinds};

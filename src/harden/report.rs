@@ -1,8 +1,8 @@
 //! The `harden` report: what was bounded and with what, as JSON for tools (`--report`) and
 //! as a short summary for people (stderr). The JSON layout is documented in docs/reports.md.
 
-use crate::bounds::Granularity;
-use crate::method::{Method, ModeName};
+use crate::harden::bounds::Granularity;
+use crate::harden::method::{Method, ModeName};
 use serde::Serialize;
 
 pub const TOOL: &str = "fitact-onnx";

@@ -3,7 +3,7 @@
 //! clean tensor values, and predictions of a suffix model (`extract_suffix`) fed from it.
 //! Fault injection and the bound search both change a few nodes and rerun only what follows.
 
-use crate::dataset::Samples;
+use crate::data::dataset::Samples;
 use crate::engine::{Engine, Outputs, Session, Value, pad_batch};
 use anyhow::{Context, Result};
 use fitact_passes::onnx::ModelProto;

@@ -1,12 +1,12 @@
 //! `harden`: read a model, calibrate its Relus, bound them, write the hardened model.
 
-use crate::bounds::{Granularity, bound_from_maxima, bound_from_range};
-use crate::calibrate::{CalibrateOptions, calibrate, top_for};
-use crate::dataset::load_dataset;
-use crate::images::ImageOptions;
-use crate::method::{Method, ModeName};
+use crate::data::dataset::load_dataset;
+use crate::data::images::ImageOptions;
+use crate::harden::bounds::{Granularity, bound_from_maxima, bound_from_range};
+use crate::harden::calibrate::{CalibrateOptions, calibrate, top_for};
+use crate::harden::method::{Method, ModeName};
+use crate::harden::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, TOOL, VERSION};
 use crate::model_io::{read_model, write_atomically, write_model};
-use crate::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, TOOL, VERSION};
 use crate::search::{Base, Bases, SearchOptions, scaled, search, split};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
@@ -139,7 +139,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     // Bounds from the per-neuron maxima, or from the per-neuron `rank`-th largest values (a
     // percentile); two-sided for activations that can go negative, unless the bound below is
     // redundant (then the bound above is the one-sided one, with its own margin).
-    let to_bounds = |activations: &[crate::calibrate::ActivationMax], rank: Option<usize>| -> Vec<_> {
+    let to_bounds = |activations: &[crate::harden::calibrate::ActivationMax], rank: Option<usize>| -> Vec<_> {
         activations
             .iter()
             .zip(&sites)
@@ -307,7 +307,7 @@ fn activation_report(
     site: &ActivationSite,
     request: &BoundRequest,
     applied: &fitact_passes::bound_activations::Applied,
-    max: &crate::calibrate::ActivationMax,
+    max: &crate::harden::calibrate::ActivationMax,
 ) -> ActivationReport {
     ActivationReport {
         kind: site.kind.op_type(),

@@ -6,7 +6,7 @@
 //! | ranger  | layer             | saturate        |
 //! | clipact | layer             | zero            |
 
-use crate::bounds::Granularity;
+use crate::harden::bounds::Granularity;
 use fitact_passes::bound_activations::Mode;
 use serde::Serialize;
 use std::fmt;

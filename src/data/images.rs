@@ -6,7 +6,7 @@
 //! When the images sit in sub-folders, each first-level sub-folder is a class and its index
 //! (sub-folders in name order) is the sample's label, as torchvision's `ImageFolder` does.
 
-use crate::dataset::Samples;
+use crate::data::dataset::Samples;
 use clap::ValueEnum;
 use image::imageops::FilterType;
 use ndarray::{Array4, ArrayD};

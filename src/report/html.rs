@@ -2,7 +2,7 @@
 //! accuracy-versus-BER plot inlined as SVG (when the campaign has labels), and the AUCs. No
 //! script, no external file: the page can be attached to a CI run or mailed as it is.
 
-use crate::evaluate::{CampaignReport, FaultKind};
+use crate::faults::campaign::{CampaignReport, FaultKind};
 use anyhow::Result;
 
 /// Escapes text for HTML element content and attribute values.
@@ -53,7 +53,10 @@ pub fn campaign_html(report: &CampaignReport) -> Result<String> {
         escape(&report.version),
     );
     if report.results.iter().all(|r| r.accuracy.is_some()) && config.bers.iter().any(|b| *b > 0.0) {
-        html += &format!("<div class=\"plot\">{}</div>\n", crate::plot::accuracy_svg(report)?);
+        html += &format!(
+            "<div class=\"plot\">{}</div>\n",
+            crate::report::plot::accuracy_svg(report)?
+        );
     }
     html += "<table>\n<tr><th>model</th><th>BER</th><th>clean accuracy %</th><th>accuracy % (±95% CI)</th>\
              <th>SDC % (±95% CI)</th><th>NaN/Inf %</th><th>mean flips</th></tr>\n";

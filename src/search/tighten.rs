@@ -41,11 +41,11 @@
 //!   most samples in), and a check stops as soon as the threshold is out of reach; so does
 //!   the check under faults, against the best fault metric so far.
 
-use crate::dataset::Samples;
+use crate::data::dataset::Samples;
 use crate::engine::{Engine, Outputs, Value};
-use crate::faults::{WeightFormat, sample_flips};
+use crate::faults::flips::{WeightFormat, sample_flips};
+use crate::faults::weights::Weights;
 use crate::replay::{Batches, CleanValues, Feeds, Predictions, predict, prediction_runner, push_predictions};
-use crate::weights::Weights;
 use anyhow::{Context, Result};
 use fitact_passes::activations::ActivationSite;
 use fitact_passes::bound_activations::{Bound, BoundRequest, Mode, bound_activations};
@@ -863,8 +863,8 @@ pub fn search(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::bounds::{Granularity, bound_from_maxima};
-    use crate::calibrate::{CalibrateOptions, calibrate};
+    use crate::harden::bounds::{Granularity, bound_from_maxima};
+    use crate::harden::calibrate::{CalibrateOptions, calibrate};
     use fitact_passes::activations::find_relus;
     use std::path::PathBuf;
 
@@ -877,7 +877,7 @@ mod tests {
             .model;
         let names = crate::engine::model_input_names(&model);
         let samples = prefix(
-            &crate::dataset::load_samples(&fixtures.join("calib.npy"), &names).unwrap(),
+            &crate::data::dataset::load_samples(&fixtures.join("calib.npy"), &names).unwrap(),
             count,
         );
         let sites = find_relus(&model);

@@ -4,13 +4,13 @@
 //! parallel; each is a pure function of (seed, trial, BER), so results do not depend on the
 //! thread count, and a campaign can be cut into shards that `merge` puts back together.
 
-use crate::dataset::{Dataset, load_dataset};
+use crate::data::dataset::{Dataset, load_dataset};
 use crate::engine::{Engine, Value, batch_size_for};
-use crate::faults::{Flip, WeightFormat, sample_flips, tensor_rng};
+use crate::faults::flips::{Flip, WeightFormat, sample_flips, tensor_rng};
+use crate::faults::weights::Weights;
+use crate::harden::report::{TOOL, VERSION};
 use crate::model_io::read_model;
 use crate::replay::{Batches, CleanValues, Predictions, readers, run_suffix};
-use crate::report::{TOOL, VERSION};
-use crate::weights::Weights;
 use anyhow::{Context, Result, bail, ensure};
 use fitact_passes::extract_suffix::{extract_suffix, suffix_boundary};
 use fitact_passes::onnx::ModelProto;
@@ -48,7 +48,7 @@ pub struct EvaluateOptions {
     pub data: PathBuf,
     pub labels: Option<PathBuf>,
     /// How images become inputs, when `data` is a folder.
-    pub images: crate::images::ImageOptions,
+    pub images: crate::data::images::ImageOptions,
     pub bers: Vec<f64>,
     pub trials: usize,
     pub seed: u64,
@@ -166,7 +166,7 @@ struct Subject {
     /// Clean values of tensors that faulty suffixes read, per batch, filled on demand.
     clean_values: CleanValues,
     /// Clean values as the format stores them (fault-free model = these).
-    stored: Vec<crate::faults::StoredTensor>,
+    stored: Vec<crate::faults::flips::StoredTensor>,
     /// Indices (into `stored`) of the tensors faults may hit, and their names and sizes.
     targets: Vec<usize>,
     target_sizes: Vec<(String, usize)>,
@@ -250,7 +250,7 @@ impl Subject {
 
     /// Every tensor's values with `flips` (indexed over `targets`) applied to the stored words.
     fn values(
-        stored: &[crate::faults::StoredTensor],
+        stored: &[crate::faults::flips::StoredTensor],
         format: WeightFormat,
         flips: &[Flip],
         targets: &[usize],

@@ -13,7 +13,7 @@
 //! iteration (tract has no `Loop`, and no engine exposes a body's tensors), its maxima taken
 //! over every iteration.
 
-use crate::dataset::Samples;
+use crate::data::dataset::Samples;
 use crate::engine::{ElemType, Engine, EngineError, Outputs, Session, Value};
 use fitact_passes::activations::ActivationSite;
 use fitact_passes::extract_branch::extract_branch;

@@ -144,7 +144,7 @@ pub fn load_dataset(
     path: &Path,
     model: &fitact_passes::onnx::ModelProto,
     labels: Option<&Path>,
-    images: &crate::images::ImageOptions,
+    images: &crate::data::images::ImageOptions,
 ) -> anyhow::Result<Dataset> {
     use anyhow::Context;
     let input_names = crate::engine::model_input_names(model);
@@ -155,7 +155,7 @@ pub fn load_dataset(
             path.display()
         );
         let dims = crate::engine::declared_dims(model, &input_names[0]).unwrap_or_default();
-        let set = crate::images::load_images(path, &input_names[0], &dims, images)?;
+        let set = crate::data::images::load_images(path, &input_names[0], &dims, images)?;
         (set.samples, set.labels)
     } else {
         (load_samples(path, &input_names)?, None)

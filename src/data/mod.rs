@@ -1,0 +1,9 @@
+//! The samples a command runs: `.npy` and `.npz` files and folders of images, checked against
+//! the inputs the model declares, with their labels.
+//!
+//! Owns: `dataset` (the sample sets and labels, by file kind) and `images` (a folder of PNG/JPEG
+//! images made into model inputs). May use `engine` (a model's input names and declared shapes)
+//! and `passes`; nothing above.
+
+pub mod dataset;
+pub mod images;

@@ -1,0 +1,18 @@
+//! Hardening: read a model, calibrate its activations on sample data, turn the calibrated
+//! extremes into bounds, bound the activations (the `bound_activations` pass), write the model.
+//!
+//! Owns: `calibrate` (extremes of every activation in one pass), `bounds` (extremes to bound
+//! tensors at a granularity), `method` (the presets of the literature), `pipeline` (the
+//! orchestration, from files in to the hardened model out), `report` (the harden report) and
+//! `inspect` (what hardening sees in a model before it changes anything).
+//! May use `search`, `faults` (through the search's settings), `replay`, `data`, `engine`,
+//! `model_io` and `passes`; nothing above (not `check`, `report` or the CLI).
+
+pub mod bounds;
+pub mod calibrate;
+pub mod inspect;
+pub mod method;
+pub mod pipeline;
+pub mod report;
+
+pub use pipeline::{HardenError, HardenOptions, SearchSettings, harden};

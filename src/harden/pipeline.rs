@@ -1,21 +1,24 @@
-//! `harden`: read a model, calibrate its Relus, bound them, write the hardened model.
+//! `harden`: read a model, calibrate its activations, bound them, write the hardened model.
+//! `harden` is the sequence; each step is a function of its own: find the sites to bound
+//! (`sites_to_bound`), read and cut the calibration samples (`calibration_sets`), calibrate,
+//! turn extremes into bounds (`BoundRule`), optionally search tighter ones (`search_bounds`),
+//! bound the model (`bound_model`), record what was done in its metadata, write it and the report.
 
-use crate::data::dataset::load_dataset;
+use crate::data::dataset::{Samples, load_dataset};
 use crate::data::images::ImageOptions;
 use crate::harden::bounds::{Granularity, bound_from_maxima, bound_from_range};
-use crate::harden::calibrate::{CalibrateOptions, calibrate, top_for};
+use crate::harden::calibrate::{ActivationMax, CalibrateError, CalibrateOptions, Calibration, calibrate, top_for};
 use crate::harden::method::{Method, ModeName};
 use crate::harden::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, TOOL, VERSION};
 use crate::model_io::{read_model, write_atomically, write_model};
-use crate::search::{Base, Bases, SearchOptions, scaled, search, split};
+use crate::search::{Base, Bases, SearchLog, SearchOptions, scaled, search, split};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
-use fitact_passes::bound_activations::{Bound, BoundRequest, bound_activations};
+use fitact_passes::bound_activations::{Applied, Bound, BoundRequest, bound_activations};
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
 use fitact_passes::tensor::FLOAT;
 use fitact_passes::validate::validate;
-use std::borrow::Cow;
 use std::path::PathBuf;
 use std::time::Instant;
 use thiserror::Error;
@@ -69,9 +72,67 @@ pub enum HardenError {
 pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let source = read_model(&options.input).context("reading the model")?;
     let mut model = source.model;
-    validate(&model).with_context(|| format!("{} is not a usable model", options.input.display()))?;
-    let opset = default_opset(&model).with_context(|| format!("{}", options.input.display()))?;
-    let sites = find_kinds(&model, &options.activations);
+    let (opset, sites) = sites_to_bound(&model, options)?;
+    let (granularity, mode) = options.method.resolve(options.granularity, options.mode);
+    log::info!(
+        "{}: opset {opset}, {} activation(s) to bound ({granularity:?} granularity, {mode:?} mode), run in {}",
+        options.input.display(),
+        sites.len(),
+        options.engine.describe()
+    );
+    for site in &sites {
+        log::debug!("found {}", site.describe());
+    }
+    let sets = calibration_sets(&model, options)?;
+    let rule = BoundRule {
+        sites: &sites,
+        granularity,
+        margin: options.margin,
+        mode,
+    };
+    let started = Instant::now();
+    let mut calibration =
+        calibrate_on(&model, sets.fit(), &sites, options, sets.top, options.progress).context("calibrating")?;
+    let seconds = started.elapsed().as_secs_f64();
+    log::info!("calibrated on {} samples in {seconds:.2}s", calibration.samples);
+    let mut search_log = None;
+    let bounds = match (&options.search, &sets.search) {
+        (Some(settings), Some(search_sets)) => {
+            let (bounds, log) = search_bounds(&model, options, settings, &rule, &sets, search_sets, &mut calibration)?;
+            search_log = Some(log);
+            bounds
+        }
+        _ => rule.bounds(&calibration.activations, None),
+    };
+    let (requests, applied) = bound_model(&mut model, &sites, bounds, mode)?;
+    record_metadata(&mut model, harden_metadata(options, granularity, mode, requests.len())?);
+    // In place, the files read may be replaced (each atomically; the data file first).
+    let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
+    write_model(&options.output, &model, &source.external_tensors, protected).context("writing the hardened model")?;
+    log::info!("wrote {}", options.output.display());
+
+    let made = Hardened {
+        opset,
+        granularity,
+        mode,
+        calibration: &calibration,
+        calibration_seconds: seconds,
+        requests: &requests,
+        applied: &applied,
+    };
+    let report = harden_report(options, &made, search_log);
+    if let Some(path) = &options.report {
+        write_atomically(path, report.to_json().as_bytes()).context("writing the report")?;
+    }
+    Ok(report)
+}
+
+/// The model's opset and the activations of the kinds asked; none is an error
+/// (`HardenError::NoActivations`, exit 1) that says what was looked for.
+pub fn sites_to_bound(model: &ModelProto, options: &HardenOptions) -> Result<(i64, Vec<ActivationSite>)> {
+    validate(model).with_context(|| format!("{} is not a usable model", options.input.display()))?;
+    let opset = default_opset(model).with_context(|| format!("{}", options.input.display()))?;
+    let sites = find_kinds(model, &options.activations);
     if sites.is_empty() {
         let wanted = match options.activations.as_slice() {
             [ActivationKind::Relu] => "Relu".to_owned(),
@@ -83,21 +144,45 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         };
         return Err(HardenError::NoActivations(options.input.display().to_string(), wanted).into());
     }
-    let (granularity, mode) = options.method.resolve(options.granularity, options.mode);
-    log::info!(
-        "{}: opset {opset}, {} activation(s) to bound ({granularity:?} granularity, {mode:?} mode), run in {}",
-        options.input.display(),
-        sites.len(),
-        options.engine.describe()
-    );
-    for site in &sites {
-        log::debug!("found {}", site.describe());
-    }
+    Ok((opset, sites))
+}
 
-    // Labels, when given (or from class folders), are read now, so a bad file fails before any work.
+/// The calibration samples, and, with a search, how they are cut for it.
+pub struct CalibrationSets {
+    /// Every calibration sample.
+    pub samples: Samples,
+    /// With a search: the fit, check and held-out samples.
+    pub search: Option<SearchSets>,
+    /// How many of each neuron's largest values calibration keeps (`--percentile`; else 0).
+    pub top: usize,
+}
+
+/// The calibration samples cut for a search (`search::split`).
+pub struct SearchSets {
+    /// Three quarters of the samples: the bounds are fitted on them.
+    pub fit: Samples,
+    /// The samples each candidate is checked on, with their labels if known.
+    pub check: Samples,
+    pub check_labels: Option<Vec<usize>>,
+    /// The quarter the fit never saw.
+    pub held: Samples,
+}
+
+impl CalibrationSets {
+    /// The samples the bounds are fitted on: all of them, or the fit split with a search.
+    pub fn fit(&self) -> &Samples {
+        self.search.as_ref().map_or(&self.samples, |s| &s.fit)
+    }
+}
+
+/// Reads the calibration samples (and the search's labels, given or from class folders, now,
+/// so a bad file fails before any work) and cuts them for a search: bounds are then fitted on
+/// three quarters of the samples, candidates checked on samples spread over all of them
+/// (`search::split`), with their labels if known.
+pub fn calibration_sets(model: &ModelProto, options: &HardenOptions) -> Result<CalibrationSets> {
     let search_labels = options.search.as_ref().and_then(|s| s.labels.as_deref());
     let data =
-        load_dataset(&options.calib, &model, search_labels, &options.images).context("reading calibration samples")?;
+        load_dataset(&options.calib, model, search_labels, &options.images).context("reading calibration samples")?;
     let samples = data.samples;
     log::info!(
         "{}: {} samples{}",
@@ -105,53 +190,75 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         samples.count,
         if data.labels.is_some() { " with labels" } else { "" }
     );
-    // With a search, bounds are fitted on three quarters of the samples, candidates checked on
-    // samples spread over all of them (`search::split`), with their labels if known.
-    let (fit, search_sets) = match &options.search {
-        Some(_) => {
-            let split = split(&samples);
-            let labels: Option<Vec<usize>> = data.labels.map(|l| split.check_rows.iter().map(|r| l[*r]).collect());
-            (Cow::Owned(split.fit), Some((split.check, labels, split.held)))
+    let search = options.search.as_ref().map(|_| {
+        let split = split(&samples);
+        let check_labels = data.labels.map(|l| split.check_rows.iter().map(|r| l[*r]).collect());
+        SearchSets {
+            fit: split.fit,
+            check: split.check,
+            check_labels,
+            held: split.held,
         }
-        None => (Cow::Borrowed(&samples), None),
-    };
-    let percentile = options.search.as_ref().and_then(|s| s.percentile);
+    });
     // With `--percentile`, each neuron's largest values, as many as the percentile of every
     // calibration sample needs (the fit split's percentile needs fewer): fit and held-out
     // calibrations then merge exactly.
-    let top = percentile.map_or(0, |p| top_for(p, samples.count));
-    let started = Instant::now();
-    let calibration = calibrate(
-        &model,
-        &fit,
-        &sites,
+    let top = search_percentile(options).map_or(0, |p| top_for(p, samples.count));
+    Ok(CalibrationSets { samples, search, top })
+}
+
+/// `--percentile`, with `--search`.
+fn search_percentile(options: &HardenOptions) -> Option<f64> {
+    options.search.as_ref().and_then(|s| s.percentile)
+}
+
+fn calibrate_on(
+    model: &ModelProto,
+    samples: &Samples,
+    sites: &[ActivationSite],
+    options: &HardenOptions,
+    top: usize,
+    progress: bool,
+) -> Result<Calibration, CalibrateError> {
+    calibrate(
+        model,
+        samples,
+        sites,
         &CalibrateOptions {
             engine: options.engine.clone(),
             batch_size: options.batch_size,
-            progress: options.progress,
+            progress,
             top,
         },
     )
-    .context("calibrating")?;
-    let seconds = started.elapsed().as_secs_f64();
-    log::info!("calibrated on {} samples in {seconds:.2}s", calibration.samples);
+}
 
-    // Bounds from the per-neuron maxima, or from the per-neuron `rank`-th largest values (a
-    // percentile); two-sided for activations that can go negative, unless the bound below is
-    // redundant (then the bound above is the one-sided one, with its own margin).
-    let to_bounds = |activations: &[crate::harden::calibrate::ActivationMax], rank: Option<usize>| -> Vec<_> {
+/// How calibrated extremes become bounds: per site, at one granularity, with one margin, in one mode.
+pub struct BoundRule<'a> {
+    pub sites: &'a [ActivationSite],
+    pub granularity: Granularity,
+    pub margin: f32,
+    /// What the emitted nodes do above the bound (the search checks candidates with it).
+    pub mode: ModeName,
+}
+
+impl BoundRule<'_> {
+    /// Bounds from the per-neuron maxima, or from the per-neuron `rank`-th largest values (a
+    /// percentile); two-sided for activations that can go negative, unless the bound below is
+    /// redundant (then the bound above is the one-sided one, with its own margin).
+    pub fn bounds(&self, activations: &[ActivationMax], rank: Option<usize>) -> Vec<Bound> {
         activations
             .iter()
-            .zip(&sites)
+            .zip(self.sites)
             .map(|(max, site)| {
                 let high = match rank {
                     Some(rank) => max.neuron_percentile(rank),
                     None => max.neuron_max.clone(),
                 };
-                let one_sided = || bound_from_maxima(&high, granularity, options.margin);
+                let one_sided = || bound_from_maxima(&high, self.granularity, self.margin);
                 match &max.neuron_min {
                     Some(min) => {
-                        let two_sided = bound_from_range(min, &high, granularity, options.margin);
+                        let two_sided = bound_from_range(min, &high, self.granularity, self.margin);
                         if redundant_low(&two_sided, site) {
                             one_sided()
                         } else {
@@ -162,63 +269,73 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
                 }
             })
             .collect::<Vec<_>>()
-    };
-    let mut calibration = calibration;
-    let mut bounds = to_bounds(&calibration.activations, None);
-    let mut search_log = None;
-    if let (Some(settings), Some((check, check_labels, held))) = (&options.search, &search_sets) {
-        let search_options = SearchOptions {
-            engine: options.engine.clone(),
-            budget: settings.budget,
-            objective: settings.objective.clone(),
-            max_evals: settings.max_evals,
-            time_limit: settings.time_limit,
-            batch_size: options.batch_size,
-        };
-        let percentiles = percentile.map(|p| to_bounds(&calibration.activations, Some(top_for(p, fit.count))));
-        let (_, log) = search(
-            &model,
-            &sites,
-            &Bases {
-                maxima: &bounds,
-                percentiles: percentiles.as_deref(),
-            },
-            mode.into(),
-            check,
-            check_labels.as_deref(),
-            &search_options,
-        )
-        .context("searching the bounds")?;
-        log::info!("search: {} evaluations in {:.1}s", log.evaluations, log.seconds);
-        // The scales found apply to the extremes (or percentiles) over every calibration
-        // sample: the held-out quarter's own extremes make the written bounds no tighter than
-        // the ones checked.
-        let held = calibrate(
-            &model,
-            held,
-            &sites,
-            &CalibrateOptions {
-                engine: options.engine.clone(),
-                batch_size: options.batch_size,
-                progress: false,
-                top,
-            },
-        )
-        .context("calibrating the held-out samples")?;
-        calibration.merge(held);
-        let maxima = to_bounds(&calibration.activations, None);
-        let percentiles = percentile.map(|p| to_bounds(&calibration.activations, Some(top_for(p, samples.count))));
-        bounds = log
-            .layers
-            .iter()
-            .enumerate()
-            .map(|(i, layer)| match (layer.base, &percentiles) {
-                (Base::Percentile, Some(percentiles)) => scaled(&percentiles[i], layer.scale),
-                _ => scaled(&maxima[i], layer.scale),
-            })
-            .collect();
-        search_log = Some(log);
     }
+}
+
+/// `--search`: scales found for the bounds fitted on the fit split (`calibrated`), checked on
+/// the check samples, then applied to the extremes (or percentiles) over every calibration
+/// sample: the held-out quarter is calibrated and merged into `calibration`, so the written
+/// bounds are no tighter than the ones checked.
+fn search_bounds(
+    model: &ModelProto,
+    options: &HardenOptions,
+    settings: &SearchSettings,
+    rule: &BoundRule,
+    sets: &CalibrationSets,
+    search_sets: &SearchSets,
+    calibration: &mut Calibration,
+) -> Result<(Vec<Bound>, SearchLog)> {
+    let calibrated = rule.bounds(&calibration.activations, None);
+    let search_options = SearchOptions {
+        engine: options.engine.clone(),
+        budget: settings.budget,
+        objective: settings.objective.clone(),
+        max_evals: settings.max_evals,
+        time_limit: settings.time_limit,
+        batch_size: options.batch_size,
+    };
+    let percentile = search_percentile(options);
+    let fit_count = search_sets.fit.count;
+    let percentiles = percentile.map(|p| rule.bounds(&calibration.activations, Some(top_for(p, fit_count))));
+    let (_, log) = search(
+        model,
+        rule.sites,
+        &Bases {
+            maxima: &calibrated,
+            percentiles: percentiles.as_deref(),
+        },
+        rule.mode.into(),
+        &search_sets.check,
+        search_sets.check_labels.as_deref(),
+        &search_options,
+    )
+    .context("searching the bounds")?;
+    log::info!("search: {} evaluations in {:.1}s", log.evaluations, log.seconds);
+    let held = calibrate_on(model, &search_sets.held, rule.sites, options, sets.top, false)
+        .context("calibrating the held-out samples")?;
+    calibration.merge(held);
+    let maxima = rule.bounds(&calibration.activations, None);
+    let percentiles = percentile.map(|p| rule.bounds(&calibration.activations, Some(top_for(p, sets.samples.count))));
+    let bounds = log
+        .layers
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| match (layer.base, &percentiles) {
+            (Base::Percentile, Some(percentiles)) => scaled(&percentiles[i], layer.scale),
+            _ => scaled(&maxima[i], layer.scale),
+        })
+        .collect();
+    Ok((bounds, log))
+}
+
+/// Bounds every site in `model` (the `bound_activations` pass); a site the pass skips is an
+/// error, never a half-hardened model.
+pub fn bound_model(
+    model: &mut ModelProto,
+    sites: &[ActivationSite],
+    bounds: Vec<Bound>,
+    mode: ModeName,
+) -> Result<(Vec<BoundRequest>, Vec<Applied>)> {
     let requests: Vec<BoundRequest> = sites
         .iter()
         .zip(bounds)
@@ -228,7 +345,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             elem_type: FLOAT,
         })
         .collect();
-    let outcome = bound_activations(&mut model, &requests, mode.into()).context("bounding the activations")?;
+    let outcome = bound_activations(model, &requests, mode.into()).context("bounding the activations")?;
     if let Some(skipped) = outcome.skipped.first() {
         return Err(HardenError::Skipped {
             site: skipped.site.describe(),
@@ -236,59 +353,73 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         }
         .into());
     }
+    Ok((requests, outcome.applied))
+}
+
+/// The `fitact.*` entries of the hardened model's `metadata_props`.
+fn harden_metadata(
+    options: &HardenOptions,
+    granularity: Granularity,
+    mode: ModeName,
+    bounded: usize,
+) -> Result<[(&'static str, String); 8]> {
     let kinds: Vec<String> = options.activations.iter().map(|k| k.cli_name()).collect();
     let granularity_name = serde_json::to_value(granularity)?
         .as_str()
         .unwrap_or_default()
         .to_owned();
-    record_metadata(
-        &mut model,
-        [
-            ("fitact.tool", format!("{TOOL} {VERSION}")),
-            ("fitact.method", options.method.to_string()),
-            ("fitact.granularity", granularity_name),
-            ("fitact.mode", mode.to_string()),
-            ("fitact.margin", options.margin.to_string()),
-            ("fitact.activations", kinds.join(",")),
-            ("fitact.bounded_activations", requests.len().to_string()),
-            ("fitact.engine", options.engine.describe()),
-        ],
-    );
-    // In place, the files read may be replaced (each atomically; the data file first).
-    let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
-    write_model(&options.output, &model, &source.external_tensors, protected).context("writing the hardened model")?;
-    log::info!("wrote {}", options.output.display());
+    Ok([
+        ("fitact.tool", format!("{TOOL} {VERSION}")),
+        ("fitact.method", options.method.to_string()),
+        ("fitact.granularity", granularity_name),
+        ("fitact.mode", mode.to_string()),
+        ("fitact.margin", options.margin.to_string()),
+        ("fitact.activations", kinds.join(",")),
+        ("fitact.bounded_activations", bounded.to_string()),
+        ("fitact.engine", options.engine.describe()),
+    ])
+}
 
-    let activations = requests
+/// What hardening did, as the report needs it.
+struct Hardened<'a> {
+    opset: i64,
+    granularity: Granularity,
+    mode: ModeName,
+    calibration: &'a Calibration,
+    calibration_seconds: f64,
+    requests: &'a [BoundRequest],
+    applied: &'a [Applied],
+}
+
+/// The harden report: the options, what calibration saw and what each site got.
+fn harden_report(options: &HardenOptions, made: &Hardened, search_log: Option<SearchLog>) -> HardenReport {
+    let activations = made
+        .requests
         .iter()
-        .zip(&outcome.applied)
-        .zip(&calibration.activations)
+        .zip(made.applied)
+        .zip(&made.calibration.activations)
         .map(|((request, applied), max)| activation_report(&request.site, request, applied, max))
         .collect();
-    let report = HardenReport {
+    HardenReport {
         tool: TOOL,
         version: VERSION,
         input: options.input.display().to_string(),
         output: options.output.display().to_string(),
         method: options.method,
-        granularity,
-        mode,
+        granularity: made.granularity,
+        mode: made.mode,
         margin: options.margin,
-        opset,
+        opset: made.opset,
         engine: options.engine.info(),
         calibration: CalibrationSummary {
             file: options.calib.display().to_string(),
-            samples: calibration.samples,
-            batch_size: calibration.batch_size,
-            seconds,
+            samples: made.calibration.samples,
+            batch_size: made.calibration.batch_size,
+            seconds: made.calibration_seconds,
         },
         activations,
         search: search_log,
-    };
-    if let Some(path) = &options.report {
-        write_atomically(path, report.to_json().as_bytes()).context("writing the report")?;
     }
-    Ok(report)
 }
 
 /// Whether the bound below of `bound` is redundant: every lower value lies under the
@@ -306,8 +437,8 @@ fn redundant_low(bound: &Bound, site: &ActivationSite) -> bool {
 fn activation_report(
     site: &ActivationSite,
     request: &BoundRequest,
-    applied: &fitact_passes::bound_activations::Applied,
-    max: &crate::harden::calibrate::ActivationMax,
+    applied: &Applied,
+    max: &ActivationMax,
 ) -> ActivationReport {
     ActivationReport {
         kind: site.kind.op_type(),

@@ -357,7 +357,52 @@ pub fn evaluate(options: &EvaluateOptions) -> Result<CampaignReport> {
 }
 
 /// `evaluate`, on `data` when the caller has already read `options.data` (with its labels).
+/// The steps: check the options, read the data, load the subjects, draw the jobs (BER x
+/// trial: each job draws its fault patterns from its seed), run the trials, aggregate.
 pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<CampaignReport> {
+    let (options, bits) = checked_options(options)?;
+    let options = &options;
+    let first = read_model(&options.models[0]).context("reading the first model")?.model;
+    let data = match data {
+        Some(data) => data,
+        None => load_dataset(&options.data, &first, options.labels.as_deref(), &options.images)
+            .context("reading the data")?,
+    };
+    let (samples, labels) = (data.samples, data.labels);
+    let batch_size = batch_size_for(&first, options.batch_size.min(samples.count));
+    let batches = Batches::new(&samples, batch_size);
+    let layers = activation_layers(options, &first)?;
+    let subjects = load_subjects(options, &batches, &layers, labels.as_deref())?;
+    let campaign = Campaign {
+        options,
+        subjects: &subjects,
+        layers: &layers,
+        bits: &bits,
+        batches: &batches,
+        labels: labels.as_deref(),
+        samples: samples.count,
+    };
+    let (records, dumps) = campaign.run_trials(&trial_jobs(options))?;
+    if let Some(path) = &options.dump_faults {
+        let json = serde_json::to_string(&dumps)? + "\n";
+        crate::model_io::write_atomically(path, json.as_bytes()).context("writing the fault dump")?;
+    }
+    let config = campaign_config(options, &layers, labels.is_some(), samples.count, bits);
+    let summaries = subjects
+        .iter()
+        .map(|s| ModelSummary {
+            model: s.path.clone(),
+            weights: s.target_sizes.iter().map(|(_, n)| n).sum(),
+            clean_accuracy: labels.as_ref().map(|l| accuracy(&s.clean.classes, l)),
+            accuracy_auc: None,
+        })
+        .collect();
+    Ok(aggregate(Some(options.engine.info()), config, summaries, records))
+}
+
+/// The options as the campaign runs them (activation faults: one BER, 0), checked, and the
+/// bit positions that may flip.
+fn checked_options(options: &EvaluateOptions) -> Result<(EvaluateOptions, Vec<u32>)> {
     ensure!(!options.models.is_empty(), "no model to evaluate");
     let activation = options.fault == FaultKind::Activation;
     ensure!(activation || !options.bers.is_empty(), "no BER given (--ber)");
@@ -367,7 +412,7 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
     );
     // Activation faults have no BER: one flip per inference; records carry BER 0.
     let bers: Vec<f64> = if activation { vec![0.0] } else { options.bers.clone() };
-    let options = &EvaluateOptions {
+    let options = EvaluateOptions {
         bers,
         ..options.clone()
     };
@@ -384,20 +429,17 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
     if let Some(bad) = bits.iter().find(|b| **b >= width) {
         bail!("bit {bad} does not exist in a {width}-bit {:?} word", options.format);
     }
+    Ok((options, bits))
+}
 
-    let first = read_model(&options.models[0]).context("reading the first model")?.model;
-    let data = match data {
-        Some(data) => data,
-        None => load_dataset(&options.data, &first, options.labels.as_deref(), &options.images)
-            .context("reading the data")?,
-    };
-    let (samples, labels) = (data.samples, data.labels);
-    let batch_size = batch_size_for(&first, options.batch_size.min(samples.count));
-    let batches = Batches::new(&samples, batch_size);
+/// The tensors activation faults hit: `--layer`, or every Relu input of the main graph of
+/// the first model; none for weight faults.
+fn activation_layers(options: &EvaluateOptions, first: &ModelProto) -> Result<Vec<String>> {
+    let activation = options.fault == FaultKind::Activation;
     let layers: Vec<String> = match (&options.layer, activation) {
         (_, false) => Vec::new(),
         (Some(layer), true) => vec![layer.clone()],
-        (None, true) => fitact_passes::activations::find_relus(&first)
+        (None, true) => fitact_passes::activations::find_relus(first)
             .into_iter()
             .filter(|s| s.graph.is_main())
             .map(|s| s.input)
@@ -407,12 +449,22 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
         !activation || !layers.is_empty(),
         "no activation to hit: give --layer TENSOR"
     );
+    Ok(layers)
+}
+
+/// Every model of the campaign, run fault-free, checked against the labels and the layers.
+fn load_subjects(
+    options: &EvaluateOptions,
+    batches: &Batches,
+    layers: &[String],
+    labels: Option<&[usize]>,
+) -> Result<Vec<Subject>> {
     let subjects = options
         .models
         .iter()
-        .map(|p| Subject::new(p, options, &batches, &layers))
+        .map(|p| Subject::new(p, options, batches, layers))
         .collect::<Result<Vec<_>>>()?;
-    if let Some(labels) = &labels {
+    if let Some(labels) = labels {
         let source = options.labels.as_ref().unwrap_or(&options.data);
         crate::replay::check_labels(labels, subjects[0].clean.width)
             .with_context(|| format!("{}", source.display()))?;
@@ -425,7 +477,6 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
             );
         }
     }
-
     for subject in &subjects {
         log::info!(
             "{}: {} weight tensors may flip ({} words)",
@@ -434,103 +485,141 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
             subject.target_sizes.iter().map(|(_, n)| n).sum::<usize>()
         );
     }
-    let started = std::time::Instant::now();
+    Ok(subjects)
+}
+
+/// The jobs of this run: (BER index, trial) for every BER and every trial of the shard.
+fn trial_jobs(options: &EvaluateOptions) -> Vec<(usize, usize)> {
     let trials: Vec<usize> = (0..options.trials)
         .filter(|t| options.shard.is_none_or(|s| t % s.count == s.index))
         .collect();
-    let jobs: Vec<(usize, usize)> = (0..options.bers.len())
+    (0..options.bers.len())
         .flat_map(|b| trials.iter().map(move |t| (b, *t)))
-        .collect();
-    let progress = if options.progress {
-        ProgressBar::new(jobs.len() as u64).with_style(
-            ProgressStyle::with_template("fault injection {bar:30} {pos}/{len} trials, {eta} left")
-                .expect("valid template"),
-        )
-    } else {
-        ProgressBar::hidden()
-    };
-    type JobResult = Result<(Vec<TrialRecord>, Vec<FaultDump>)>;
-    let outcomes: Vec<JobResult> = jobs
-        .par_iter()
-        .map(|&(b, t)| {
-            let ber = options.bers[b];
-            let mut records = Vec::new();
-            let mut dumps = Vec::new();
-            for (m, subject) in subjects.iter().enumerate() {
-                let (flips, faulty, flip_count) = if activation {
-                    let (faulty, count) =
-                        subject.activation_trial(&options.engine, &layers, options.seed, t, &batches)?;
-                    (Vec::new(), faulty, count)
-                } else {
-                    let flips = subject.flips(options, &bits, ber, t);
-                    let faulty = subject.trial(&flips, options, &batches)?;
-                    let count = flips.len();
-                    (flips, faulty, count)
-                };
-                let n = samples.count as f64;
-                let sdc = faulty
-                    .classes
-                    .iter()
-                    .zip(&subject.clean.classes)
-                    .filter(|(a, b)| a != b)
-                    .count() as f64
-                    / n;
-                let nonfinite = faulty.nonfinite.iter().filter(|x| **x).count() as f64 / n;
-                if options.dump_faults.is_some() {
-                    dumps.push(FaultDump::new(
-                        subject,
-                        m,
-                        b,
-                        ber,
-                        t,
-                        &flips,
-                        options.format,
-                        &faulty.classes,
-                    ));
+        .collect()
+}
+
+/// What every trial of a campaign needs.
+struct Campaign<'a> {
+    options: &'a EvaluateOptions,
+    subjects: &'a [Subject],
+    layers: &'a [String],
+    bits: &'a [u32],
+    batches: &'a Batches,
+    labels: Option<&'a [usize]>,
+    samples: usize,
+}
+
+impl Campaign<'_> {
+    /// Runs the jobs in parallel; records and dumps come back in job order, so the report does
+    /// not depend on the thread count.
+    fn run_trials(&self, jobs: &[(usize, usize)]) -> Result<(Vec<TrialRecord>, Vec<FaultDump>)> {
+        let started = std::time::Instant::now();
+        let progress = if self.options.progress {
+            ProgressBar::new(jobs.len() as u64).with_style(
+                ProgressStyle::with_template("fault injection {bar:30} {pos}/{len} trials, {eta} left")
+                    .expect("valid template"),
+            )
+        } else {
+            ProgressBar::hidden()
+        };
+        type JobResult = Result<(Vec<TrialRecord>, Vec<FaultDump>)>;
+        let outcomes: Vec<JobResult> = jobs
+            .par_iter()
+            .map(|&(b, t)| {
+                let outcome = self.job(b, t);
+                if outcome.is_ok() {
+                    progress.inc(1);
                 }
-                records.push(TrialRecord {
-                    model: m,
-                    ber: b,
-                    trial: t,
-                    flips: flip_count,
-                    accuracy: labels.as_ref().map(|l| accuracy(&faulty.classes, l)),
-                    sdc,
-                    nonfinite,
-                });
-            }
-            progress.inc(1);
-            Ok((records, dumps))
-        })
-        .collect();
-    progress.finish_and_clear();
-    log::info!(
-        "{} trials x {} models in {:.1}s",
-        jobs.len(),
-        subjects.len(),
-        started.elapsed().as_secs_f64()
-    );
-    let mut records = Vec::new();
-    let mut dumps = Vec::new();
-    for outcome in outcomes {
-        let (r, d) = outcome?;
-        records.extend(r);
-        dumps.extend(d);
-    }
-    if let Some(path) = &options.dump_faults {
-        let json = serde_json::to_string(&dumps)? + "\n";
-        crate::model_io::write_atomically(path, json.as_bytes()).context("writing the fault dump")?;
+                outcome
+            })
+            .collect();
+        progress.finish_and_clear();
+        log::info!(
+            "{} trials x {} models in {:.1}s",
+            jobs.len(),
+            self.subjects.len(),
+            started.elapsed().as_secs_f64()
+        );
+        let mut records = Vec::new();
+        let mut dumps = Vec::new();
+        for outcome in outcomes {
+            let (r, d) = outcome?;
+            records.extend(r);
+            dumps.extend(d);
+        }
+        Ok((records, dumps))
     }
 
-    let config = CampaignConfig {
+    /// Trial `t` at BER index `b` for every model: the same faults in the tensors they share.
+    fn job(&self, b: usize, t: usize) -> Result<(Vec<TrialRecord>, Vec<FaultDump>)> {
+        let options = self.options;
+        let ber = options.bers[b];
+        let mut records = Vec::new();
+        let mut dumps = Vec::new();
+        for (m, subject) in self.subjects.iter().enumerate() {
+            let (flips, faulty, flip_count) = if options.fault == FaultKind::Activation {
+                let (faulty, count) =
+                    subject.activation_trial(&options.engine, self.layers, options.seed, t, self.batches)?;
+                (Vec::new(), faulty, count)
+            } else {
+                let flips = subject.flips(options, self.bits, ber, t);
+                let faulty = subject.trial(&flips, options, self.batches)?;
+                let count = flips.len();
+                (flips, faulty, count)
+            };
+            let n = self.samples as f64;
+            let sdc = faulty
+                .classes
+                .iter()
+                .zip(&subject.clean.classes)
+                .filter(|(a, b)| a != b)
+                .count() as f64
+                / n;
+            let nonfinite = faulty.nonfinite.iter().filter(|x| **x).count() as f64 / n;
+            if options.dump_faults.is_some() {
+                dumps.push(FaultDump::new(
+                    subject,
+                    m,
+                    b,
+                    ber,
+                    t,
+                    &flips,
+                    options.format,
+                    &faulty.classes,
+                ));
+            }
+            records.push(TrialRecord {
+                model: m,
+                ber: b,
+                trial: t,
+                flips: flip_count,
+                accuracy: self.labels.map(|l| accuracy(&faulty.classes, l)),
+                sdc,
+                nonfinite,
+            });
+        }
+        Ok((records, dumps))
+    }
+}
+
+/// What the campaign ran, as its report says it.
+fn campaign_config(
+    options: &EvaluateOptions,
+    layers: &[String],
+    labelled: bool,
+    samples: usize,
+    bits: Vec<u32>,
+) -> CampaignConfig {
+    CampaignConfig {
         fault: options.fault,
-        layers: layers.clone(),
+        layers: layers.to_vec(),
         data: options.data.display().to_string(),
-        labels: match (&options.labels, &labels) {
+        labels: match (&options.labels, labelled) {
             (Some(path), _) => Some(path.display().to_string()),
-            (None, Some(_)) => Some(format!("class folders of {}", options.data.display())),
-            (None, None) => None,
+            (None, true) => Some(format!("class folders of {}", options.data.display())),
+            (None, false) => None,
         },
-        samples: samples.count,
+        samples,
         bers: options.bers.clone(),
         trials: options.trials,
         seed: options.seed,
@@ -538,17 +627,7 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
         bits,
         target: options.target.as_ref().map(|r| r.as_str().to_owned()),
         shard: options.shard,
-    };
-    let summaries = subjects
-        .iter()
-        .map(|s| ModelSummary {
-            model: s.path.clone(),
-            weights: s.target_sizes.iter().map(|(_, n)| n).sum(),
-            clean_accuracy: labels.as_ref().map(|l| accuracy(&s.clean.classes, l)),
-            accuracy_auc: None,
-        })
-        .collect();
-    Ok(aggregate(Some(options.engine.info()), config, summaries, records))
+    }
 }
 
 /// Recomputes `results` and the AUCs from the trial records (sorted, so any order of shards

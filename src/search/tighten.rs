@@ -681,7 +681,9 @@ pub struct Bases<'a> {
 }
 
 /// Searches one scale per site for the bounds `bases` (calibrated on the fit split), checking
-/// candidates on `checked` (with `labels` of those samples, if given).
+/// candidates on `checked` (with `labels` of those samples, if given). The steps: measure the
+/// reference and the calibrated point, tune layer by layer (`Run::layer_by_layer`), then
+/// descend on the whole model (`Run::coordinate_descent`), and log what was done.
 pub fn search(
     original: &ModelProto,
     sites: &[ActivationSite],
@@ -694,24 +696,89 @@ pub fn search(
     let started = Instant::now();
     let mut search = Search::new(original, sites, bases, mode, checked, labels, options)?;
     let reference_metric = search.holdout.reference_metric();
-    let full_metric = |check: Check| match check {
-        Check::Metric(m) | Check::Below(m) => m,
-    };
     let n = sites.len();
     let budget = options.budget * SAFETY;
     let threshold = reference_metric - budget;
     let resilience = matches!(options.objective, Objective::Resilience(_));
-    let mut scales = vec![1.0f32; n];
+    let scales = vec![1.0f32; n];
     let calibrated_metric = full_metric(search.check(&scales, None, f64::NEG_INFINITY)?);
     let calibrated_fault_metric = if resilience {
         Some(full_metric(search.fault_check(&scales, f64::NEG_INFINITY)?))
     } else {
         None
     };
-    let mut best_fault = calibrated_fault_metric.unwrap_or(0.0);
     search.accepted_metric = calibrated_metric;
-    // Within the budget, and (objective resilience) no worse under faults.
-    let mut judge = |search: &mut Search, candidate: &[f32], changed: usize, allowed: f64| -> Result<Step> {
+    let mut run = Run {
+        search: &mut search,
+        resilience,
+        best_fault: calibrated_fault_metric.unwrap_or(0.0),
+        scales,
+        steps: vec![Vec::new(); n],
+        stopped: "converged",
+    };
+    run.layer_by_layer(reference_metric, budget, threshold)?;
+    if run.stopped == "converged" {
+        run.coordinate_descent(threshold)?;
+    }
+    let Run {
+        best_fault,
+        scales,
+        steps,
+        stopped,
+        ..
+    } = run;
+    let final_metric = full_metric(search.check(&scales, None, f64::NEG_INFINITY)?);
+    let bounds: Vec<Bound> = scales
+        .iter()
+        .enumerate()
+        .map(|(l, s)| scaled(search.base(l), *s))
+        .collect();
+    let layers = layer_logs(sites, bases, &bounds, &scales, steps, &search.on_percentile);
+    let ratios = layers
+        .iter()
+        .map(|l| f64::from(l.bound_mean_after) / f64::from(l.bound_mean_before).max(f64::MIN_POSITIVE));
+    let log = SearchLog {
+        metric: if labels.is_some() { "accuracy" } else { "agreement" },
+        holdout_samples: search.holdout.reference.len(),
+        reference: reference_metric,
+        threshold,
+        objective: if resilience { "resilience" } else { "tight" },
+        calibrated_fault_metric,
+        final_fault_metric: calibrated_fault_metric.map(|_| best_fault),
+        calibrated_metric,
+        final_metric,
+        evaluations: search.evaluations,
+        seconds: started.elapsed().as_secs_f64(),
+        stopped,
+        mean_bound_ratio: ratios.sum::<f64>() / n.max(1) as f64,
+        layers,
+    };
+    Ok((bounds, log))
+}
+
+/// The metric of a check that ran to the end.
+fn full_metric(check: Check) -> f64 {
+    match check {
+        Check::Metric(m) | Check::Below(m) => m,
+    }
+}
+
+/// One search from the calibrated point: the scales accepted so far, every step tried per
+/// site, the best metric under faults (objective resilience), and why it stopped.
+struct Run<'s, 'a> {
+    search: &'s mut Search<'a>,
+    resilience: bool,
+    best_fault: f64,
+    scales: Vec<f32>,
+    steps: Vec<Vec<Step>>,
+    stopped: &'static str,
+}
+
+impl Run<'_, '_> {
+    /// Whether `candidate` (which differs from the accepted point at site `changed`) is within
+    /// the budget, and (objective resilience) no worse under faults; accepts it if so.
+    fn judge(&mut self, candidate: &[f32], changed: usize, allowed: f64) -> Result<Step> {
+        let search = &mut *self.search;
         let check = search.check(candidate, Some(changed), allowed)?;
         let (metric, at_most) = match check {
             Check::Metric(m) => (Some(m), None),
@@ -730,12 +797,12 @@ pub fn search(
             fault_at_most: None,
             accepted: check.reaches(allowed),
         };
-        if step.accepted && resilience {
-            match search.fault_check(candidate, best_fault)? {
+        if step.accepted && self.resilience {
+            match search.fault_check(candidate, self.best_fault)? {
                 Check::Metric(fault) => {
-                    step.accepted = fault >= best_fault;
+                    step.accepted = fault >= self.best_fault;
                     if step.accepted {
-                        best_fault = fault;
+                        self.best_fault = fault;
                     }
                     step.fault_metric = Some(fault);
                 }
@@ -750,85 +817,102 @@ pub fn search(
             search.accepted_metric = metric.unwrap_or(search.accepted_metric);
         }
         Ok(step)
-    };
-    let mut steps: Vec<Vec<Step>> = vec![Vec::new(); n];
-    let mut stopped = "converged";
+    }
 
-    // 1. Layer by layer, last first, each allowed its share of the budget.
-    'layers: for (k, l) in (0..n).rev().enumerate() {
-        let allowed = reference_metric - budget * (k + 1) as f64 / n as f64;
-        // Where a few outlying values set the maximum, the percentile takes its place if
-        // the check allows it; the bisection then scales whichever base holds.
-        if search.outliers_dominate(l) {
-            if let Some(reason) = search.out_of_budget() {
-                stopped = reason;
-                break 'layers;
+    /// Whether the evaluation or time budget is spent; if so, records why.
+    fn out_of_budget(&mut self) -> bool {
+        match self.search.out_of_budget() {
+            Some(reason) => {
+                self.stopped = reason;
+                true
             }
-            // It must lose nothing on the check: the outliers it cuts are then ones no check
-            // sample needs, and the budget stays for the scales.
-            search.use_percentile(l, true);
-            let no_loss = search.accepted_metric;
-            let step = judge(&mut search, &scales, l, no_loss)?;
-            if !step.accepted {
-                search.use_percentile(l, false);
-            }
-            steps[l].push(step);
-        }
-        let (mut lo, mut hi) = (0.0f32, 1.0f32);
-        for _ in 0..7 {
-            if let Some(reason) = search.out_of_budget() {
-                stopped = reason;
-                break 'layers;
-            }
-            let mid = (lo + hi) / 2.0;
-            let mut candidate = scales.clone();
-            candidate[l] = mid;
-            let step = judge(&mut search, &candidate, l, allowed.max(threshold))?;
-            if step.accepted {
-                hi = mid;
-                scales = candidate;
-            } else {
-                lo = mid;
-            }
-            steps[l].push(step);
+            None => false,
         }
     }
-    // 2. Coordinate descent on the whole model, with the full budget.
-    if stopped == "converged" {
-        'rounds: loop {
-            let mut changed = false;
-            for l in (0..n).rev() {
-                if let Some(reason) = search.out_of_budget() {
-                    stopped = reason;
-                    break 'rounds;
+
+    /// 1. Layer by layer, last first, each allowed its share of the budget.
+    fn layer_by_layer(&mut self, reference_metric: f64, budget: f64, threshold: f64) -> Result<()> {
+        let n = self.scales.len();
+        for (k, l) in (0..n).rev().enumerate() {
+            let allowed = reference_metric - budget * (k + 1) as f64 / n as f64;
+            // Where a few outlying values set the maximum, the percentile takes its place if
+            // the check allows it; the bisection then scales whichever base holds.
+            if self.search.outliers_dominate(l) {
+                if self.out_of_budget() {
+                    return Ok(());
                 }
-                let mut candidate = scales.clone();
-                candidate[l] *= 0.9;
-                let step = judge(&mut search, &candidate, l, threshold)?;
+                // It must lose nothing on the check: the outliers it cuts are then ones no check
+                // sample needs, and the budget stays for the scales.
+                self.search.use_percentile(l, true);
+                let no_loss = self.search.accepted_metric;
+                let current = self.scales.clone();
+                let step = self.judge(&current, l, no_loss)?;
+                if !step.accepted {
+                    self.search.use_percentile(l, false);
+                }
+                self.steps[l].push(step);
+            }
+            let (mut lo, mut hi) = (0.0f32, 1.0f32);
+            for _ in 0..7 {
+                if self.out_of_budget() {
+                    return Ok(());
+                }
+                let mid = (lo + hi) / 2.0;
+                let mut candidate = self.scales.clone();
+                candidate[l] = mid;
+                let step = self.judge(&candidate, l, allowed.max(threshold))?;
                 if step.accepted {
-                    scales = candidate;
+                    hi = mid;
+                    self.scales = candidate;
+                } else {
+                    lo = mid;
+                }
+                self.steps[l].push(step);
+            }
+        }
+        Ok(())
+    }
+
+    /// 2. Coordinate descent on the whole model, with the full budget, until a round changes
+    /// nothing.
+    fn coordinate_descent(&mut self, threshold: f64) -> Result<()> {
+        loop {
+            let mut changed = false;
+            for l in (0..self.scales.len()).rev() {
+                if self.out_of_budget() {
+                    return Ok(());
+                }
+                let mut candidate = self.scales.clone();
+                candidate[l] *= 0.9;
+                let step = self.judge(&candidate, l, threshold)?;
+                if step.accepted {
+                    self.scales = candidate;
                     changed = true;
                 }
-                steps[l].push(step);
+                self.steps[l].push(step);
             }
             if !changed {
-                break;
+                return Ok(());
             }
         }
     }
-    let final_metric = full_metric(search.check(&scales, None, f64::NEG_INFINITY)?);
-    let final_fault_metric = calibrated_fault_metric.map(|_| best_fault);
-    let bounds: Vec<Bound> = scales
-        .iter()
-        .enumerate()
-        .map(|(l, s)| scaled(search.base(l), *s))
-        .collect();
+}
+
+/// Per site: the base and scale found, the mean bound before and after, every step tried.
+fn layer_logs(
+    sites: &[ActivationSite],
+    bases: &Bases,
+    bounds: &[Bound],
+    scales: &[f32],
+    steps: Vec<Vec<Step>>,
+    on_percentile: &[bool],
+) -> Vec<LayerSearch> {
     let mean = |b: &Bound| b.values.iter().sum::<f32>() / b.values.len().max(1) as f32;
-    let layers: Vec<LayerSearch> = sites
+    sites
         .iter()
         .zip(bases.maxima)
-        .zip(&bounds)
-        .zip(scales.iter().zip(steps).zip(&search.on_percentile))
+        .zip(bounds)
+        .zip(scales.iter().zip(steps).zip(on_percentile))
         .map(|(((site, before), after), ((scale, steps), percentile))| LayerSearch {
             node: site.stem().to_owned(),
             base: if *percentile { Base::Percentile } else { Base::Maximum },
@@ -837,27 +921,7 @@ pub fn search(
             bound_mean_after: mean(after),
             steps,
         })
-        .collect();
-    let ratios = layers
-        .iter()
-        .map(|l| f64::from(l.bound_mean_after) / f64::from(l.bound_mean_before).max(f64::MIN_POSITIVE));
-    let log = SearchLog {
-        metric: if labels.is_some() { "accuracy" } else { "agreement" },
-        holdout_samples: search.holdout.reference.len(),
-        reference: reference_metric,
-        threshold,
-        objective: if resilience { "resilience" } else { "tight" },
-        calibrated_fault_metric,
-        final_fault_metric,
-        calibrated_metric,
-        final_metric,
-        evaluations: search.evaluations,
-        seconds: started.elapsed().as_secs_f64(),
-        stopped,
-        mean_bound_ratio: ratios.sum::<f64>() / n.max(1) as f64,
-        layers,
-    };
-    Ok((bounds, log))
+        .collect()
 }
 
 #[cfg(test)]

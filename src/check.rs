@@ -2,7 +2,7 @@
 //! its top-1 agreement with the reference (without) drops by no more than the budget, and,
 //! when asked, when its mean accuracy under weight faults at one BER reaches a floor.
 
-use crate::data::dataset::load_dataset;
+use crate::data::dataset::{Dataset, load_dataset};
 use crate::data::images::ImageOptions;
 use crate::engine::batch_size_for;
 use crate::faults::campaign::{EvaluateOptions, FaultKind, evaluate_on};
@@ -110,63 +110,20 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
 
     let resilience = match options.resilience {
         None => None,
-        Some((ber, min_accuracy)) => {
-            let campaign = evaluate_on(
-                &EvaluateOptions {
-                    engine: options.engine.clone(),
-                    models: vec![options.model.clone()],
-                    data: options.data.clone(),
-                    labels: options.labels.clone(),
-                    images: options.images.clone(),
-                    bers: vec![ber],
-                    trials: options.trials,
-                    seed: options.seed,
-                    format: options.format,
-                    bits: Vec::new(),
-                    target: None,
-                    batch_size: options.batch_size,
-                    shard: None,
-                    progress: options.progress,
-                    dump_faults: None,
-                    fault: FaultKind::Weight,
-                    layer: None,
-                },
-                Some(data),
-            )
-            .context("running the fault campaign")?;
-            let accuracy = campaign.results[0].accuracy.expect("labels were checked above");
-            Some(ResilienceCheck {
-                ber,
-                trials: options.trials,
-                seed: options.seed,
-                accuracy: accuracy.mean,
-                ci95: accuracy.ci95,
-                min_accuracy,
-            })
-        }
+        Some((ber, min_accuracy)) => Some(resilience_check(options, data, ber, min_accuracy)?),
     };
     let resilience_ok = resilience.as_ref().is_none_or(|r| r.accuracy >= r.min_accuracy);
     let passed = clean_ok && resilience_ok;
 
-    let mut verdict = format!(
-        "{}: {metric} {} against the reference's {} (drop {:.2} points, allowed {:.2})",
-        if passed { "PASS" } else { "FAIL" },
-        pct(value),
-        pct(reference_value),
-        100.0 * drop,
-        100.0 * options.max_drop,
+    let verdict = verdict(
+        passed,
+        metric,
+        value,
+        reference_value,
+        drop,
+        options.max_drop,
+        resilience.as_ref(),
     );
-    if let Some(r) = &resilience {
-        verdict += &format!(
-            "; under faults at BER {:e}: accuracy {} ±{} over {} trials ({} {})",
-            r.ber,
-            pct(r.accuracy),
-            pct(r.ci95),
-            r.trials,
-            if resilience_ok { "floor" } else { "below the floor of" },
-            pct(r.min_accuracy)
-        );
-    }
     Ok(CheckReport {
         tool: TOOL,
         version: VERSION,
@@ -183,4 +140,76 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
         passed,
         verdict,
     })
+}
+
+/// The resilience floor's campaign: weight faults at `ber` in the model, on the data read.
+fn resilience_check(options: &CheckOptions, data: Dataset, ber: f64, min_accuracy: f64) -> Result<ResilienceCheck> {
+    let campaign = evaluate_on(
+        &EvaluateOptions {
+            engine: options.engine.clone(),
+            models: vec![options.model.clone()],
+            data: options.data.clone(),
+            labels: options.labels.clone(),
+            images: options.images.clone(),
+            bers: vec![ber],
+            trials: options.trials,
+            seed: options.seed,
+            format: options.format,
+            bits: Vec::new(),
+            target: None,
+            batch_size: options.batch_size,
+            shard: None,
+            progress: options.progress,
+            dump_faults: None,
+            fault: FaultKind::Weight,
+            layer: None,
+        },
+        Some(data),
+    )
+    .context("running the fault campaign")?;
+    let accuracy = campaign.results[0].accuracy.expect("labels were checked above");
+    Ok(ResilienceCheck {
+        ber,
+        trials: options.trials,
+        seed: options.seed,
+        accuracy: accuracy.mean,
+        ci95: accuracy.ci95,
+        min_accuracy,
+    })
+}
+
+/// The one line `check` prints: PASS or FAIL, and why.
+fn verdict(
+    passed: bool,
+    metric: &str,
+    value: f64,
+    reference_value: f64,
+    drop: f64,
+    max_drop: f64,
+    resilience: Option<&ResilienceCheck>,
+) -> String {
+    let mut verdict = format!(
+        "{}: {metric} {} against the reference's {} (drop {:.2} points, allowed {:.2})",
+        if passed { "PASS" } else { "FAIL" },
+        pct(value),
+        pct(reference_value),
+        100.0 * drop,
+        100.0 * max_drop,
+    );
+    if let Some(r) = resilience {
+        verdict += &format!(
+            "; under faults at BER {:e}: accuracy {} ±{} over {} trials ({} {})",
+            r.ber,
+            pct(r.accuracy),
+            pct(r.ci95),
+            r.trials,
+            if r.accuracy >= r.min_accuracy {
+                "floor"
+            } else {
+                "below the floor of"
+            },
+            pct(r.min_accuracy)
+        );
+    }
+    verdict
 }

@@ -496,24 +496,36 @@ fn bound_after(
     initializers.push(float_tensor(&zero_name, &[], &[0.0], elem_type));
     add_initializers(graph, initializers, declare_initializers_as_inputs, elem_type);
 
-    // The activation's node is named if it was not, so that the nodes whose outputs changed
-    // can be found by name.
-    let unnamed = graph.node[site.node].name().is_empty();
-    let name = unnamed.then(|| fresh("node"));
-    let activation = &mut graph.node[site.node];
-    if let Some(name) = name {
-        activation.name = Some(name);
-    }
-    activation.output[0] = raw.clone();
-    let mut node_names = vec![activation.name().to_owned()];
-    node_names.extend(nodes.iter().map(|n| n.name().to_owned()));
-    graph.node.splice(site.node + 1..site.node + 1, nodes);
+    let node_names = rewire(graph, site, &raw, nodes, || fresh("node"));
     Applied {
         site: site.clone(),
         bound_initializer: high_name,
         low_initializer: low_name,
         nodes: node_names,
     }
+}
+
+/// The activation's node now writes `raw`, and `nodes` (which read it) follow it; returns the
+/// names of the activation's node and of `nodes`. The activation's node is named (by
+/// `fresh_name`) if it was not, so that the nodes whose outputs changed can be found by name.
+fn rewire(
+    graph: &mut GraphProto,
+    site: &ActivationSite,
+    raw: &str,
+    nodes: Vec<NodeProto>,
+    fresh_name: impl FnOnce() -> String,
+) -> Vec<String> {
+    let unnamed = graph.node[site.node].name().is_empty();
+    let name = unnamed.then(fresh_name);
+    let activation = &mut graph.node[site.node];
+    if let Some(name) = name {
+        activation.name = Some(name);
+    }
+    activation.output[0] = raw.to_owned();
+    let mut node_names = vec![activation.name().to_owned()];
+    node_names.extend(nodes.iter().map(|n| n.name().to_owned()));
+    graph.node.splice(site.node + 1..site.node + 1, nodes);
+    node_names
 }
 
 #[cfg(test)]

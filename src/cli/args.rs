@@ -1,0 +1,73 @@
+//! Argument groups that several commands flatten into their own: how images become inputs,
+//! which engine runs the models, and the data a command runs with its labels.
+
+use anyhow::Result;
+use clap::Args;
+use fitact_onnx::data::images::{ImageOptions, Layout, Preset};
+use fitact_onnx::engine::{Engine, EngineChoice};
+use std::path::PathBuf;
+
+/// How a folder of images becomes model inputs (ignored for .npy/.npz data).
+#[derive(Args, Clone)]
+pub struct ImageArgs {
+    /// Pixel convention: unit = [0, 1], symmetric = [-1, 1], imagenet = ImageNet mean/std,
+    /// raw = 0 to 255. --scale, --mean and --std override its parts.
+    #[arg(long, value_enum, default_value_t = Preset::Unit)]
+    preset: Preset,
+    /// Multiply pixels (0 to 255) by this before the mean is subtracted.
+    #[arg(long)]
+    scale: Option<f32>,
+    /// Mean subtracted per channel: one value or one per channel, comma-separated.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    mean: Option<Vec<f32>>,
+    /// Divisor per channel: one value or one per channel, comma-separated.
+    #[arg(long, value_delimiter = ',', num_args = 1..)]
+    std: Option<Vec<f32>>,
+    /// Channel axis of the model input (default: from its shape).
+    #[arg(long, value_enum)]
+    layout: Option<Layout>,
+}
+
+impl ImageArgs {
+    pub fn options(self) -> ImageOptions {
+        ImageOptions {
+            preset: Some(self.preset),
+            scale: self.scale,
+            mean: self.mean,
+            std: self.std,
+            layout: self.layout,
+        }
+    }
+}
+
+/// Which engine runs the models.
+#[derive(Args, Clone)]
+pub struct EngineArgs {
+    /// auto: onnxruntime when its library is found (-v says where), tract (built in) otherwise.
+    #[arg(long, value_enum, default_value_t = EngineChoice::Auto)]
+    engine: EngineChoice,
+    /// The onnxruntime library (libonnxruntime.so*). Default: ORT_DYLIB_PATH, else the
+    /// onnxruntime package of the python3 on PATH (pip install onnxruntime), else the system's.
+    #[arg(long)]
+    ort_lib: Option<PathBuf>,
+}
+
+impl EngineArgs {
+    pub fn engine(&self) -> Result<Engine> {
+        Ok(Engine::select(self.engine, self.ort_lib.as_deref())?)
+    }
+}
+
+/// The samples a command runs, and their labels.
+#[derive(Args, Clone)]
+pub struct DataArgs {
+    /// Samples: .npy for a single-input model, .npz with one array per input name, or a
+    /// folder of PNG/JPEG images (class sub-folders give the labels).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Labels (int64 or int32 .npy, one per sample) for accuracy; SDC needs none.
+    #[arg(long)]
+    pub labels: Option<PathBuf>,
+    #[command(flatten)]
+    pub images: ImageArgs,
+}

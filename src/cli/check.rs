@@ -1,0 +1,90 @@
+//! `fitact-onnx check`: its arguments, and a `run` that builds `CheckOptions`, runs the gate
+//! (`fitact_onnx::check::check`), writes its report and prints the verdict; exit 1 on FAIL.
+
+use super::Terminal;
+use super::args::{DataArgs, EngineArgs};
+use super::output::print_stdout;
+use super::values::parse_fraction;
+use anyhow::{Context, Result};
+use fitact_onnx::check::{CheckOptions, check};
+use fitact_onnx::faults::flips::WeightFormat;
+use fitact_onnx::model_io::write_atomically;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The hardened model.
+    model: PathBuf,
+    /// The model it was made from.
+    #[arg(long)]
+    reference: PathBuf,
+    /// With labels the budget is on accuracy; without, on top-1 agreement with the reference.
+    #[command(flatten)]
+    data: DataArgs,
+    /// Largest allowed drop, e.g. 0.5% or 0.005.
+    #[arg(long, default_value = "0.5%", value_parser = parse_fraction)]
+    max_accuracy_drop: f64,
+    /// Also run a weight-fault campaign at this BER and require --min-accuracy.
+    #[arg(long, requires = "min_accuracy")]
+    ber: Option<f64>,
+    /// Mean accuracy under faults the model must reach, e.g. 80%.
+    #[arg(long, value_parser = parse_fraction, requires = "ber")]
+    min_accuracy: Option<f64>,
+    #[arg(long, default_value_t = 20)]
+    trials: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, value_enum, default_value_t = WeightFormat::Float32)]
+    format: WeightFormat,
+    /// Samples per run.
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Write the JSON report (docs/reports.md) here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+}
+
+pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
+    let Args {
+        model,
+        reference,
+        data: DataArgs { data, labels, images },
+        max_accuracy_drop,
+        ber,
+        min_accuracy,
+        trials,
+        seed,
+        format,
+        batch_size,
+        engine,
+        report,
+    } = args;
+    let options = CheckOptions {
+        engine: engine.engine()?,
+        model,
+        reference,
+        data,
+        labels,
+        images: images.options(),
+        max_drop: max_accuracy_drop,
+        resilience: ber.zip(min_accuracy),
+        trials,
+        seed,
+        format,
+        batch_size,
+        progress: terminal.progress,
+    };
+    let outcome = check(&options)?;
+    if let Some(path) = report {
+        let json = serde_json::to_string_pretty(&outcome)? + "\n";
+        write_atomically(&path, json.as_bytes()).context("writing the report")?;
+    }
+    print_stdout(&format!("{}\n", outcome.verdict))?;
+    if !outcome.passed {
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,226 @@
+//! `fitact-onnx harden`: its arguments, and a `run` that builds `HardenOptions`, calls
+//! `fitact_onnx::harden::harden` and prints the summary (or, with `--allow-unchanged`, writes a
+//! model without activations unchanged).
+
+use super::Terminal;
+use super::args::{EngineArgs, ImageArgs};
+use super::output::print_stderr;
+use super::values::{KindList, ObjectiveName, parse_duration, parse_fraction, parse_kind_list, parse_percentile};
+use anyhow::{Context, Result};
+use fitact_onnx::faults::flips::WeightFormat;
+use fitact_onnx::harden::bounds::Granularity;
+use fitact_onnx::harden::method::{Method, ModeName};
+use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, harden};
+use fitact_onnx::model_io::{read_model, write_model};
+use fitact_onnx::search::{FaultSweep, Objective};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The model to harden (read only; external data beside it is read too).
+    input: PathBuf,
+    /// Where to write the hardened model (atomically; never the input unless --in-place).
+    #[arg(required_unless_present = "in_place")]
+    output: Option<PathBuf>,
+    /// Replace the input model with the hardened one (atomically); OUTPUT may be omitted.
+    #[arg(long)]
+    in_place: bool,
+    /// A model without any Relu is written unchanged (exit 0) instead of exit 1.
+    #[arg(long)]
+    allow_unchanged: bool,
+    /// Calibration samples: .npy for a single-input model, .npz with one array per input
+    /// name, or a folder of PNG/JPEG images (class sub-folders give the labels --search uses).
+    #[arg(long)]
+    calib: PathBuf,
+    #[command(flatten)]
+    images: ImageArgs,
+    /// Which activations to bound: all (the default), or a comma-separated list of relu,
+    /// leakyrelu, prelu, clip, hardsigmoid, hardswish, sigmoid, tanh, silu, gelu, norm (the
+    /// output of a normalisation read by a residual Add). Decomposed forms (x * Sigmoid(x),
+    /// GELU's erf and tanh forms, x * Clip(x + 3, 0, 6) / 6) are bounded once, at their output.
+    #[arg(long, default_value = "all", value_parser = parse_kind_list)]
+    activations: KindList,
+    /// Preset: fitact = channel + zero, ranger = layer + saturate, clipact = layer + zero.
+    #[arg(long, value_enum, default_value_t = Method::Fitact)]
+    method: Method,
+    /// One bound per layer, per channel (axis 1) or per neuron; overrides the preset.
+    #[arg(long, value_enum)]
+    granularity: Option<Granularity>,
+    /// Above the bound: zero (also NaN and +Inf) or saturate; overrides the preset.
+    #[arg(long, value_enum)]
+    mode: Option<ModeName>,
+    /// Bounds are the calibrated maxima times (1 + margin). The small default is numerical
+    /// headroom: another runtime (or another batch split) may compute a maximum one rounding
+    /// step higher, and a bound exactly at the maximum would then zero it.
+    #[arg(long, default_value_t = 0.001, allow_hyphen_values = true)]
+    margin: f32,
+    /// Samples per run (a model with a fixed batch dimension uses its own). Small batches
+    /// run fastest on CNNs (benches/calibration.rs, FITACT_BENCH_SWEEP).
+    #[arg(long, default_value_t = 8)]
+    batch_size: usize,
+    #[command(flatten)]
+    engine: EngineArgs,
+    /// Write a JSON report of every bound here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    /// Tighten the bounds by a gradient-free search under a clean-accuracy budget, checked
+    /// on a held-out quarter of the calibration samples.
+    #[arg(long)]
+    search: bool,
+    /// Labels of the calibration samples (int64/int32 .npy): the budget is then on top-1
+    /// accuracy; without, on top-1 agreement with the original model.
+    #[arg(long, requires = "search")]
+    labels: Option<PathBuf>,
+    /// Allowed drop of held-out accuracy/agreement, e.g. 0.5% or 0.005.
+    #[arg(long, default_value = "0.5%", value_parser = parse_fraction, requires = "search")]
+    budget: f64,
+    /// Stop the search after this many candidate evaluations (best point so far is kept).
+    #[arg(long, requires = "search")]
+    max_evals: Option<usize>,
+    /// Stop the search after this long, e.g. 60s or 2m (best point so far is kept).
+    #[arg(long, value_parser = parse_duration, requires = "search")]
+    time_limit: Option<std::time::Duration>,
+    /// Where a few outlying values set an activation's maxima (its per-neuron percentiles
+    /// are below 95% of them), try this per-neuron percentile in their place, e.g. 0.99
+    /// (kept only if it loses nothing on the check). Off by default: on the fixtures it
+    /// let the test accuracy drop beyond the budget (docs/results.md).
+    #[arg(long, value_parser = parse_percentile, requires = "search")]
+    percentile: Option<f64>,
+    /// tight: the smallest bounds within the budget; resilience: within the budget, the best
+    /// accuracy under weight faults over --fault-ber with fixed fault patterns.
+    #[arg(long, value_enum, default_value_t = ObjectiveName::Tight, requires = "search")]
+    objective: ObjectiveName,
+    /// Objective resilience: the BERs of the fault sweep.
+    #[arg(long, value_delimiter = ',', default_value = "1e-5,3e-5")]
+    fault_ber: Vec<f64>,
+    /// Objective resilience: fault patterns per BER (the same for every candidate).
+    #[arg(long, default_value_t = 4)]
+    fault_patterns: usize,
+    /// Objective resilience: how weights are stored (as evaluate's --format).
+    #[arg(long, value_enum, default_value_t = WeightFormat::Float32)]
+    fault_format: WeightFormat,
+    /// Objective resilience: the seed of the fault patterns.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
+    let allow_unchanged = args.allow_unchanged;
+    let options = options(args, terminal)?;
+    let report = match harden(&options) {
+        Err(e) if allow_unchanged && matches!(e.downcast_ref(), Some(HardenError::NoActivations(..))) => {
+            copy_unchanged(&options)?;
+            if !terminal.quiet {
+                print_stderr(&format!("{e:#}: written unchanged to {}\n", options.output.display()));
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        other => other?,
+    };
+    if !terminal.quiet {
+        print_stderr(&report.summary());
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The library's options from the arguments: the output resolved against `--in-place`, the
+/// search settings when `--search` is given.
+fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
+    let Args {
+        input,
+        output,
+        in_place,
+        allow_unchanged: _,
+        calib,
+        images,
+        activations,
+        method,
+        granularity,
+        mode,
+        margin,
+        batch_size,
+        engine,
+        report,
+        search,
+        labels,
+        budget,
+        max_evals,
+        time_limit,
+        percentile,
+        objective,
+        fault_ber,
+        fault_patterns,
+        fault_format,
+        seed,
+    } = args;
+    if !(margin.is_finite() && margin > -1.0) {
+        anyhow::bail!("--margin must be a finite number above -1, got {margin}");
+    }
+    let output = match (output, in_place) {
+        (Some(output), true) if !same_file(&output, &input) => {
+            anyhow::bail!(
+                "--in-place writes over the input; OUTPUT {} is another file",
+                output.display()
+            )
+        }
+        (_, true) => input.clone(),
+        (Some(output), false) => output,
+        (None, false) => unreachable!("clap requires OUTPUT without --in-place"),
+    };
+    Ok(HardenOptions {
+        engine: engine.engine()?,
+        input,
+        output,
+        calib,
+        images: images.options(),
+        activations: activations.0,
+        method,
+        granularity,
+        mode,
+        margin,
+        batch_size,
+        report,
+        progress: terminal.progress,
+        search: search.then_some(SearchSettings {
+            budget,
+            objective: match objective {
+                ObjectiveName::Tight => Objective::Tight,
+                ObjectiveName::Resilience => Objective::Resilience(FaultSweep {
+                    bers: fault_ber,
+                    patterns: fault_patterns,
+                    seed,
+                    format: fault_format,
+                }),
+            },
+            labels,
+            max_evals,
+            time_limit,
+            percentile,
+        }),
+        in_place,
+    })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    }
+}
+
+/// `--allow-unchanged` on a model without Relu: the model as read, written as `harden` would.
+fn copy_unchanged(options: &HardenOptions) -> Result<()> {
+    if options.in_place {
+        return Ok(());
+    }
+    let source = read_model(&options.input).context("reading the model")?;
+    write_model(
+        &options.output,
+        &source.model,
+        &source.external_tensors,
+        &source.files_read,
+    )
+    .context("writing the model")?;
+    Ok(())
+}

@@ -1,0 +1,35 @@
+//! `fitact-onnx inspect`: its arguments, and a `run` that lists what `fitact_onnx::harden::inspect`
+//! finds in a model, as text or JSON.
+
+use super::output::print_stdout;
+use super::values::{KindList, parse_kind_list};
+use anyhow::Result;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    model: PathBuf,
+    /// The kinds harden would bound (as harden's --activations).
+    #[arg(long, default_value = "all", value_parser = parse_kind_list)]
+    activations: KindList,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn run(args: Args) -> Result<ExitCode> {
+    let Args {
+        model,
+        activations,
+        json,
+    } = args;
+    let inspection = fitact_onnx::harden::inspect::inspect(&model, &activations.0)?;
+    let text = if json {
+        serde_json::to_string_pretty(&inspection)? + "\n"
+    } else {
+        inspection.to_text()
+    };
+    print_stdout(&text)?;
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,49 @@
+//! `fitact-onnx merge`: its arguments, and a `run` that reads the shards' reports, merges them
+//! (`fitact_onnx::faults::merge`) and writes the whole campaign's files and table.
+
+use super::Terminal;
+use super::output::{CampaignFiles, write_outputs};
+use anyhow::{Context, Result};
+use fitact_onnx::faults::{CampaignReport, merge};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[arg(required = true)]
+    reports: Vec<PathBuf>,
+    #[arg(long)]
+    report: PathBuf,
+    #[arg(long)]
+    csv: Option<PathBuf>,
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    #[arg(long)]
+    html: Option<PathBuf>,
+}
+
+pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
+    let Args {
+        reports,
+        report,
+        csv,
+        plot,
+        html,
+    } = args;
+    let parts = reports
+        .iter()
+        .map(|p| -> Result<CampaignReport> {
+            let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text).with_context(|| format!("{} is not a campaign report", p.display()))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let merged = merge(parts)?;
+    let files = CampaignFiles {
+        report: Some(report),
+        csv,
+        plot,
+        html,
+    };
+    write_outputs(&merged, &files, terminal.quiet)?;
+    Ok(ExitCode::SUCCESS)
+}

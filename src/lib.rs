@@ -17,6 +17,10 @@
 //! | `engine` | running models in onnxruntime or tract behind one interface |
 //! | `model_io` | ONNX files in and out, external data, atomic writes |
 
+/// The tool's name and version, as every report and hardened model records them.
+pub const TOOL: &str = "fitact-onnx";
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
 pub mod check;
 pub mod data;
 pub mod engine;

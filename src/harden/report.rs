@@ -5,9 +5,6 @@ use crate::harden::bounds::Granularity;
 use crate::harden::method::{Method, ModeName};
 use serde::Serialize;
 
-pub const TOOL: &str = "fitact-onnx";
-pub const VERSION: &str = env!("CARGO_PKG_VERSION");
-
 #[derive(Debug, Clone, Serialize)]
 pub struct HardenReport {
     pub tool: &'static str,

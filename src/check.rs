@@ -5,8 +5,8 @@
 use crate::data::dataset::{Dataset, load_dataset};
 use crate::data::images::ImageOptions;
 use crate::engine::batch_size_for;
-use crate::faults::campaign::{EvaluateOptions, FaultKind, evaluate_on};
 use crate::faults::flips::WeightFormat;
+use crate::faults::{EvaluateOptions, FaultKind, evaluate_on};
 use crate::model_io::read_model;
 use crate::replay::{Batches, check_labels, predict};
 use crate::{TOOL, VERSION};

@@ -6,9 +6,9 @@ use super::args::{DataArgs, EngineArgs};
 use super::output::{CampaignFiles, write_outputs};
 use super::values::{BitList, parse_bits};
 use anyhow::Result;
-use fitact_onnx::faults::campaign::{FaultKind, Shard};
 use fitact_onnx::faults::flips::WeightFormat;
 use fitact_onnx::faults::{EvaluateOptions, evaluate};
+use fitact_onnx::faults::{FaultKind, Shard};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

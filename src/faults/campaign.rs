@@ -2,15 +2,18 @@
 //! BER and trial, with bit flips in its stored weights; the same trial gives every model the
 //! same flips in the tensors they share (`faults`). Trials are independent jobs run in
 //! parallel; each is a pure function of (seed, trial, BER), so results do not depend on the
-//! thread count, and a campaign can be cut into shards that `merge` puts back together.
+//! thread count, and a campaign can be cut into shards that `merge` puts back together
+//! (`shards`). The report it returns is `campaign_report`'s, its numbers `statistics`'.
 
 use crate::data::dataset::{Dataset, load_dataset};
 use crate::engine::{Engine, Value, batch_size_for};
+use crate::faults::campaign_report::{CampaignConfig, CampaignReport, ModelSummary, TrialRecord};
 use crate::faults::flips::{Flip, WeightFormat, sample_flips, tensor_rng};
+use crate::faults::shards::Shard;
+use crate::faults::statistics::{accuracy, aggregate};
 use crate::faults::weights::Weights;
 use crate::model_io::read_model;
 use crate::replay::{Batches, CleanValues, Predictions, readers, run_suffix};
-use crate::{TOOL, VERSION};
 use anyhow::{Context, Result, bail, ensure};
 use fitact_passes::extract_suffix::{extract_suffix, suffix_boundary};
 use fitact_passes::onnx::ModelProto;
@@ -19,26 +22,6 @@ use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
-
-/// Which slice of the trials this run does: trial t belongs to shard `t % count`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shard {
-    pub index: usize,
-    pub count: usize,
-}
-
-impl std::str::FromStr for Shard {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Shard, String> {
-        let (k, n) = s.split_once('/').ok_or_else(|| format!("'{s}' is not K/N"))?;
-        let index: usize = k.parse().map_err(|_| format!("'{k}' is not a shard number"))?;
-        let count: usize = n.parse().map_err(|_| format!("'{n}' is not a shard count"))?;
-        if count == 0 || index >= count {
-            return Err(format!("shard {index}/{count}: need 0 <= K < N"));
-        }
-        Ok(Shard { index, count })
-    }
-}
 
 #[derive(Debug, Clone)]
 pub struct EvaluateOptions {
@@ -77,81 +60,6 @@ pub enum FaultKind {
     Activation,
 }
 
-/// What a campaign was run with; shards of one campaign share all of it but `shard`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CampaignConfig {
-    pub fault: FaultKind,
-    /// Activation faults: the tensors a trial may hit (one, chosen per trial).
-    #[serde(default)]
-    pub layers: Vec<String>,
-    pub data: String,
-    pub labels: Option<String>,
-    pub samples: usize,
-    pub bers: Vec<f64>,
-    pub trials: usize,
-    pub seed: u64,
-    pub format: WeightFormat,
-    pub bits: Vec<u32>,
-    pub target: Option<String>,
-    pub shard: Option<Shard>,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ModelSummary {
-    pub model: String,
-    /// Stored float values that can be hit (after --target).
-    pub weights: usize,
-    pub clean_accuracy: Option<f64>,
-    /// Mean accuracy over the BER range on a log axis (trapezoids over log10 BER); the single
-    /// BER's accuracy if there is one.
-    pub accuracy_auc: Option<f64>,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct MeanCi {
-    pub mean: f64,
-    /// Half-width of the 95% confidence interval of the mean (normal approximation).
-    pub ci95: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ResultRecord {
-    pub model: String,
-    pub ber: f64,
-    pub trials: usize,
-    pub clean_accuracy: Option<f64>,
-    pub accuracy: Option<MeanCi>,
-    pub sdc: MeanCi,
-    pub nonfinite_rate: f64,
-    pub mean_flips: f64,
-}
-
-/// One model in one trial at one BER.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct TrialRecord {
-    pub model: usize,
-    pub ber: usize,
-    pub trial: usize,
-    pub flips: usize,
-    pub accuracy: Option<f64>,
-    pub sdc: f64,
-    pub nonfinite: f64,
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CampaignReport {
-    pub tool: String,
-    pub version: String,
-    /// The engine that ran the trials (absent in reports of versions before engines).
-    #[serde(default)]
-    pub engine: Option<crate::engine::EngineInfo>,
-    pub config: CampaignConfig,
-    pub models: Vec<ModelSummary>,
-    pub results: Vec<ResultRecord>,
-    /// Every (model, BER, trial) outcome; `merge` recomputes `results` from these.
-    pub trials: Vec<TrialRecord>,
-}
-
 /// Most memory the clean values kept for a campaign's trials may take: beyond, each is
 /// computed when a trial first needs it (one clean run each).
 pub const CLEAN_VALUES_BUDGET: usize = 2 << 30;
@@ -171,22 +79,6 @@ struct Subject {
     targets: Vec<usize>,
     target_sizes: Vec<(String, usize)>,
     clean: Predictions,
-}
-
-fn accuracy(classes: &[usize], labels: &[usize]) -> f64 {
-    classes.iter().zip(labels).filter(|(c, l)| c == l).count() as f64 / labels.len().max(1) as f64
-}
-
-fn mean_ci(values: &[f64]) -> MeanCi {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n.max(1.0);
-    let ci95 = if values.len() > 1 {
-        let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-        1.96 * (var / n).sqrt()
-    } else {
-        0.0
-    };
-    MeanCi { mean, ci95 }
 }
 
 impl Subject {
@@ -630,135 +522,6 @@ fn campaign_config(
     }
 }
 
-/// Recomputes `results` and the AUCs from the trial records (sorted, so any order of shards
-/// gives the same report).
-pub fn aggregate(
-    engine: Option<crate::engine::EngineInfo>,
-    config: CampaignConfig,
-    mut models: Vec<ModelSummary>,
-    mut trials: Vec<TrialRecord>,
-) -> CampaignReport {
-    trials.sort_by_key(|r| (r.model, r.ber, r.trial));
-    let mut results = Vec::new();
-    for (m, summary) in models.iter_mut().enumerate() {
-        let mut curve = Vec::new();
-        for (b, ber) in config.bers.iter().enumerate() {
-            let these: Vec<&TrialRecord> = trials.iter().filter(|r| r.model == m && r.ber == b).collect();
-            if these.is_empty() {
-                continue;
-            }
-            let accuracy = these
-                .iter()
-                .map(|r| r.accuracy)
-                .collect::<Option<Vec<f64>>>()
-                .map(|a| mean_ci(&a));
-            if let Some(a) = accuracy {
-                curve.push((*ber, a.mean));
-            }
-            let n = these.len() as f64;
-            results.push(ResultRecord {
-                model: summary.model.clone(),
-                ber: *ber,
-                trials: these.len(),
-                clean_accuracy: summary.clean_accuracy,
-                accuracy,
-                sdc: mean_ci(&these.iter().map(|r| r.sdc).collect::<Vec<_>>()),
-                nonfinite_rate: these.iter().map(|r| r.nonfinite).sum::<f64>() / n,
-                mean_flips: these.iter().map(|r| r.flips as f64).sum::<f64>() / n,
-            });
-        }
-        summary.accuracy_auc = auc(&curve);
-    }
-    CampaignReport {
-        tool: TOOL.into(),
-        version: VERSION.into(),
-        engine,
-        config,
-        models,
-        results,
-        trials,
-    }
-}
-
-/// Mean of accuracy over the log10-BER span (trapezoids); BER 0 points are left out.
-fn auc(curve: &[(f64, f64)]) -> Option<f64> {
-    let mut points: Vec<(f64, f64)> = curve
-        .iter()
-        .filter(|(b, _)| *b > 0.0)
-        .map(|(b, a)| (b.log10(), *a))
-        .collect();
-    points.sort_by(|a, b| a.0.total_cmp(&b.0));
-    match points.len() {
-        0 => None,
-        1 => Some(points[0].1),
-        _ => {
-            let span = points.last().unwrap().0 - points[0].0;
-            if span == 0.0 {
-                return Some(points.iter().map(|p| p.1).sum::<f64>() / points.len() as f64);
-            }
-            let area: f64 = points
-                .windows(2)
-                .map(|w| (w[1].0 - w[0].0) * (w[0].1 + w[1].1) / 2.0)
-                .sum();
-            Some(area / span)
-        }
-    }
-}
-
-/// Puts the reports of a campaign's shards back together; refuses shards of different
-/// campaigns and trials present twice.
-pub fn merge(reports: Vec<CampaignReport>) -> Result<CampaignReport> {
-    let first = reports.first().context("no report to merge")?;
-    let mut config = first.config.clone();
-    config.shard = None;
-    let strip = |r: &CampaignReport| -> Vec<(String, usize, Option<f64>)> {
-        r.models
-            .iter()
-            .map(|m| (m.model.clone(), m.weights, m.clean_accuracy))
-            .collect()
-    };
-    let mut trials = Vec::new();
-    for report in &reports {
-        let mut other = report.config.clone();
-        other.shard = None;
-        ensure!(
-            other == config,
-            "the reports are of different campaigns (their settings differ)"
-        );
-        ensure!(strip(report) == strip(first), "the reports are of different models");
-        if report.engine != first.engine {
-            let name = |e: &Option<crate::engine::EngineInfo>| {
-                e.as_ref()
-                    .map_or("an unnamed engine".to_owned(), |e| format!("{} {}", e.name, e.version))
-            };
-            bail!(
-                "the reports were run in different engines ({} and {}): merge shards run in one engine",
-                name(&first.engine),
-                name(&report.engine)
-            );
-        }
-        trials.extend(report.trials.iter().cloned());
-    }
-    let mut keys: Vec<(usize, usize, usize)> = trials.iter().map(|r| (r.model, r.ber, r.trial)).collect();
-    keys.sort();
-    if let Some(w) = keys.windows(2).find(|w| w[0] == w[1]) {
-        bail!(
-            "trial {} at BER {} is in more than one report",
-            w[0].2,
-            config.bers[w[0].1]
-        );
-    }
-    let models = first
-        .models
-        .iter()
-        .map(|m| ModelSummary {
-            accuracy_auc: None,
-            ..m.clone()
-        })
-        .collect();
-    Ok(aggregate(first.engine.clone(), config, models, trials))
-}
-
 /// One trial's faults for one model, as `--dump-faults` writes them, for replaying elsewhere.
 #[derive(Debug, Clone, Serialize)]
 pub struct FaultDump {
@@ -808,76 +571,5 @@ impl FaultDump {
                 .collect(),
             predictions: classes.iter().map(|c| (*c != usize::MAX).then_some(*c)).collect(),
         }
-    }
-}
-
-impl CampaignReport {
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).expect("report serializes") + "\n"
-    }
-
-    pub fn to_csv(&self) -> Result<String> {
-        let mut w = csv::Writer::from_writer(Vec::new());
-        w.write_record([
-            "model",
-            "ber",
-            "trials",
-            "clean_accuracy",
-            "accuracy_mean",
-            "accuracy_ci95",
-            "sdc_mean",
-            "sdc_ci95",
-            "nonfinite_rate",
-            "mean_flips",
-        ])?;
-        let opt = |v: Option<f64>| v.map_or(String::new(), |v| v.to_string());
-        for r in &self.results {
-            w.write_record([
-                r.model.clone(),
-                r.ber.to_string(),
-                r.trials.to_string(),
-                opt(r.clean_accuracy),
-                opt(r.accuracy.map(|a| a.mean)),
-                opt(r.accuracy.map(|a| a.ci95)),
-                r.sdc.mean.to_string(),
-                r.sdc.ci95.to_string(),
-                r.nonfinite_rate.to_string(),
-                r.mean_flips.to_string(),
-            ])?;
-        }
-        Ok(String::from_utf8(w.into_inner()?)?)
-    }
-
-    /// The table people read: one row per model and BER.
-    pub fn table(&self) -> String {
-        let pct = |v: f64| format!("{:.2}", 100.0 * v);
-        let mut t = format!(
-            "{:<40} {:>8} {:>7} {:>17} {:>17} {:>9}\n",
-            "model", "BER", "clean%", "accuracy% ±95%CI", "SDC% ±95%CI", "NaN/Inf%"
-        );
-        for r in &self.results {
-            let acc = r
-                .accuracy
-                .map_or("-".into(), |a| format!("{} ±{}", pct(a.mean), pct(a.ci95)));
-            let ber = match self.config.fault {
-                FaultKind::Weight => format!("{:.0e}", r.ber),
-                FaultKind::Activation => "1/inf.".into(),
-            };
-            t += &format!(
-                "{:<40} {:>8} {:>7} {:>17} {:>17} {:>9}\n",
-                r.model,
-                ber,
-                r.clean_accuracy.map_or("-".into(), pct),
-                acc,
-                format!("{} ±{}", pct(r.sdc.mean), pct(r.sdc.ci95)),
-                pct(r.nonfinite_rate)
-            );
-        }
-        for m in &self.models {
-            if let Some(auc) = m.accuracy_auc {
-                t += &format!("{}: accuracy AUC over log BER {:.2}%\n", m.model, 100.0 * auc);
-            }
-        }
-        t
     }
 }

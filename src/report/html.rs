@@ -2,7 +2,7 @@
 //! accuracy-versus-BER plot inlined as SVG (when the campaign has labels), and the AUCs. No
 //! script, no external file: the page can be attached to a CI run or mailed as it is.
 
-use crate::faults::campaign::{CampaignReport, FaultKind};
+use crate::faults::{CampaignReport, FaultKind};
 use anyhow::Result;
 
 /// Escapes text for HTML element content and attribute values.

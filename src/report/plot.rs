@@ -1,7 +1,7 @@
 //! The campaign plot, as in the FitAct paper's figures: top-1 accuracy under faults against
 //! the bit error rate (log axis), one line per model, with 95% confidence bars.
 
-use crate::faults::campaign::CampaignReport;
+use crate::faults::CampaignReport;
 use anyhow::{Result, anyhow, ensure};
 use plotters::prelude::*;
 

@@ -1,0 +1,89 @@
+//! A campaign's report: what was run (`CampaignConfig`), each model's summary, the results
+//! per model and BER, and every trial's record, from which `statistics::aggregate` computes
+//! the results (so `merge` can recompute them). Serialized as JSON (docs/reports.md).
+
+use crate::faults::campaign::FaultKind;
+use crate::faults::flips::WeightFormat;
+use crate::faults::shards::Shard;
+use serde::{Deserialize, Serialize};
+
+/// What a campaign was run with; shards of one campaign share all of it but `shard`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignConfig {
+    pub fault: FaultKind,
+    /// Activation faults: the tensors a trial may hit (one, chosen per trial).
+    #[serde(default)]
+    pub layers: Vec<String>,
+    pub data: String,
+    pub labels: Option<String>,
+    pub samples: usize,
+    pub bers: Vec<f64>,
+    pub trials: usize,
+    pub seed: u64,
+    pub format: WeightFormat,
+    pub bits: Vec<u32>,
+    pub target: Option<String>,
+    pub shard: Option<Shard>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelSummary {
+    pub model: String,
+    /// Stored float values that can be hit (after --target).
+    pub weights: usize,
+    pub clean_accuracy: Option<f64>,
+    /// Mean accuracy over the BER range on a log axis (trapezoids over log10 BER); the single
+    /// BER's accuracy if there is one.
+    pub accuracy_auc: Option<f64>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MeanCi {
+    pub mean: f64,
+    /// Half-width of the 95% confidence interval of the mean (normal approximation).
+    pub ci95: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultRecord {
+    pub model: String,
+    pub ber: f64,
+    pub trials: usize,
+    pub clean_accuracy: Option<f64>,
+    pub accuracy: Option<MeanCi>,
+    pub sdc: MeanCi,
+    pub nonfinite_rate: f64,
+    pub mean_flips: f64,
+}
+
+/// One model in one trial at one BER.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrialRecord {
+    pub model: usize,
+    pub ber: usize,
+    pub trial: usize,
+    pub flips: usize,
+    pub accuracy: Option<f64>,
+    pub sdc: f64,
+    pub nonfinite: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CampaignReport {
+    pub tool: String,
+    pub version: String,
+    /// The engine that ran the trials (absent in reports of versions before engines).
+    #[serde(default)]
+    pub engine: Option<crate::engine::EngineInfo>,
+    pub config: CampaignConfig,
+    pub models: Vec<ModelSummary>,
+    pub results: Vec<ResultRecord>,
+    /// Every (model, BER, trial) outcome; `merge` recomputes `results` from these.
+    pub trials: Vec<TrialRecord>,
+}
+
+impl CampaignReport {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serializes") + "\n"
+    }
+}

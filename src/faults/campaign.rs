@@ -1,6 +1,6 @@
 //! `evaluate`: fault-injection campaigns. Every model is run fault-free once, then, for every
 //! BER and trial, with bit flips in its stored weights; the same trial gives every model the
-//! same flips in the tensors they share (`faults`). Trials are independent jobs run in
+//! same flips in the tensors they share (`flips`). Trials are independent jobs run in
 //! parallel; each is a pure function of (seed, trial, BER), so results do not depend on the
 //! thread count, and a campaign can be cut into shards that `merge` puts back together
 //! (`shards`). The report it returns is `campaign_report`'s, its numbers `statistics`'.

@@ -1,7 +1,10 @@
 //! Rerunning part of a model on the clean values of the rest: the data cut into uniform
 //! batches, fault-free predictions with any tensors observed on the way, a per-model cache of
 //! clean tensor values, and predictions of a suffix model (`extract_suffix`) fed from it.
-//! Fault injection and the bound search both change a few nodes and rerun only what follows.
+//! Fault injection and the bound search both change a few nodes and rerun only what follows,
+//! and `check` compares clean predictions: so this is a stage of its own, below them.
+//!
+//! May use `data` (the samples), `engine` and `passes`; nothing above.
 
 use crate::data::dataset::Samples;
 use crate::engine::{Engine, Outputs, Session, Value, pad_batch};

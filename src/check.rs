@@ -1,6 +1,9 @@
 //! `check`: a gate for CI. A hardened model passes when its clean accuracy (with labels) or
 //! its top-1 agreement with the reference (without) drops by no more than the budget, and,
 //! when asked, when its mean accuracy under weight faults at one BER reaches a floor.
+//!
+//! A stage of its own, above `faults`: may use `faults` (the resilience campaign), `replay`
+//! (clean predictions), `data`, `engine`, `model_io` and `passes`.
 
 use crate::data::dataset::{Dataset, load_dataset};
 use crate::data::images::ImageOptions;

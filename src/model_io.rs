@@ -1,6 +1,8 @@
 //! ONNX files in and out: protobuf decode and encode with the lossless schema of
 //! `fitact_passes::onnx`, external data read into memory and written back beside the output,
 //! and atomic writes (a temporary file in the target directory, then a rename).
+//!
+//! The foundation with `engine`: uses only `passes`.
 
 use fitact_passes::graph::for_each_stored_tensor_mut;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto, TensorProto, tensor_proto::DataLocation};

@@ -5,7 +5,7 @@
 //! tensors at a granularity), `method` (the presets of the literature), `pipeline` (the
 //! orchestration, from files in to the hardened model out), `report` (the harden report) and
 //! `inspect` (what hardening sees in a model before it changes anything).
-//! May use `search`, `faults` (through the search's settings), `replay`, `data`, `engine`,
+//! May use `search` (and what the search's settings name of `faults`), `data`, `engine`,
 //! `model_io` and `passes`; nothing above (not `check`, `report` or the CLI).
 
 pub mod bounds;

@@ -30,18 +30,22 @@ base_rev=${1:-3f9c700}
 work=$(mktemp -d "${TMPDIR:-/tmp}/same_outputs.XXXXXX")
 echo "work dir: $work"
 
+# Both binaries are copied under the same file name: --help prints the name it was run by.
+mkdir -p "$work/base-bin" "$work/new-bin"
 if [ -z "${BASE_BIN:-}" ]; then
     mkdir -p "$work/base-src"
     git archive "$base_rev" | tar -x -C "$work/base-src"
     (cd "$work/base-src" && CARGO_TARGET_DIR="$root/target" cargo build --release --locked --quiet)
-    cp "$root/target/release/fitact-onnx" "$work/base-bin"
-    BASE_BIN=$work/base-bin
+    BASE_BIN=$root/target/release/fitact-onnx
 fi
+cp "$BASE_BIN" "$work/base-bin/fitact-onnx"
+BASE_BIN=$work/base-bin/fitact-onnx
 if [ -z "${NEW_BIN:-}" ]; then
     cargo build --release --locked --quiet
-    cp "$root/target/release/fitact-onnx" "$work/new-bin"
-    NEW_BIN=$work/new-bin
+    NEW_BIN=$root/target/release/fitact-onnx
 fi
+cp "$NEW_BIN" "$work/new-bin/fitact-onnx"
+NEW_BIN=$work/new-bin/fitact-onnx
 
 fx=$root/fixtures
 python3 - "$fx" "$work" <<'EOF'

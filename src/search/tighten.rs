@@ -830,7 +830,7 @@ impl Run<'_, '_> {
         }
     }
 
-    /// 1. Layer by layer, last first, each allowed its share of the budget.
+    /// Phase 1: layer by layer, last first, each allowed its share of the budget.
     fn layer_by_layer(&mut self, reference_metric: f64, budget: f64, threshold: f64) -> Result<()> {
         let n = self.scales.len();
         for (k, l) in (0..n).rev().enumerate() {
@@ -873,8 +873,8 @@ impl Run<'_, '_> {
         Ok(())
     }
 
-    /// 2. Coordinate descent on the whole model, with the full budget, until a round changes
-    /// nothing.
+    /// Phase 2: coordinate descent on the whole model, with the full budget, until a round
+    /// changes nothing.
     fn coordinate_descent(&mut self, threshold: f64) -> Result<()> {
         loop {
             let mut changed = false;

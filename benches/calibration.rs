@@ -49,7 +49,7 @@ fn main() {
     println!("# calibration vs one plain pass: calib.npy, batch {batch}, {reps} reps, medians, 1 thread");
     for (name, path) in common::models() {
         let model = read_model(&path).unwrap().model;
-        let samples = load_samples(&common::fixtures_dir().join("calib.npy"), &model_input_names(&model)).unwrap();
+        let samples = load_samples(&common::fixtures_dir().join("calib.npy"), &model).unwrap();
         let sites = find_kinds(&model, &ActivationKind::ALL);
         let mut plain_of = Vec::new();
         for engine in &engines {

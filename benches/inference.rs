@@ -83,7 +83,7 @@ fn main() {
     let mut rows = Vec::new();
     for (name, path) in common::models() {
         let model = read_model(&path).expect("read model").model;
-        let samples = load_samples(&calib, &model_input_names(&model)).expect("calib.npy");
+        let samples = load_samples(&calib, &model).expect("calib.npy");
         let singles = env_usize("FITACT_BENCH_SINGLES", 128).min(samples.count);
         let shapes = samples.sample_shapes();
 

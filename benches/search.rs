@@ -33,7 +33,7 @@ fn main() {
     ndarray_npy::write_npy(&data, &samples).unwrap();
 
     let model = read_model(&model_path).unwrap().model;
-    let loaded = load_samples(&data, &model_input_names(&model)).unwrap();
+    let loaded = load_samples(&data, &model).unwrap();
     for engine in engines() {
         bench(&engine, &model, &model_path, &data, &loaded, dir.path());
     }

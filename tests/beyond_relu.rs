@@ -185,7 +185,7 @@ fn two_sided_bounds_cut_outside_the_range_and_nan_in_both_runtimes() {
                     .collect();
                 let want = ArrayD::from_shape_vec(vec![4, 2, 3], want).unwrap();
                 let runner = Engine::tract().load(&model, &[vec![2, 3]], 8, Outputs::Model).unwrap();
-                let (out, _) = runner.run(vec![x.clone()]).unwrap();
+                let (out, _) = runner.run(vec![x.clone().into()]).unwrap();
                 let got = out[0].view::<f32>().unwrap().to_owned();
                 let same = got
                     .iter()

@@ -132,7 +132,7 @@ fn same(a: &ArrayD<f32>, b: &ArrayD<f32>) -> bool {
 fn run_tract(case: &Case) -> ArrayD<f32> {
     let sample: Vec<usize> = case.x.shape()[1..].to_vec();
     let runner = Engine::tract().load(&case.model, &[sample], 8, Outputs::Model).unwrap();
-    let (out, _) = runner.run(vec![case.x.clone()]).unwrap();
+    let (out, _) = runner.run(vec![case.x.clone().into()]).unwrap();
     out[0].view::<f32>().unwrap().to_owned()
 }
 

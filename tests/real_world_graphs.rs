@@ -92,7 +92,7 @@ fn a_relu_in_a_loop_body_is_calibrated_over_every_iteration() {
         python("crosscheck.py", &[&model, &out, calib]);
         // The body applies Relu to the carried value twice: its maximum is that of Relu(conv0).
         let original = fitact_onnx::model_io::read_model(&model).unwrap().model;
-        let samples = fitact_onnx::data::dataset::load_samples(calib, &["x".to_owned()]).unwrap();
+        let samples = fitact_onnx::data::dataset::load_samples(calib, &original).unwrap();
         let names = ["c0".to_owned()];
         let runner = fitact_onnx::engine::Engine::tract()
             .load(

@@ -61,8 +61,11 @@ impl EngineArgs {
 /// The samples a command runs, and their labels.
 #[derive(Args, Clone)]
 pub struct DataArgs {
-    /// Samples: .npy for a single-input model, .npz with one array per input name, or a
-    /// folder of PNG/JPEG images (class sub-folders give the labels).
+    /// Samples: .npy for a single-input model, .npz with one array per input name (any
+    /// numeric dtype, converted to the input's type where lossless; (N, *shape after the
+    /// batch axis) for batched inputs, (N, *whole input shape) for inputs with no batch axis
+    /// in front, fed one sample at a time), or a folder of PNG/JPEG images (class
+    /// sub-folders give the labels).
     #[arg(long)]
     pub data: PathBuf,
     /// Labels (int64 or int32 .npy, one per sample) for accuracy; SDC needs none.

@@ -30,7 +30,9 @@ pub struct Args {
     #[arg(long)]
     allow_unchanged: bool,
     /// Calibration samples: .npy for a single-input model, .npz with one array per input
-    /// name, or a folder of PNG/JPEG images (class sub-folders give the labels --search uses).
+    /// name (as --data of evaluate: any numeric dtype, converted where lossless; an input with
+    /// no batch axis in front takes (N, *its shape), fed one sample at a time), or a folder of
+    /// PNG/JPEG images (class sub-folders give the labels --search uses).
     #[arg(long)]
     calib: PathBuf,
     #[command(flatten)]

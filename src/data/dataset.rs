@@ -2,9 +2,12 @@
 //! archive (one array per input name) or a folder of images (`images`), checked against what
 //! the model expects, with their labels.
 
-use ndarray::{ArrayD, Axis, IxDyn, Slice};
-use ndarray_npy::{NpzReader, ReadNpyError, ReadNpzError, read_npy};
+use crate::engine::{ElemType, Engine, EngineError, Outputs, Session, Value, declared_dims, declared_elem_type, model_input_names};
+use fitact_passes::onnx::ModelProto;
+use ndarray::{ArrayD, IxDyn};
+use ndarray_npy::{NpzReader, ReadNpyError, ReadNpzError, ReadableElement, read_npy};
 use std::fs::File;
+use std::io::{Read, Seek};
 use std::path::Path;
 use thiserror::Error;
 
@@ -14,70 +17,283 @@ pub enum DatasetError {
     Invalid { path: String, reason: String },
 }
 
-/// Samples for every model input, all with the same count along axis 0.
+/// How an input's array gives samples (see `load_samples`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    /// The array is `(N, *rest)` with `rest` the input's shape after its batch axis: samples
+    /// are rows of the batch axis, and a run takes several at once.
+    Batched,
+    /// The array is `(N, *input_shape)` for an input with no batch axis in front (a
+    /// recurrent state, a scalar): each sample is one whole feed, and the model runs one
+    /// sample at a time.
+    Whole,
+}
+
+/// Samples for every model input, all with the same count along axis 0, each of the type its
+/// input takes.
 #[derive(Debug, Clone)]
 pub struct Samples {
     /// (input name, array of shape [count, ...]) in the model's input order.
-    pub inputs: Vec<(String, ArrayD<f32>)>,
+    pub inputs: Vec<(String, Value)>,
+    /// Per input, how its rows are fed.
+    pub layouts: Vec<Layout>,
     pub count: usize,
 }
 
 impl Samples {
-    /// Samples `range` of every input, as owned arrays.
-    pub fn slice(&self, start: usize, end: usize) -> Vec<ArrayD<f32>> {
+    /// Float32 samples batched along axis 0 (as image folders and tests make them).
+    pub fn batched(inputs: Vec<(String, ArrayD<f32>)>) -> Samples {
+        let count = inputs.first().map_or(0, |(_, a)| a.shape().first().copied().unwrap_or(0));
+        Samples {
+            layouts: vec![Layout::Batched; inputs.len()],
+            inputs: inputs.into_iter().map(|(n, a)| (n, Value::from(a))).collect(),
+            count,
+        }
+    }
+
+    /// The feeds of samples `start..end`, one per input: rows of a batched input, the whole
+    /// feed of sample `start` for the others (which `run_size` keeps to one sample per run).
+    pub fn slice(&self, start: usize, end: usize) -> Vec<Value> {
         self.inputs
             .iter()
-            .map(|(_, a)| a.slice_axis(Axis(0), Slice::from(start..end)).to_owned())
+            .zip(&self.layouts)
+            .map(|((_, a), layout)| a.rows(start, end, *layout == Layout::Whole))
             .collect()
+    }
+
+    /// The samples at `rows`, in that order.
+    pub fn select(&self, rows: &[usize]) -> Samples {
+        Samples {
+            inputs: self
+                .inputs
+                .iter()
+                .map(|(name, a)| (name.clone(), a.select_rows(rows)))
+                .collect(),
+            layouts: self.layouts.clone(),
+            count: rows.len(),
+        }
     }
 
     /// The shape of one sample of each input (without the leading count axis).
     pub fn sample_shapes(&self) -> Vec<Vec<usize>> {
         self.inputs.iter().map(|(_, a)| a.shape()[1..].to_vec()).collect()
     }
-}
 
-fn describe(err: &ReadNpyError) -> String {
-    match err {
-        ReadNpyError::WrongDescriptor(descr) => {
-            format!("expected float32 or float64 values, found dtype {descr}")
+    /// Whether some input takes whole feeds, so that the model runs one sample at a time.
+    pub fn one_at_a_time(&self) -> bool {
+        self.layouts.contains(&Layout::Whole)
+    }
+
+    /// How many samples one run takes: `preferred`, or 1 when some input takes whole feeds.
+    pub fn run_size(&self, preferred: usize) -> usize {
+        if self.one_at_a_time() { 1 } else { preferred.max(1) }
+    }
+
+    /// A session of `model` for these samples, run `preferred` at a time (`run_size`): for
+    /// batched inputs with the batch free unless the model fixes it; for whole feeds, loaded
+    /// for exactly the first sample's.
+    pub fn session(&self, engine: &Engine, model: &ModelProto, preferred: usize, outputs: Outputs) -> Result<Session, EngineError> {
+        if self.one_at_a_time() {
+            let first: Vec<(String, Value)> = self.inputs.iter().map(|(n, _)| n.clone()).zip(self.slice(0, 1)).collect();
+            return engine.load_for_values(model, &first, outputs);
         }
-        other => other.to_string(),
+        engine.load(model, &self.sample_shapes(), preferred, outputs)
     }
 }
 
-/// Reads float32 data, accepting float64 too (converted, as numpy's default dtype is float64).
-fn read_float_npy(path: &Path) -> Result<ArrayD<f32>, String> {
-    match read_npy::<_, ArrayD<f32>>(path) {
-        Ok(a) => Ok(a),
-        Err(ReadNpyError::WrongDescriptor(_)) => read_npy::<_, ArrayD<f64>>(path)
-            .map(|a| a.mapv(|v| v as f32))
-            .map_err(|e| describe(&e)),
-        Err(e) => Err(describe(&e)),
+/// An array as read from a file, before it is converted to the input's type.
+enum Raw {
+    F32(ArrayD<f32>),
+    F64(ArrayD<f64>),
+    /// Any integer type, widened (its name kept for messages).
+    Int(ArrayD<i64>, &'static str),
+    Bool(ArrayD<bool>),
+}
+
+impl Raw {
+    fn shape(&self) -> &[usize] {
+        match self {
+            Raw::F32(a) => a.shape(),
+            Raw::F64(a) => a.shape(),
+            Raw::Int(a, _) => a.shape(),
+            Raw::Bool(a) => a.shape(),
+        }
+    }
+
+    fn type_name(&self) -> &'static str {
+        match self {
+            Raw::F32(_) => "float32",
+            Raw::F64(_) => "float64",
+            Raw::Int(_, name) => name,
+            Raw::Bool(_) => "bool",
+        }
     }
 }
 
-fn read_float_npz(reader: &mut NpzReader<File>, name: &str) -> Result<ArrayD<f32>, String> {
-    match reader.by_name::<_, IxDyn>(name) {
-        Ok(a) => Ok(a),
-        Err(ReadNpzError::Npy(ReadNpyError::WrongDescriptor(_))) => reader
-            .by_name::<ndarray::OwnedRepr<f64>, IxDyn>(name)
-            .map(|a| a.mapv(|v| v as f32))
-            .map_err(|e| e.to_string()),
-        Err(ReadNpzError::Npy(e)) => Err(describe(&e)),
-        Err(e) => Err(e.to_string()),
+/// Where one array is read from; `read` fails with `WrongType` on the header alone when the
+/// file holds another dtype.
+trait ArraySource {
+    fn read<T: ReadableElement>(&mut self) -> Result<ArrayD<T>, DtypeError>;
+}
+
+enum DtypeError {
+    WrongType,
+    Other(String),
+}
+
+fn npy_error(e: ReadNpyError) -> DtypeError {
+    match e {
+        ReadNpyError::WrongDescriptor(_) => DtypeError::WrongType,
+        other => DtypeError::Other(other.to_string()),
     }
 }
 
-/// Loads samples for the model inputs named `input_names`. A `.npy` file feeds a
-/// single-input model; a `.npz` must hold an array named after every input.
-pub fn load_samples(path: &Path, input_names: &[String]) -> Result<Samples, DatasetError> {
+struct NpyFile<'p>(&'p Path);
+
+impl ArraySource for NpyFile<'_> {
+    fn read<T: ReadableElement>(&mut self) -> Result<ArrayD<T>, DtypeError> {
+        read_npy::<_, ArrayD<T>>(self.0).map_err(npy_error)
+    }
+}
+
+struct NpzEntry<'r, R: Read + Seek>(&'r mut NpzReader<R>, &'r str);
+
+impl<R: Read + Seek> ArraySource for NpzEntry<'_, R> {
+    fn read<T: ReadableElement>(&mut self) -> Result<ArrayD<T>, DtypeError> {
+        self.0
+            .by_name::<ndarray::OwnedRepr<T>, IxDyn>(self.1)
+            .map_err(|e| match e {
+                ReadNpzError::Npy(e) => npy_error(e),
+                other => DtypeError::Other(other.to_string()),
+            })
+    }
+}
+
+/// Reads one array of any dtype numpy writes for numbers or booleans (float16 and complex
+/// excepted), trying each element type in turn.
+fn read_any(source: &mut impl ArraySource) -> Result<Raw, String> {
+    fn attempt<T: ReadableElement>(
+        source: &mut impl ArraySource,
+        wrap: impl FnOnce(ArrayD<T>) -> Raw,
+        error: &mut Option<String>,
+    ) -> Option<Raw> {
+        match source.read::<T>() {
+            Ok(a) => Some(wrap(a)),
+            Err(DtypeError::WrongType) => None,
+            Err(DtypeError::Other(e)) => {
+                error.get_or_insert(e);
+                None
+            }
+        }
+    }
+    let mut error = None;
+    let e = &mut error;
+    let raw = attempt::<f32>(source, Raw::F32, e)
+        .or_else(|| attempt::<f64>(source, Raw::F64, e))
+        .or_else(|| attempt::<i64>(source, |a| Raw::Int(a, "int64"), e))
+        .or_else(|| attempt::<i32>(source, |a| Raw::Int(a.mapv(i64::from), "int32"), e))
+        .or_else(|| attempt::<i16>(source, |a| Raw::Int(a.mapv(i64::from), "int16"), e))
+        .or_else(|| attempt::<i8>(source, |a| Raw::Int(a.mapv(i64::from), "int8"), e))
+        .or_else(|| attempt::<u8>(source, |a| Raw::Int(a.mapv(i64::from), "uint8"), e))
+        .or_else(|| attempt::<u16>(source, |a| Raw::Int(a.mapv(i64::from), "uint16"), e))
+        .or_else(|| attempt::<u32>(source, |a| Raw::Int(a.mapv(i64::from), "uint32"), e))
+        .or_else(|| attempt::<bool>(source, Raw::Bool, e));
+    raw.ok_or_else(|| {
+        error.unwrap_or_else(|| {
+            "its dtype is none the tool reads (float32/64, int8/16/32/64, uint8/16/32, bool)".to_owned()
+        })
+    })
+}
+
+/// The largest integer magnitude float32 holds exactly (2^24); float64's is 2^53.
+const F32_EXACT: i64 = 1 << 24;
+const F64_EXACT: i64 = 1 << 53;
+
+/// `raw` as the input's element type, where the conversion loses nothing (float64 to float32
+/// excepted: numpy's default float type is accepted for float32 inputs, as before).
+fn convert(raw: Raw, to: ElemType) -> Result<Value, String> {
+    let from = raw.type_name();
+    let refuse = |why: &str| Err(format!("holds {from} values, the input takes {}: {why}", to.name()));
+    let ints_within = |a: &ArrayD<i64>, low: i64, high: i64| a.iter().find(|v| **v < low || **v > high).copied();
+    match (raw, to) {
+        (Raw::F32(a), ElemType::F32) => Ok(Value::from(a)),
+        (Raw::F64(a), ElemType::F32) => Ok(Value::from(a.mapv(|v| v as f32))),
+        (Raw::F32(a), ElemType::F64) => Ok(Value::from(a.mapv(f64::from))),
+        (Raw::F64(a), ElemType::F64) => Ok(Value::from(a)),
+        (Raw::Int(a, _), ElemType::F32) => match ints_within(&a, -F32_EXACT, F32_EXACT) {
+            None => Ok(Value::from(a.mapv(|v| v as f32))),
+            Some(v) => refuse(&format!("{v} has no exact float32")),
+        },
+        (Raw::Int(a, _), ElemType::F64) => match ints_within(&a, -F64_EXACT, F64_EXACT) {
+            None => Ok(Value::from(a.mapv(|v| v as f64))),
+            Some(v) => refuse(&format!("{v} has no exact float64")),
+        },
+        (Raw::Int(a, _), ElemType::I64) => Ok(Value::from(a)),
+        (Raw::Int(a, _), ElemType::I32) => match ints_within(&a, i32::MIN.into(), i32::MAX.into()) {
+            None => Ok(Value::from(a.mapv(|v| v as i32))),
+            Some(v) => refuse(&format!("{v} does not fit")),
+        },
+        (Raw::Int(a, _), ElemType::I8) => match ints_within(&a, i8::MIN.into(), i8::MAX.into()) {
+            None => Ok(Value::from(a.mapv(|v| v as i8))),
+            Some(v) => refuse(&format!("{v} does not fit")),
+        },
+        (Raw::Int(a, _), ElemType::U8) => match ints_within(&a, 0, u8::MAX.into()) {
+            None => Ok(Value::from(a.mapv(|v| v as u8))),
+            Some(v) => refuse(&format!("{v} does not fit")),
+        },
+        (Raw::Bool(a), ElemType::Bool) => Ok(Value::from(a)),
+        (Raw::F32(_) | Raw::F64(_), ElemType::I8 | ElemType::U8 | ElemType::I32 | ElemType::I64 | ElemType::Bool) => {
+            refuse("give integer values")
+        }
+        (_, ElemType::Other) => refuse("the tool cannot feed this type"),
+        _ => refuse("convert the array first"),
+    }
+}
+
+/// The layout of an array of shape `shape` (samples first) for an input declared with `dims`
+/// (None: undeclared, taken as batched), or why it fits neither.
+fn layout_for(shape: &[usize], dims: Option<&[Option<i64>]>) -> Result<Layout, String> {
+    let rest = &shape[1..];
+    let Some(dims) = dims else { return Ok(Layout::Batched) };
+    let fits = |declared: &[Option<i64>]| {
+        declared.len() == rest.len() && declared.iter().zip(rest).all(|(d, s)| d.is_none_or(|d| d == *s as i64))
+    };
+    if !dims.is_empty() && fits(&dims[1..]) {
+        return Ok(Layout::Batched);
+    }
+    if fits(dims) {
+        return Ok(Layout::Whole);
+    }
+    let show = |d: &[Option<i64>]| {
+        let inner: Vec<String> = d.iter().map(|d| d.map_or("?".to_owned(), |d| d.to_string())).collect();
+        format!("[{}]", inner.join(", "))
+    };
+    let batched = if dims.is_empty() {
+        String::new()
+    } else {
+        format!("(N, {}) for samples along its first axis, or ", show(&dims[1..]).trim_matches(['[', ']']))
+    };
+    Err(format!(
+        "has samples of shape {rest:?}, but the input is declared {}: give {batched}(N, {}) for N whole feeds",
+        show(dims),
+        show(dims).trim_matches(['[', ']'])
+    ))
+}
+
+/// Loads samples for the inputs of `model`. A `.npy` file feeds a single-input model; a
+/// `.npz` must hold an array named after every input. Each array keeps its dtype and is
+/// converted to its input's type where that loses nothing. An array `(N, *rest)` whose `rest`
+/// is the input's shape after its batch axis gives N samples batched along axis 0; one
+/// `(N, *input_shape)` for an input with no batch axis in front (a state, a scalar `()` as
+/// `(N,)`) gives N whole feeds, and the model then runs one sample at a time.
+pub fn load_samples(path: &Path, model: &ModelProto) -> Result<Samples, DatasetError> {
     let invalid = |reason: String| DatasetError::Invalid {
         path: path.display().to_string(),
         reason,
     };
+    let input_names = model_input_names(model);
     let is_npz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"));
-    let inputs: Vec<(String, ArrayD<f32>)> = if is_npz {
+    let raw: Vec<(String, Raw)> = if is_npz {
         let file = File::open(path).map_err(|e| invalid(e.to_string()))?;
         let mut reader = NpzReader::new(file).map_err(|e| invalid(format!("not a .npz archive: {e}")))?;
         let present = reader.names().map_err(|e| invalid(e.to_string()))?;
@@ -89,7 +305,8 @@ pub fn load_samples(path: &Path, input_names: &[String]) -> Result<Samples, Data
                         "no array named '{name}' (the model's input); found {present:?}"
                     )));
                 }
-                let array = read_float_npz(&mut reader, name).map_err(|r| invalid(format!("array '{name}': {r}")))?;
+                let array =
+                    read_any(&mut NpzEntry(&mut reader, name)).map_err(|r| invalid(format!("array '{name}': {r}")))?;
                 Ok((name.clone(), array))
             })
             .collect::<Result<_, _>>()?
@@ -100,12 +317,13 @@ pub fn load_samples(path: &Path, input_names: &[String]) -> Result<Samples, Data
                 input_names.len()
             )));
         }
-        vec![(input_names[0].clone(), read_float_npy(path).map_err(invalid)?)]
+        vec![(input_names[0].clone(), read_any(&mut NpyFile(path)).map_err(invalid)?)]
     };
 
     let mut count = None;
-    for (name, array) in &inputs {
-        if array.ndim() == 0 {
+    let (mut inputs, mut layouts) = (Vec::new(), Vec::new());
+    for (name, array) in raw {
+        if array.shape().is_empty() {
             return Err(invalid(format!("array '{name}' is a scalar; expected [samples, ...]")));
         }
         let n = array.shape()[0];
@@ -118,17 +336,35 @@ pub fn load_samples(path: &Path, input_names: &[String]) -> Result<Samples, Data
                 count.unwrap()
             )));
         }
-        if let Some(index) = array.iter().position(|v| !v.is_finite()) {
-            let sample = index / (array.len() / n).max(1);
-            return Err(invalid(format!(
-                "array '{name}' holds a NaN or infinite value (sample {sample})"
-            )));
-        }
+        check_finite(&name, &array).map_err(invalid)?;
+        let dims = declared_dims(model, &name);
+        let layout = layout_for(array.shape(), dims.as_deref()).map_err(|r| invalid(format!("array '{name}' {r}")))?;
+        let elem = declared_elem_type(model, &name).unwrap_or(ElemType::F32);
+        let value = convert(array, elem).map_err(|r| invalid(format!("array '{name}' {r}")))?;
+        inputs.push((name, value));
+        layouts.push(layout);
     }
     Ok(Samples {
         inputs,
+        layouts,
         count: count.unwrap_or(0),
     })
+}
+
+/// Refuses a float array holding a NaN or an infinity, naming the sample.
+fn check_finite(name: &str, array: &Raw) -> Result<(), String> {
+    let (len, index) = match array {
+        Raw::F32(a) => (a.len(), a.iter().position(|v| !v.is_finite())),
+        Raw::F64(a) => (a.len(), a.iter().position(|v| !v.is_finite())),
+        _ => return Ok(()),
+    };
+    match index {
+        Some(index) => {
+            let sample = index / (len / array.shape()[0]).max(1);
+            Err(format!("array '{name}' holds a NaN or infinite value (sample {sample})"))
+        }
+        None => Ok(()),
+    }
 }
 
 /// Samples and, when known, their labels.
@@ -158,7 +394,7 @@ pub fn load_dataset(
         let set = crate::data::images::load_images(path, &input_names[0], &dims, images)?;
         (set.samples, set.labels)
     } else {
-        (load_samples(path, &input_names)?, None)
+        (load_samples(path, model)?, None)
     };
     let labels = match labels {
         Some(file) => Some(load_labels(file, samples.count).context("reading the labels")?),
@@ -193,30 +429,160 @@ pub fn load_labels(path: &Path, count: usize) -> anyhow::Result<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use fitact_passes::onnx::{GraphProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto};
     use ndarray::Array;
-    use ndarray_npy::write_npy;
+    use ndarray_npy::{NpzWriter, write_npy};
+
+    /// A model that only declares inputs: (name, ONNX type code, dims; -1 for a symbolic one).
+    fn model_with_inputs(inputs: &[(&str, i32, &[i64])]) -> ModelProto {
+        let input = |(name, elem, dims): &(&str, i32, &[i64])| ValueInfoProto {
+            name: Some((*name).to_owned()),
+            r#type: Some(TypeProto {
+                value: Some(type_proto::Value::TensorType(type_proto::Tensor {
+                    elem_type: Some(*elem),
+                    shape: Some(TensorShapeProto {
+                        dim: dims
+                            .iter()
+                            .map(|d| tensor_shape_proto::Dimension {
+                                value: Some(if *d < 0 {
+                                    tensor_shape_proto::dimension::Value::DimParam("N".into())
+                                } else {
+                                    tensor_shape_proto::dimension::Value::DimValue(*d)
+                                }),
+                                ..Default::default()
+                            })
+                            .collect(),
+                    }),
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        ModelProto {
+            graph: Some(GraphProto {
+                input: inputs.iter().map(input).collect(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    const FLOAT: i32 = 1;
+    const INT32: i32 = 6;
+    const INT64: i32 = 7;
+
+    fn error_of(path: &Path, model: &ModelProto) -> String {
+        load_samples(path, model).unwrap_err().to_string()
+    }
 
     #[test]
     fn loads_npy_and_rejects_what_does_not_fit() {
         let dir = tempfile::tempdir().unwrap();
+        let image = model_with_inputs(&[("input", FLOAT, &[-1, 1, 2, 2])]);
         let good = dir.path().join("x.npy");
         write_npy(&good, &Array::<f64, _>::zeros((4, 1, 2, 2))).unwrap();
-        let samples = load_samples(&good, &["input".into()]).unwrap();
+        let samples = load_samples(&good, &image).unwrap();
         assert_eq!((samples.count, samples.sample_shapes()), (4, vec![vec![1, 2, 2]]));
-
-        let ints = dir.path().join("i.npy");
-        write_npy(&ints, &Array::<i32, _>::zeros((4, 3))).unwrap();
-        let err = load_samples(&ints, &["input".into()]).unwrap_err().to_string();
-        assert!(err.contains("expected float32 or float64"), "{err}");
+        assert_eq!(samples.inputs[0].1.elem_type(), ElemType::F32);
 
         let mut nan = Array::<f32, _>::zeros((3, 2));
         nan[[2, 1]] = f32::NAN;
         let nan_path = dir.path().join("n.npy");
         write_npy(&nan_path, &nan).unwrap();
-        let err = load_samples(&nan_path, &["input".into()]).unwrap_err().to_string();
+        let err = error_of(&nan_path, &model_with_inputs(&[("input", FLOAT, &[-1, 2])]));
         assert!(err.contains("NaN or infinite value (sample 2)"), "{err}");
 
-        let err = load_samples(&good, &["a".into(), "b".into()]).unwrap_err().to_string();
-        assert!(err.contains("give a .npz"), "{err}");
+        let two = model_with_inputs(&[("a", FLOAT, &[-1, 1, 2, 2]), ("b", FLOAT, &[-1, 1, 2, 2])]);
+        assert!(error_of(&good, &two).contains("give a .npz"));
+
+        let err = error_of(&good, &model_with_inputs(&[("input", FLOAT, &[-1, 3, 2, 2])]));
+        assert!(
+            err.contains("array 'input' has samples of shape [1, 2, 2], but the input is declared [?, 3, 2, 2]"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn arrays_keep_their_dtype_and_convert_only_without_loss() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, f: &dyn Fn(&mut NpzWriter<File>)| {
+            let path = dir.path().join(name);
+            let mut npz = NpzWriter::new(File::create(&path).unwrap());
+            f(&mut npz);
+            npz.finish().unwrap();
+            path
+        };
+        let model = model_with_inputs(&[("tokens", INT64, &[-1, 3]), ("features", FLOAT, &[-1, 2])]);
+        let ok = write("ok.npz", &|npz| {
+            npz.add_array("tokens", &Array::from_shape_vec((2, 3), vec![1i32, 2, 3, 4, 5, 6]).unwrap()).unwrap();
+            npz.add_array("features", &Array::from_shape_vec((2, 2), vec![1u8, 2, 3, 4]).unwrap()).unwrap();
+        });
+        let samples = load_samples(&ok, &model).unwrap();
+        assert_eq!(samples.inputs[0].1.to_array::<i64>().unwrap().as_slice().unwrap(), &[1, 2, 3, 4, 5, 6]);
+        assert_eq!(samples.inputs[1].1.to_array::<f32>().unwrap().as_slice().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+
+        let floats = write("floats.npz", &|npz| {
+            npz.add_array("tokens", &Array::<f32, _>::zeros((2, 3))).unwrap();
+            npz.add_array("features", &Array::<f32, _>::zeros((2, 2))).unwrap();
+        });
+        let err = error_of(&floats, &model);
+        assert!(
+            err.contains("array 'tokens' holds float32 values, the input takes int64: give integer values"),
+            "{err}"
+        );
+
+        let big = write("big.npz", &|npz| {
+            npz.add_array("tokens", &Array::<i64, _>::zeros((2, 3))).unwrap();
+            npz.add_array("features", &Array::from_elem((2, 2), 16_777_217i64)).unwrap();
+        });
+        let err = error_of(&big, &model);
+        assert!(err.contains("16777217 has no exact float32"), "{err}");
+
+        let narrow = model_with_inputs(&[("tokens", INT32, &[-1, 3]), ("features", FLOAT, &[-1, 2])]);
+        let wide = write("wide.npz", &|npz| {
+            npz.add_array("tokens", &Array::from_elem((2, 3), 3_000_000_000i64)).unwrap();
+            npz.add_array("features", &Array::<f32, _>::zeros((2, 2))).unwrap();
+        });
+        let err = error_of(&wide, &narrow);
+        assert!(err.contains("holds int64 values, the input takes int32: 3000000000 does not fit"), "{err}");
+
+        let flags = write("flags.npz", &|npz| {
+            npz.add_array("tokens", &Array::from_elem((2, 3), true)).unwrap();
+            npz.add_array("features", &Array::<f32, _>::zeros((2, 2))).unwrap();
+        });
+        assert!(error_of(&flags, &model).contains("holds bool values, the input takes int64"));
+    }
+
+    #[test]
+    fn inputs_without_a_batch_axis_in_front_take_whole_feeds_one_sample_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let model = model_with_inputs(&[("x", FLOAT, &[3, -1, 2]), ("h", FLOAT, &[1, 1, 4]), ("mode", INT64, &[])]);
+        let path = dir.path().join("state.npz");
+        let mut npz = NpzWriter::new(File::create(&path).unwrap());
+        npz.add_array("x", &Array::<f32, _>::zeros((5, 3, 1, 2))).unwrap();
+        npz.add_array("h", &Array::from_shape_fn((5, 1, 1, 4), |(n, _, _, k)| (n * 10 + k) as f32)).unwrap();
+        npz.add_array("mode", &Array::from_vec(vec![0i64, 1, 0, 1, 1])).unwrap();
+        npz.finish().unwrap();
+        let samples = load_samples(&path, &model).unwrap();
+        assert_eq!(samples.layouts, vec![Layout::Whole; 3]);
+        assert!(samples.one_at_a_time());
+        assert_eq!(samples.run_size(8), 1);
+        let feeds = samples.slice(2, 3);
+        let shapes: Vec<&[usize]> = feeds.iter().map(|f| f.shape()).collect();
+        assert_eq!(shapes, vec![&[3, 1, 2][..], &[1, 1, 4], &[]]);
+        assert_eq!(feeds[1].to_array::<f32>().unwrap().as_slice().unwrap(), &[20.0, 21.0, 22.0, 23.0]);
+        assert_eq!(feeds[2].scalar_i64(), Some(0));
+
+        // The same arrays for a model that takes the state batch-first are batched.
+        let batched = model_with_inputs(&[("x", FLOAT, &[-1, 3, 1, 2]), ("h", FLOAT, &[-1, 1, 1, 4]), ("mode", INT64, &[-1])]);
+        let samples = load_samples(&path, &batched).unwrap();
+        assert_eq!(samples.layouts, vec![Layout::Batched; 3]);
+        assert_eq!(samples.run_size(8), 8);
+
+        let err = error_of(&path, &model_with_inputs(&[("x", FLOAT, &[3, -1, 2]), ("h", FLOAT, &[1, 2, 4]), ("mode", INT64, &[])]));
+        assert!(
+            err.contains("array 'h' has samples of shape [1, 1, 4], but the input is declared [1, 2, 4]: give (N, 2, 4) for samples along its first axis, or (N, 1, 2, 4) for N whole feeds"),
+            "{err}"
+        );
     }
 }

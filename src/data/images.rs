@@ -223,10 +223,7 @@ pub fn load_images(
             .into_dyn(),
     };
     Ok(ImageSet {
-        samples: Samples {
-            count: files.len(),
-            inputs: vec![(input.to_owned(), array)],
-        },
+        samples: Samples::batched(vec![(input.to_owned(), array)]),
         labels,
         classes,
         files,
@@ -255,7 +252,7 @@ mod tests {
         let set = load_images(dir.path(), "x", &dims, &ImageOptions::default()).unwrap();
         assert_eq!(set.classes, ["ant", "cat"]);
         assert_eq!(set.labels, Some(vec![0, 0, 1]));
-        let x = &set.samples.inputs[0].1;
+        let x = set.samples.inputs[0].1.view::<f32>().unwrap();
         assert_eq!(x.shape(), [3, 3, 4, 4]);
         assert_eq!(x[[2, 0, 1, 1]], 1.0);
         assert_eq!(x[[2, 2, 3, 3]], 51.0 / 255.0);
@@ -267,7 +264,7 @@ mod tests {
             ..Default::default()
         };
         let set = load_images(dir.path(), "x", &[None, Some(4), Some(4), Some(3)], &imagenet).unwrap();
-        let x = &set.samples.inputs[0].1;
+        let x = set.samples.inputs[0].1.view::<f32>().unwrap();
         assert_eq!(x.shape(), [3, 4, 4, 3]);
         assert!((x[[2, 0, 0, 0]] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
     }
@@ -290,7 +287,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(set.labels, None);
-        let x = &set.samples.inputs[0].1;
+        let x = set.samples.inputs[0].1.view::<f32>().unwrap();
         assert_eq!(x.shape(), [1, 1, 2, 2]);
         assert!(x[[0, 0, 0, 0]] < 0.2 && x[[0, 0, 0, 1]] > 0.8, "{x:?}");
     }

@@ -15,7 +15,6 @@ mod value;
 pub use value::{ElemType, Element, PerElement, Value};
 
 use fitact_passes::onnx::{ModelProto, ValueInfoProto};
-use ndarray::{ArrayD, Axis};
 use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -198,7 +197,7 @@ impl Engine {
         format!("{} {}", self.kind(), self.version())
     }
 
-    /// Loads `model` for float32 samples of the given per-input shapes (without the batch
+    /// Loads `model` for samples (of the types it declares) of the given per-input shapes (without the batch
     /// axis), to be run `preferred` samples at a time unless the model fixes its batch.
     pub fn load(
         &self,
@@ -296,19 +295,19 @@ impl Session {
         }
     }
 
-    /// Runs one batch (one array per model input, in the model's order, same leading size).
+    /// Runs one batch (one value per model input, in the model's order, same leading size).
     /// A model with a fixed batch gets a short batch padded with copies of its last sample;
     /// callers that reduce with max/min are unaffected, others use the `valid` rows only.
-    pub fn run(&self, inputs: Vec<ArrayD<f32>>) -> Result<(Vec<Value>, usize), EngineError> {
-        let valid = inputs.first().map_or(0, |a| a.shape()[0]);
+    pub fn run(&self, inputs: Vec<Value>) -> Result<(Vec<Value>, usize), EngineError> {
+        let valid = inputs.first().and_then(|a| a.shape().first().copied()).unwrap_or(0);
         let values: Vec<(String, Value)> = self
             .input_names
             .iter()
             .cloned()
             .zip(inputs)
             .map(|(name, a)| match self.batch {
-                BatchDim::Fixed(n) if a.shape()[0] < n => (name, Value::from(pad_batch(a, n))),
-                _ => (name, Value::from(a)),
+                BatchDim::Fixed(n) if a.shape().first().is_some_and(|rows| *rows < n) => (name, a.pad_rows(n)),
+                _ => (name, a),
             })
             .collect();
         Ok((self.run_values(&values)?, valid))
@@ -407,6 +406,16 @@ pub fn declared_dims(model: &ModelProto, input: &str) -> Option<Vec<Option<i64>>
     Some(dims.collect())
 }
 
+/// The element type the model declares for an input (None when it declares none).
+pub fn declared_elem_type(model: &ModelProto, input: &str) -> Option<ElemType> {
+    use fitact_passes::onnx::type_proto;
+    let input = model.graph.as_ref()?.input.iter().find(|i| i.name() == input)?;
+    let Some(type_proto::Value::TensorType(tensor)) = &input.r#type.as_ref()?.value else {
+        return None;
+    };
+    tensor.elem_type.map(ElemType::from_onnx)
+}
+
 /// Checks one sample's shape against what the model declares for the input (after the batch
 /// axis), so that a mismatch is named here rather than deep inside an engine.
 fn check_sample_shape(model: &ModelProto, input: &str, sample: &[usize]) -> Result<(), EngineError> {
@@ -493,18 +502,4 @@ fn with_input_types(
         });
     }
     Ok(model)
-}
-
-/// `array` with copies of its last row appended up to `n` rows (max/min reductions and
-/// per-row predictions of the real rows are unchanged).
-pub fn pad_batch(array: ArrayD<f32>, n: usize) -> ArrayD<f32> {
-    let last = array
-        .index_axis(Axis(0), array.shape()[0] - 1)
-        .insert_axis(Axis(0))
-        .to_owned();
-    let mut padded = array;
-    while padded.shape()[0] < n {
-        padded.append(Axis(0), last.view()).expect("same sample shape");
-    }
-    padded
 }

@@ -2,7 +2,7 @@
 //! input before it optimizes, refuses shapes computed at run time when the batch is symbolic
 //! (so such a model is loaded again with the batch made concrete), and has no `Loop`.
 
-use super::value::{Repr, Value};
+use super::value::{ElemType, Repr, Value};
 use super::{BatchDim, EngineError, EngineKind, Outputs};
 use fitact_passes::onnx::ModelProto;
 use std::sync::Arc;
@@ -93,7 +93,8 @@ fn refuse_unsupported(inference: &InferenceModel) -> Result<(), EngineError> {
     Ok(())
 }
 
-/// Loads `model` for float32 samples of the given per-input shapes (without the batch axis).
+/// Loads `model` for samples of the given per-input shapes (without the batch axis), of the
+/// types the model declares (float32 where it declares none).
 /// A free batch is symbolic, so one plan runs any batch size; when tract cannot load the model
 /// that way (a shape computed at run time from the batch, which tract refuses as "shape input
 /// is variable"), it is loaded again with the batch fixed to `preferred`, and the session then
@@ -115,8 +116,9 @@ pub(super) fn load_for_samples(
             let dims: Vec<TDim> = std::iter::once(batch_dim.clone())
                 .chain(shape.iter().map(|d| d.to_dim()))
                 .collect();
+            let elem = super::declared_elem_type(model, &input_names[i]).unwrap_or(ElemType::F32);
             inference
-                .set_input_fact(i, f32::fact(&dims).into())
+                .set_input_fact(i, datum_of(elem).fact(&dims).into())
                 .map_err(load_error)?;
         }
         Ok((finish(inference, outputs)?, input_names))
@@ -164,8 +166,15 @@ pub(super) fn load_for_values(
 
 /// The type and shape of `value` as tract states them (without converting the value).
 fn fact_of(value: &Value) -> TypedFact {
-    use super::value::ElemType;
-    let datum = match value.elem_type() {
+    match value.elem_type() {
+        ElemType::Other => TypedFact::shape_and_dt_of(&value.to_tract()),
+        elem => datum_of(elem).fact(value.shape()),
+    }
+}
+
+/// tract's name for an element type.
+fn datum_of(elem: ElemType) -> DatumType {
+    match elem {
         ElemType::F32 => DatumType::F32,
         ElemType::U8 => DatumType::U8,
         ElemType::I8 => DatumType::I8,
@@ -173,9 +182,9 @@ fn fact_of(value: &Value) -> TypedFact {
         ElemType::I64 => DatumType::I64,
         ElemType::Bool => DatumType::Bool,
         ElemType::F64 => DatumType::F64,
-        ElemType::Other => return TypedFact::shape_and_dt_of(&value.to_tract()),
-    };
-    datum.fact(value.shape())
+        // A declared type the tool does not feed: its samples were refused when loaded.
+        ElemType::Other => DatumType::F32,
+    }
 }
 
 impl Plan {

@@ -3,7 +3,7 @@
 //! engine's own storage (no copy when it is fed back to the same engine); a value made from an
 //! array is shared storage that either engine reads.
 
-use ndarray::{ArcArray, ArrayD, ArrayViewD, IxDyn};
+use ndarray::{ArcArray, ArrayD, ArrayViewD, Axis, IxDyn, Slice};
 use std::sync::Arc;
 use tract_onnx::prelude::{Datum, IntoTValue, TValue, Tensor};
 
@@ -55,6 +55,22 @@ impl ElemType {
             ElemType::F64 => 11,
             ElemType::Other => 0,
         }
+    }
+
+    /// The type of a `TensorProto.DataType` code (`Other` for one the tool does not exchange).
+    pub fn from_onnx(code: i32) -> ElemType {
+        [
+            ElemType::F32,
+            ElemType::U8,
+            ElemType::I8,
+            ElemType::I32,
+            ElemType::I64,
+            ElemType::Bool,
+            ElemType::F64,
+        ]
+        .into_iter()
+        .find(|t| t.onnx() == code)
+        .unwrap_or(ElemType::Other)
     }
 
     pub fn name(self) -> &'static str {
@@ -241,6 +257,51 @@ impl Value {
             .filter(|v| v.len() == 1)
             .and_then(|v| v.iter().copied().next())
             .map(i64::from)
+    }
+
+    /// Rows `start..end` of axis 0 (`whole`: row `start` alone, without axis 0), as a new array.
+    pub fn rows(&self, start: usize, end: usize, whole: bool) -> Value {
+        struct Rows<'v>(&'v Value, usize, usize, bool);
+        impl PerElement for Rows<'_> {
+            type Output = Value;
+            fn run<T: Element>(self) -> Value {
+                let view = self.0.view::<T>().expect("the type was checked");
+                if self.3 {
+                    Value::from(view.index_axis(Axis(0), self.1).to_owned())
+                } else {
+                    Value::from(view.slice_axis(Axis(0), Slice::from(self.1..self.2)).to_owned())
+                }
+            }
+        }
+        self.elem_type()
+            .dispatch(Rows(self, start, end, whole))
+            .expect("values the tool holds have a known type")
+    }
+
+    /// The rows of axis 0 at `rows`, in that order, as a new array.
+    pub fn select_rows(&self, rows: &[usize]) -> Value {
+        struct Select<'v>(&'v Value, &'v [usize]);
+        impl PerElement for Select<'_> {
+            type Output = Value;
+            fn run<T: Element>(self) -> Value {
+                Value::from(self.0.view::<T>().expect("the type was checked").select(Axis(0), self.1))
+            }
+        }
+        self.elem_type()
+            .dispatch(Select(self, rows))
+            .expect("values the tool holds have a known type")
+    }
+
+    /// This value with copies of its last row appended up to `n` rows (max/min reductions and
+    /// per-row predictions of the real rows are unchanged).
+    pub fn pad_rows(&self, n: usize) -> Value {
+        let rows = self.shape().first().copied().unwrap_or(0);
+        if rows == 0 || rows >= n {
+            return self.clone();
+        }
+        let mut order: Vec<usize> = (0..rows).collect();
+        order.resize(n, rows - 1);
+        self.select_rows(&order)
     }
 
     /// The value as tract takes it: its own storage, or a copy of the array.

@@ -7,7 +7,7 @@
 //! May use `data` (the samples), `engine` and `passes`; nothing above.
 
 use crate::data::dataset::Samples;
-use crate::engine::{Engine, Outputs, Session, Value, pad_batch};
+use crate::engine::{Engine, EngineError, Outputs, Session, Value};
 use anyhow::{Context, Result};
 use fitact_passes::onnx::ModelProto;
 use std::collections::HashMap;
@@ -37,24 +37,28 @@ fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
 
 /// The data set cut into batches of one size (the last padded with copies of its last
 /// sample), so that every run of a model sees the same shapes and one plan serves them all.
+/// A model with an input that takes whole feeds (`Layout::Whole`) runs one sample at a time.
 pub struct Batches {
-    /// Per batch: one array per model input, and how many rows are real samples.
-    pub batches: Vec<(Vec<ndarray::ArrayD<f32>>, usize)>,
+    /// Per batch: one value per model input, and how many rows are real samples.
+    pub batches: Vec<(Vec<Value>, usize)>,
     pub input_names: Vec<String>,
     pub count: usize,
+    /// Whether each batch is one sample's whole feeds (no batch axis to pad or to read).
+    pub one_at_a_time: bool,
 }
 
 impl Batches {
     pub fn new(samples: &Samples, size: usize) -> Batches {
+        let size = samples.run_size(size);
+        let one_at_a_time = samples.one_at_a_time();
         let batches = (0..samples.count)
             .step_by(size)
             .map(|start| {
                 let end = (start + size).min(samples.count);
-                let inputs = samples
-                    .slice(start, end)
-                    .into_iter()
-                    .map(|a| pad_batch(a, size))
-                    .collect();
+                let mut inputs = samples.slice(start, end);
+                if !one_at_a_time {
+                    inputs = inputs.into_iter().map(|a| a.pad_rows(size)).collect();
+                }
                 (inputs, end - start)
             })
             .collect();
@@ -63,7 +67,25 @@ impl Batches {
             batches,
             input_names,
             count: samples.count,
+            one_at_a_time,
         }
+    }
+
+    /// The first batch's feeds by input name.
+    pub fn named(&self, b: usize) -> Vec<(String, Value)> {
+        self.input_names.iter().cloned().zip(self.batches[b].0.iter().cloned()).collect()
+    }
+
+    /// A session of `model` for these batches: loaded for their shapes, with the batch axis
+    /// free where a model declares it so; for whole feeds, for exactly the first batch's.
+    pub fn session(&self, engine: &Engine, model: &ModelProto, outputs: Outputs) -> Result<Session, EngineError> {
+        if self.one_at_a_time {
+            return engine.load_for_values(model, &self.named(0), outputs);
+        }
+        let first = &self.batches[0].0;
+        let shapes: Vec<Vec<usize>> = first.iter().map(|a| a.shape()[1..].to_vec()).collect();
+        let size = first.first().map_or(1, |a| a.shape()[0]);
+        engine.load(model, &shapes, size, outputs)
     }
 }
 
@@ -139,7 +161,6 @@ pub fn prediction_runner(
     batches: &Batches,
     observe: &[String],
 ) -> Result<Session> {
-    let shapes: Vec<Vec<usize>> = batches.batches[0].0.iter().map(|a| a.shape()[1..].to_vec()).collect();
     let first_output = model
         .graph
         .as_ref()
@@ -147,8 +168,7 @@ pub fn prediction_runner(
         .map(|o| o.name().to_owned());
     let mut wanted: Vec<String> = first_output.into_iter().collect();
     wanted.extend(observe.iter().cloned());
-    let size = batches.batches[0].0.first().map_or(1, |a| a.shape()[0]);
-    Ok(engine.load(model, &shapes, size, Outputs::Tensors(&wanted))?)
+    Ok(batches.session(engine, model, Outputs::Tensors(&wanted))?)
 }
 
 /// Clean values of tensors, per batch, computed on demand and kept, each with a tag that says
@@ -286,7 +306,7 @@ impl CleanValues {
                     .iter()
                     .map(|name| {
                         let value = match batches.input_names.iter().position(|n| n == name) {
-                            Some(i) => Value::from(batches.batches[b].0[i].clone()),
+                            Some(i) => batches.batches[b].0[i].clone(),
                             None => cache[name].values[b].clone(),
                         };
                         (name.clone(), value)

@@ -185,20 +185,9 @@ pub const FAULT_SAMPLES: usize = 128;
 
 /// The first `n` samples.
 fn prefix(samples: &Samples, n: usize) -> Samples {
-    rows(samples, &(0..n).collect::<Vec<_>>())
+    samples.select(&(0..n).collect::<Vec<_>>())
 }
 
-/// The samples at `rows`, in that order.
-fn rows(samples: &Samples, rows: &[usize]) -> Samples {
-    Samples {
-        inputs: samples
-            .inputs
-            .iter()
-            .map(|(name, a)| (name.clone(), a.select(ndarray::Axis(0), rows)))
-            .collect(),
-        count: rows.len(),
-    }
-}
 
 /// What checking a candidate found.
 #[derive(Debug, Clone, Copy)]
@@ -242,7 +231,7 @@ impl Holdout {
                 .unwrap_or(std::cmp::Ordering::Equal)
                 .then(a.cmp(b))
         });
-        let batches = Batches::new(&rows(samples, &order), batch);
+        let batches = Batches::new(&samples.select(&order), batch);
         let offsets = batches
             .batches
             .iter()
@@ -666,9 +655,9 @@ pub fn split(samples: &Samples) -> Split {
         (0..CHECK_SAMPLES).map(|k| k * n / CHECK_SAMPLES).collect()
     };
     Split {
-        fit: rows(samples, &fit),
-        held: rows(samples, &held),
-        check: rows(samples, &check_rows),
+        fit: samples.select(&fit),
+        held: samples.select(&held),
+        check: samples.select(&check_rows),
         check_rows,
     }
 }
@@ -939,9 +928,8 @@ mod tests {
         let model = crate::model_io::read_model(&fixtures.join("resnet.onnx"))
             .unwrap()
             .model;
-        let names = crate::engine::model_input_names(&model);
         let samples = prefix(
-            &crate::data::dataset::load_samples(&fixtures.join("calib.npy"), &names).unwrap(),
+            &crate::data::dataset::load_samples(&fixtures.join("calib.npy"), &model).unwrap(),
             count,
         );
         let sites = find_relus(&model);

@@ -2,7 +2,7 @@
 #![allow(dead_code)]
 
 use fitact_onnx::data::dataset::load_samples;
-use fitact_onnx::engine::{Engine, Outputs, model_input_names};
+use fitact_onnx::engine::{Engine, Outputs};
 use fitact_onnx::model_io::read_model;
 use fitact_passes::activations::{ActivationKind, find_kinds, find_relus, parse_kinds};
 use fitact_passes::onnx::{
@@ -124,7 +124,7 @@ pub fn cli(args: &[&str]) -> std::process::Output {
 
 /// Runs `model` on every calibration sample in tract; one output array per batch.
 pub fn tract_outputs(model: &ModelProto, calib: &Path, batch: usize) -> Vec<ArrayD<f32>> {
-    let samples = load_samples(calib, &model_input_names(model)).unwrap();
+    let samples = load_samples(calib, model).unwrap();
     let runner = Engine::tract()
         .load(model, &samples.sample_shapes(), 8, Outputs::Model)
         .unwrap();

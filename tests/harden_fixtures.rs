@@ -206,7 +206,7 @@ fn samples_of_the_wrong_shape_are_a_clear_error() {
     assert_eq!(run.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert!(
-        stderr.contains("input 'input': the samples have shape [1, 8, 8] each, the model expects [?, 1, 28, 28]"),
+        stderr.contains("array 'input' has samples of shape [1, 8, 8], but the input is declared [?, 1, 28, 28]"),
         "{stderr}"
     );
     assert!(!out.exists());

@@ -73,19 +73,22 @@ impl Batches {
 
     /// The first batch's feeds by input name.
     pub fn named(&self, b: usize) -> Vec<(String, Value)> {
-        self.input_names.iter().cloned().zip(self.batches[b].0.iter().cloned()).collect()
+        self.input_names
+            .iter()
+            .cloned()
+            .zip(self.batches[b].0.iter().cloned())
+            .collect()
     }
 
     /// A session of `model` for these batches: loaded for their shapes, with the batch axis
     /// free where a model declares it so; for whole feeds, for exactly the first batch's.
     pub fn session(&self, engine: &Engine, model: &ModelProto, outputs: Outputs) -> Result<Session, EngineError> {
-        if self.one_at_a_time {
-            return engine.load_for_values(model, &self.named(0), outputs);
-        }
-        let first = &self.batches[0].0;
-        let shapes: Vec<Vec<usize>> = first.iter().map(|a| a.shape()[1..].to_vec()).collect();
-        let size = first.first().map_or(1, |a| a.shape()[0]);
-        engine.load(model, &shapes, size, outputs)
+        let size = self.batches[0]
+            .0
+            .first()
+            .and_then(|a| a.shape().first().copied())
+            .unwrap_or(1);
+        crate::data::dataset::session_for(engine, model, &self.named(0), self.one_at_a_time, size, outputs)
     }
 }
 

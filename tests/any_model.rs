@@ -7,6 +7,7 @@
 mod common;
 
 use common::{cli, fixture, harden_ok, python};
+use prost::Message;
 use std::path::Path;
 
 fn any_model(name: &str) -> std::path::PathBuf {
@@ -419,4 +420,34 @@ fn malformed_feeds_of_a_recurrent_model_are_one_line_errors() {
             assert!(!out.exists());
         }
     }
+}
+
+#[test]
+fn a_contrib_operator_passes_through_untouched() {
+    let dir = tempfile::tempdir().unwrap();
+    python("make_contrib_model.py", &[dir.path()]);
+    let (model, data) = (dir.path().join("contrib.onnx"), dir.path().join("contrib.npz"));
+    let out = dir.path().join("contrib.h.onnx");
+    harden_ok(&model, &out, &data, &["--engine", "onnxruntime"]);
+    python("npz_outputs.py", &[&model, &out, &data]);
+    let hardened = fitact_passes::onnx::ModelProto::decode(&*std::fs::read(&out).unwrap()).unwrap();
+    let contrib: Vec<_> = hardened
+        .graph
+        .unwrap()
+        .node
+        .into_iter()
+        .filter(|n| n.domain() == "com.microsoft")
+        .map(|n| (n.op_type().to_owned(), n.input, n.output))
+        .collect();
+    assert_eq!(
+        contrib,
+        [("Gelu".to_owned(), vec!["r".to_owned()], vec!["g".to_owned()])]
+    );
+    let (run, json) = evaluate(
+        &[&model, &out],
+        &data,
+        &["--ber", "1e-3", "--trials", "4", "--engine", "onnxruntime"],
+    );
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    assert_eq!(json.unwrap()["results"].as_array().unwrap().len(), 2);
 }

@@ -2,7 +2,7 @@
 //! per command), print one line for an error and map the outcome to an exit code.
 //! Exit codes: 0 done, 1 nothing to do (or a check failed), 2 error.
 
-mod cli;
+pub(crate) mod cli;
 
 use anyhow::Result;
 use clap::{CommandFactory, Parser, Subcommand};
@@ -16,13 +16,13 @@ use std::process::ExitCode;
     version,
     about = "Harden ONNX models against bit flips by bounding their activations (FitAct, post-training, gradient-free)"
 )]
-struct Cli {
+pub(crate) struct Cli {
     /// Print nothing but errors (and the one-line verdict of `check`).
     #[arg(short, long, global = true, conflicts_with = "verbose")]
-    quiet: bool,
+    pub(crate) quiet: bool,
     /// Say more about each step on stderr (-v: steps and timings, -vv: details).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    verbose: u8,
+    pub(crate) verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -61,17 +61,7 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let level = match (cli.quiet, cli.verbose) {
-        (true, _) => log::LevelFilter::Error,
-        (false, 0) => log::LevelFilter::Warn,
-        (false, 1) => log::LevelFilter::Info,
-        (false, _) => log::LevelFilter::Debug,
-    };
-    env_logger::Builder::new()
-        .filter_level(level)
-        .format_timestamp(None)
-        .format_target(false)
-        .init();
+    set_log_level(cli.quiet, cli.verbose);
     // An engine's panic is caught and reported as an error where it runs (`engine::guard`);
     // a panic anywhere else is a bug, reported in one line too, with a backtrace on request.
     let backtrace = std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0");
@@ -81,29 +71,51 @@ fn main() -> ExitCode {
             default_hook(info);
         }
     }));
+    match run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let _ = writeln!(std::io::stderr(), "error: {err:#}");
+            ExitCode::from(error_code(&err))
+        }
+    }
+}
+
+/// Logs at the level `-q`/`-v` ask for. The logger is installed once per process (the
+/// Python module calls this once per command).
+pub(crate) fn set_log_level(quiet: bool, verbose: u8) {
+    let level = match (quiet, verbose) {
+        (true, _) => log::LevelFilter::Error,
+        (false, 0) => log::LevelFilter::Warn,
+        (false, 1) => log::LevelFilter::Info,
+        (false, _) => log::LevelFilter::Debug,
+    };
+    let _ = env_logger::Builder::new()
+        .filter_level(log::LevelFilter::Debug)
+        .format_timestamp(None)
+        .format_target(false)
+        .try_init();
+    log::set_max_level(level);
+}
+
+/// Runs the command, a panic turned into an error; the exit code, or the error to report.
+pub(crate) fn run(cli: Cli) -> Result<ExitCode> {
     let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| try_main(cli)));
-    let outcome = outcome.unwrap_or_else(|payload| {
+    outcome.unwrap_or_else(|payload| {
         let message = payload
             .downcast_ref::<String>()
             .cloned()
             .or_else(|| payload.downcast_ref::<&str>().map(|s| (*s).to_owned()))
             .unwrap_or_default();
         Err(anyhow::anyhow!("internal error (please report it): {message}"))
-    });
-    match outcome {
-        Ok(code) => code,
-        Err(err) => {
-            let _ = writeln!(std::io::stderr(), "error: {err:#}");
-            if err
-                .downcast_ref::<HardenError>()
-                .is_some_and(|e| matches!(e, HardenError::NoActivations(..)))
-            {
-                ExitCode::from(1)
-            } else {
-                ExitCode::from(2)
-            }
-        }
-    }
+    })
+}
+
+/// The exit code of an error: 1 for nothing to do (a model without activations), else 2.
+pub(crate) fn error_code(err: &anyhow::Error) -> u8 {
+    let nothing_to_do = err
+        .downcast_ref::<HardenError>()
+        .is_some_and(|e| matches!(e, HardenError::NoActivations(..)));
+    if nothing_to_do { 1 } else { 2 }
 }
 
 /// Runs the command; its exit code, or the error `main` reports.

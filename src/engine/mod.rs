@@ -118,6 +118,12 @@ impl std::fmt::Debug for Engine {
     }
 }
 
+/// Inside a Python process (the `fitact_onnx` module): where the host interpreter's
+/// `onnxruntime` package is, looked at in place of the `python3` on PATH's (`None`: that one).
+pub fn set_host_python_onnxruntime(package_dir: Option<std::path::PathBuf>) {
+    onnxruntime::set_host_python_package(package_dir);
+}
+
 impl Engine {
     /// The embedded engine.
     pub fn tract() -> Engine {

@@ -88,9 +88,22 @@ pub(super) fn locate(flag: Option<&Path>) -> Result<(PathBuf, Source), Vec<Strin
     Err(looked)
 }
 
+/// The `onnxruntime` package of the Python interpreter the tool runs inside (the Python
+/// module sets it before each command), looked at instead of the `python3` on PATH's.
+static HOST_PYTHON_PACKAGE: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Inside a Python process: look for the library in this `onnxruntime` package folder instead
+/// of asking the `python3` on PATH (`None`: ask it again).
+pub(super) fn set_host_python_package(dir: Option<PathBuf>) {
+    *HOST_PYTHON_PACKAGE.lock().unwrap_or_else(|e| e.into_inner()) = dir;
+}
+
 /// The folder of the `onnxruntime` package the `python3` on PATH would import, found without
-/// importing it (which takes a second).
+/// importing it (which takes a second); inside Python, the host interpreter's.
 fn python_package_dir() -> Option<PathBuf> {
+    if let Some(dir) = HOST_PYTHON_PACKAGE.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        return Some(dir);
+    }
     let script = "import importlib.util as u\ns = u.find_spec('onnxruntime')\nprint(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')";
     let output = std::process::Command::new("python3")
         .args(["-c", script])

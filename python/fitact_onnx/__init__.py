@@ -1,8 +1,9 @@
 """fitact-onnx: harden ONNX models against bit flips by bounding their activations.
 
 The Python API of the ``fitact-onnx`` command line, one function per command, with the
-command's options as keyword arguments (``--batch-size`` is ``batch_size=``; an option left
-at ``None`` keeps the CLI's default)::
+command's options as keyword arguments (``--batch-size`` is ``batch_size=``; an option not
+given, or ``None``, keeps the CLI's default; ``True`` is a bare flag such as ``search=True``;
+the signatures are in ``__init__.pyi``)::
 
     import numpy as np, onnx, fitact_onnx
     model = onnx.load("model.onnx")
@@ -45,53 +46,20 @@ __all__ = ["FitactError", "__version__", "check", "evaluate", "harden", "inspect
 _IN_MEMORY = "<in memory>"
 
 
-def harden(
-    model: Any,
-    calib: Any,
-    *,
-    output: Optional[os.PathLike] = None,
-    report: Optional[os.PathLike] = None,
-    allow_unchanged: Optional[bool] = None,
-    activations: Any = None,
-    method: Optional[str] = None,
-    granularity: Optional[str] = None,
-    mode: Optional[str] = None,
-    margin: Optional[float] = None,
-    batch_size: Optional[int] = None,
-    engine: Optional[str] = None,
-    ort_lib: Optional[os.PathLike] = None,
-    search: Optional[bool] = None,
-    labels: Any = None,
-    search_output: Optional[str] = None,
-    sdc: Optional[str] = None,
-    sdc_tolerance: Any = None,
-    budget: Any = None,
-    max_evals: Optional[int] = None,
-    time_limit: Any = None,
-    percentile: Optional[float] = None,
-    objective: Optional[str] = None,
-    fault_ber: Optional[Sequence[float]] = None,
-    fault_patterns: Optional[int] = None,
-    fault_format: Optional[str] = None,
-    seed: Optional[int] = None,
-    preset: Optional[str] = None,
-    scale: Optional[float] = None,
-    mean: Optional[Sequence[float]] = None,
-    std: Optional[Sequence[float]] = None,
-    layout: Optional[str] = None,
-    quiet: bool = False,
-    verbose: int = 0,
-) -> Tuple[Any, Optional[Dict[str, Any]]]:
+def harden(model: Any, calib: Any, **options: Any) -> Tuple[Any, Optional[Dict[str, Any]]]:
     """Bound every activation of ``model`` with bounds calibrated on ``calib``: ``fitact-onnx harden``.
 
     Returns the hardened ``onnx.ModelProto`` and the harden report as a dict (docs/reports.md;
-    ``None`` when ``allow_unchanged`` wrote a model without activations unchanged). ``output``
-    and ``report`` also keep the model (and its ``.data`` external weights) and the report
-    at those paths. ``labels`` (with ``search=True``) is an int array or a ``.npy`` path.
-    Every other option is the CLI's: ``method`` "fitact" | "ranger" | "clipact",
-    ``granularity`` "layer" | "channel" | "neuron", ``mode`` "zero" | "saturate",
-    ``activations`` "all" or a list such as ``["relu", "silu"]``, ``budget`` 0.005 or "0.5%",
-    ``time_limit`` seconds, "2m" or a ``timedelta``; see ``fitact-onnx harden --help``.
+    ``None`` when ``allow_unchanged=True`` wrote a model without activations unchanged).
+    ``output=`` and ``report=`` (paths) also keep the model (with its ``.data`` external
+    weights, if any) and the report there. ``labels=`` (with ``search=True``) is an int array
+    or a ``.npy`` path. Every other option is the CLI's (``fitact-onnx harden --help``):
+    ``method`` "fitact" | "ranger" | "clipact", ``granularity`` "layer" | "channel" | "neuron",
+    ``mode`` "zero" | "saturate", ``activations`` "all" or a list such as ``["relu", "silu"]``,
+    ``margin``, ``batch_size``, ``engine`` "auto" | "onnxruntime" | "tract", ``ort_lib``,
+    ``search``, ``budget`` 0.005 or "0.5%", ``max_evals``, ``time_limit`` (seconds, "2m" or a
+    ``timedelta``), ``percentile``, ``objective``, ``fault_ber``, ``seed``, the image options
+    (``preset``, ``scale``, ``mean``, ``std``, ``layout``), ``quiet`` and ``verbose``.
 
     Example::
 
@@ -102,57 +70,27 @@ def harden(
     import onnx
 
     with _Workspace() as work:
-        output_path = os.fspath(output) if output is not None else work.path("hardened.onnx")
-        report_path = os.fspath(report) if report is not None else work.path("harden.json")
-        options = dict(_options(harden, locals()), calib=work.data(calib, "calib"))
-        options.update(labels=work.labels(labels, "labels"), report=report_path)
-        work.run("harden", [work.model(model, "model"), output_path], options)
-        hardened = onnx.load(output_path)
-        found = work.read_json(report_path) if os.path.exists(report_path) else None
-        return hardened, found
+        output = work.output(options.pop("output", None), "hardened.onnx")
+        report = work.output(options.pop("report", None), "harden.json")
+        labels = work.labels(options.pop("labels", None), "labels")
+        inputs = [work.model(model, "model"), output]
+        work.run("harden", inputs, dict(options, calib=work.data(calib, "calib"), labels=labels, report=report))
+        hardened = onnx.load(output)
+        return hardened, work.read_json(report) if os.path.exists(report) else None
 
 
-def evaluate(
-    models: Sequence[Any],
-    data: Any,
-    *,
-    labels: Any = None,
-    ber: Optional[Sequence[float]] = None,
-    fault: Optional[str] = None,
-    layer: Optional[str] = None,
-    output: Optional[str] = None,
-    sdc: Optional[str] = None,
-    sdc_tolerance: Any = None,
-    trials: Optional[int] = None,
-    seed: Optional[int] = None,
-    format: Optional[str] = None,
-    bits: Any = None,
-    target: Optional[str] = None,
-    shard: Optional[str] = None,
-    threads: Optional[int] = None,
-    batch_size: Optional[int] = None,
-    engine: Optional[str] = None,
-    ort_lib: Optional[os.PathLike] = None,
-    report: Optional[os.PathLike] = None,
-    csv: Optional[os.PathLike] = None,
-    plot: Optional[os.PathLike] = None,
-    html: Optional[os.PathLike] = None,
-    dump_faults: Optional[os.PathLike] = None,
-    preset: Optional[str] = None,
-    scale: Optional[float] = None,
-    mean: Optional[Sequence[float]] = None,
-    std: Optional[Sequence[float]] = None,
-    layout: Optional[str] = None,
-    quiet: bool = False,
-    verbose: int = 0,
-) -> Dict[str, Any]:
+def evaluate(models: Sequence[Any], data: Any, **options: Any) -> Dict[str, Any]:
     """A fault-injection campaign over ``models`` on ``data``: ``fitact-onnx evaluate``.
 
     Returns the campaign report as a dict (docs/reports.md: ``config``, ``models``,
-    ``results`` with accuracy and SDC rate per model and BER). ``ber`` is a list of bit error
-    rates; ``bits`` "23-30" or a list of bit positions; ``shard`` "K/N". ``report``, ``csv``,
-    ``plot``, ``html`` and ``dump_faults`` also write those files. The results table is
-    printed on stdout, as the CLI does (``quiet=True`` prints only errors).
+    ``results`` with the accuracy and SDC rate per model and BER). ``labels=`` is an int array
+    or a path; ``ber`` a list of bit error rates; ``bits`` "23-30" or a list of bit positions;
+    ``shard`` "K/N"; ``report``, ``csv``, ``plot``, ``html`` and ``dump_faults`` (paths) also
+    write those files. Every other option is the CLI's (``fitact-onnx evaluate --help``):
+    ``fault``, ``layer``, ``output`` (the model output judged), ``sdc``, ``sdc_tolerance``,
+    ``trials``, ``seed``, ``format``, ``target``, ``threads``, ``batch_size``, ``engine``,
+    ``ort_lib``, the image options, ``quiet``, ``verbose``. The results table is printed on
+    stdout, as the CLI does (``quiet=True`` prints only errors).
 
     Example::
 
@@ -164,46 +102,23 @@ def evaluate(
     if isinstance(models, (str, bytes, os.PathLike)) or not isinstance(models, Sequence):
         raise ValueError("models must be a list of models (onnx.ModelProto, bytes or paths)")
     with _Workspace() as work:
-        report_path = os.fspath(report) if report is not None else work.path("campaign.json")
-        options = dict(_options(evaluate, locals()), data=work.data(data, "data"))
-        options.update(labels=work.labels(labels, "labels"), report=report_path)
+        report = work.output(options.pop("report", None), "campaign.json")
+        labels = work.labels(options.pop("labels", None), "labels")
         paths = [work.model(m, f"model{i}") for i, m in enumerate(models)]
-        work.run("evaluate", paths, options)
-        return work.read_json(report_path)
+        work.run("evaluate", paths, dict(options, data=work.data(data, "data"), labels=labels, report=report))
+        return work.read_json(report)
 
 
-def check(
-    model: Any,
-    reference: Any,
-    data: Any,
-    *,
-    labels: Any = None,
-    output: Optional[str] = None,
-    sdc: Optional[str] = None,
-    sdc_tolerance: Any = None,
-    max_accuracy_drop: Any = None,
-    ber: Optional[float] = None,
-    min_accuracy: Any = None,
-    trials: Optional[int] = None,
-    seed: Optional[int] = None,
-    format: Optional[str] = None,
-    batch_size: Optional[int] = None,
-    engine: Optional[str] = None,
-    ort_lib: Optional[os.PathLike] = None,
-    report: Optional[os.PathLike] = None,
-    preset: Optional[str] = None,
-    scale: Optional[float] = None,
-    mean: Optional[Sequence[float]] = None,
-    std: Optional[Sequence[float]] = None,
-    layout: Optional[str] = None,
-    quiet: bool = False,
-    verbose: int = 0,
-) -> Dict[str, Any]:
+def check(model: Any, reference: Any, data: Any, **options: Any) -> Dict[str, Any]:
     """The CI gate on a hardened ``model`` against its ``reference``: ``fitact-onnx check``.
 
     Returns the check report as a dict (docs/reports.md); ``report["passed"]`` is what the
     CLI's exit code says (0 when true, 1 when false) and ``report["verdict"]`` the line it
-    prints (printed on stdout here too). A failed check is a result, not an exception.
+    prints (on stdout here too). A failed check is a result, not an exception. Options as the
+    CLI's (``fitact-onnx check --help``): ``labels``, ``max_accuracy_drop`` (0.005 or "0.5%"),
+    ``ber`` and ``min_accuracy`` (together), ``trials``, ``seed``, ``format``, ``output``,
+    ``sdc``, ``sdc_tolerance``, ``batch_size``, ``engine``, ``ort_lib``, ``report`` (a path),
+    the image options, ``quiet``, ``verbose``.
 
     Example::
 
@@ -212,18 +127,14 @@ def check(
         assert gate["passed"], gate["verdict"]
     """
     with _Workspace() as work:
-        report_path = os.fspath(report) if report is not None else work.path("check.json")
-        options = dict(_options(check, locals()), data=work.data(data, "data"))
-        options.update(
-            labels=work.labels(labels, "labels"),
-            reference=work.model(reference, "reference"),
-            report=report_path,
-        )
-        work.run("check", [work.model(model, "model")], options)
-        return work.read_json(report_path)
+        report = work.output(options.pop("report", None), "check.json")
+        labels = work.labels(options.pop("labels", None), "labels")
+        files = dict(reference=work.model(reference, "reference"), data=work.data(data, "data"))
+        work.run("check", [work.model(model, "model")], dict(options, **files, labels=labels, report=report))
+        return work.read_json(report)
 
 
-def inspect(model: Any, *, activations: Any = None) -> Dict[str, Any]:
+def inspect(model: Any, *, activations: Any = "all") -> Dict[str, Any]:
     """The activations of ``model``, by kind, and what ``harden`` would bound: ``fitact-onnx inspect --json``.
 
     ``activations`` is what ``harden`` would be given ("all", the default, or a list of kinds).
@@ -233,27 +144,17 @@ def inspect(model: Any, *, activations: Any = None) -> Dict[str, Any]:
         listing = fitact_onnx.inspect("model.onnx", activations=["relu"])
         print(json.dumps(listing, indent=2))
     """
-    kinds = _flag_text(activations) if activations is not None else "all"
     with _Workspace() as work:
         path = work.model(model, "model")
-        return work.relabel(json.loads(_native.inspect_json(path, kinds)))
+        return work.relabel(json.loads(_native.inspect_json(path, _flag_text(activations))))
 
 
-def merge(
-    reports: Sequence[Any],
-    *,
-    report: Optional[os.PathLike] = None,
-    csv: Optional[os.PathLike] = None,
-    plot: Optional[os.PathLike] = None,
-    html: Optional[os.PathLike] = None,
-    quiet: bool = False,
-    verbose: int = 0,
-) -> Dict[str, Any]:
+def merge(reports: Sequence[Any], **options: Any) -> Dict[str, Any]:
     """The report of a whole campaign from those of its shards: ``fitact-onnx merge``.
 
     ``reports`` are the shards' campaign reports, as dicts (what ``evaluate(..., shard="K/N")``
     returns) or JSON paths. Returns the merged report; ``report``, ``csv``, ``plot`` and
-    ``html`` also write it.
+    ``html`` (paths) also write it; ``quiet``, ``verbose``.
 
     Example::
 
@@ -263,22 +164,10 @@ def merge(
     if isinstance(reports, (str, bytes, os.PathLike, Mapping)) or not isinstance(reports, Sequence):
         raise ValueError("reports must be a list of campaign reports (dicts or paths)")
     with _Workspace() as work:
-        report_path = os.fspath(report) if report is not None else work.path("merged.json")
-        options = dict(_options(merge, locals()), report=report_path)
-        work.run("merge", [work.report(r, f"shard{i}") for i, r in enumerate(reports)], options)
-        return work.read_json(report_path)
-
-
-# The arguments that are not options of the command (or are turned into files first).
-_NOT_OPTIONS = {"model", "models", "reports", "reference", "output", "calib", "data", "labels", "report", "work"}
-
-
-def _options(function: Any, scope: Dict[str, Any]) -> Dict[str, Any]:
-    """The keyword options of ``function`` as given in ``scope``, flags to be (``output``
-    stays one for ``evaluate`` and ``check``, where it names a model output)."""
-    names = function.__code__.co_varnames[: function.__code__.co_argcount + function.__code__.co_kwonlyargcount]
-    keep_output = function is not harden
-    return {n: scope[n] for n in names if n not in _NOT_OPTIONS or (n == "output" and keep_output)}
+        report = work.output(options.pop("report", None), "merged.json")
+        shards = [work.report(r, f"shard{i}") for i, r in enumerate(reports)]
+        work.run("merge", shards, dict(options, report=report))
+        return work.read_json(report)
 
 
 def _onnxruntime_package() -> Optional[str]:
@@ -344,6 +233,10 @@ class _Workspace:
 
     def path(self, name: str) -> str:
         return os.path.join(self._dir.name, name)
+
+    def output(self, given: Any, name: str) -> str:
+        """Where the command writes a file: the path given, or one in the folder."""
+        return os.fspath(given) if given is not None else self.path(name)
 
     def _made(self, name: str) -> str:
         path = self.path(name)

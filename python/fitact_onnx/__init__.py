@@ -215,7 +215,8 @@ def _flags(options: Mapping[str, Any]) -> List[str]:
         elif value is True:
             argv.append("--" + name.replace("_", "-"))
         else:
-            argv += ["--" + name.replace("_", "-"), _flag_text(value)]
+            # One word, so that a value starting with '-' is not read as a flag.
+            argv.append(f"--{name.replace('_', '-')}={_flag_text(value)}")
     return argv
 
 

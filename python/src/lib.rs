@@ -82,11 +82,17 @@ fn program(argv: Vec<OsString>) -> impl Iterator<Item = OsString> {
     std::iter::once(OsString::from(fitact_onnx::TOOL)).chain(argv)
 }
 
-/// The first line of a clap error without its `error: ` (the rest is usage and tips).
+/// A clap error in one line, without its `error: `, usage and help hint: its first paragraph
+/// and tips, each paragraph's lines joined.
 fn clap_message(e: &clap::Error) -> String {
     let text = e.render().to_string();
-    let line = text.lines().next().unwrap_or_default();
-    line.strip_prefix("error: ").unwrap_or(line).to_owned()
+    let paragraphs: Vec<String> = text
+        .split("\n\n")
+        .map(|p| p.split_whitespace().collect::<Vec<_>>().join(" "))
+        .filter(|p| !p.is_empty() && !p.starts_with("Usage:") && !p.starts_with("For more information"))
+        .collect();
+    let line = paragraphs.join("; ");
+    line.strip_prefix("error: ").unwrap_or(&line).to_owned()
 }
 
 /// The commands return 0 or 1 (a check that failed).

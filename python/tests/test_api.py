@@ -9,6 +9,8 @@ import json
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -149,3 +151,26 @@ def test_the_onnxruntime_of_this_interpreter_is_found_without_python3_on_path(tm
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "onnxruntime"
+
+
+def test_the_gil_is_released_while_a_command_runs():
+    ticks = []
+    done = threading.Event()
+
+    def tick():
+        while not done.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.005)
+
+    ticker = threading.Thread(target=tick)
+    ticker.start()
+    try:
+        start = time.monotonic()
+        fitact_onnx.harden(MODEL, calib=np.concatenate([CALIB] * 4), engine="tract", quiet=True)
+        end = time.monotonic()
+    finally:
+        done.set()
+        ticker.join()
+    during = [t for t in ticks if start < t < end]
+    # Held, the GIL would let the ticker in only while Python writes and reads the files.
+    assert len(during) >= 0.25 * (end - start) / 0.005, (len(during), end - start)

@@ -26,7 +26,14 @@ fn harden_everywhere(model: &str, data: &str) {
         for engine in ["onnxruntime", "tract"] {
             let out = dir.path().join(format!("{method}_{engine}.onnx"));
             let json = dir.path().join(format!("{method}_{engine}.json"));
-            let args = ["--method", method, "--engine", engine, "--report", json.to_str().unwrap()];
+            let args = [
+                "--method",
+                method,
+                "--engine",
+                engine,
+                "--report",
+                json.to_str().unwrap(),
+            ];
             harden_ok(&model, &out, &data, &args);
             python("npz_outputs.py", &[&model, &out, &data]);
             let json = report(&json);
@@ -41,7 +48,10 @@ fn harden_everywhere(model: &str, data: &str) {
             extremes.push(maxima);
         }
         for (a, b) in extremes[0].iter().zip(&extremes[1]) {
-            assert!((a - b).abs() <= 1e-4 * a.abs().max(1.0), "{method}: {a} (onnxruntime) vs {b} (tract)");
+            assert!(
+                (a - b).abs() <= 1e-4 * a.abs().max(1.0),
+                "{method}: {a} (onnxruntime) vs {b} (tract)"
+            );
         }
     }
 }
@@ -66,7 +76,10 @@ fn a_batch_axis_in_the_middle_takes_the_same_whole_feeds() {
 #[test]
 fn evaluate_runs_models_with_integer_and_whole_feed_inputs_in_both_engines() {
     let dir = tempfile::tempdir().unwrap();
-    for (model, data) in [("two_inputs.onnx", "two_inputs.npz"), ("recurrent.onnx", "recurrent.npz")] {
+    for (model, data) in [
+        ("two_inputs.onnx", "two_inputs.npz"),
+        ("recurrent.onnx", "recurrent.npz"),
+    ] {
         let (model, data) = (any_model(model), any_model(data));
         let mut sdcs = Vec::new();
         for engine in ["onnxruntime", "tract"] {
@@ -88,7 +101,11 @@ fn evaluate_runs_models_with_integer_and_whole_feed_inputs_in_both_engines() {
                 json.to_str().unwrap(),
                 "-q",
             ]);
-            assert!(run.status.success(), "{engine}: {}", String::from_utf8_lossy(&run.stderr));
+            assert!(
+                run.status.success(),
+                "{engine}: {}",
+                String::from_utf8_lossy(&run.stderr)
+            );
             let json = report(&json);
             let result = &json["results"][0];
             assert!(result["mean_flips"].as_f64().unwrap() > 0.0, "{json}");
@@ -107,7 +124,8 @@ fn arrays_that_fit_no_layout_and_lossy_conversions_are_named_in_one_line() {
         let path = dir.path().join(name);
         let mut npz = ndarray_npy::NpzWriter::new(std::fs::File::create(&path).unwrap());
         npz.add_array("tokens", &tokens).unwrap();
-        npz.add_array("features", &ndarray::Array2::<f32>::zeros((4, 8))).unwrap();
+        npz.add_array("features", &ndarray::Array2::<f32>::zeros((4, 8)))
+            .unwrap();
         npz.finish().unwrap();
         path
     };
@@ -122,7 +140,10 @@ fn arrays_that_fit_no_layout_and_lossy_conversions_are_named_in_one_line() {
     };
     let floats = write("floats.npz", ndarray::ArrayD::zeros(ndarray::IxDyn(&[4, 16])));
     let err = run(&floats);
-    assert!(err.contains("array 'tokens' holds float32 values, the input takes int64: give integer values"), "{err}");
+    assert!(
+        err.contains("array 'tokens' holds float32 values, the input takes int64: give integer values"),
+        "{err}"
+    );
     let wrong = write("wrong.npz", ndarray::ArrayD::zeros(ndarray::IxDyn(&[4, 15])));
     let err = run(&wrong);
     assert!(

@@ -2,7 +2,9 @@
 //! archive (one array per input name) or a folder of images (`images`), checked against what
 //! the model expects, with their labels.
 
-use crate::engine::{ElemType, Engine, EngineError, Outputs, Session, Value, declared_dims, declared_elem_type, model_input_names};
+use crate::engine::{
+    ElemType, Engine, EngineError, Outputs, Session, Value, declared_dims, declared_elem_type, model_input_names,
+};
 use fitact_passes::onnx::ModelProto;
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::{NpzReader, ReadNpyError, ReadNpzError, ReadableElement, read_npy};
@@ -43,7 +45,9 @@ pub struct Samples {
 impl Samples {
     /// Float32 samples batched along axis 0 (as image folders and tests make them).
     pub fn batched(inputs: Vec<(String, ArrayD<f32>)>) -> Samples {
-        let count = inputs.first().map_or(0, |(_, a)| a.shape().first().copied().unwrap_or(0));
+        let count = inputs
+            .first()
+            .map_or(0, |(_, a)| a.shape().first().copied().unwrap_or(0));
         Samples {
             layouts: vec![Layout::Batched; inputs.len()],
             inputs: inputs.into_iter().map(|(n, a)| (n, Value::from(a))).collect(),
@@ -92,9 +96,20 @@ impl Samples {
     /// A session of `model` for these samples, run `preferred` at a time (`run_size`): for
     /// batched inputs with the batch free unless the model fixes it; for whole feeds, loaded
     /// for exactly the first sample's.
-    pub fn session(&self, engine: &Engine, model: &ModelProto, preferred: usize, outputs: Outputs) -> Result<Session, EngineError> {
+    pub fn session(
+        &self,
+        engine: &Engine,
+        model: &ModelProto,
+        preferred: usize,
+        outputs: Outputs,
+    ) -> Result<Session, EngineError> {
         if self.one_at_a_time() {
-            let first: Vec<(String, Value)> = self.inputs.iter().map(|(n, _)| n.clone()).zip(self.slice(0, 1)).collect();
+            let first: Vec<(String, Value)> = self
+                .inputs
+                .iter()
+                .map(|(n, _)| n.clone())
+                .zip(self.slice(0, 1))
+                .collect();
             return engine.load_for_values(model, &first, outputs);
         }
         engine.load(model, &self.sample_shapes(), preferred, outputs)
@@ -271,7 +286,10 @@ fn layout_for(shape: &[usize], dims: Option<&[Option<i64>]>) -> Result<Layout, S
     let batched = if dims.is_empty() {
         String::new()
     } else {
-        format!("(N, {}) for samples along its first axis, or ", show(&dims[1..]).trim_matches(['[', ']']))
+        format!(
+            "(N, {}) for samples along its first axis, or ",
+            show(&dims[1..]).trim_matches(['[', ']'])
+        )
     };
     Err(format!(
         "has samples of shape {rest:?}, but the input is declared {}: give {batched}(N, {}) for N whole feeds",
@@ -361,7 +379,9 @@ fn check_finite(name: &str, array: &Raw) -> Result<(), String> {
     match index {
         Some(index) => {
             let sample = index / (len / array.shape()[0]).max(1);
-            Err(format!("array '{name}' holds a NaN or infinite value (sample {sample})"))
+            Err(format!(
+                "array '{name}' holds a NaN or infinite value (sample {sample})"
+            ))
         }
         None => Ok(()),
     }
@@ -429,7 +449,9 @@ pub fn load_labels(path: &Path, count: usize) -> anyhow::Result<Vec<usize>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fitact_passes::onnx::{GraphProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto};
+    use fitact_passes::onnx::{
+        GraphProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto, type_proto,
+    };
     use ndarray::Array;
     use ndarray_npy::{NpzWriter, write_npy};
 
@@ -514,12 +536,23 @@ mod tests {
         };
         let model = model_with_inputs(&[("tokens", INT64, &[-1, 3]), ("features", FLOAT, &[-1, 2])]);
         let ok = write("ok.npz", &|npz| {
-            npz.add_array("tokens", &Array::from_shape_vec((2, 3), vec![1i32, 2, 3, 4, 5, 6]).unwrap()).unwrap();
-            npz.add_array("features", &Array::from_shape_vec((2, 2), vec![1u8, 2, 3, 4]).unwrap()).unwrap();
+            npz.add_array(
+                "tokens",
+                &Array::from_shape_vec((2, 3), vec![1i32, 2, 3, 4, 5, 6]).unwrap(),
+            )
+            .unwrap();
+            npz.add_array("features", &Array::from_shape_vec((2, 2), vec![1u8, 2, 3, 4]).unwrap())
+                .unwrap();
         });
         let samples = load_samples(&ok, &model).unwrap();
-        assert_eq!(samples.inputs[0].1.to_array::<i64>().unwrap().as_slice().unwrap(), &[1, 2, 3, 4, 5, 6]);
-        assert_eq!(samples.inputs[1].1.to_array::<f32>().unwrap().as_slice().unwrap(), &[1.0, 2.0, 3.0, 4.0]);
+        assert_eq!(
+            samples.inputs[0].1.to_array::<i64>().unwrap().as_slice().unwrap(),
+            &[1, 2, 3, 4, 5, 6]
+        );
+        assert_eq!(
+            samples.inputs[1].1.to_array::<f32>().unwrap().as_slice().unwrap(),
+            &[1.0, 2.0, 3.0, 4.0]
+        );
 
         let floats = write("floats.npz", &|npz| {
             npz.add_array("tokens", &Array::<f32, _>::zeros((2, 3))).unwrap();
@@ -533,18 +566,23 @@ mod tests {
 
         let big = write("big.npz", &|npz| {
             npz.add_array("tokens", &Array::<i64, _>::zeros((2, 3))).unwrap();
-            npz.add_array("features", &Array::from_elem((2, 2), 16_777_217i64)).unwrap();
+            npz.add_array("features", &Array::from_elem((2, 2), 16_777_217i64))
+                .unwrap();
         });
         let err = error_of(&big, &model);
         assert!(err.contains("16777217 has no exact float32"), "{err}");
 
         let narrow = model_with_inputs(&[("tokens", INT32, &[-1, 3]), ("features", FLOAT, &[-1, 2])]);
         let wide = write("wide.npz", &|npz| {
-            npz.add_array("tokens", &Array::from_elem((2, 3), 3_000_000_000i64)).unwrap();
+            npz.add_array("tokens", &Array::from_elem((2, 3), 3_000_000_000i64))
+                .unwrap();
             npz.add_array("features", &Array::<f32, _>::zeros((2, 2))).unwrap();
         });
         let err = error_of(&wide, &narrow);
-        assert!(err.contains("holds int64 values, the input takes int32: 3000000000 does not fit"), "{err}");
+        assert!(
+            err.contains("holds int64 values, the input takes int32: 3000000000 does not fit"),
+            "{err}"
+        );
 
         let flags = write("flags.npz", &|npz| {
             npz.add_array("tokens", &Array::from_elem((2, 3), true)).unwrap();
@@ -556,11 +594,19 @@ mod tests {
     #[test]
     fn inputs_without_a_batch_axis_in_front_take_whole_feeds_one_sample_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
-        let model = model_with_inputs(&[("x", FLOAT, &[3, -1, 2]), ("h", FLOAT, &[1, 1, 4]), ("mode", INT64, &[])]);
+        let model = model_with_inputs(&[
+            ("x", FLOAT, &[3, -1, 2]),
+            ("h", FLOAT, &[1, 1, 4]),
+            ("mode", INT64, &[]),
+        ]);
         let path = dir.path().join("state.npz");
         let mut npz = NpzWriter::new(File::create(&path).unwrap());
         npz.add_array("x", &Array::<f32, _>::zeros((5, 3, 1, 2))).unwrap();
-        npz.add_array("h", &Array::from_shape_fn((5, 1, 1, 4), |(n, _, _, k)| (n * 10 + k) as f32)).unwrap();
+        npz.add_array(
+            "h",
+            &Array::from_shape_fn((5, 1, 1, 4), |(n, _, _, k)| (n * 10 + k) as f32),
+        )
+        .unwrap();
         npz.add_array("mode", &Array::from_vec(vec![0i64, 1, 0, 1, 1])).unwrap();
         npz.finish().unwrap();
         let samples = load_samples(&path, &model).unwrap();
@@ -570,16 +616,30 @@ mod tests {
         let feeds = samples.slice(2, 3);
         let shapes: Vec<&[usize]> = feeds.iter().map(|f| f.shape()).collect();
         assert_eq!(shapes, vec![&[3, 1, 2][..], &[1, 1, 4], &[]]);
-        assert_eq!(feeds[1].to_array::<f32>().unwrap().as_slice().unwrap(), &[20.0, 21.0, 22.0, 23.0]);
+        assert_eq!(
+            feeds[1].to_array::<f32>().unwrap().as_slice().unwrap(),
+            &[20.0, 21.0, 22.0, 23.0]
+        );
         assert_eq!(feeds[2].scalar_i64(), Some(0));
 
         // The same arrays for a model that takes the state batch-first are batched.
-        let batched = model_with_inputs(&[("x", FLOAT, &[-1, 3, 1, 2]), ("h", FLOAT, &[-1, 1, 1, 4]), ("mode", INT64, &[-1])]);
+        let batched = model_with_inputs(&[
+            ("x", FLOAT, &[-1, 3, 1, 2]),
+            ("h", FLOAT, &[-1, 1, 1, 4]),
+            ("mode", INT64, &[-1]),
+        ]);
         let samples = load_samples(&path, &batched).unwrap();
         assert_eq!(samples.layouts, vec![Layout::Batched; 3]);
         assert_eq!(samples.run_size(8), 8);
 
-        let err = error_of(&path, &model_with_inputs(&[("x", FLOAT, &[3, -1, 2]), ("h", FLOAT, &[1, 2, 4]), ("mode", INT64, &[])]));
+        let err = error_of(
+            &path,
+            &model_with_inputs(&[
+                ("x", FLOAT, &[3, -1, 2]),
+                ("h", FLOAT, &[1, 2, 4]),
+                ("mode", INT64, &[]),
+            ]),
+        );
         assert!(
             err.contains("array 'h' has samples of shape [1, 1, 4], but the input is declared [1, 2, 4]: give (N, 2, 4) for samples along its first axis, or (N, 1, 2, 4) for N whole feeds"),
             "{err}"

@@ -284,7 +284,12 @@ impl Value {
         impl PerElement for Select<'_> {
             type Output = Value;
             fn run<T: Element>(self) -> Value {
-                Value::from(self.0.view::<T>().expect("the type was checked").select(Axis(0), self.1))
+                Value::from(
+                    self.0
+                        .view::<T>()
+                        .expect("the type was checked")
+                        .select(Axis(0), self.1),
+                )
             }
         }
         self.elem_type()

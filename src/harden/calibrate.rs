@@ -147,7 +147,12 @@ pub fn calibrate(
 ) -> Result<Calibration, CalibrateError> {
     let indexed: Vec<(usize, ActivationSite)> = sites.iter().cloned().enumerate().collect();
     let mut main = GraphObserver::build(model.clone(), &indexed, &options.engine)?;
-    let runner = samples.session(&options.engine, model, options.batch_size, Outputs::Tensors(&main.outputs))?;
+    let runner = samples.session(
+        &options.engine,
+        model,
+        options.batch_size,
+        Outputs::Tensors(&main.outputs),
+    )?;
     let batch_size = runner.batch_size(samples.run_size(options.batch_size));
     let progress = if options.progress && samples.count > 4 * batch_size {
         ProgressBar::new(samples.count as u64).with_style(

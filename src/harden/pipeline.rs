@@ -8,14 +8,15 @@ use crate::data::dataset::{Samples, load_dataset};
 use crate::data::images::ImageOptions;
 use crate::harden::bounds::{Granularity, bound_from_maxima, bound_from_range};
 use crate::harden::calibrate::{ActivationMax, CalibrateError, CalibrateOptions, Calibration, calibrate, top_for};
-use crate::harden::method::{Method, ModeName};
+use crate::harden::method::{EmissionName, Method, ModeName};
 use crate::harden::report::{ActivationReport, CalibrationSummary, HardenReport, Stats};
 use crate::model_io::{read_model, write_atomically, write_model};
 use crate::search::{Base, Bases, SearchLog, SearchOptions, scaled, search, split};
 use crate::{TOOL, VERSION};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
-use fitact_passes::bound_activations::{Applied, Bound, BoundRequest, bound_activations};
+use fitact_passes::bound_activations::{Applied, Bound, BoundRequest, Emission, bound_activations_with};
+use fitact_passes::fold_channel_bounds::fold_channel_bounds;
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
 use fitact_passes::tensor::FLOAT;
@@ -39,6 +40,8 @@ pub struct HardenOptions {
     pub method: Method,
     pub granularity: Option<Granularity>,
     pub mode: Option<ModeName>,
+    /// The nodes a bounded Relu gets (`--emission`).
+    pub emission: EmissionName,
     pub margin: f32,
     pub batch_size: usize,
     pub report: Option<PathBuf>,
@@ -105,7 +108,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         }
         _ => rule.bounds(&calibration.activations, None),
     };
-    let (requests, applied) = bound_model(&mut model, &sites, bounds, mode)?;
+    let (requests, applied, folded) = bound_model(&mut model, &sites, bounds, mode, options.emission)?;
     record_metadata(&mut model, harden_metadata(options, granularity, mode, requests.len())?);
     // In place, the files read may be replaced (each atomically; the data file first).
     let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
@@ -120,6 +123,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         calibration_seconds: seconds,
         requests: &requests,
         applied: &applied,
+        folded: &folded,
     };
     let report = harden_report(options, &made, search_log);
     if let Some(path) = &options.report {
@@ -329,14 +333,17 @@ fn search_bounds(
     Ok((bounds, log))
 }
 
-/// Bounds every site in `model` (the `bound_activations` pass); a site the pass skips is an
-/// error, never a half-hardened model.
+/// Bounds every site in `model` (with `fold` emissions, `fold_channel_bounds` first, then the
+/// `bound_activations` pass); a site the pass skips is an error, never a half-hardened model.
+/// The requests returned hold the calibrated bounds, folded or not; with them, per request,
+/// the initializers its bound was folded into (none where it was not folded).
 pub fn bound_model(
     model: &mut ModelProto,
     sites: &[ActivationSite],
     bounds: Vec<Bound>,
     mode: ModeName,
-) -> Result<(Vec<BoundRequest>, Vec<Applied>)> {
+    emission: EmissionName,
+) -> Result<(Vec<BoundRequest>, Vec<Applied>, Vec<Vec<String>>)> {
     let requests: Vec<BoundRequest> = sites
         .iter()
         .zip(bounds)
@@ -346,7 +353,9 @@ pub fn bound_model(
             elem_type: FLOAT,
         })
         .collect();
-    let outcome = bound_activations(model, &requests, mode.into()).context("bounding the activations")?;
+    let (emitted, emissions, folded) = emission_plan(model, &requests, mode, emission)?;
+    let outcome =
+        bound_activations_with(model, &emitted, mode.into(), &emissions).context("bounding the activations")?;
     if let Some(skipped) = outcome.skipped.first() {
         return Err(HardenError::Skipped {
             site: skipped.site.describe(),
@@ -354,7 +363,44 @@ pub fn bound_model(
         }
         .into());
     }
-    Ok((requests, outcome.applied))
+    Ok((requests, outcome.applied, folded))
+}
+
+/// What the pass is asked to emit for each request: with `fold`, the folded Relus are bounded
+/// by the scalar 1 (negated with `fold-threshold` in zero mode, from opset 10).
+fn emission_plan(
+    model: &mut ModelProto,
+    requests: &[BoundRequest],
+    mode: ModeName,
+    emission: EmissionName,
+) -> Result<(Vec<BoundRequest>, Vec<Emission>, Vec<Vec<String>>)> {
+    let mut emitted = requests.to_vec();
+    let mut rescaled = vec![Vec::new(); requests.len()];
+    let kept = match emission {
+        EmissionName::Plain => Emission::Plain,
+        _ => Emission::ReluFirst,
+    };
+    let mut emissions = vec![kept; requests.len()];
+    if matches!(emission, EmissionName::Fold | EmissionName::FoldThreshold) {
+        let negate = emission == EmissionName::FoldThreshold && mode == ModeName::Zero && default_opset(model)? >= 10;
+        let report = fold_channel_bounds(model, requests, negate);
+        for folded in &report.folded {
+            emitted[folded.index].bound = Bound::scalar(1.0);
+            rescaled[folded.index] = folded.rescaled.clone();
+            if folded.negated {
+                emissions[folded.index] = Emission::NegatedThreshold;
+            }
+        }
+        log::info!(
+            "{} of {} bounds folded into the weights",
+            report.folded.len(),
+            requests.len()
+        );
+        for skipped in &report.not_folded {
+            log::debug!("not folded: {}: {}", skipped.site.describe(), skipped.reason);
+        }
+    }
+    Ok((emitted, emissions, rescaled))
 }
 
 /// The `fitact.*` entries of the hardened model's `metadata_props`.
@@ -363,7 +409,7 @@ fn harden_metadata(
     granularity: Granularity,
     mode: ModeName,
     bounded: usize,
-) -> Result<[(&'static str, String); 8]> {
+) -> Result<[(&'static str, String); 9]> {
     let kinds: Vec<String> = options.activations.iter().map(|k| k.cli_name()).collect();
     let granularity_name = serde_json::to_value(granularity)?
         .as_str()
@@ -374,6 +420,7 @@ fn harden_metadata(
         ("fitact.method", options.method.to_string()),
         ("fitact.granularity", granularity_name),
         ("fitact.mode", mode.to_string()),
+        ("fitact.emission", options.emission.to_string()),
         ("fitact.margin", options.margin.to_string()),
         ("fitact.activations", kinds.join(",")),
         ("fitact.bounded_activations", bounded.to_string()),
@@ -390,6 +437,7 @@ struct Hardened<'a> {
     calibration_seconds: f64,
     requests: &'a [BoundRequest],
     applied: &'a [Applied],
+    folded: &'a [Vec<String>],
 }
 
 /// The harden report: the options, what calibration saw and what each site got.
@@ -399,7 +447,11 @@ fn harden_report(options: &HardenOptions, made: &Hardened, search_log: Option<Se
         .iter()
         .zip(made.applied)
         .zip(&made.calibration.activations)
-        .map(|((request, applied), max)| activation_report(&request.site, request, applied, max))
+        .zip(made.folded)
+        .map(|(((request, applied), max), folded)| ActivationReport {
+            folded_into: folded.clone(),
+            ..activation_report(&request.site, request, applied, max)
+        })
         .collect();
     HardenReport {
         tool: TOOL,
@@ -409,6 +461,7 @@ fn harden_report(options: &HardenOptions, made: &Hardened, search_log: Option<Se
         method: options.method,
         granularity: made.granularity,
         mode: made.mode,
+        emission: options.emission,
         margin: options.margin,
         opset: made.opset,
         engine: options.engine.info(),
@@ -461,6 +514,7 @@ fn activation_report(
             .map(|m| m.iter().copied().fold(f32::INFINITY, f32::min)),
         nonfinite_values: max.nonfinite,
         emitted_nodes: applied.nodes.clone(),
+        folded_into: Vec::new(),
     }
 }
 

@@ -73,7 +73,11 @@ impl Batches {
 
     /// The first batch's feeds by input name.
     pub fn named(&self, b: usize) -> Vec<(String, Value)> {
-        self.input_names.iter().cloned().zip(self.batches[b].0.iter().cloned()).collect()
+        self.input_names
+            .iter()
+            .cloned()
+            .zip(self.batches[b].0.iter().cloned())
+            .collect()
     }
 
     /// A session of `model` for these batches: loaded for their shapes, with the batch axis

@@ -188,7 +188,6 @@ fn prefix(samples: &Samples, n: usize) -> Samples {
     samples.select(&(0..n).collect::<Vec<_>>())
 }
 
-
 /// What checking a candidate found.
 #[derive(Debug, Clone, Copy)]
 enum Check {

@@ -28,12 +28,12 @@
 //! **When it applies** (all of it, or the site is left as it is and reported with the reason):
 //! - the site is a `Relu` of the main graph, its bound is per channel (dims `[C, 1, ..]`, finite,
 //!   >= 0), its element type float32;
-//! - its input X is read by the Relu alone and is no graph output, and is written by a `Conv`
+//! - its input X is read by the Relu alone (no subgraph reads it) and is no graph output, and is written by a `Conv`
 //!   (weights `[C, ..]`, optional bias `[C]`), a `Gemm` (output columns: B `[K, C]`, or `[C, K]`
 //!   with `transB`; optional bias C `[C]` or `[1, C]`) or a `BatchNormalization` (scale and
 //!   bias `[C]`; one output), whose rescaled tensors are float32 initializers used by no other
 //!   node and no subgraph;
-//! - every consumer of Y, followed through `MaxPool`, `GlobalMaxPool` (one output; only without
+//! - every consumer of Y (none inside a subgraph), followed through `MaxPool`, `GlobalMaxPool` (one output; only without
 //!   `negate`: max does not commute with a negative scale), `AveragePool` and
 //!   `GlobalAveragePool` (each commutes with a per-channel scale), is a `Conv` reading it as its
 //!   data input (grouped convolutions included) or, through a `Flatten` with `axis = 1`, a
@@ -191,7 +191,7 @@ fn plan(graph: &GraphProto, request: &BoundRequest, shared: &HashSet<String>, ne
         return Err("the site's node is no longer its Relu".into());
     }
     let uses = Uses::of(graph, shared);
-    if uses.readers(&site.input).len() != 1 || uses.is_output(&site.input) {
+    if uses.readers(&site.input).len() != 1 || uses.is_output(&site.input) || shared.contains(&site.input) {
         return Err(format!("{} is read by more than the Relu", site.input));
     }
     let producer = producer_rescales(graph, &uses, &site.input, channels)?;
@@ -372,6 +372,9 @@ fn consumer_rescales(
     while let Some((tensor, flattened)) = frontier.pop() {
         if uses.is_output(&tensor) {
             return Err(format!("{tensor} is a graph output"));
+        }
+        if uses.shared.contains(&tensor) {
+            return Err(format!("{tensor} is read inside a subgraph"));
         }
         for &(reader, slot) in uses.readers(&tensor) {
             let node = &graph.node[reader];
@@ -659,6 +662,27 @@ mod tests {
         let graph = m.graph.as_ref().unwrap();
         assert_eq!(graph.node[3].input[1], "o/fitact/folded");
         assert_eq!(graph.node[4].input[1], "o/fitact/folded_1");
+    }
+
+    #[test]
+    fn a_relu_read_inside_a_subgraph_is_not_folded() {
+        let branch = GraphProto {
+            node: vec![node("Identity", &["y"], "z", &[])],
+            ..Default::default()
+        };
+        let mut iff = node("If", &["cond"], "out", &[]);
+        iff.attribute.push(AttributeProto {
+            name: Some("then_branch".into()),
+            g: Some(branch),
+            r#type: Some(5),
+            ..Default::default()
+        });
+        let mut m = model(vec![iff], vec![]);
+        let before = m.clone();
+        let r = request(&m, &[1.0, 2.0, 3.0]);
+        let report = fold_channel_bounds(&mut m, &[r], false);
+        assert!(report.not_folded[0].reason.contains("subgraph"), "{report:?}");
+        assert_eq!(m, before);
     }
 
     #[test]

@@ -58,7 +58,7 @@ pub struct Args {
     /// it; fold: relu-first, with per-channel bounds folded into the weights before and after
     /// the Relu where they can be, so that the bound is the scalar 1; fold-threshold: fold, and
     /// in zero mode the folded Relus are Clip + ThresholdedRelu (one element-wise op).
-    #[arg(long, value_enum, default_value_t = EmissionName::Fold)]
+    #[arg(long, value_enum, default_value_t = EmissionName::FoldThreshold)]
     emission: EmissionName,
     /// Bounds are the calibrated maxima times (1 + margin). The small default is numerical
     /// headroom: another runtime (or another batch split) may compute a maximum one rounding

@@ -4,7 +4,7 @@
 //! exceed, and inputs that hold NaN and infinities, the model hardened with each emission gives
 //! in tract what the plain emission (the reference bounded activation, `bounded_semantics.rs`)
 //! gives, within 1e-4 relative (+1e-5 absolute: each folded weight is rounded once more). The
-//! same cases pass the full onnx check and agree in onnxruntime (`python/emission_forms.py`). No
+//! same cases pass the full onnx check and agree in onnxruntime (`python/semantics.py --close`). No
 //! `Relu` is left without a bound after it, and a lone Relu bounded with `ReluFirst` or
 //! `NegatedThreshold` gives the reference exactly, NaN and infinities included.
 
@@ -181,28 +181,6 @@ fn harden(model: &ModelProto, bounds: &[Vec<f32>], mode: ModeName, emission: Emi
     m
 }
 
-/// Every Relu's output is read only by the nodes of a bound (no Relu is left unbounded).
-fn every_relu_is_bounded(m: &ModelProto) -> Result<(), String> {
-    let graph = m.graph.as_ref().unwrap();
-    for relu in graph.node.iter().filter(|n| n.op_type() == "Relu") {
-        let y = &relu.output[0];
-        let readers: Vec<&str> = graph
-            .node
-            .iter()
-            .filter(|n| n.input.contains(y))
-            .map(|n| n.op_type())
-            .collect();
-        let bounded = !readers.is_empty()
-            && readers
-                .iter()
-                .all(|op| ["LessOrEqual", "Less", "Where", "Min"].contains(op));
-        if !bounded || graph.output.iter().any(|o| o.name() == y) {
-            return Err(format!("{} is read by {readers:?}", relu.name()));
-        }
-    }
-    Ok(())
-}
-
 struct Case {
     plain: ModelProto,
     forms: Vec<(EmissionName, ModelProto)>,
@@ -257,7 +235,10 @@ fn build(
 fn check_case(case: &Case) -> Result<(), String> {
     let want = run_tract(&case.plain, &case.x);
     for (emission, form) in &case.forms {
-        every_relu_is_bounded(form).map_err(|e| format!("{emission}: {e}"))?;
+        let unbounded = common::unbounded_relus(form);
+        if !unbounded.is_empty() {
+            return Err(format!("{emission}: Relus left without a bound: {unbounded:?}"));
+        }
         let got = run_tract(form, &case.x);
         if !close(&got, &want) {
             return Err(format!("{emission}: got {got:?}\nwant {want:?}"));
@@ -350,7 +331,7 @@ fn every_emission_matches_the_plain_form_in_onnxruntime() {
             }
         }
     }
-    let out = python("emission_forms.py", &[dir.path()]);
+    let out = python("semantics.py", &[dir.path(), std::path::Path::new("--close")]);
     assert!(out.contains(&format!("{n} cases agree")), "{out}");
 }
 

@@ -451,3 +451,26 @@ fn a_contrib_operator_passes_through_untouched() {
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(json.unwrap()["results"].as_array().unwrap().len(), 2);
 }
+
+#[test]
+fn an_lstm_whose_state_carries_the_batch_in_its_middle_axis_runs_one_sample_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    python("make_lstm_model.py", &[dir.path()]);
+    let (model, data) = (dir.path().join("lstm.onnx"), dir.path().join("lstm.npz"));
+    for engine in ["tract", "onnxruntime"] {
+        let out = dir.path().join(format!("lstm.{engine}.onnx"));
+        harden_ok(&model, &out, &data, &["--engine", engine]);
+        python("npz_outputs.py", &[&model, &out, &data]);
+        let (run, json) = evaluate(
+            &[&model, &out],
+            &data,
+            &["--ber", "1e-3", "--trials", "4", "--engine", engine],
+        );
+        assert!(
+            run.status.success(),
+            "{engine}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_eq!(json.unwrap()["config"]["samples"], 24);
+    }
+}

@@ -20,7 +20,7 @@ mod common;
 
 use common::{engines, env_usize, median, ms, time};
 use fitact_onnx::data::dataset::{Samples, load_samples};
-use fitact_onnx::engine::{Engine, Outputs, model_input_names};
+use fitact_onnx::engine::{Engine, Outputs};
 use fitact_onnx::harden::calibrate::{CalibrateOptions, calibrate};
 use fitact_onnx::model_io::read_model;
 use fitact_passes::activations::{ActivationKind, find_kinds};

@@ -22,7 +22,7 @@ mod common;
 
 use common::{env_usize, median, ms, time};
 use fitact_onnx::data::dataset::{Samples, load_samples};
-use fitact_onnx::engine::{Engine, Outputs, Session, model_input_names};
+use fitact_onnx::engine::{Engine, Outputs, Session};
 use fitact_onnx::harden::bounds::Granularity;
 use fitact_onnx::harden::method::Method;
 use fitact_onnx::harden::{HardenOptions, harden};

@@ -17,7 +17,7 @@ mod common;
 
 use common::{engines, fixtures_dir, ms, time};
 use fitact_onnx::data::dataset::load_samples;
-use fitact_onnx::engine::{Engine, Outputs, model_input_names};
+use fitact_onnx::engine::{Engine, Outputs};
 use fitact_onnx::harden::method::Method;
 use fitact_onnx::harden::{HardenOptions, SearchSettings, harden};
 use fitact_onnx::model_io::read_model;
@@ -87,6 +87,9 @@ fn bench(
             max_evals: None,
             time_limit: None,
             percentile: None,
+            output: None,
+            sdc: fitact_onnx::replay::judge::SdcRule::Auto,
+            sdc_tolerance: fitact_onnx::replay::judge::DEFAULT_TOLERANCE,
         }),
     };
     let (searched, report) = time(|| harden(&options).unwrap());

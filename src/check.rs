@@ -1,6 +1,8 @@
 //! `check`: a gate for CI. A hardened model passes when its clean accuracy (with labels) or
-//! its top-1 agreement with the reference (without) drops by no more than the budget, and,
-//! when asked, when its mean accuracy under weight faults at one BER reaches a floor.
+//! its agreement with the reference (without: the same top-1 class, or for an output that is
+//! not class scores, values within a tolerance; `replay::judge`) drops by no more than the
+//! budget, and, when asked, when its mean accuracy under weight faults at one BER reaches a
+//! floor.
 //!
 //! A stage of its own, above `faults`: may use `faults` (the resilience campaign), `replay`
 //! (clean predictions), `data`, `engine`, `model_io` and `passes`.
@@ -11,6 +13,7 @@ use crate::engine::batch_size_for;
 use crate::faults::flips::WeightFormat;
 use crate::faults::{EvaluateOptions, FaultKind, evaluate_on};
 use crate::model_io::read_model;
+use crate::replay::judge::{Judge, SdcRule, check_labelled, judged_output, with_output_first};
 use crate::replay::{Batches, check_labels, predict};
 use crate::{TOOL, VERSION};
 use anyhow::{Context, Result, ensure};
@@ -34,6 +37,10 @@ pub struct CheckOptions {
     pub format: WeightFormat,
     pub batch_size: usize,
     pub progress: bool,
+    /// The output judged (default: the first), and how (`replay::judge`).
+    pub output: Option<String>,
+    pub sdc: SdcRule,
+    pub sdc_tolerance: f64,
 }
 
 /// What the gate measured and decided; `--report` writes it as JSON (docs/reports.md).
@@ -46,8 +53,11 @@ pub struct CheckReport {
     pub model: String,
     pub reference: String,
     pub samples: usize,
-    /// "accuracy" with labels, "agreement" (top-1 agreement with the reference) without.
+    /// "accuracy" with labels, "agreement" (with the reference, by `judge`) without.
     pub metric: &'static str,
+    /// The output compared, and what counts as agreeing on it.
+    pub output: String,
+    pub judge: Judge,
     /// The reference's accuracy (1 for agreement: it agrees with itself).
     pub reference_value: f64,
     pub value: f64,
@@ -90,10 +100,15 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
         &data.samples,
         batch_size_for(&model, options.batch_size.min(data.samples.count)),
     );
-    let (ours, _) = predict(&options.engine, &model, &batches, &[])
-        .with_context(|| format!("running {}", options.model.display()))?;
-    let (theirs, _) = predict(&options.engine, &reference, &batches, &[])
+    let output = judged_output(&reference, options.output.as_deref()).context("the reference model")?;
+    let reference = with_output_first(&reference, &output).context("the reference model")?;
+    let model = with_output_first(&model, &output).context("the hardened model")?;
+    let (theirs, _) = predict(&options.engine, &reference, &batches, &[], true)
         .with_context(|| format!("running {}", options.reference.display()))?;
+    let judge = Judge::resolve(options.sdc, options.sdc_tolerance, &theirs.shape);
+    check_labelled(judge, data.labels.is_some(), &output, &theirs.shape)?;
+    let (ours, _) = predict(&options.engine, &model, &batches, &[], judge.needs_values())
+        .with_context(|| format!("running {}", options.model.display()))?;
     let fraction = |a: &[usize], b: &[usize]| a.iter().zip(b).filter(|(x, y)| x == y).count() as f64 / a.len() as f64;
     let (metric, reference_value, value) = match &data.labels {
         Some(labels) => {
@@ -104,7 +119,11 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
                 fraction(&ours.classes, labels),
             )
         }
-        None => ("agreement", 1.0, fraction(&ours.classes, &theirs.classes)),
+        None => {
+            let agreement = judge.agreement(&theirs, &ours);
+            let agreed = agreement.iter().filter(|a| **a).count();
+            ("agreement", 1.0, agreed as f64 / agreement.len().max(1) as f64)
+        }
     };
     let samples = data.samples.count;
     let drop = reference_value - value;
@@ -118,9 +137,15 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
     let resilience_ok = resilience.as_ref().is_none_or(|r| r.accuracy >= r.min_accuracy);
     let passed = clean_ok && resilience_ok;
 
+    let metric_label = match (metric, judge) {
+        ("agreement", Judge::Tolerance { tolerance }) => {
+            format!("agreement within {}% of its range on '{output}'", 100.0 * tolerance)
+        }
+        _ => metric.to_owned(),
+    };
     let verdict = verdict(
         passed,
-        metric,
+        &metric_label,
         value,
         reference_value,
         drop,
@@ -135,6 +160,8 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
         reference: options.reference.display().to_string(),
         samples,
         metric,
+        output,
+        judge,
         reference_value,
         value,
         drop,
@@ -166,6 +193,9 @@ fn resilience_check(options: &CheckOptions, data: Dataset, ber: f64, min_accurac
             dump_faults: None,
             fault: FaultKind::Weight,
             layer: None,
+            output: options.output.clone(),
+            sdc: options.sdc,
+            sdc_tolerance: options.sdc_tolerance,
         },
         Some(data),
     )

@@ -137,7 +137,9 @@ fn both_engines_give_the_same_predictions_on_every_fixture() {
         let samples = load_samples(&fixture("test.npy"), &model).unwrap();
         let samples = samples.select(&(0..200).collect::<Vec<_>>());
         let batches = Batches::new(&samples, 8);
-        let [tract, ort] = engines.each_ref().map(|e| predict(e, &model, &batches, &[]).unwrap().0);
+        let [tract, ort] = engines
+            .each_ref()
+            .map(|e| predict(e, &model, &batches, &[], false).unwrap().0);
         let mut differ = 0;
         for i in 0..samples.count {
             // Rounding may only swap the top two classes of a near tie.

@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::Args;
 use fitact_onnx::data::images::{ImageOptions, Layout, Preset};
 use fitact_onnx::engine::{Engine, EngineChoice};
+use fitact_onnx::replay::judge::SdcRule;
 use std::path::PathBuf;
 
 /// How a folder of images becomes model inputs (ignored for .npy/.npz data).
@@ -73,4 +74,18 @@ pub struct DataArgs {
     pub labels: Option<PathBuf>,
     #[command(flatten)]
     pub images: ImageArgs,
+}
+
+/// What counts as a changed prediction on the judged output (SDC, disagreement).
+#[derive(Args, Clone)]
+pub struct SdcArgs {
+    /// auto: top1 for an output of rank 2 ([N, classes]), tolerance for any other (boxes,
+    /// sequences, masks); top1: the top-1 class differs; tolerance: an element differs by
+    /// more than --sdc-tolerance.
+    #[arg(long, value_enum, default_value_t = SdcRule::Auto)]
+    pub sdc: SdcRule,
+    /// The largest difference per element that still counts as the same output, as a share
+    /// of the output's fault-free range (max - min over the data), e.g. 1% or 0.01.
+    #[arg(long, default_value = "1%", value_parser = super::values::parse_fraction)]
+    pub sdc_tolerance: f64,
 }

@@ -2,7 +2,7 @@
 //! (`fitact_onnx::check::check`), writes its report and prints the verdict; exit 1 on FAIL.
 
 use super::Terminal;
-use super::args::{DataArgs, EngineArgs};
+use super::args::{DataArgs, EngineArgs, SdcArgs};
 use super::output::print_stdout;
 use super::values::parse_fraction;
 use anyhow::{Context, Result};
@@ -19,9 +19,16 @@ pub struct Args {
     /// The model it was made from.
     #[arg(long)]
     reference: PathBuf,
-    /// With labels the budget is on accuracy; without, on top-1 agreement with the reference.
+    /// With labels the budget is on accuracy; without, on agreement with the reference (the
+    /// same top-1 class, or for an output that is not class scores, values within
+    /// --sdc-tolerance).
     #[command(flatten)]
     data: DataArgs,
+    /// The model output compared (default: the first).
+    #[arg(long)]
+    output: Option<String>,
+    #[command(flatten)]
+    judge: SdcArgs,
     /// Largest allowed drop, e.g. 0.5% or 0.005.
     #[arg(long, default_value = "0.5%", value_parser = parse_fraction)]
     max_accuracy_drop: f64,
@@ -52,6 +59,8 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         model,
         reference,
         data: DataArgs { data, labels, images },
+        output,
+        judge,
         max_accuracy_drop,
         ber,
         min_accuracy,
@@ -76,6 +85,9 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         format,
         batch_size,
         progress: terminal.progress,
+        output,
+        sdc: judge.sdc,
+        sdc_tolerance: judge.sdc_tolerance,
     };
     let outcome = check(&options)?;
     if let Some(path) = report {

@@ -2,7 +2,7 @@
 //! campaign (`fitact_onnx::faults::evaluate`) and writes its files and table.
 
 use super::Terminal;
-use super::args::{DataArgs, EngineArgs};
+use super::args::{DataArgs, EngineArgs, SdcArgs};
 use super::output::{CampaignFiles, write_outputs};
 use super::values::{BitList, parse_bits};
 use anyhow::Result;
@@ -29,6 +29,11 @@ pub struct Args {
     /// With --fault activation: the tensor to hit (default: a random Relu input per trial).
     #[arg(long)]
     layer: Option<String>,
+    /// The model output the campaign judges (default: the first).
+    #[arg(long)]
+    output: Option<String>,
+    #[command(flatten)]
+    judge: SdcArgs,
     /// Trials per BER.
     #[arg(long, default_value_t = 100)]
     trials: usize,
@@ -79,6 +84,8 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         ber,
         fault,
         layer,
+        output,
+        judge,
         trials,
         seed,
         format,
@@ -115,6 +122,9 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         dump_faults,
         fault: fault.unwrap_or(FaultKind::Weight),
         layer,
+        output,
+        sdc: judge.sdc,
+        sdc_tolerance: judge.sdc_tolerance,
     };
     let campaign = evaluate(&options)?;
     let files = CampaignFiles {

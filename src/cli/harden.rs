@@ -82,6 +82,12 @@ pub struct Args {
     /// accuracy; without, on top-1 agreement with the original model.
     #[arg(long, requires = "search")]
     labels: Option<PathBuf>,
+    /// The model output the search judges (default: the first).
+    #[arg(long, requires = "search")]
+    search_output: Option<String>,
+    /// How the search judges that output (as evaluate's --sdc).
+    #[command(flatten)]
+    judge: super::args::SdcArgs,
     /// Allowed drop of held-out accuracy/agreement, e.g. 0.5% or 0.005.
     #[arg(long, default_value = "0.5%", value_parser = parse_fraction, requires = "search")]
     budget: f64,
@@ -155,6 +161,8 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         report,
         search,
         labels,
+        search_output,
+        judge,
         budget,
         max_evals,
         time_limit,
@@ -209,6 +217,9 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
             max_evals,
             time_limit,
             percentile,
+            output: search_output,
+            sdc: judge.sdc,
+            sdc_tolerance: judge.sdc_tolerance,
         }),
         in_place,
     })

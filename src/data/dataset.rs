@@ -2,6 +2,7 @@
 //! archive (one array per input name) or a folder of images (`images`), checked against what
 //! the model expects, with their labels.
 
+use crate::data::float16::Float16;
 use crate::engine::{
     ElemType, Engine, EngineError, Outputs, Session, Value, declared_dims, declared_elem_type, model_input_names,
 };
@@ -93,9 +94,7 @@ impl Samples {
         if self.one_at_a_time() { 1 } else { preferred.max(1) }
     }
 
-    /// A session of `model` for these samples, run `preferred` at a time (`run_size`): for
-    /// batched inputs with the batch free unless the model fixes it; for whole feeds, loaded
-    /// for exactly the first sample's.
+    /// A session of `model` for these samples, run `preferred` at a time (`run_size`).
     pub fn session(
         &self,
         engine: &Engine,
@@ -103,21 +102,39 @@ impl Samples {
         preferred: usize,
         outputs: Outputs,
     ) -> Result<Session, EngineError> {
-        if self.one_at_a_time() {
-            let first: Vec<(String, Value)> = self
-                .inputs
-                .iter()
-                .map(|(n, _)| n.clone())
-                .zip(self.slice(0, 1))
-                .collect();
-            return engine.load_for_values(model, &first, outputs);
-        }
-        engine.load(model, &self.sample_shapes(), preferred, outputs)
+        let first: Vec<(String, Value)> = self
+            .inputs
+            .iter()
+            .map(|(n, _)| n.clone())
+            .zip(self.slice(0, 1))
+            .collect();
+        session_for(engine, model, &first, self.one_at_a_time(), preferred, outputs)
     }
+}
+
+/// A session of `model` for runs fed like `first` (one value per input, by name): for batched
+/// feeds, loaded for their shapes after the batch axis, with the batch free unless the model
+/// fixes it (then `preferred` samples per run where it is free); for whole feeds (`whole`),
+/// for exactly these values' types and shapes.
+pub fn session_for(
+    engine: &Engine,
+    model: &ModelProto,
+    first: &[(String, Value)],
+    whole: bool,
+    preferred: usize,
+    outputs: Outputs,
+) -> Result<Session, EngineError> {
+    if whole {
+        return engine.load_for_values(model, first, outputs);
+    }
+    let shapes: Vec<Vec<usize>> = first.iter().map(|(_, v)| v.shape()[1..].to_vec()).collect();
+    engine.load(model, &shapes, preferred, outputs)
 }
 
 /// An array as read from a file, before it is converted to the input's type.
 enum Raw {
+    /// float16, widened (exactly) to f32.
+    F16(ArrayD<f32>),
     F32(ArrayD<f32>),
     F64(ArrayD<f64>),
     /// Any integer type, widened (its name kept for messages).
@@ -128,7 +145,7 @@ enum Raw {
 impl Raw {
     fn shape(&self) -> &[usize] {
         match self {
-            Raw::F32(a) => a.shape(),
+            Raw::F16(a) | Raw::F32(a) => a.shape(),
             Raw::F64(a) => a.shape(),
             Raw::Int(a, _) => a.shape(),
             Raw::Bool(a) => a.shape(),
@@ -137,6 +154,7 @@ impl Raw {
 
     fn type_name(&self) -> &'static str {
         match self {
+            Raw::F16(_) => "float16",
             Raw::F32(_) => "float32",
             Raw::F64(_) => "float64",
             Raw::Int(_, name) => name,
@@ -184,8 +202,8 @@ impl<R: Read + Seek> ArraySource for NpzEntry<'_, R> {
     }
 }
 
-/// Reads one array of any dtype numpy writes for numbers or booleans (float16 and complex
-/// excepted), trying each element type in turn.
+/// Reads one array of any dtype numpy writes for numbers or booleans (complex excepted),
+/// trying each element type in turn.
 fn read_any(source: &mut impl ArraySource) -> Result<Raw, String> {
     fn attempt<T: ReadableElement>(
         source: &mut impl ArraySource,
@@ -212,10 +230,11 @@ fn read_any(source: &mut impl ArraySource) -> Result<Raw, String> {
         .or_else(|| attempt::<u8>(source, |a| Raw::Int(a.mapv(i64::from), "uint8"), e))
         .or_else(|| attempt::<u16>(source, |a| Raw::Int(a.mapv(i64::from), "uint16"), e))
         .or_else(|| attempt::<u32>(source, |a| Raw::Int(a.mapv(i64::from), "uint32"), e))
-        .or_else(|| attempt::<bool>(source, Raw::Bool, e));
+        .or_else(|| attempt::<bool>(source, Raw::Bool, e))
+        .or_else(|| attempt::<Float16>(source, |a| Raw::F16(a.mapv(|h| h.0)), e));
     raw.ok_or_else(|| {
         error.unwrap_or_else(|| {
-            "its dtype is none the tool reads (float32/64, int8/16/32/64, uint8/16/32, bool)".to_owned()
+            "its dtype is none the tool reads (float16/32/64, int8/16/32/64, uint8/16/32, bool)".to_owned()
         })
     })
 }
@@ -231,7 +250,8 @@ fn convert(raw: Raw, to: ElemType) -> Result<Value, String> {
     let refuse = |why: &str| Err(format!("holds {from} values, the input takes {}: {why}", to.name()));
     let ints_within = |a: &ArrayD<i64>, low: i64, high: i64| a.iter().find(|v| **v < low || **v > high).copied();
     match (raw, to) {
-        (Raw::F32(a), ElemType::F32) => Ok(Value::from(a)),
+        (Raw::F16(a) | Raw::F32(a), ElemType::F32) => Ok(Value::from(a)),
+        (Raw::F16(a), ElemType::F64) => Ok(Value::from(a.mapv(f64::from))),
         (Raw::F64(a), ElemType::F32) => Ok(Value::from(a.mapv(|v| v as f32))),
         (Raw::F32(a), ElemType::F64) => Ok(Value::from(a.mapv(f64::from))),
         (Raw::F64(a), ElemType::F64) => Ok(Value::from(a)),
@@ -257,23 +277,30 @@ fn convert(raw: Raw, to: ElemType) -> Result<Value, String> {
             Some(v) => refuse(&format!("{v} does not fit")),
         },
         (Raw::Bool(a), ElemType::Bool) => Ok(Value::from(a)),
-        (Raw::F32(_) | Raw::F64(_), ElemType::I8 | ElemType::U8 | ElemType::I32 | ElemType::I64 | ElemType::Bool) => {
-            refuse("give integer values")
-        }
+        (
+            Raw::F16(_) | Raw::F32(_) | Raw::F64(_),
+            ElemType::I8 | ElemType::U8 | ElemType::I32 | ElemType::I64 | ElemType::Bool,
+        ) => refuse("give integer values"),
         (_, ElemType::Other) => refuse("the tool cannot feed this type"),
         _ => refuse("convert the array first"),
     }
 }
 
 /// The layout of an array of shape `shape` (samples first) for an input declared with `dims`
-/// (None: undeclared, taken as batched), or why it fits neither.
+/// (None: undeclared, taken as batched), or why it fits neither. An input's first axis is
+/// its batch axis when it is free, or fixed with no other axis free (a model exported with a
+/// fixed batch); an input such as `[T, N, features]` (a free axis after a fixed first one)
+/// has its batch elsewhere, and takes whole feeds only.
 fn layout_for(shape: &[usize], dims: Option<&[Option<i64>]>) -> Result<Layout, String> {
     let rest = &shape[1..];
     let Some(dims) = dims else { return Ok(Layout::Batched) };
     let fits = |declared: &[Option<i64>]| {
         declared.len() == rest.len() && declared.iter().zip(rest).all(|(d, s)| d.is_none_or(|d| d == *s as i64))
     };
-    if !dims.is_empty() && fits(&dims[1..]) {
+    let batch_first = dims
+        .first()
+        .is_some_and(|first| first.is_none() || dims[1..].iter().all(Option::is_some));
+    if batch_first && fits(&dims[1..]) {
         return Ok(Layout::Batched);
     }
     if fits(dims) {
@@ -283,18 +310,25 @@ fn layout_for(shape: &[usize], dims: Option<&[Option<i64>]>) -> Result<Layout, S
         let inner: Vec<String> = d.iter().map(|d| d.map_or("?".to_owned(), |d| d.to_string())).collect();
         format!("[{}]", inner.join(", "))
     };
-    let batched = if dims.is_empty() {
+    // An array layout: (N, dims...), or (N,) for a scalar.
+    let layout = |d: &[Option<i64>]| match show(d).trim_matches(['[', ']']) {
+        "" => "(N,)".to_owned(),
+        inner => format!("(N, {inner})"),
+    };
+    let batched = if !batch_first {
         String::new()
     } else {
-        format!(
-            "(N, {}) for samples along its first axis, or ",
-            show(&dims[1..]).trim_matches(['[', ']'])
-        )
+        format!("{} for samples along its first axis, or ", layout(&dims[1..]))
+    };
+    let why = if batch_first || dims.is_empty() {
+        ""
+    } else {
+        " (its first axis is fixed and a later one is free: the batch is not in front)"
     };
     Err(format!(
-        "has samples of shape {rest:?}, but the input is declared {}: give {batched}(N, {}) for N whole feeds",
+        "has samples of shape {rest:?}, but the input is declared {}: give {batched}{} for N whole feeds{why}",
         show(dims),
-        show(dims).trim_matches(['[', ']'])
+        layout(dims)
     ))
 }
 
@@ -589,6 +623,36 @@ mod tests {
             npz.add_array("features", &Array::<f32, _>::zeros((2, 2))).unwrap();
         });
         assert!(error_of(&flags, &model).contains("holds bool values, the input takes int64"));
+    }
+
+    #[test]
+    fn float16_arrays_widen_exactly_to_float_inputs_and_not_to_integers() {
+        let dir = tempfile::tempdir().unwrap();
+        // An .npy file as numpy writes float16: header dict padded to 64 bytes, then the data.
+        let values = [0.5f32, -2.0, 1024.0, 0.099975586];
+        let mut header = "{'descr': '<f2', 'fortran_order': False, 'shape': (2, 2), }".to_owned();
+        while !(10 + header.len() + 1).is_multiple_of(64) {
+            header.push(' ');
+        }
+        header.push('\n');
+        let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+        bytes.extend((header.len() as u16).to_le_bytes());
+        bytes.extend(header.as_bytes());
+        bytes.extend(
+            values
+                .iter()
+                .flat_map(|v| half::f16::from_f32(*v).to_bits().to_le_bytes()),
+        );
+        let path = dir.path().join("half.npy");
+        std::fs::write(&path, bytes).unwrap();
+        let samples = load_samples(&path, &model_with_inputs(&[("input", FLOAT, &[-1, 2])])).unwrap();
+        let got: Vec<f32> = samples.inputs[0].1.view::<f32>().unwrap().iter().copied().collect();
+        assert_eq!(got, values);
+        let err = error_of(&path, &model_with_inputs(&[("input", INT64, &[-1, 2])]));
+        assert!(
+            err.contains("holds float16 values, the input takes int64: give integer values"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -8,11 +8,12 @@
 use crate::data::dataset::{Dataset, load_dataset};
 use crate::engine::{Engine, Value, batch_size_for};
 use crate::faults::campaign_report::{CampaignConfig, CampaignReport, ModelSummary, TrialRecord};
-use crate::faults::flips::{Flip, WeightFormat, sample_flips, tensor_rng};
+use crate::faults::flips::{Flip, StoredTensor, WeightFormat, sample_flips_in, tensor_rng};
 use crate::faults::shards::Shard;
 use crate::faults::statistics::{accuracy, aggregate};
-use crate::faults::weights::Weights;
+use crate::faults::weights::{Values, Weights, dtype_name, flippable_bits, load};
 use crate::model_io::read_model;
+use crate::replay::judge::{Judge, SdcRule, check_labelled, judged_output, value_range, with_output_first};
 use crate::replay::{Batches, CleanValues, Predictions, readers, run_suffix};
 use anyhow::{Context, Result, bail, ensure};
 use fitact_passes::extract_suffix::{extract_suffix, suffix_boundary};
@@ -21,6 +22,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rand::Rng;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 #[derive(Debug, Clone)]
@@ -47,6 +49,11 @@ pub struct EvaluateOptions {
     pub fault: FaultKind,
     /// With activation faults: the tensor to hit (default: a random Relu input per trial).
     pub layer: Option<String>,
+    /// The output the campaign judges (default: the first).
+    pub output: Option<String>,
+    /// What counts as SDC on it (`judge`), and the tolerance a judge by value allows.
+    pub sdc: SdcRule,
+    pub sdc_tolerance: f64,
 }
 
 /// Where faults strike.
@@ -74,27 +81,38 @@ struct Subject {
     /// Clean values of tensors that faulty suffixes read, per batch, filled on demand.
     clean_values: CleanValues,
     /// Clean values as the format stores them (fault-free model = these).
-    stored: Vec<crate::faults::flips::StoredTensor>,
-    /// Indices (into `stored`) of the tensors faults may hit, and their names and sizes.
+    stored: Vec<StoredTensor>,
+    /// Indices (into `stored`) of the tensors faults may hit, their names and sizes, the bit
+    /// positions that may flip in each, and their element types' names.
     targets: Vec<usize>,
     target_sizes: Vec<(String, usize)>,
+    target_bits: Vec<Vec<u32>>,
+    target_dtypes: Vec<String>,
     clean: Predictions,
+    /// What counts as the same as `clean`, and the difference per element it allows.
+    judge: Judge,
+    allowance: f32,
 }
 
 impl Subject {
-    /// `layers`: the tensors activation faults hit (none for weight faults).
-    fn new(path: &Path, options: &EvaluateOptions, batches: &Batches, layers: &[String]) -> Result<Subject> {
+    /// `layers`: the tensors activation faults hit (none for weight faults); `output`: the
+    /// judged output, which becomes the first. The judge is set by `judge_by`.
+    fn new(
+        path: &Path,
+        options: &EvaluateOptions,
+        batches: &Batches,
+        layers: &[String],
+        output: &str,
+        bits: &[u32],
+    ) -> Result<Subject> {
         let model = read_model(path)
             .with_context(|| format!("reading {}", path.display()))?
             .model;
         fitact_passes::validate::validate(&model)
             .with_context(|| format!("{} is not a usable model", path.display()))?;
+        let model = with_output_first(&model, output).with_context(|| format!("{}", path.display()))?;
         let weights = Weights::of(&model);
-        let stored: Vec<_> = weights
-            .tensors
-            .iter()
-            .map(|t| options.format.store(&t.values))
-            .collect();
+        let stored: Vec<StoredTensor> = weights.tensors.iter().map(|t| t.store(options.format)).collect();
         let targets: Vec<usize> = (0..weights.tensors.len())
             .filter(|i| {
                 options
@@ -107,6 +125,8 @@ impl Subject {
             .iter()
             .map(|i| (weights.tensors[*i].name.clone(), stored[*i].words.len()))
             .collect();
+        let target_bits = targets.iter().map(|i| flippable_bits(&stored[*i], bits)).collect();
+        let target_dtypes = targets.iter().map(|i| dtype_name(weights.tensors[*i].dtype)).collect();
         let clean_values = Self::values(&stored, options.format, &[], &targets);
         let model = Weights::write_into(&model, &clean_values);
         let readers = readers(&model);
@@ -136,31 +156,71 @@ impl Subject {
             stored,
             targets,
             target_sizes,
+            target_bits,
+            target_dtypes,
             clean,
+            judge: Judge::Top1,
+            allowance: 0.0,
         })
     }
 
+    /// Judges this model's faulty runs by `judge` against its fault-free run.
+    fn judge_by(&mut self, judge: Judge) {
+        if !judge.needs_values() {
+            self.clean.drop_values();
+        }
+        self.allowance = judge.allowance(&self.clean);
+        self.judge = judge;
+    }
+
+    /// The share of samples whose prediction in `faulty` is not the fault-free one.
+    fn sdc(&self, faulty: &Predictions) -> f64 {
+        let corrupted = self.corrupted(faulty).iter().filter(|c| **c).count();
+        corrupted as f64 / self.clean.classes.len().max(1) as f64
+    }
+
+    /// Per sample: whether `faulty` differs from the fault-free run (SDC).
+    fn corrupted(&self, faulty: &Predictions) -> Vec<bool> {
+        (0..self.clean.classes.len())
+            .map(|i| !self.judge.same_row(&self.clean, i, faulty, i, self.allowance))
+            .collect()
+    }
+
     /// Every tensor's values with `flips` (indexed over `targets`) applied to the stored words.
-    fn values(
-        stored: &[crate::faults::flips::StoredTensor],
-        format: WeightFormat,
-        flips: &[Flip],
-        targets: &[usize],
-    ) -> Vec<Vec<f32>> {
+    fn values(stored: &[StoredTensor], format: WeightFormat, flips: &[Flip], targets: &[usize]) -> Vec<Values> {
         let mut words: Vec<Vec<u32>> = stored.iter().map(|s| s.words.clone()).collect();
         for flip in flips {
             words[targets[flip.tensor]][flip.element] ^= 1 << flip.bit;
         }
-        words
-            .iter()
-            .zip(stored)
-            .map(|(w, s)| w.iter().map(|word| format.load(*word, s.scale)).collect())
-            .collect()
+        words.iter().zip(stored).map(|(w, s)| load(s, w, format)).collect()
     }
 
-    fn flips(&self, options: &EvaluateOptions, bits: &[u32], ber: f64, trial: usize) -> Vec<Flip> {
-        let sizes: Vec<(&str, usize)> = self.target_sizes.iter().map(|(n, s)| (n.as_str(), *s)).collect();
-        sample_flips(&sizes, bits, ber, options.seed, trial as u64)
+    fn flips(&self, options: &EvaluateOptions, ber: f64, trial: usize) -> Vec<Flip> {
+        let tensors: Vec<(&str, usize, &[u32])> = self
+            .target_sizes
+            .iter()
+            .zip(&self.target_bits)
+            .map(|((n, s), bits)| (n.as_str(), *s, bits.as_slice()))
+            .collect();
+        sample_flips_in(&tensors, ber, options.seed, trial as u64)
+    }
+
+    /// How many of `flips` hit each element type.
+    fn flips_by_dtype(&self, flips: &[Flip]) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for flip in flips {
+            *counts.entry(self.target_dtypes[flip.tensor].clone()).or_default() += 1;
+        }
+        counts
+    }
+
+    /// How many stored values faults may hit, per element type.
+    fn weights_by_dtype(&self) -> BTreeMap<String, usize> {
+        let mut counts = BTreeMap::new();
+        for (dtype, (_, size)) in self.target_dtypes.iter().zip(&self.target_sizes) {
+            *counts.entry(dtype.clone()).or_default() += size;
+        }
+        counts
     }
 
     /// One faulty run. Only the nodes a flipped weight can reach are rerun (`extract_suffix`),
@@ -192,7 +252,8 @@ impl Subject {
         let feeds = self
             .clean_values
             .boundary_values(&self.model, &suffix.boundary, batches)?;
-        run_suffix(&options.engine, &suffix.model, &feeds, batches, logits)
+        let keep = self.judge.needs_values();
+        run_suffix(&options.engine, &suffix.model, &feeds, batches, logits, keep)
     }
 
     /// One inference-time fault per sample: a layer chosen per trial (the same for every
@@ -212,7 +273,7 @@ impl Subject {
         let suffix = extract_suffix(&self.model, &dirty)?;
         ensure!(
             suffix.recomputed_outputs.first() == Some(&true),
-            "tensor '{layer}' does not reach the first output"
+            "tensor '{layer}' does not reach the judged output"
         );
         let position = suffix
             .boundary
@@ -240,7 +301,8 @@ impl Subject {
             }
             feed[position].1 = Value::from(tensor);
         }
-        Ok((run_suffix(engine, &suffix.model, &feeds, batches, 0)?, flips))
+        let keep = self.judge.needs_values();
+        Ok((run_suffix(engine, &suffix.model, &feeds, batches, 0, keep)?, flips))
     }
 }
 
@@ -264,12 +326,12 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
     let batch_size = batch_size_for(&first, options.batch_size.min(samples.count));
     let batches = Batches::new(&samples, batch_size);
     let layers = activation_layers(options, &first)?;
-    let subjects = load_subjects(options, &batches, &layers, labels.as_deref())?;
+    let output = judged_output(&first, options.output.as_deref()).context("the first model")?;
+    let (subjects, judge) = load_subjects(options, &batches, &layers, labels.as_deref(), &output, &bits)?;
     let campaign = Campaign {
         options,
         subjects: &subjects,
         layers: &layers,
-        bits: &bits,
         batches: &batches,
         labels: labels.as_deref(),
         samples: samples.count,
@@ -279,14 +341,18 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
         let json = serde_json::to_string(&dumps)? + "\n";
         crate::model_io::write_atomically(path, json.as_bytes()).context("writing the fault dump")?;
     }
-    let config = campaign_config(options, &layers, labels.is_some(), samples.count, bits);
+    let mut config = campaign_config(options, &layers, labels.is_some(), samples.count, bits);
+    config.output = Some(output);
+    config.sdc = Some(judge);
     let summaries = subjects
         .iter()
         .map(|s| ModelSummary {
             model: s.path.clone(),
             weights: s.target_sizes.iter().map(|(_, n)| n).sum(),
+            weights_by_dtype: s.weights_by_dtype(),
             clean_accuracy: labels.as_ref().map(|l| accuracy(&s.clean.classes, l)),
             accuracy_auc: None,
+            output_range: judge.needs_values().then(|| f64::from(value_range(&s.clean.values))),
         })
         .collect();
     Ok(aggregate(Some(options.engine.info()), config, summaries, records))
@@ -344,18 +410,27 @@ fn activation_layers(options: &EvaluateOptions, first: &ModelProto) -> Result<Ve
     Ok(layers)
 }
 
-/// Every model of the campaign, run fault-free, checked against the labels and the layers.
+/// Every model of the campaign, run fault-free, checked against the labels and the layers,
+/// and the judge of their `output` (decided on the first model's fault-free output).
 fn load_subjects(
     options: &EvaluateOptions,
     batches: &Batches,
     layers: &[String],
     labels: Option<&[usize]>,
-) -> Result<Vec<Subject>> {
-    let subjects = options
+    output: &str,
+    bits: &[u32],
+) -> Result<(Vec<Subject>, Judge)> {
+    let mut subjects = options
         .models
         .iter()
-        .map(|p| Subject::new(p, options, batches, layers))
+        .map(|p| Subject::new(p, options, batches, layers, output, bits))
         .collect::<Result<Vec<_>>>()?;
+    let shape = subjects[0].clean.shape.clone();
+    let judge = Judge::resolve(options.sdc, options.sdc_tolerance, &shape);
+    check_labelled(judge, labels.is_some(), output, &shape)?;
+    for subject in &mut subjects {
+        subject.judge_by(judge);
+    }
     if let Some(labels) = labels {
         let source = options.labels.as_ref().unwrap_or(&options.data);
         crate::replay::check_labels(labels, subjects[0].clean.width)
@@ -377,7 +452,7 @@ fn load_subjects(
             subject.target_sizes.iter().map(|(_, n)| n).sum::<usize>()
         );
     }
-    Ok(subjects)
+    Ok((subjects, judge))
 }
 
 /// The jobs of this run: (BER index, trial) for every BER and every trial of the shard.
@@ -395,7 +470,6 @@ struct Campaign<'a> {
     options: &'a EvaluateOptions,
     subjects: &'a [Subject],
     layers: &'a [String],
-    bits: &'a [u32],
     batches: &'a Batches,
     labels: Option<&'a [usize]>,
     samples: usize,
@@ -454,19 +528,13 @@ impl Campaign<'_> {
                     subject.activation_trial(&options.engine, self.layers, options.seed, t, self.batches)?;
                 (Vec::new(), faulty, count)
             } else {
-                let flips = subject.flips(options, self.bits, ber, t);
+                let flips = subject.flips(options, ber, t);
                 let faulty = subject.trial(&flips, options, self.batches)?;
                 let count = flips.len();
                 (flips, faulty, count)
             };
             let n = self.samples as f64;
-            let sdc = faulty
-                .classes
-                .iter()
-                .zip(&subject.clean.classes)
-                .filter(|(a, b)| a != b)
-                .count() as f64
-                / n;
+            let sdc = subject.sdc(&faulty);
             let nonfinite = faulty.nonfinite.iter().filter(|x| **x).count() as f64 / n;
             if options.dump_faults.is_some() {
                 dumps.push(FaultDump::new(
@@ -485,6 +553,7 @@ impl Campaign<'_> {
                 ber: b,
                 trial: t,
                 flips: flip_count,
+                flips_by_dtype: subject.flips_by_dtype(&flips),
                 accuracy: self.labels.map(|l| accuracy(&faulty.classes, l)),
                 sdc,
                 nonfinite,
@@ -519,6 +588,8 @@ fn campaign_config(
         bits,
         target: options.target.as_ref().map(|r| r.as_str().to_owned()),
         shard: options.shard,
+        output: None,
+        sdc: None,
     }
 }
 
@@ -565,7 +636,7 @@ impl FaultDump {
                         subject.target_sizes[f.tensor].0.clone(),
                         f.element,
                         f.bit,
-                        values[tensor][f.element],
+                        values[tensor].get(f.element),
                     )
                 })
                 .collect(),

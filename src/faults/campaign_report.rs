@@ -24,17 +24,38 @@ pub struct CampaignConfig {
     pub bits: Vec<u32>,
     pub target: Option<String>,
     pub shard: Option<Shard>,
+    /// The output the campaign judged (absent in reports before `--output`: the first).
+    #[serde(default)]
+    pub output: Option<String>,
+    /// What counted as SDC on it (absent in reports before `--sdc`: top-1).
+    #[serde(default)]
+    pub sdc: Option<crate::replay::judge::Judge>,
+}
+
+impl CampaignConfig {
+    /// What SDC means in this campaign, in one line.
+    pub fn sdc_definition(&self) -> String {
+        self.sdc
+            .unwrap_or(crate::replay::judge::Judge::Top1)
+            .describe(self.output.as_deref())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSummary {
     pub model: String,
-    /// Stored float values that can be hit (after --target).
+    /// Stored values that can be hit (after --target), and how many of each element type.
     pub weights: usize,
+    #[serde(default)]
+    pub weights_by_dtype: std::collections::BTreeMap<String, usize>,
     pub clean_accuracy: Option<f64>,
     /// Mean accuracy over the BER range on a log axis (trapezoids over log10 BER); the single
     /// BER's accuracy if there is one.
     pub accuracy_auc: Option<f64>,
+    /// Judged by tolerance: the fault-free output's range (max - min) the tolerance is
+    /// relative to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_range: Option<f64>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -54,6 +75,9 @@ pub struct ResultRecord {
     pub sdc: MeanCi,
     pub nonfinite_rate: f64,
     pub mean_flips: f64,
+    /// Mean flips per trial in tensors of each element type.
+    #[serde(default)]
+    pub mean_flips_by_dtype: std::collections::BTreeMap<String, f64>,
 }
 
 /// One model in one trial at one BER.
@@ -63,6 +87,9 @@ pub struct TrialRecord {
     pub ber: usize,
     pub trial: usize,
     pub flips: usize,
+    /// Of `flips`, how many hit tensors of each element type (activation faults: none).
+    #[serde(default)]
+    pub flips_by_dtype: std::collections::BTreeMap<String, usize>,
     pub accuracy: Option<f64>,
     pub sdc: f64,
     pub nonfinite: f64,

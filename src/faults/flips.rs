@@ -28,11 +28,13 @@ pub enum WeightFormat {
     Int8,
 }
 
-/// A tensor as stored: one word per value (the low `bits()` bits are used) and its scale.
+/// A tensor as stored: one word per value (the low `bits()` bits are used) and its scale;
+/// for an integer tensor (`weights`), its own words and its element type.
 #[derive(Debug, Clone)]
 pub struct StoredTensor {
     pub words: Vec<u32>,
     pub scale: f32,
+    pub integer: Option<i32>,
 }
 
 impl WeightFormat {
@@ -48,6 +50,7 @@ impl WeightFormat {
             WeightFormat::Float32 => StoredTensor {
                 words: values.iter().map(|v| v.to_bits()).collect(),
                 scale: 1.0,
+                integer: None,
             },
             WeightFormat::Q15_16 => StoredTensor {
                 words: values
@@ -59,6 +62,7 @@ impl WeightFormat {
                     })
                     .collect(),
                 scale: 1.0 / 65536.0,
+                integer: None,
             },
             WeightFormat::Int8 => {
                 let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
@@ -67,7 +71,11 @@ impl WeightFormat {
                     .iter()
                     .map(|v| (v / scale).round().clamp(-127.0, 127.0) as i8 as u8 as u32)
                     .collect();
-                StoredTensor { words, scale }
+                StoredTensor {
+                    words,
+                    scale,
+                    integer: None,
+                }
             }
         }
     }
@@ -138,8 +146,15 @@ pub fn sample_tensor_flips(rng: &mut impl Rng, elements: usize, bits: &[u32], be
 
 /// The flips of one trial over named tensors of the given sizes.
 pub fn sample_flips(names_and_sizes: &[(&str, usize)], bits: &[u32], ber: f64, seed: u64, trial: u64) -> Vec<Flip> {
+    let tensors: Vec<(&str, usize, &[u32])> = names_and_sizes.iter().map(|(n, s)| (*n, *s, bits)).collect();
+    sample_flips_in(&tensors, ber, seed, trial)
+}
+
+/// The flips of one trial over named tensors of the given sizes, each with the bit
+/// positions that may flip in it.
+pub fn sample_flips_in(tensors: &[(&str, usize, &[u32])], ber: f64, seed: u64, trial: u64) -> Vec<Flip> {
     let mut flips = Vec::new();
-    for (tensor, (name, size)) in names_and_sizes.iter().enumerate() {
+    for (tensor, (name, size, bits)) in tensors.iter().enumerate() {
         let mut rng = tensor_rng(seed, trial, ber, name);
         flips.extend(
             sample_tensor_flips(&mut rng, *size, bits, ber)

@@ -56,6 +56,7 @@ pub fn aggregate(
                 sdc: mean_ci(&these.iter().map(|r| r.sdc).collect::<Vec<_>>()),
                 nonfinite_rate: these.iter().map(|r| r.nonfinite).sum::<f64>() / n,
                 mean_flips: these.iter().map(|r| r.flips as f64).sum::<f64>() / n,
+                mean_flips_by_dtype: mean_by_dtype(&these),
             });
         }
         summary.accuracy_auc = auc(&curve);
@@ -69,6 +70,19 @@ pub fn aggregate(
         results,
         trials,
     }
+}
+
+/// Mean flips per trial, per element type (types no trial hit are left out).
+fn mean_by_dtype(trials: &[&TrialRecord]) -> std::collections::BTreeMap<String, f64> {
+    let mut sums: std::collections::BTreeMap<String, f64> = Default::default();
+    for record in trials {
+        for (dtype, count) in &record.flips_by_dtype {
+            *sums.entry(dtype.clone()).or_default() += *count as f64;
+        }
+    }
+    let n = trials.len().max(1) as f64;
+    sums.values_mut().for_each(|s| *s /= n);
+    sums
 }
 
 /// Mean of accuracy over the log10-BER span (trapezoids); BER 0 points are left out.

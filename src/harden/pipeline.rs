@@ -11,6 +11,7 @@ use crate::harden::calibrate::{ActivationMax, CalibrateError, CalibrateOptions, 
 use crate::harden::method::{EmissionName, Method, ModeName};
 use crate::harden::report::{ActivationReport, CalibrationSummary, HardenReport, Stats};
 use crate::model_io::{read_model, write_atomically, write_model};
+use crate::replay::judge::{judged_output, with_output_first};
 use crate::search::{Base, Bases, SearchLog, SearchOptions, scaled, search, split};
 use crate::{TOOL, VERSION};
 use anyhow::{Context, Result};
@@ -62,6 +63,10 @@ pub struct SearchSettings {
     pub time_limit: Option<std::time::Duration>,
     /// Try this per-neuron percentile in place of the maxima where outliers set them.
     pub percentile: Option<f64>,
+    /// The output the search judges (default: the first), and how (`replay::judge`).
+    pub output: Option<String>,
+    pub sdc: crate::replay::judge::SdcRule,
+    pub sdc_tolerance: f64,
 }
 
 /// Conditions under which there is nothing sensible to write.
@@ -124,6 +129,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         requests: &requests,
         applied: &applied,
         folded: &folded,
+        model: &model,
     };
     let report = harden_report(options, &made, search_log);
     if let Some(path) = &options.report {
@@ -298,12 +304,17 @@ fn search_bounds(
         max_evals: settings.max_evals,
         time_limit: settings.time_limit,
         batch_size: options.batch_size,
+        sdc: settings.sdc,
+        sdc_tolerance: settings.sdc_tolerance,
     };
+    // The search judges the first output of what it runs: the judged one, moved first.
+    let output = judged_output(model, settings.output.as_deref())?;
+    let judged = with_output_first(model, &output)?;
     let percentile = search_percentile(options);
     let fit_count = search_sets.fit.count;
     let percentiles = percentile.map(|p| rule.bounds(&calibration.activations, Some(top_for(p, fit_count))));
     let (_, log) = search(
-        model,
+        &judged,
         rule.sites,
         &Bases {
             maxima: &calibrated,
@@ -438,6 +449,8 @@ struct Hardened<'a> {
     requests: &'a [BoundRequest],
     applied: &'a [Applied],
     folded: &'a [Vec<String>],
+    /// The hardened model.
+    model: &'a ModelProto,
 }
 
 /// The harden report: the options, what calibration saw and what each site got.
@@ -473,6 +486,9 @@ fn harden_report(options: &HardenOptions, made: &Hardened, search_log: Option<Se
         },
         activations,
         search: search_log,
+        warnings: batch_coupling(options.input.display().to_string(), made)
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -530,4 +546,30 @@ fn record_metadata<const N: usize>(model: &mut ModelProto, entries: [(&str, Stri
             key: Some(k.to_owned()),
             value: Some(v),
         }));
+}
+
+/// Operators whose output for one sample depends on the other samples of its batch (they
+/// quantize with a scale computed over the whole batch).
+const BATCH_COUPLED: &[&str] = &["DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM"];
+
+/// A warning when the model's activations depend on the batch a sample runs in: the bounds
+/// then hold for the calibration batch size, and may cut values at another.
+fn batch_coupling(input: String, made: &Hardened) -> Option<String> {
+    let mut found: Vec<&str> = Vec::new();
+    fitact_passes::graph::for_each_graph(made.model, |_, graph| {
+        for node in &graph.node {
+            if let Some(op) = BATCH_COUPLED.iter().find(|op| **op == node.op_type())
+                && !found.contains(op)
+            {
+                found.push(op);
+            }
+        }
+    });
+    (!found.is_empty()).then(|| {
+        format!(
+            "{input}: {} quantizes over the whole batch, so an activation depends on the batch it runs in: the bounds were fitted at batch {} and may cut values at other batch sizes (give --batch-size the size you deploy at, or --margin)",
+            found.join(", "),
+            made.calibration.batch_size
+        )
+    })
 }

@@ -24,6 +24,8 @@ pub struct HardenReport {
     pub activations: Vec<ActivationReport>,
     /// The bound search, when `--search` was given.
     pub search: Option<crate::search::SearchLog>,
+    /// What the user should know about the result, one line each (also printed).
+    pub warnings: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -153,6 +155,9 @@ impl HardenReport {
         let nonfinite: usize = self.activations.iter().map(|a| a.nonfinite_values).sum();
         if nonfinite > 0 {
             text += &format!("warning: the clean calibration samples produced {nonfinite} NaN/Inf activation values\n");
+        }
+        for warning in &self.warnings {
+            text += &format!("warning: {warning}\n");
         }
         text
     }

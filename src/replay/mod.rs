@@ -6,6 +6,8 @@
 //!
 //! May use `data` (the samples), `engine` and `passes`; nothing above.
 
+pub mod judge;
+
 use crate::data::dataset::Samples;
 use crate::engine::{Engine, EngineError, Outputs, Session, Value};
 use anyhow::{Context, Result};
@@ -13,7 +15,7 @@ use fitact_passes::onnx::ModelProto;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Predictions of one run over the data set.
+/// Predictions of one run over the data set: per sample (row), from the first output.
 #[derive(Debug, Clone, Default)]
 pub struct Predictions {
     pub classes: Vec<usize>,
@@ -23,6 +25,59 @@ pub struct Predictions {
     pub margins: Vec<f32>,
     /// Rows whose output held NaN or Inf (their class is `usize::MAX`).
     pub nonfinite: Vec<bool>,
+    /// The shape of the first output of the first run (batch axis first; for whole feeds, one
+    /// sample's output as the model returns it).
+    pub shape: Vec<usize>,
+    /// Every row's values, `width` each, when kept (`keeping_values`): what a judge by
+    /// tolerance compares.
+    pub values: Vec<f32>,
+    keep_values: bool,
+}
+
+impl Predictions {
+    /// Predictions that keep their rows' values.
+    pub fn keeping_values() -> Predictions {
+        Predictions {
+            keep_values: true,
+            ..Default::default()
+        }
+    }
+
+    /// Empty predictions for `count` samples, keeping values when asked.
+    fn with_capacity(count: usize, keep_values: bool) -> Predictions {
+        Predictions {
+            classes: Vec::with_capacity(count),
+            keep_values,
+            ..Default::default()
+        }
+    }
+
+    /// The rows `order` (indices into these), in that order.
+    pub fn select(&self, order: &[usize]) -> Predictions {
+        let width = self.width;
+        Predictions {
+            classes: order.iter().map(|i| self.classes[*i]).collect(),
+            width,
+            margins: order.iter().map(|i| self.margins[*i]).collect(),
+            nonfinite: order.iter().map(|i| self.nonfinite[*i]).collect(),
+            shape: self.shape.clone(),
+            values: if self.values.is_empty() {
+                Vec::new()
+            } else {
+                order
+                    .iter()
+                    .flat_map(|i| self.values[i * width..(i + 1) * width].iter().copied())
+                    .collect()
+            },
+            keep_values: self.keep_values,
+        }
+    }
+
+    /// Stops keeping values and frees those kept (once the judge is known not to need them).
+    pub fn drop_values(&mut self) {
+        self.keep_values = false;
+        self.values = Vec::new();
+    }
 }
 
 fn argmax(row: ndarray::ArrayView1<f32>) -> usize {
@@ -83,13 +138,12 @@ impl Batches {
     /// A session of `model` for these batches: loaded for their shapes, with the batch axis
     /// free where a model declares it so; for whole feeds, for exactly the first batch's.
     pub fn session(&self, engine: &Engine, model: &ModelProto, outputs: Outputs) -> Result<Session, EngineError> {
-        if self.one_at_a_time {
-            return engine.load_for_values(model, &self.named(0), outputs);
-        }
-        let first = &self.batches[0].0;
-        let shapes: Vec<Vec<usize>> = first.iter().map(|a| a.shape()[1..].to_vec()).collect();
-        let size = first.first().map_or(1, |a| a.shape()[0]);
-        engine.load(model, &shapes, size, outputs)
+        let size = self.batches[0]
+            .0
+            .first()
+            .and_then(|a| a.shape().first().copied())
+            .unwrap_or(1);
+        crate::data::dataset::session_for(engine, model, &self.named(0), self.one_at_a_time, size, outputs)
     }
 }
 
@@ -105,15 +159,27 @@ pub fn check_labels(labels: &[usize], width: usize) -> Result<()> {
     Ok(())
 }
 
-/// Appends the predictions of one batch's first output (its `valid` rows).
-pub fn push_predictions(predictions: &mut Predictions, logits: &Value, valid: usize) -> Result<()> {
+/// Appends the predictions of one batch's first output (its `valid` rows). With `whole`
+/// (whole feeds, one sample per run), the whole output is the sample's row, whatever its
+/// shape.
+pub fn push_predictions(predictions: &mut Predictions, logits: &Value, valid: usize, whole: bool) -> Result<()> {
     let view = logits
         .view::<f32>()
         .context("the model's first output is not float32")?;
-    let (rows, len) = (view.shape()[0], view.len());
+    let len = view.len();
+    let rows = match view.shape().first() {
+        Some(rows) if !whole => *rows,
+        _ => 1,
+    };
+    if predictions.shape.is_empty() && predictions.classes.is_empty() {
+        predictions.shape = view.shape().to_vec();
+    }
     let view = view.into_shape_with_order((rows, len / rows.max(1)))?;
     predictions.width = len / rows.max(1);
     for row in view.outer_iter().take(valid) {
+        if predictions.keep_values {
+            predictions.values.extend(row.iter().copied());
+        }
         let bad = row.iter().any(|v| !v.is_finite());
         predictions.nonfinite.push(bad);
         let class = if bad { usize::MAX } else { argmax(row) };
@@ -133,23 +199,22 @@ pub fn push_predictions(predictions: &mut Predictions, logits: &Value, valid: us
     Ok(())
 }
 
-/// Runs `model` over every batch; the prediction is the argmax of the first output. With
-/// `observe`, also returns the per-batch values of those tensors.
+/// Runs `model` over every batch; the prediction is the argmax of the first output (and its
+/// values, with `keep_values`). With `observe`, also returns the per-batch values of those
+/// tensors.
 pub fn predict(
     engine: &Engine,
     model: &ModelProto,
     batches: &Batches,
     observe: &[String],
+    keep_values: bool,
 ) -> Result<(Predictions, Vec<Vec<Value>>)> {
     let runner = prediction_runner(engine, model, batches, observe)?;
-    let mut predictions = Predictions {
-        classes: Vec::with_capacity(batches.count),
-        ..Default::default()
-    };
+    let mut predictions = Predictions::with_capacity(batches.count, keep_values);
     let mut observed = Vec::new();
     for (inputs, valid) in &batches.batches {
         let (outputs, _) = runner.run(inputs.clone())?;
-        push_predictions(&mut predictions, &outputs[0], *valid)?;
+        push_predictions(&mut predictions, &outputs[0], *valid, batches.one_at_a_time)?;
         if !observe.is_empty() {
             observed.push(outputs[1..].to_vec());
         }
@@ -209,10 +274,10 @@ impl CleanValues {
         Ok(self.values(names, batches))
     }
 
-    /// Runs `model` over every batch for its predictions and keeps, in the same run, the values
-    /// of `names` (untagged), so that later suffix runs find them; unless they would take more
-    /// than `budget` bytes over every batch (judged on the first batch), in which case none is
-    /// kept and each is computed when first asked for.
+    /// Runs `model` over every batch for its predictions (with their values) and keeps, in
+    /// the same run, the values of `names` (untagged), so that later suffix runs find them;
+    /// unless they would take more than `budget` bytes over every batch (judged on the first
+    /// batch), in which case none is kept and each is computed when first asked for.
     pub fn predict_and_keep(
         &self,
         model: &ModelProto,
@@ -226,14 +291,12 @@ impl CleanValues {
             .cloned()
             .collect();
         let runner = prediction_runner(&self.engine, model, batches, &fresh)?;
-        let mut predictions = Predictions {
-            classes: Vec::with_capacity(batches.count),
-            ..Default::default()
-        };
+        let whole = batches.one_at_a_time;
+        let mut predictions = Predictions::with_capacity(batches.count, true);
         let mut kept: Vec<Vec<Value>> = vec![Vec::new(); fresh.len()];
         for (b, (inputs, valid)) in batches.batches.iter().enumerate() {
             let (outputs, _) = runner.run(inputs.clone())?;
-            push_predictions(&mut predictions, &outputs[0], *valid)?;
+            push_predictions(&mut predictions, &outputs[0], *valid, whole)?;
             if b == 0 {
                 let bytes: usize = outputs[1..].iter().map(Value::bytes).sum();
                 if bytes.saturating_mul(batches.batches.len()) > budget {
@@ -245,7 +308,7 @@ impl CleanValues {
                     let plain = prediction_runner(&self.engine, model, batches, &[])?;
                     for (inputs, valid) in &batches.batches[1..] {
                         let (outputs, _) = plain.run(inputs.clone())?;
-                        push_predictions(&mut predictions, &outputs[0], *valid)?;
+                        push_predictions(&mut predictions, &outputs[0], *valid, whole)?;
                     }
                     return Ok(predictions);
                 }
@@ -287,7 +350,7 @@ impl CleanValues {
             return Ok(());
         }
         let names: Vec<String> = missing.iter().map(|(n, _)| n.clone()).collect();
-        let (_, observed) = predict(&self.engine, model, batches, &names)?;
+        let (_, observed) = predict(&self.engine, model, batches, &names, false)?;
         for (i, (name, tag)) in missing.into_iter().enumerate() {
             cache.insert(
                 name,
@@ -337,21 +400,21 @@ fn stale_in(
     stale
 }
 
-/// Predictions of `suffix` (whose first output is the model's first) fed per batch.
+/// Predictions of `suffix` (whose output `output` is the model's first) fed per batch, with
+/// their values when `keep_values`.
 pub fn run_suffix(
     engine: &Engine,
     suffix: &ModelProto,
     feeds: &[Vec<(String, Value)>],
     batches: &Batches,
     output: usize,
+    keep_values: bool,
 ) -> Result<Predictions> {
     let runner = engine.load_for_values(suffix, &feeds[0], Outputs::Model)?;
-    let mut predictions = Predictions {
-        classes: Vec::with_capacity(batches.count),
-        ..Default::default()
-    };
+    let mut predictions = Predictions::with_capacity(batches.count, keep_values);
     for (feed, (_, valid)) in feeds.iter().zip(&batches.batches) {
-        push_predictions(&mut predictions, &runner.run_values(feed)?[output], *valid)?;
+        let outputs = runner.run_values(feed)?;
+        push_predictions(&mut predictions, &outputs[output], *valid, batches.one_at_a_time)?;
     }
     Ok(predictions)
 }

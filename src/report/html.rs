@@ -42,11 +42,12 @@ pub fn campaign_html(report: &CampaignReport) -> Result<String> {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Fault-injection campaign</title>\
          <style>{STYLE}</style></head><body>\n<h1>Fault-injection campaign</h1>\n<dl>\
          <dt>faults</dt><dd>{}</dd><dt>data</dt><dd>{} ({} samples)</dd><dt>labels</dt><dd>{}</dd>\
-         <dt>trials</dt><dd>{} per point, seed {}</dd><dt>tool</dt><dd>{} {}</dd></dl>\n",
+         <dt>SDC</dt><dd>{}</dd><dt>trials</dt><dd>{} per point, seed {}</dd><dt>tool</dt><dd>{} {}</dd></dl>\n",
         escape(&fault),
         escape(&config.data),
         config.samples,
         escape(config.labels.as_deref().unwrap_or("none (SDC only)")),
+        escape(config.sdc_definition().trim_start_matches("SDC: ")),
         config.trials,
         config.seed,
         escape(&report.tool),

@@ -34,6 +34,8 @@ impl CampaignReport {
                 t += &format!("{}: accuracy AUC over log BER {:.2}%\n", m.model, 100.0 * auc);
             }
         }
+        t += &self.config.sdc_definition();
+        t += "\n";
         t
     }
 }

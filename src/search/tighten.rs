@@ -43,8 +43,9 @@
 
 use crate::data::dataset::Samples;
 use crate::engine::{Engine, Outputs, Value};
-use crate::faults::flips::{WeightFormat, sample_flips};
-use crate::faults::weights::Weights;
+use crate::faults::flips::{WeightFormat, sample_flips_in};
+use crate::faults::weights::{Values, Weights, flippable_bits, load};
+use crate::replay::judge::{Judge, SdcRule, check_labelled};
 use crate::replay::{Batches, CleanValues, Feeds, Predictions, predict, prediction_runner, push_predictions};
 use anyhow::{Context, Result};
 use fitact_passes::activations::ActivationSite;
@@ -103,6 +104,10 @@ pub struct SearchOptions {
     pub max_evals: Option<usize>,
     pub time_limit: Option<Duration>,
     pub batch_size: usize,
+    /// How the first output is judged (`replay::judge`): a check sample is kept when the
+    /// candidate's output is the original's by this rule.
+    pub sdc: SdcRule,
+    pub sdc_tolerance: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -176,6 +181,11 @@ struct Holdout {
     reference: Vec<usize>,
     margins: Vec<f32>,
     truth: Vec<usize>,
+    /// How outputs are judged; by tolerance, the original's outputs (in batch order) and the
+    /// difference per element allowed.
+    judge: Judge,
+    original: Predictions,
+    allowance: f32,
     /// Per batch: the row of its first sample.
     offsets: Vec<usize>,
 }
@@ -213,11 +223,22 @@ impl Holdout {
         original: &ModelProto,
         samples: &Samples,
         labels: Option<&[usize]>,
-        batch_size: usize,
+        options: &SearchOptions,
     ) -> Result<Self> {
-        let batch = crate::engine::batch_size_for(original, batch_size.min(samples.count));
-        let (reference, _) =
-            predict(engine, original, &Batches::new(samples, batch), &[]).context("running the original model")?;
+        let batch = crate::engine::batch_size_for(original, options.batch_size.min(samples.count));
+        let (mut reference, _) = predict(engine, original, &Batches::new(samples, batch), &[], true)
+            .context("running the original model")?;
+        let judge = Judge::resolve(options.sdc, options.sdc_tolerance, &reference.shape);
+        let output = original
+            .graph
+            .as_ref()
+            .and_then(|g| g.output.first())
+            .map_or("", |o| o.name());
+        check_labelled(judge, labels.is_some(), output, &reference.shape)?;
+        if !judge.needs_values() {
+            reference.drop_values();
+        }
+        let allowance = judge.allowance(&reference);
         if let Some(labels) = labels {
             crate::replay::check_labels(labels, reference.width).context("checking the labels")?;
         }
@@ -246,13 +267,24 @@ impl Holdout {
             margins: order.iter().map(|i| reference.margins[*i]).collect(),
             truth: order.iter().map(|i| truth[*i]).collect(),
             offsets,
+            judge,
+            original: reference.select(&order),
+            allowance,
         })
     }
 
-    /// Whether sample `i` predicted as `class` with `margin` counts: right, and when the
-    /// original gets it right, with at least `MARGIN_KEPT` of its margin.
-    fn kept(&self, i: usize, class: usize, margin: f32) -> bool {
-        class == self.truth[i] && (self.reference[i] != self.truth[i] || margin >= MARGIN_KEPT * self.margins[i])
+    /// Whether sample `i`, row `j` of `predictions`, counts. By top-1: right, and when the
+    /// original gets it right, with at least `MARGIN_KEPT` of its margin. By tolerance: the
+    /// original's output, within the tolerance.
+    fn kept(&self, i: usize, predictions: &Predictions, j: usize) -> bool {
+        match self.judge {
+            Judge::Top1 => {
+                let (class, margin) = (predictions.classes[j], predictions.margins[j]);
+                class == self.truth[i]
+                    && (self.reference[i] != self.truth[i] || margin >= MARGIN_KEPT * self.margins[i])
+            }
+            Judge::Tolerance { .. } => self.judge.same_row(&self.original, i, predictions, j, self.allowance),
+        }
     }
 
     /// The original's own metric (1 for agreement; its accuracy with labels): a sample it
@@ -276,11 +308,15 @@ impl Holdout {
         let mut lost = vec![0; self.batches.batches.len()];
         for &b in order {
             let valid = self.batches.batches[b].1;
-            let mut predictions = Predictions::default();
-            push_predictions(&mut predictions, &logits(b)?, valid)?;
+            let mut predictions = if self.judge.needs_values() {
+                Predictions::keeping_values()
+            } else {
+                Predictions::default()
+            };
+            push_predictions(&mut predictions, &logits(b)?, valid, self.batches.one_at_a_time)?;
             for j in 0..valid {
                 let i = self.offsets[b] + j;
-                if self.kept(i, predictions.classes[j], predictions.margins[j]) {
+                if self.kept(i, &predictions, j) {
                     kept += 1;
                 } else if self.reference[i] == self.truth[i] {
                     lost[b] += 1;
@@ -325,7 +361,7 @@ struct Search<'a> {
     lost: Vec<usize>,
     /// Objective `resilience`: per pattern, the faulty values of the original's weights, and
     /// the samples they run on.
-    patterns: Vec<HashMap<String, Vec<f32>>>,
+    patterns: Vec<HashMap<String, Values>>,
     fault_holdout: Option<Holdout>,
     evaluations: usize,
     started: Instant,
@@ -345,7 +381,7 @@ impl<'a> Search<'a> {
         options: &'a SearchOptions,
     ) -> Result<Self> {
         let started = Instant::now();
-        let holdout = Holdout::new(&options.engine, original, checked, labels, options.batch_size)?;
+        let holdout = Holdout::new(&options.engine, original, checked, labels, options)?;
         // Fault patterns are compared on a prefix of the check samples: a candidate runs once
         // per pattern, and the patterns are the same for every candidate.
         let fault_holdout = match &options.objective {
@@ -357,7 +393,7 @@ impl<'a> Search<'a> {
                     original,
                     &prefix(checked, count),
                     labels.map(|l| &l[..count]),
-                    options.batch_size,
+                    options,
                 )?)
             }
         };
@@ -452,7 +488,7 @@ impl Search<'_> {
         let patterns = self.patterns.len().max(1) as f64;
         let mut total = 0.0;
         for (p, pattern) in self.patterns.iter().enumerate() {
-            let values: Vec<Vec<f32>> = weights
+            let values: Vec<Values> = weights
                 .tensors
                 .iter()
                 .map(|t| pattern.get(&t.name).cloned().unwrap_or_else(|| t.values.clone()))
@@ -583,22 +619,25 @@ fn node_indices(model: &ModelProto, names: &[String]) -> Result<Vec<usize>> {
 }
 
 /// The original's weights under each fault pattern of the sweep: per pattern, every weight
-/// tensor's values as the format stores and loads them, with that pattern's flips.
-fn fault_patterns(original: &ModelProto, sweep: &FaultSweep) -> Vec<HashMap<String, Vec<f32>>> {
+/// tensor's values as the format stores and loads them (integer tensors as their own words),
+/// with that pattern's flips.
+fn fault_patterns(original: &ModelProto, sweep: &FaultSweep) -> Vec<HashMap<String, Values>> {
     let weights = Weights::of(original);
-    let stored: Vec<_> = weights.tensors.iter().map(|t| sweep.format.store(&t.values)).collect();
-    let sizes: Vec<(&str, usize)> = weights
+    let stored: Vec<_> = weights.tensors.iter().map(|t| t.store(sweep.format)).collect();
+    let float_bits: Vec<u32> = (0..sweep.format.bits()).collect();
+    let bits: Vec<Vec<u32>> = stored.iter().map(|s| flippable_bits(s, &float_bits)).collect();
+    let tensors: Vec<(&str, usize, &[u32])> = weights
         .tensors
         .iter()
         .zip(&stored)
-        .map(|(t, s)| (t.name.as_str(), s.words.len()))
+        .zip(&bits)
+        .map(|((t, s), b)| (t.name.as_str(), s.words.len(), b.as_slice()))
         .collect();
-    let bits: Vec<u32> = (0..sweep.format.bits()).collect();
     let mut patterns = Vec::new();
     for ber in &sweep.bers {
         for trial in 0..sweep.patterns {
             let mut words: Vec<Vec<u32>> = stored.iter().map(|s| s.words.clone()).collect();
-            for flip in sample_flips(&sizes, &bits, *ber, sweep.seed, trial as u64) {
+            for flip in sample_flips_in(&tensors, *ber, sweep.seed, trial as u64) {
                 words[flip.tensor][flip.element] ^= 1 << flip.bit;
             }
             patterns.push(
@@ -606,12 +645,7 @@ fn fault_patterns(original: &ModelProto, sweep: &FaultSweep) -> Vec<HashMap<Stri
                     .tensors
                     .iter()
                     .zip(words.iter().zip(&stored))
-                    .map(|(t, (w, s))| {
-                        (
-                            t.name.clone(),
-                            w.iter().map(|word| sweep.format.load(*word, s.scale)).collect(),
-                        )
-                    })
+                    .map(|(t, (w, s))| (t.name.clone(), load(s, w, sweep.format)))
                     .collect(),
             );
         }
@@ -962,6 +996,8 @@ mod tests {
             max_evals: None,
             time_limit: None,
             batch_size: 8,
+            sdc: SdcRule::Auto,
+            sdc_tolerance: crate::replay::judge::DEFAULT_TOLERANCE,
         }
     }
 
@@ -1068,7 +1104,7 @@ mod tests {
     #[test]
     fn the_check_samples_run_hardest_first() {
         let (model, _, _, samples) = resnet(48);
-        let holdout = Holdout::new(&Engine::tract(), &model, &samples, None, 8).unwrap();
+        let holdout = Holdout::new(&Engine::tract(), &model, &samples, None, &options()).unwrap();
         assert!(
             holdout.margins.windows(2).all(|w| w[0] <= w[1]),
             "{:?}",

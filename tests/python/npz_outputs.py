@@ -1,9 +1,11 @@
 """Checks a hardened model fed from a .npz, as `fitact-onnx` feeds it, in onnxruntime.
 
-    python3 npz_outputs.py ORIGINAL HARDENED DATA.npz
+    python3 npz_outputs.py ORIGINAL HARDENED DATA.npz [BATCH]
 
 The feeding convention is the tool's (README, "Data"): an array (N, *rest) whose rest has one
-axis fewer than its input is N samples batched along axis 0 (run in one batch here); one whose
+axis fewer than its input is N samples batched along axis 0 (run in one batch here, or in
+batches of BATCH: a model whose outputs depend on the batch, as DynamicQuantizeLinear's do, is
+compared at the batch size it was calibrated at); one whose
 rest has the input's rank is N whole feeds, and the model runs one sample at a time. Checks
 that HARDENED passes onnx.checker.check_model(full_check=True), holds no Relu, and gives the
 original's outputs on every feed (bounds are calibrated maxima, so nothing is cut). Prints
@@ -39,13 +41,14 @@ def relus(graph):
     return count
 
 
-def feeds(session, data):
+def feeds(session, data, batch):
     """Per run: {input: array}."""
     inputs = session.get_inputs()
     whole = any(data[i.name].ndim - 1 == len(i.shape) for i in inputs)
     count = data[inputs[0].name].shape[0]
     if not whole:
-        return [{i.name: data[i.name] for i in inputs}]
+        step = batch or count
+        return [{i.name: data[i.name][s : s + step] for i in inputs} for s in range(0, count, step)]
     runs = []
     for s in range(count):
         run = {}
@@ -57,6 +60,7 @@ def feeds(session, data):
 
 
 original_path, hardened_path, data_path = sys.argv[1:4]
+batch = int(sys.argv[4]) if len(sys.argv) > 4 else None
 hardened = onnx.load(hardened_path)
 onnx.checker.check_model(hardened, full_check=True)
 if relus(hardened.graph):
@@ -67,7 +71,7 @@ options.intra_op_num_threads = 1
 want_session = ort.InferenceSession(original_path, options, providers=["CPUExecutionProvider"])
 got_session = ort.InferenceSession(hardened_path, options, providers=["CPUExecutionProvider"])
 worst = 0.0
-runs = feeds(want_session, data)
+runs = feeds(want_session, data, batch)
 for run in runs:
     for w, g in zip(want_session.run(None, run), got_session.run(None, run)):
         if w.shape != g.shape:

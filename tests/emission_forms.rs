@@ -372,7 +372,7 @@ fn lone_relu_forms_are_exact() {
                 let request = BoundRequest {
                     site,
                     bound: Bound {
-                        dims: dims.iter().map(|d: &i64| *d).chain(dims.iter().map(|_| 1)).collect(),
+                        dims: dims.iter().copied().chain(dims.iter().map(|_| 1)).collect(),
                         values,
                         low: None,
                     },

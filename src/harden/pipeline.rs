@@ -113,7 +113,11 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         }
         _ => rule.bounds(&calibration.activations, None),
     };
-    let (requests, applied, folded) = bound_model(&mut model, &sites, bounds, mode, options.emission)?;
+    let Bounded {
+        requests,
+        applied,
+        folded,
+    } = bound_model(&mut model, &sites, bounds, mode, options.emission)?;
     record_metadata(&mut model, harden_metadata(options, granularity, mode, requests.len())?);
     // In place, the files read may be replaced (each atomically; the data file first).
     let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
@@ -344,17 +348,24 @@ fn search_bounds(
     Ok((bounds, log))
 }
 
+/// What `bound_model` did: the requests (holding the calibrated bounds, folded or not), what
+/// the pass applied, and per request the initializers its bound was folded into (none where
+/// it was not folded).
+pub struct Bounded {
+    pub requests: Vec<BoundRequest>,
+    pub applied: Vec<Applied>,
+    pub folded: Vec<Vec<String>>,
+}
+
 /// Bounds every site in `model` (with `fold` emissions, `fold_channel_bounds` first, then the
 /// `bound_activations` pass); a site the pass skips is an error, never a half-hardened model.
-/// The requests returned hold the calibrated bounds, folded or not; with them, per request,
-/// the initializers its bound was folded into (none where it was not folded).
 pub fn bound_model(
     model: &mut ModelProto,
     sites: &[ActivationSite],
     bounds: Vec<Bound>,
     mode: ModeName,
     emission: EmissionName,
-) -> Result<(Vec<BoundRequest>, Vec<Applied>, Vec<Vec<String>>)> {
+) -> Result<Bounded> {
     let requests: Vec<BoundRequest> = sites
         .iter()
         .zip(bounds)
@@ -364,7 +375,11 @@ pub fn bound_model(
             elem_type: FLOAT,
         })
         .collect();
-    let (emitted, emissions, folded) = emission_plan(model, &requests, mode, emission)?;
+    let EmissionPlan {
+        emitted,
+        emissions,
+        folded,
+    } = emission_plan(model, &requests, mode, emission)?;
     let outcome =
         bound_activations_with(model, &emitted, mode.into(), &emissions).context("bounding the activations")?;
     if let Some(skipped) = outcome.skipped.first() {
@@ -374,7 +389,19 @@ pub fn bound_model(
         }
         .into());
     }
-    Ok((requests, outcome.applied, folded))
+    Ok(Bounded {
+        requests,
+        applied: outcome.applied,
+        folded,
+    })
+}
+
+/// What the pass is asked to emit: per request, its bound (the scalar 1 where folded), its
+/// form, and the initializers its bound was folded into.
+struct EmissionPlan {
+    emitted: Vec<BoundRequest>,
+    emissions: Vec<Emission>,
+    folded: Vec<Vec<String>>,
 }
 
 /// What the pass is asked to emit for each request: with `fold`, the folded Relus are bounded
@@ -384,7 +411,7 @@ fn emission_plan(
     requests: &[BoundRequest],
     mode: ModeName,
     emission: EmissionName,
-) -> Result<(Vec<BoundRequest>, Vec<Emission>, Vec<Vec<String>>)> {
+) -> Result<EmissionPlan> {
     let mut emitted = requests.to_vec();
     let mut rescaled = vec![Vec::new(); requests.len()];
     let kept = match emission {
@@ -411,7 +438,11 @@ fn emission_plan(
             log::debug!("not folded: {}: {}", skipped.site.describe(), skipped.reason);
         }
     }
-    Ok((emitted, emissions, rescaled))
+    Ok(EmissionPlan {
+        emitted,
+        emissions,
+        folded: rescaled,
+    })
 }
 
 /// The `fitact.*` entries of the hardened model's `metadata_props`.

@@ -115,8 +115,10 @@ def discover(args):
     return found
 
 
-def form_label(gran, mode, acts):
+def form_label(gran, mode, acts, emission="plain"):
     label = f"{gran}/{mode}"
+    if emission != "plain":
+        label += f" {emission}"
     if acts != "all":
         label += f" [{acts}]"
     return label
@@ -128,13 +130,14 @@ def graph_digest(path):
     return hashlib.sha256(m.graph.SerializeToString()).hexdigest()[:16]
 
 
-def harden(binary, src, dst, calib, method, gran, mode, acts, reuse):
+def harden(binary, src, dst, calib, method, gran, mode, acts, reuse, emission="plain"):
     report = dst + ".json"
     if reuse and os.path.exists(dst) and os.path.exists(report):
         with open(report) as f:
             return json.load(f), None
     cmd = [binary, "--quiet", "harden", src, dst, "--calib", calib, "--method", method,
-           "--granularity", gran, "--mode", mode, "--activations", acts, "--report", report]
+           "--granularity", gran, "--mode", mode, "--activations", acts, "--report", report,
+           "--emission", emission]
     start = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True)
     wall = time.perf_counter() - start
@@ -189,27 +192,30 @@ def make_forms(args, name, path, calib, work):
     os.makedirs(d, exist_ok=True)
     wanted = set(f.strip() for f in args.forms.split(",")) if args.forms else None
     same_as_all = []
-    combos = [(g, m) for g in GRANULARITIES for m in MODES if not wanted or f"{g}/{m}" in wanted]
+    emissions = [e.strip() for e in args.emissions.split(",") if e.strip()]
+    combos = [(g, m, e) for g in GRANULARITIES for m in MODES for e in emissions
+              if not wanted or f"{g}/{m}" in wanted]
     for acts in acts_list:
         first = True
-        for gran, mode in combos:
-            label = form_label(gran, mode, acts)
-            out = os.path.join(d, f"{gran}-{mode}-{acts}.onnx")
+        for gran, mode, emission in combos:
+            label = form_label(gran, mode, acts, emission)
+            out = os.path.join(d, f"{gran}-{mode}-{acts}-{emission}.onnx")
             method = PRESET.get((gran, mode), "fitact")
-            rep, err = harden(args.bin, path, out, calib, method, gran, mode, acts, args.reuse)
+            rep, err = harden(args.bin, path, out, calib, method, gran, mode, acts, args.reuse, emission)
             if first and acts != "all" and not err:
                 # A list that bounds the same graph as `all` (e.g. BatchNormalization kept but
                 # read by no residual Add): its forms would be duplicates, skip them.
                 twin = next((f for f in forms if f.get("activations") == "all" and f.get("granularity") == gran
-                             and f.get("mode") == mode and "path" in f), None)
+                             and f.get("mode") == mode and f.get("emission") == emission and "path" in f), None)
                 if twin and graph_digest(twin["path"]) == graph_digest(out):
                     log(f"  {name}: --activations {acts} gives the same graph as all; its forms are skipped")
                     same_as_all.append(acts)
                     break
             first = False
-            rec = {"label": label, "granularity": gran, "mode": mode, "activations": acts,
+            rec = {"label": label, "granularity": gran, "mode": mode, "activations": acts, "emission": emission,
                    "method_preset": PRESET.get((gran, mode)),
-                   "flags": f"--method {method} --granularity {gran} --mode {mode} --activations {acts}"}
+                   "flags": f"--method {method} --granularity {gran} --mode {mode} --activations {acts} "
+                            f"--emission {emission}"}
             if err:
                 log(f"  {name} {label}: harden failed: {err}")
                 rec["error"] = err
@@ -597,6 +603,8 @@ def main():
     p.add_argument("--reps", type=int, default=7)
     p.add_argument("--min-time", type=float, default=0.2, help="seconds per form per repetition (at least one run)")
     p.add_argument("--forms", help="comma-separated granularity/mode forms, e.g. channel/zero,layer/saturate (default: all 6)")
+    p.add_argument("--emissions", default="plain,relu-first,fold,fold-threshold",
+                   help="--emission values to harden with (each a row; plain: the forms before the overhead work)")
     p.add_argument("--activations", default="all,relu", help="--activations values to harden with (relu only where other activations exist)")
     p.add_argument("--ov-precision", default="f32", help="OpenVINO INFERENCE_PRECISION_HINT: f32, bf16 or default")
     p.add_argument("--work", default=os.path.join(ROOT, "target", "deployment", "work"))

@@ -48,6 +48,7 @@ fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g
         method,
         granularity: g,
         mode: None,
+        emission: fitact_onnx::harden::method::EmissionName::FoldThreshold,
         margin: 0.001,
         batch_size: 64,
         report: None,

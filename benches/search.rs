@@ -74,6 +74,7 @@ fn bench(
         method: Method::Fitact,
         granularity: None,
         mode: None,
+        emission: fitact_onnx::harden::method::EmissionName::FoldThreshold,
         margin: 0.001,
         batch_size: 8,
         report: None,

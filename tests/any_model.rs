@@ -255,6 +255,23 @@ fn an_output_that_is_not_class_scores_is_judged_by_tolerance() {
     assert!(sdc(&json) > 0.0, "{}", json["results"]);
     assert!(sdc(&loose.unwrap()) <= sdc(&json));
 
+    // A fault dump marks the corrupted samples: as many as each trial's SDC says.
+    let dump = dir.path().join("dump.json");
+    let dumped = [&campaign[..], &["--dump-faults", dump.to_str().unwrap()]].concat();
+    let (_, json) = evaluate(&[&model], &data, &dumped);
+    let trials = json.unwrap()["trials"].clone();
+    let dump = report(&dump);
+    assert_eq!(dump.as_array().unwrap().len(), 8);
+    for (entry, trial) in dump.as_array().unwrap().iter().zip(trials.as_array().unwrap()) {
+        let corrupted = entry["corrupted"].as_array().unwrap();
+        let share = corrupted.iter().filter(|c| c.as_bool().unwrap()).count() as f64 / corrupted.len() as f64;
+        assert_eq!(corrupted.len(), 64);
+        assert!(
+            (share - trial["sdc"].as_f64().unwrap()).abs() < 1e-12,
+            "{entry} vs {trial}"
+        );
+    }
+
     // --output chooses the judged output; a rank-2 one is judged by its top-1 class.
     let scores = [&campaign[..], &["--output", "scores"]].concat();
     let (run, json) = evaluate(&[&model], &data, &scores);
@@ -450,4 +467,27 @@ fn a_contrib_operator_passes_through_untouched() {
     );
     assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
     assert_eq!(json.unwrap()["results"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn an_lstm_whose_state_carries_the_batch_in_its_middle_axis_runs_one_sample_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    python("make_lstm_model.py", &[dir.path()]);
+    let (model, data) = (dir.path().join("lstm.onnx"), dir.path().join("lstm.npz"));
+    for engine in ["tract", "onnxruntime"] {
+        let out = dir.path().join(format!("lstm.{engine}.onnx"));
+        harden_ok(&model, &out, &data, &["--engine", engine]);
+        python("npz_outputs.py", &[&model, &out, &data]);
+        let (run, json) = evaluate(
+            &[&model, &out],
+            &data,
+            &["--ber", "1e-3", "--trials", "4", "--engine", engine],
+        );
+        assert!(
+            run.status.success(),
+            "{engine}: {}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        assert_eq!(json.unwrap()["config"]["samples"], 24);
+    }
 }

@@ -24,6 +24,26 @@
 //! ONNX `Clip` takes only scalar bounds (onnxruntime rejects tensors), and before opset 11 it
 //! takes them as attributes, where fault injection could not reach them; hence `Min`/`Max`.
 //!
+//! **After**, `Emission::ReluFirst` (the same functions; the Relu stays, so a runtime fuses it
+//! into the convolution before it, and the bound follows it)
+//! ```text
+//! zero:                          R = Relu(X)   K = LessOrEqual(R, B)   Y = Where(K, R, 0)
+//!                                (opset 9-11: Less(R, next_up(B)))
+//! saturate, scalar B, opset >= 11:  Y = Clip(X, 0, B)
+//! saturate, otherwise:           R = Relu(X)   Y = Min(R, B)
+//! ```
+//! A NaN becomes NaN in `Relu`, fails the comparison and becomes 0, as +Inf does.
+//!
+//! **After**, `Emission::NegatedThreshold` (zero mode, scalar B, opset >= 10; only for a Relu
+//! whose input is -x / b, as `fold_channel_bounds` with `negate` leaves it: Y is then -y / b)
+//! ```text
+//! N = Clip(X, max = 0)           (= -relu(x / b); runtimes fuse it into the convolution)
+//! Y = ThresholdedRelu(N, alpha = -next_up(B))    (N where N > -next_up(B), i.e. -N <= B; else 0)
+//! ```
+//! One element-wise pass after the fused convolution. NaN and -Inf (from +Inf) fail `N > alpha`
+//! and become 0. B is an attribute here: no stored bound tensor (the per-channel bounds are in
+//! the rescaled weights).
+//!
 //! B is an initializer of shape `[]` (layer), `[C, 1, ..]` (channel) or the activation's shape
 //! without batch (neuron), so it broadcasts against `[N, C, ..]`. `Y` keeps its name, so
 //! consumers and graph outputs are untouched.
@@ -59,10 +79,22 @@ use crate::error::PassError;
 use crate::graph::{default_opset, graph_at_mut};
 use crate::names::NameAllocator;
 use crate::onnx::{
-    GraphProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto, tensor_shape_proto,
-    type_proto,
+    AttributeProto, GraphProto, ModelProto, NodeProto, TensorProto, TensorShapeProto, TypeProto, ValueInfoProto,
+    attribute_proto, tensor_shape_proto, type_proto,
 };
 use crate::tensor::{DOUBLE, FLOAT, float_tensor};
+
+/// Which nodes a bounded Relu gets (the header's forms); other activations are emitted alike.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum Emission {
+    /// `LessOrEqual`/`Where`/`Max` (zero), `Clip` or `Max`/`Min` (saturate).
+    #[default]
+    Plain,
+    /// The Relu kept, the bound after it.
+    ReluFirst,
+    /// `Clip(max 0)` and `ThresholdedRelu` on a negated, folded input (`fold_channel_bounds`).
+    NegatedThreshold,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Mode {
@@ -192,13 +224,32 @@ fn bound_tensor(name: &str, dims: &[i64], values: &[f32], elem_type: i32, step: 
     tensor
 }
 
-/// Rewrites every requested activation. Model-level problems (no graph, opset < 9) are
-/// errors; a request that does not match is skipped with its reason and leaves its node as is.
+/// Rewrites every requested activation in the plain forms. Model-level problems (no graph,
+/// opset < 9) are errors; a request that does not match is skipped with its reason and leaves
+/// its node as is.
 pub fn bound_activations(
     model: &mut ModelProto,
     requests: &[BoundRequest],
     mode: Mode,
 ) -> Result<PassReport, PassError> {
+    bound_activations_with(model, requests, mode, &vec![Emission::Plain; requests.len()])
+}
+
+/// As `bound_activations`, with the emission of each request's Relu (`emissions[i]` for
+/// `requests[i]`; other activations ignore it).
+pub fn bound_activations_with(
+    model: &mut ModelProto,
+    requests: &[BoundRequest],
+    mode: Mode,
+    emissions: &[Emission],
+) -> Result<PassReport, PassError> {
+    if emissions.len() != requests.len() {
+        return Err(PassError::Invalid(format!(
+            "{} emissions for {} requests",
+            emissions.len(),
+            requests.len()
+        )));
+    }
     let opset = default_opset(model)?;
     if opset < 9 {
         return Err(PassError::OpsetTooOld(opset));
@@ -212,30 +263,33 @@ pub fn bound_activations(
 
     // Deepest graphs first, and within a graph from the last node back: a rewrite shifts the
     // indices of later nodes only, and paths into subgraphs go through parent indices.
-    let mut order: Vec<&BoundRequest> = requests.iter().collect();
-    order.sort_by(|a, b| {
+    let mut order: Vec<(&BoundRequest, Emission)> = requests.iter().zip(emissions.iter().copied()).collect();
+    order.sort_by(|(a, _), (b, _)| {
         (b.site.graph.0.len(), &b.site.graph, b.site.node).cmp(&(a.site.graph.0.len(), &a.site.graph, a.site.node))
     });
 
     let mut report = PassReport::default();
-    for request in order {
+    for (request, emission) in order {
         let site = &request.site;
-        let outcome = match_site(model, request).and_then(|()| {
-            let graph = graph_at_mut(model, &site.graph)?;
-            let rewrite = if site.kind == ActivationKind::Relu {
-                rewrite
-            } else {
-                bound_after
-            };
-            Ok(rewrite(
-                graph,
-                request,
-                mode,
-                opset,
-                declare_initializers_as_inputs && site.graph.is_main(),
-                &mut names,
-            ))
-        });
+        let outcome = match_site(model, request)
+            .and_then(|()| match_emission(request, mode, opset, emission))
+            .and_then(|()| {
+                let graph = graph_at_mut(model, &site.graph)?;
+                let rewrite = match (site.kind, emission) {
+                    (ActivationKind::Relu, Emission::Plain) => rewrite,
+                    (ActivationKind::Relu, Emission::ReluFirst) => relu_first,
+                    (ActivationKind::Relu, Emission::NegatedThreshold) => negated_threshold,
+                    _ => bound_after,
+                };
+                Ok(rewrite(
+                    graph,
+                    request,
+                    mode,
+                    opset,
+                    declare_initializers_as_inputs && site.graph.is_main(),
+                    &mut names,
+                ))
+            });
         match outcome {
             Ok(applied) => report.applied.push(applied),
             Err(reason) => report.skipped.push(Skipped {
@@ -307,6 +361,18 @@ fn match_site(model: &mut ModelProto, request: &BoundRequest) -> Result<(), Pass
                 reason,
             });
         }
+    }
+    Ok(())
+}
+
+/// The conditions of an emission beyond those of every form.
+fn match_emission(request: &BoundRequest, mode: Mode, opset: i64, emission: Emission) -> Result<(), PassError> {
+    let negated = emission == Emission::NegatedThreshold && request.site.kind == ActivationKind::Relu;
+    if negated && !(mode == Mode::Zero && opset >= 10 && request.bound.is_scalar()) {
+        return Err(PassError::Invalid(format!(
+            "{}: the negated form needs zero mode, a scalar bound and opset >= 10",
+            request.site.describe()
+        )));
     }
     Ok(())
 }
@@ -409,6 +475,84 @@ fn add_initializers(graph: &mut GraphProto, initializers: Vec<TensorProto>, as_i
         }
     }
     graph.initializer.extend(initializers);
+}
+
+/// A Relu in `Emission::ReluFirst`: the Relu stays and writes R, the bound follows it.
+fn relu_first(
+    graph: &mut GraphProto,
+    request: &BoundRequest,
+    mode: Mode,
+    opset: i64,
+    declare_initializers_as_inputs: bool,
+    names: &mut NameAllocator,
+) -> Applied {
+    let saturate_in_one = mode == Mode::Saturate && saturate_with_clip(opset, &request.bound);
+    if mode == Mode::Zero || saturate_in_one {
+        // Zero: the comparison and `Where` of any activation that cannot go negative; one
+        // scalar `Clip` is already a form runtimes fuse.
+        let bounded = if saturate_in_one { rewrite } else { bound_after };
+        return bounded(graph, request, mode, opset, declare_initializers_as_inputs, names);
+    }
+    let site = &request.site;
+    let stem = format!("{}/fitact", site.stem());
+    let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
+    let raw = fresh("raw");
+    let bound_name = fresh("bound");
+    let min = node("Min", fresh("min"), &[&raw, &bound_name], &site.output);
+    let values: Vec<f32> = request.bound.values.iter().map(|v| v.abs()).collect();
+    let bound = bound_tensor(&bound_name, &request.bound.dims, &values, request.elem_type, Step::None);
+    add_initializers(graph, vec![bound], declare_initializers_as_inputs, request.elem_type);
+    let nodes = rewire(graph, site, &raw, vec![min], || fresh("node"));
+    Applied {
+        site: site.clone(),
+        bound_initializer: bound_name,
+        low_initializer: None,
+        nodes,
+    }
+}
+
+fn float_attribute(name: &str, value: f32) -> AttributeProto {
+    AttributeProto {
+        name: Some(name.to_owned()),
+        f: Some(value),
+        r#type: Some(attribute_proto::AttributeType::Float as i32),
+        ..Default::default()
+    }
+}
+
+/// A Relu in `Emission::NegatedThreshold`: the Relu becomes `Clip(X, max = 0)` writing N, and
+/// `ThresholdedRelu` writes Y. Its bound is an attribute, so `bound_initializer` is empty.
+fn negated_threshold(
+    graph: &mut GraphProto,
+    request: &BoundRequest,
+    _mode: Mode,
+    opset: i64,
+    declare_initializers_as_inputs: bool,
+    names: &mut NameAllocator,
+) -> Applied {
+    let site = &request.site;
+    let stem = format!("{}/fitact", site.stem());
+    let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
+    let negative = fresh("negative");
+    let alpha = -next_f32(request.bound.values[0].abs(), true);
+    let mut threshold = node("ThresholdedRelu", fresh("threshold"), &[&negative], &site.output);
+    threshold.attribute.push(float_attribute("alpha", alpha));
+    graph.node[site.node].op_type = Some("Clip".to_owned());
+    if opset >= 11 {
+        let zero_name = fresh("zero");
+        graph.node[site.node].input = vec![site.input.clone(), String::new(), zero_name.clone()];
+        let zero = float_tensor(&zero_name, &[], &[0.0], request.elem_type);
+        add_initializers(graph, vec![zero], declare_initializers_as_inputs, request.elem_type);
+    } else {
+        graph.node[site.node].attribute.push(float_attribute("max", 0.0));
+    }
+    let nodes = rewire(graph, site, &negative, vec![threshold], || fresh("node"));
+    Applied {
+        site: site.clone(),
+        bound_initializer: String::new(),
+        low_initializer: None,
+        nodes,
+    }
 }
 
 /// Any activation but Relu: its node now writes a fresh tensor R, and the bounding nodes

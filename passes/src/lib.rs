@@ -10,6 +10,7 @@ pub mod bound_activations;
 pub mod error;
 pub mod extract_branch;
 pub mod extract_suffix;
+pub mod fold_channel_bounds;
 pub mod graph;
 pub mod names;
 pub mod patterns;

@@ -9,7 +9,7 @@ use super::values::{KindList, ObjectiveName, parse_duration, parse_fraction, par
 use anyhow::{Context, Result};
 use fitact_onnx::faults::flips::WeightFormat;
 use fitact_onnx::harden::bounds::Granularity;
-use fitact_onnx::harden::method::{Method, ModeName};
+use fitact_onnx::harden::method::{EmissionName, Method, ModeName};
 use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, harden};
 use fitact_onnx::model_io::{read_model, write_model};
 use fitact_onnx::search::{FaultSweep, Objective};
@@ -52,6 +52,14 @@ pub struct Args {
     /// Above the bound: zero (also NaN and +Inf) or saturate; overrides the preset.
     #[arg(long, value_enum)]
     mode: Option<ModeName>,
+    /// Which nodes a bounded Relu gets; the same function whichever (docs/results/deployment
+    /// tables give each one's cost). plain: LessOrEqual/Where/Max or Min/Max in place of the
+    /// Relu; relu-first: the Relu kept (runtimes fuse it into the convolution), the bound after
+    /// it; fold: relu-first, with per-channel bounds folded into the weights before and after
+    /// the Relu where they can be, so that the bound is the scalar 1; fold-threshold: fold, and
+    /// in zero mode the folded Relus are Clip + ThresholdedRelu (one element-wise op).
+    #[arg(long, value_enum, default_value_t = EmissionName::FoldThreshold)]
+    emission: EmissionName,
     /// Bounds are the calibrated maxima times (1 + margin). The small default is numerical
     /// headroom: another runtime (or another batch split) may compute a maximum one rounding
     /// step higher, and a bound exactly at the maximum would then zero it.
@@ -146,6 +154,7 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         method,
         granularity,
         mode,
+        emission,
         margin,
         batch_size,
         engine,
@@ -188,6 +197,7 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         method,
         granularity,
         mode,
+        emission,
         margin,
         batch_size,
         report,

@@ -537,16 +537,7 @@ impl Campaign<'_> {
             let sdc = subject.sdc(&faulty);
             let nonfinite = faulty.nonfinite.iter().filter(|x| **x).count() as f64 / n;
             if options.dump_faults.is_some() {
-                dumps.push(FaultDump::new(
-                    subject,
-                    m,
-                    b,
-                    ber,
-                    t,
-                    &flips,
-                    options.format,
-                    &faulty.classes,
-                ));
+                dumps.push(FaultDump::new(subject, m, b, ber, t, &flips, options.format, &faulty));
             }
             records.push(TrialRecord {
                 model: m,
@@ -604,8 +595,11 @@ pub struct FaultDump {
     pub format: WeightFormat,
     /// (tensor name, flat element index, bit, value after all flips of this trial)
     pub flips: Vec<(String, usize, u32, f32)>,
-    /// The predicted class of every sample (`null` for a NaN/Inf output).
+    /// The predicted class of every sample (`null` for a NaN/Inf output; the argmax of the
+    /// judged output, meaningful for class scores only).
     pub predictions: Vec<Option<usize>>,
+    /// Per sample: whether it was corrupted (SDC, by the campaign's `config.sdc`).
+    pub corrupted: Vec<bool>,
 }
 
 impl FaultDump {
@@ -618,7 +612,7 @@ impl FaultDump {
         trial: usize,
         flips: &[Flip],
         format: WeightFormat,
-        classes: &[usize],
+        faulty: &Predictions,
     ) -> FaultDump {
         let values = Subject::values(&subject.stored, format, flips, &subject.targets);
         FaultDump {
@@ -640,7 +634,12 @@ impl FaultDump {
                     )
                 })
                 .collect(),
-            predictions: classes.iter().map(|c| (*c != usize::MAX).then_some(*c)).collect(),
+            predictions: faulty
+                .classes
+                .iter()
+                .map(|c| (*c != usize::MAX).then_some(*c))
+                .collect(),
+            corrupted: subject.corrupted(faulty),
         }
     }
 }

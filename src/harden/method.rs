@@ -32,6 +32,34 @@ pub enum ModeName {
     Saturate,
 }
 
+/// `--emission`: which nodes a bounded Relu gets (the functions are the same; the forms differ
+/// in what runtimes fuse, `passes/src/bound_activations.rs` and `fold_channel_bounds.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum EmissionName {
+    /// LessOrEqual/Where/Max (zero), Clip or Max/Min (saturate) in place of each Relu.
+    Plain,
+    /// The Relu kept (fused into the convolution before it), the bound after it.
+    ReluFirst,
+    /// relu-first, and per-channel bounds folded into the weights around the Relu where they
+    /// can be (the bound is then the scalar 1: Clip(0, 1) in saturate mode).
+    Fold,
+    /// fold, and in zero mode the folded Relus negated: Clip(max 0) + ThresholdedRelu, one
+    /// element-wise op (opset >= 10; a Relu whose output reaches a MaxPool keeps fold's form).
+    FoldThreshold,
+}
+
+impl fmt::Display for EmissionName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            EmissionName::Plain => "plain",
+            EmissionName::ReluFirst => "relu-first",
+            EmissionName::Fold => "fold",
+            EmissionName::FoldThreshold => "fold-threshold",
+        })
+    }
+}
+
 impl From<ModeName> for Mode {
     fn from(m: ModeName) -> Mode {
         match m {

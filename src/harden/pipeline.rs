@@ -8,7 +8,7 @@ use crate::data::dataset::{Samples, load_dataset};
 use crate::data::images::ImageOptions;
 use crate::harden::bounds::{Granularity, bound_from_maxima, bound_from_range};
 use crate::harden::calibrate::{ActivationMax, CalibrateError, CalibrateOptions, Calibration, calibrate, top_for};
-use crate::harden::method::{Method, ModeName};
+use crate::harden::method::{EmissionName, Method, ModeName};
 use crate::harden::report::{ActivationReport, CalibrationSummary, HardenReport, Stats};
 use crate::model_io::{read_model, write_atomically, write_model};
 use crate::replay::judge::{judged_output, with_output_first};
@@ -16,7 +16,8 @@ use crate::search::{Base, Bases, SearchLog, SearchOptions, scaled, search, split
 use crate::{TOOL, VERSION};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
-use fitact_passes::bound_activations::{Applied, Bound, BoundRequest, bound_activations};
+use fitact_passes::bound_activations::{Applied, Bound, BoundRequest, Emission, bound_activations_with};
+use fitact_passes::fold_channel_bounds::fold_channel_bounds;
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
 use fitact_passes::tensor::FLOAT;
@@ -40,6 +41,8 @@ pub struct HardenOptions {
     pub method: Method,
     pub granularity: Option<Granularity>,
     pub mode: Option<ModeName>,
+    /// The nodes a bounded Relu gets (`--emission`).
+    pub emission: EmissionName,
     pub margin: f32,
     pub batch_size: usize,
     pub report: Option<PathBuf>,
@@ -110,7 +113,11 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         }
         _ => rule.bounds(&calibration.activations, None),
     };
-    let (requests, applied) = bound_model(&mut model, &sites, bounds, mode)?;
+    let Bounded {
+        requests,
+        applied,
+        folded,
+    } = bound_model(&mut model, &sites, bounds, mode, options.emission)?;
     record_metadata(&mut model, harden_metadata(options, granularity, mode, requests.len())?);
     // In place, the files read may be replaced (each atomically; the data file first).
     let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
@@ -125,6 +132,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         calibration_seconds: seconds,
         requests: &requests,
         applied: &applied,
+        folded: &folded,
         model: &model,
     };
     let report = harden_report(options, &made, search_log);
@@ -340,14 +348,24 @@ fn search_bounds(
     Ok((bounds, log))
 }
 
-/// Bounds every site in `model` (the `bound_activations` pass); a site the pass skips is an
-/// error, never a half-hardened model.
+/// What `bound_model` did: the requests (holding the calibrated bounds, folded or not), what
+/// the pass applied, and per request the initializers its bound was folded into (none where
+/// it was not folded).
+pub struct Bounded {
+    pub requests: Vec<BoundRequest>,
+    pub applied: Vec<Applied>,
+    pub folded: Vec<Vec<String>>,
+}
+
+/// Bounds every site in `model` (with `fold` emissions, `fold_channel_bounds` first, then the
+/// `bound_activations` pass); a site the pass skips is an error, never a half-hardened model.
 pub fn bound_model(
     model: &mut ModelProto,
     sites: &[ActivationSite],
     bounds: Vec<Bound>,
     mode: ModeName,
-) -> Result<(Vec<BoundRequest>, Vec<Applied>)> {
+    emission: EmissionName,
+) -> Result<Bounded> {
     let requests: Vec<BoundRequest> = sites
         .iter()
         .zip(bounds)
@@ -357,7 +375,13 @@ pub fn bound_model(
             elem_type: FLOAT,
         })
         .collect();
-    let outcome = bound_activations(model, &requests, mode.into()).context("bounding the activations")?;
+    let EmissionPlan {
+        emitted,
+        emissions,
+        folded,
+    } = emission_plan(model, &requests, mode, emission)?;
+    let outcome =
+        bound_activations_with(model, &emitted, mode.into(), &emissions).context("bounding the activations")?;
     if let Some(skipped) = outcome.skipped.first() {
         return Err(HardenError::Skipped {
             site: skipped.site.describe(),
@@ -365,7 +389,60 @@ pub fn bound_model(
         }
         .into());
     }
-    Ok((requests, outcome.applied))
+    Ok(Bounded {
+        requests,
+        applied: outcome.applied,
+        folded,
+    })
+}
+
+/// What the pass is asked to emit: per request, its bound (the scalar 1 where folded), its
+/// form, and the initializers its bound was folded into.
+struct EmissionPlan {
+    emitted: Vec<BoundRequest>,
+    emissions: Vec<Emission>,
+    folded: Vec<Vec<String>>,
+}
+
+/// What the pass is asked to emit for each request: with `fold`, the folded Relus are bounded
+/// by the scalar 1 (negated with `fold-threshold` in zero mode, from opset 10).
+fn emission_plan(
+    model: &mut ModelProto,
+    requests: &[BoundRequest],
+    mode: ModeName,
+    emission: EmissionName,
+) -> Result<EmissionPlan> {
+    let mut emitted = requests.to_vec();
+    let mut rescaled = vec![Vec::new(); requests.len()];
+    let kept = match emission {
+        EmissionName::Plain => Emission::Plain,
+        _ => Emission::ReluFirst,
+    };
+    let mut emissions = vec![kept; requests.len()];
+    if matches!(emission, EmissionName::Fold | EmissionName::FoldThreshold) {
+        let negate = emission == EmissionName::FoldThreshold && mode == ModeName::Zero && default_opset(model)? >= 10;
+        let report = fold_channel_bounds(model, requests, negate);
+        for folded in &report.folded {
+            emitted[folded.index].bound = Bound::scalar(1.0);
+            rescaled[folded.index] = folded.rescaled.clone();
+            if folded.negated {
+                emissions[folded.index] = Emission::NegatedThreshold;
+            }
+        }
+        log::info!(
+            "{} of {} bounds folded into the weights",
+            report.folded.len(),
+            requests.len()
+        );
+        for skipped in &report.not_folded {
+            log::debug!("not folded: {}: {}", skipped.site.describe(), skipped.reason);
+        }
+    }
+    Ok(EmissionPlan {
+        emitted,
+        emissions,
+        folded: rescaled,
+    })
 }
 
 /// The `fitact.*` entries of the hardened model's `metadata_props`.
@@ -374,7 +451,7 @@ fn harden_metadata(
     granularity: Granularity,
     mode: ModeName,
     bounded: usize,
-) -> Result<[(&'static str, String); 8]> {
+) -> Result<[(&'static str, String); 9]> {
     let kinds: Vec<String> = options.activations.iter().map(|k| k.cli_name()).collect();
     let granularity_name = serde_json::to_value(granularity)?
         .as_str()
@@ -385,6 +462,7 @@ fn harden_metadata(
         ("fitact.method", options.method.to_string()),
         ("fitact.granularity", granularity_name),
         ("fitact.mode", mode.to_string()),
+        ("fitact.emission", options.emission.to_string()),
         ("fitact.margin", options.margin.to_string()),
         ("fitact.activations", kinds.join(",")),
         ("fitact.bounded_activations", bounded.to_string()),
@@ -401,6 +479,7 @@ struct Hardened<'a> {
     calibration_seconds: f64,
     requests: &'a [BoundRequest],
     applied: &'a [Applied],
+    folded: &'a [Vec<String>],
     /// The hardened model.
     model: &'a ModelProto,
 }
@@ -412,7 +491,11 @@ fn harden_report(options: &HardenOptions, made: &Hardened, search_log: Option<Se
         .iter()
         .zip(made.applied)
         .zip(&made.calibration.activations)
-        .map(|((request, applied), max)| activation_report(&request.site, request, applied, max))
+        .zip(made.folded)
+        .map(|(((request, applied), max), folded)| ActivationReport {
+            folded_into: folded.clone(),
+            ..activation_report(&request.site, request, applied, max)
+        })
         .collect();
     HardenReport {
         tool: TOOL,
@@ -422,6 +505,7 @@ fn harden_report(options: &HardenOptions, made: &Hardened, search_log: Option<Se
         method: options.method,
         granularity: made.granularity,
         mode: made.mode,
+        emission: options.emission,
         margin: options.margin,
         opset: made.opset,
         engine: options.engine.info(),
@@ -477,6 +561,7 @@ fn activation_report(
             .map(|m| m.iter().copied().fold(f32::INFINITY, f32::min)),
         nonfinite_values: max.nonfinite,
         emitted_nodes: applied.nodes.clone(),
+        folded_into: Vec::new(),
     }
 }
 

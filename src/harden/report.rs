@@ -2,7 +2,7 @@
 //! as a short summary for people (stderr). The JSON layout is documented in docs/reports.md.
 
 use crate::harden::bounds::Granularity;
-use crate::harden::method::{Method, ModeName};
+use crate::harden::method::{EmissionName, Method, ModeName};
 use serde::Serialize;
 
 #[derive(Debug, Clone, Serialize)]
@@ -14,6 +14,8 @@ pub struct HardenReport {
     pub method: Method,
     pub granularity: Granularity,
     pub mode: ModeName,
+    /// `--emission`: the nodes a bounded Relu got.
+    pub emission: EmissionName,
     pub margin: f32,
     pub opset: i64,
     /// The engine that ran the calibration (and the search).
@@ -58,6 +60,10 @@ pub struct ActivationReport {
     /// NaN or infinite values seen on clean samples (a sign of a broken model or data).
     pub nonfinite_values: usize,
     pub emitted_nodes: Vec<String>,
+    /// With `--emission fold`: the initializers the per-channel bound was folded into (the
+    /// producer's first); `bound_initializer` then holds the scalar 1 (or is empty: an
+    /// attribute of `ThresholdedRelu`). Empty where the bound was not folded.
+    pub folded_into: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Serialize, PartialEq)]

@@ -25,7 +25,15 @@ def fail(msg):
 
 
 def relus(graph):
-    count = sum(n.op_type == "Relu" for n in graph.node)
+    """Relus (in every graph) whose output something other than a bound's nodes reads."""
+    readers = {}
+    for n in graph.node:
+        for name in n.input:
+            readers.setdefault(name, set()).add(n.op_type)
+    outputs = {o.name for o in graph.output}
+    count = sum(n.op_type == "Relu" and (not readers.get(n.output[0]) or n.output[0] in outputs
+                                        or not readers[n.output[0]] <= {"LessOrEqual", "Less", "Where", "Min"})
+                for n in graph.node)
     for n in graph.node:
         for a in n.attribute:
             if a.type == onnx.AttributeProto.GRAPH:

@@ -16,6 +16,8 @@ use fitact_onnx::search::{FaultSweep, Objective};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+/// `harden`'s flags, one field each (long-function: a declaration, one line of help per
+/// flag; the search's and the emission's flags read best beside the others in `--help`).
 #[derive(clap::Args)]
 pub struct Args {
     /// The model to harden (read only; external data beside it is read too).

@@ -173,12 +173,6 @@ impl Subject {
         self.judge = judge;
     }
 
-    /// The share of samples whose prediction in `faulty` is not the fault-free one.
-    fn sdc(&self, faulty: &Predictions) -> f64 {
-        let corrupted = self.corrupted(faulty).iter().filter(|c| **c).count();
-        corrupted as f64 / self.clean.classes.len().max(1) as f64
-    }
-
     /// Per sample: whether `faulty` differs from the fault-free run (SDC).
     fn corrupted(&self, faulty: &Predictions) -> Vec<bool> {
         (0..self.clean.classes.len())
@@ -534,10 +528,12 @@ impl Campaign<'_> {
                 (flips, faulty, count)
             };
             let n = self.samples as f64;
-            let sdc = subject.sdc(&faulty);
+            let corrupted = subject.corrupted(&faulty);
+            let sdc = corrupted.iter().filter(|c| **c).count() as f64 / n;
             let nonfinite = faulty.nonfinite.iter().filter(|x| **x).count() as f64 / n;
             if options.dump_faults.is_some() {
-                dumps.push(FaultDump::new(subject, m, b, ber, t, &flips, options.format, &faulty));
+                let trial = FaultDump::new(subject, (m, b, ber, t), &flips, options.format, &faulty, corrupted);
+                dumps.push(trial);
             }
             records.push(TrialRecord {
                 model: m,
@@ -603,17 +599,17 @@ pub struct FaultDump {
 }
 
 impl FaultDump {
-    #[allow(clippy::too_many_arguments)]
+    /// `at`: (model index, BER index, BER, trial); `corrupted`: per sample, as the campaign
+    /// judged `faulty`.
     fn new(
         subject: &Subject,
-        model_index: usize,
-        ber_index: usize,
-        ber: f64,
-        trial: usize,
+        at: (usize, usize, f64, usize),
         flips: &[Flip],
         format: WeightFormat,
         faulty: &Predictions,
+        corrupted: Vec<bool>,
     ) -> FaultDump {
+        let (model_index, ber_index, ber, trial) = at;
         let values = Subject::values(&subject.stored, format, flips, &subject.targets);
         FaultDump {
             model: subject.path.clone(),
@@ -639,7 +635,7 @@ impl FaultDump {
                 .iter()
                 .map(|c| (*c != usize::MAX).then_some(*c))
                 .collect(),
-            corrupted: subject.corrupted(faulty),
+            corrupted,
         }
     }
 }

@@ -176,15 +176,13 @@ pub const MARGIN_KEPT: f32 = 0.5;
 /// What the search evaluates against: the check samples, hardest first (see `Holdout::new`).
 struct Holdout {
     batches: Batches,
-    /// Per sample, in batch order: the original's top-1 class and margin, and the class that
-    /// counts as right (the label, or the original's class).
-    reference: Vec<usize>,
-    margins: Vec<f32>,
-    truth: Vec<usize>,
-    /// How outputs are judged; by tolerance, the original's outputs (in batch order) and the
-    /// difference per element allowed.
-    judge: Judge,
+    /// Per sample, in batch order: the original's predictions (top-1 classes and margins, and
+    /// with a judge by tolerance its outputs), and the class that counts as right (the label,
+    /// or the original's class).
     original: Predictions,
+    truth: Vec<usize>,
+    /// How outputs are judged, and the difference per element a judge by tolerance allows.
+    judge: Judge,
     allowance: f32,
     /// Per batch: the row of its first sample.
     offsets: Vec<usize>,
@@ -263,8 +261,6 @@ impl Holdout {
             .collect();
         Ok(Holdout {
             batches,
-            reference: order.iter().map(|i| reference.classes[*i]).collect(),
-            margins: order.iter().map(|i| reference.margins[*i]).collect(),
             truth: order.iter().map(|i| truth[*i]).collect(),
             offsets,
             judge,
@@ -281,7 +277,7 @@ impl Holdout {
             Judge::Top1 => {
                 let (class, margin) = (predictions.classes[j], predictions.margins[j]);
                 class == self.truth[i]
-                    && (self.reference[i] != self.truth[i] || margin >= MARGIN_KEPT * self.margins[i])
+                    && (self.original.classes[i] != self.truth[i] || margin >= MARGIN_KEPT * self.original.margins[i])
             }
             Judge::Tolerance { .. } => self.judge.same_row(&self.original, i, predictions, j, self.allowance),
         }
@@ -290,7 +286,13 @@ impl Holdout {
     /// The original's own metric (1 for agreement; its accuracy with labels): a sample it
     /// gets right keeps its whole margin.
     fn reference_metric(&self) -> f64 {
-        let right = self.reference.iter().zip(&self.truth).filter(|(r, t)| r == t).count();
+        let right = self
+            .original
+            .classes
+            .iter()
+            .zip(&self.truth)
+            .filter(|(r, t)| r == t)
+            .count();
         right as f64 / self.truth.len().max(1) as f64
     }
 
@@ -318,7 +320,7 @@ impl Holdout {
                 let i = self.offsets[b] + j;
                 if self.kept(i, &predictions, j) {
                     kept += 1;
-                } else if self.reference[i] == self.truth[i] {
+                } else if self.original.classes[i] == self.truth[i] {
                     lost[b] += 1;
                 }
             }
@@ -761,7 +763,7 @@ pub fn search(
         .map(|l| f64::from(l.bound_mean_after) / f64::from(l.bound_mean_before).max(f64::MIN_POSITIVE));
     let log = SearchLog {
         metric: if labels.is_some() { "accuracy" } else { "agreement" },
-        holdout_samples: search.holdout.reference.len(),
+        holdout_samples: search.holdout.truth.len(),
         reference: reference_metric,
         threshold,
         objective: if resilience { "resilience" } else { "tight" },
@@ -1106,9 +1108,9 @@ mod tests {
         let (model, _, _, samples) = resnet(48);
         let holdout = Holdout::new(&Engine::tract(), &model, &samples, None, &options()).unwrap();
         assert!(
-            holdout.margins.windows(2).all(|w| w[0] <= w[1]),
+            holdout.original.margins.windows(2).all(|w| w[0] <= w[1]),
             "{:?}",
-            holdout.margins
+            holdout.original.margins
         );
         assert_eq!(holdout.offsets, vec![0, 8, 16, 24, 32, 40]);
         assert_eq!(holdout.reference_metric(), 1.0);

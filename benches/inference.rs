@@ -55,6 +55,8 @@ fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g
         progress: false,
         search: None,
         in_place: false,
+        bounds_in: None,
+        bounds_out: None,
     })
     .unwrap_or_else(|e| panic!("hardening {} as {method}: {e:#}", input.display()));
     output

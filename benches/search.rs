@@ -80,6 +80,8 @@ fn bench(
         report: None,
         progress: false,
         in_place: false,
+        bounds_in: None,
+        bounds_out: None,
         search: Some(SearchSettings {
             budget: 0.005,
             objective: fitact_onnx::search::Objective::Tight,

@@ -76,8 +76,20 @@ pub struct Args {
     /// Write a JSON report of every bound here.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Emit the bounds this JSON file gives (one per activation, by node name: the format
+    /// --save-bounds writes; docs/fitact_anchor.py writes it too) instead of the calibrated
+    /// ones. The file's dims set the granularity; calibration still checks their shapes.
+    #[arg(long, conflicts_with = "search")]
+    bounds: Option<PathBuf>,
+    /// Write the bounds emitted (calibrated, searched or read) to this JSON file.
+    #[arg(long)]
+    save_bounds: Option<PathBuf>,
+    /// Worker threads of the search, which checks its folds in parallel (default: all
+    /// cores). The bounds do not depend on it.
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
     /// Tighten the bounds by a gradient-free search under a clean-accuracy budget, checked
-    /// on a held-out quarter of the calibration samples.
+    /// by 4-fold cross-validation on the calibration samples (at least 64).
     #[arg(long)]
     search: bool,
     /// Labels of the calibration samples (int64/int32 .npy): the budget is then on top-1
@@ -124,9 +136,14 @@ pub struct Args {
 }
 
 pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
-    let allow_unchanged = args.allow_unchanged;
+    let (allow_unchanged, threads) = (args.allow_unchanged, args.threads);
     let options = options(args, terminal)?;
-    let report = match harden(&options) {
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(threads) = threads {
+        pool = pool.num_threads(usize::from(threads));
+    }
+    let hardened = pool.build()?.install(|| harden(&options));
+    let report = match hardened {
         Err(e) if allow_unchanged && matches!(e.downcast_ref(), Some(HardenError::NoActivations(..))) => {
             copy_unchanged(&options)?;
             if !terminal.quiet {
@@ -161,6 +178,9 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         batch_size,
         engine,
         report,
+        bounds,
+        save_bounds,
+        threads: _,
         search,
         labels,
         search_output,
@@ -224,6 +244,8 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
             sdc_tolerance: judge.sdc_tolerance,
         }),
         in_place,
+        bounds_in: bounds,
+        bounds_out: save_bounds,
     })
 }
 

@@ -7,12 +7,13 @@
 use crate::data::dataset::{Samples, load_dataset};
 use crate::data::images::ImageOptions;
 use crate::harden::bounds::{Granularity, bound_from_maxima, bound_from_range};
+use crate::harden::bounds_file::{BoundsFile, bounds_from_file, bounds_to_file};
 use crate::harden::calibrate::{ActivationMax, CalibrateError, CalibrateOptions, Calibration, calibrate, top_for};
 use crate::harden::method::{EmissionName, Method, ModeName};
 use crate::harden::report::{ActivationReport, CalibrationSummary, HardenReport, Stats};
 use crate::model_io::{read_model, write_atomically, write_model};
 use crate::replay::judge::{judged_output, with_output_first};
-use crate::search::{Base, Bases, SearchLog, SearchOptions, scaled, search, split};
+use crate::search::{Bases, FOLDS, KFold, MIN_SAMPLES, SearchData, SearchLog, SearchOptions, k_fold, search};
 use crate::{TOOL, VERSION};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
@@ -22,7 +23,7 @@ use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
 use fitact_passes::tensor::FLOAT;
 use fitact_passes::validate::validate;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 use thiserror::Error;
 
@@ -51,6 +52,10 @@ pub struct HardenOptions {
     pub search: Option<SearchSettings>,
     /// `output` is the input, which may then be replaced.
     pub in_place: bool,
+    /// Emit these bounds (`bounds_file`) instead of the calibrated ones.
+    pub bounds_in: Option<PathBuf>,
+    /// Write the bounds emitted here (`bounds_file`).
+    pub bounds_out: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone)]
@@ -82,7 +87,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let source = read_model(&options.input).context("reading the model")?;
     let mut model = source.model;
     let (opset, sites) = sites_to_bound(&model, options)?;
-    let (granularity, mode) = options.method.resolve(options.granularity, options.mode);
+    let (mut granularity, mode) = options.method.resolve(options.granularity, options.mode);
     log::info!(
         "{}: opset {opset}, {} activation(s) to bound ({granularity:?} granularity, {mode:?} mode), run in {}",
         options.input.display(),
@@ -100,19 +105,36 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         mode,
     };
     let started = Instant::now();
-    let mut calibration =
-        calibrate_on(&model, sets.fit(), &sites, options, sets.top, options.progress).context("calibrating")?;
+    let (calibration, fold_calibrations) = calibrate_sets(&model, &sets, &sites, options)?;
     let seconds = started.elapsed().as_secs_f64();
     log::info!("calibrated on {} samples in {seconds:.2}s", calibration.samples);
     let mut search_log = None;
     let bounds = match (&options.search, &sets.search) {
         (Some(settings), Some(search_sets)) => {
-            let (bounds, log) = search_bounds(&model, options, settings, &rule, &sets, search_sets, &mut calibration)?;
+            let fold = FoldCalibrations {
+                folds: &fold_calibrations,
+                all: &calibration,
+            };
+            let (bounds, log) = search_bounds(&model, options, settings, &rule, &sets, search_sets, fold)?;
             search_log = Some(log);
             bounds
         }
-        _ => rule.bounds(&calibration.activations, None),
+        _ => match &options.bounds_in {
+            Some(path) => {
+                let (bounds, given) = read_bounds(path, &sites, &calibration)?;
+                granularity = given;
+                bounds
+            }
+            None => rule.bounds(&calibration.activations, None),
+        },
     };
+    let bounds_file = options.bounds_out.as_ref().map(|_| {
+        bounds_to_file(
+            &sites,
+            &bounds,
+            format!("{TOOL} {VERSION} harden {}", options.input.display()),
+        )
+    });
     let Bounded {
         requests,
         applied,
@@ -123,6 +145,10 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
     write_model(&options.output, &model, &source.external_tensors, protected).context("writing the hardened model")?;
     log::info!("wrote {}", options.output.display());
+    if let (Some(path), Some(file)) = (&options.bounds_out, bounds_file) {
+        let text = serde_json::to_string_pretty(&file)? + "\n";
+        write_atomically(path, text.as_bytes()).with_context(|| format!("writing the bounds to {}", path.display()))?;
+    }
 
     let made = Hardened {
         opset,
@@ -166,34 +192,21 @@ pub fn sites_to_bound(model: &ModelProto, options: &HardenOptions) -> Result<(i6
 pub struct CalibrationSets {
     /// Every calibration sample.
     pub samples: Samples,
-    /// With a search: the fit, check and held-out samples.
+    /// With a search: the folds, and the samples' labels if known.
     pub search: Option<SearchSets>,
     /// How many of each neuron's largest values calibration keeps (`--percentile`; else 0).
     pub top: usize,
 }
 
-/// The calibration samples cut for a search (`search::split`).
+/// The calibration samples cut for a search (`search::k_fold`).
 pub struct SearchSets {
-    /// Three quarters of the samples: the bounds are fitted on them.
-    pub fit: Samples,
-    /// The samples each candidate is checked on, with their labels if known.
-    pub check: Samples,
-    pub check_labels: Option<Vec<usize>>,
-    /// The quarter the fit never saw.
-    pub held: Samples,
-}
-
-impl CalibrationSets {
-    /// The samples the bounds are fitted on: all of them, or the fit split with a search.
-    pub fn fit(&self) -> &Samples {
-        self.search.as_ref().map_or(&self.samples, |s| &s.fit)
-    }
+    pub k_fold: KFold,
+    pub labels: Option<Vec<usize>>,
 }
 
 /// Reads the calibration samples (and the search's labels, given or from class folders, now,
-/// so a bad file fails before any work) and cuts them for a search: bounds are then fitted on
-/// three quarters of the samples, candidates checked on samples spread over all of them
-/// (`search::split`), with their labels if known.
+/// so a bad file fails before any work) and, with a search, cuts them into folds
+/// (`search::k_fold`): at least `MIN_SAMPLES` of them.
 pub fn calibration_sets(model: &ModelProto, options: &HardenOptions) -> Result<CalibrationSets> {
     let search_labels = options.search.as_ref().and_then(|s| s.labels.as_deref());
     let data =
@@ -205,19 +218,21 @@ pub fn calibration_sets(model: &ModelProto, options: &HardenOptions) -> Result<C
         samples.count,
         if data.labels.is_some() { " with labels" } else { "" }
     );
-    let search = options.search.as_ref().map(|_| {
-        let split = split(&samples);
-        let check_labels = data.labels.map(|l| split.check_rows.iter().map(|r| l[*r]).collect());
-        SearchSets {
-            fit: split.fit,
-            check: split.check,
-            check_labels,
-            held: split.held,
-        }
+    if options.search.is_some() && samples.count < MIN_SAMPLES {
+        anyhow::bail!(
+            "--search needs at least {MIN_SAMPLES} calibration samples ({FOLDS} folds of {}), {} has {}",
+            MIN_SAMPLES / FOLDS,
+            options.calib.display(),
+            samples.count
+        );
+    }
+    let search = options.search.as_ref().map(|_| SearchSets {
+        k_fold: k_fold(samples.count),
+        labels: data.labels,
     });
     // With `--percentile`, each neuron's largest values, as many as the percentile of every
-    // calibration sample needs (the fit split's percentile needs fewer): fit and held-out
-    // calibrations then merge exactly.
+    // calibration sample needs (a fold's percentile needs fewer): fold calibrations then
+    // merge exactly.
     let top = search_percentile(options).map_or(0, |p| top_for(p, samples.count));
     Ok(CalibrationSets { samples, search, top })
 }
@@ -246,6 +261,53 @@ fn calibrate_on(
             top,
         },
     )
+}
+
+/// Calibrates every sample; with a search, fold by fold (the folds' calibrations are kept,
+/// and merge into the one of every sample).
+fn calibrate_sets(
+    model: &ModelProto,
+    sets: &CalibrationSets,
+    sites: &[ActivationSite],
+    options: &HardenOptions,
+) -> Result<(Calibration, Vec<Calibration>)> {
+    let Some(search) = &sets.search else {
+        let all =
+            calibrate_on(model, &sets.samples, sites, options, sets.top, options.progress).context("calibrating")?;
+        return Ok((all, Vec::new()));
+    };
+    let mut folds = Vec::new();
+    for (f, rows) in search.k_fold.folds.iter().enumerate() {
+        let calibration = calibrate_on(
+            model,
+            &sets.samples.select(rows),
+            sites,
+            options,
+            sets.top,
+            options.progress,
+        )
+        .with_context(|| format!("calibrating fold {} of {}", f + 1, search.k_fold.folds.len()))?;
+        folds.push(calibration);
+    }
+    let all = merged(folds.iter(), None).context("calibration has folds")?;
+    Ok((all, folds))
+}
+
+/// The calibrations merged, but for the one at `skip`.
+fn merged<'c>(calibrations: impl Iterator<Item = &'c Calibration>, skip: Option<usize>) -> Option<Calibration> {
+    let mut kept = calibrations
+        .enumerate()
+        .filter(|(i, _)| Some(*i) != skip)
+        .map(|(_, c)| c);
+    let mut all = kept.next()?.clone();
+    kept.for_each(|c| all.merge(c.clone()));
+    Some(all)
+}
+
+/// The calibrations a search fits bounds from: per fold, and of every sample.
+struct FoldCalibrations<'c> {
+    folds: &'c [Calibration],
+    all: &'c Calibration,
 }
 
 /// How calibrated extremes become bounds: per site, at one granularity, with one margin, in one mode.
@@ -287,10 +349,8 @@ impl BoundRule<'_> {
     }
 }
 
-/// `--search`: scales found for the bounds fitted on the fit split (`calibrated`), checked on
-/// the check samples, then applied to the extremes (or percentiles) over every calibration
-/// sample: the held-out quarter is calibrated and merged into `calibration`, so the written
-/// bounds are no tighter than the ones checked.
+/// `--search`: the scales found for the bounds of every fold (fitted on the other folds,
+/// checked on it), applied to the bounds fitted on every sample.
 fn search_bounds(
     model: &ModelProto,
     options: &HardenOptions,
@@ -298,9 +358,8 @@ fn search_bounds(
     rule: &BoundRule,
     sets: &CalibrationSets,
     search_sets: &SearchSets,
-    calibration: &mut Calibration,
+    calibrations: FoldCalibrations,
 ) -> Result<(Vec<Bound>, SearchLog)> {
-    let calibrated = rule.bounds(&calibration.activations, None);
     let search_options = SearchOptions {
         engine: options.engine.clone(),
         budget: settings.budget,
@@ -315,37 +374,33 @@ fn search_bounds(
     let output = judged_output(model, settings.output.as_deref())?;
     let judged = with_output_first(model, &output)?;
     let percentile = search_percentile(options);
-    let fit_count = search_sets.fit.count;
-    let percentiles = percentile.map(|p| rule.bounds(&calibration.activations, Some(top_for(p, fit_count))));
-    let (_, log) = search(
-        &judged,
-        rule.sites,
-        &Bases {
-            maxima: &calibrated,
-            percentiles: percentiles.as_deref(),
-        },
-        rule.mode.into(),
-        &search_sets.check,
-        search_sets.check_labels.as_deref(),
-        &search_options,
-    )
-    .context("searching the bounds")?;
+    let fit = |calibration: &Calibration| {
+        let maxima = rule.bounds(&calibration.activations, None);
+        let percentiles =
+            percentile.map(|p| rule.bounds(&calibration.activations, Some(top_for(p, calibration.samples))));
+        (maxima, percentiles)
+    };
+    let folds: Vec<(Vec<Bound>, Option<Vec<Bound>>)> = (0..calibrations.folds.len())
+        .map(|f| merged(calibrations.folds.iter(), Some(f)).map(|c| fit(&c)))
+        .collect::<Option<_>>()
+        .context("a search has more than one fold")?;
+    let all = fit(calibrations.all);
+    let data = SearchData {
+        samples: &sets.samples,
+        labels: search_sets.labels.as_deref(),
+        k_fold: &search_sets.k_fold,
+        fold_bases: folds.iter().map(|(m, p)| bases_of(m, p.as_deref())).collect(),
+        full: bases_of(&all.0, all.1.as_deref()),
+    };
+    let (bounds, log) =
+        search(&judged, rule.sites, &data, rule.mode.into(), &search_options).context("searching the bounds")?;
     log::info!("search: {} evaluations in {:.1}s", log.evaluations, log.seconds);
-    let held = calibrate_on(model, &search_sets.held, rule.sites, options, sets.top, false)
-        .context("calibrating the held-out samples")?;
-    calibration.merge(held);
-    let maxima = rule.bounds(&calibration.activations, None);
-    let percentiles = percentile.map(|p| rule.bounds(&calibration.activations, Some(top_for(p, sets.samples.count))));
-    let bounds = log
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(i, layer)| match (layer.base, &percentiles) {
-            (Base::Percentile, Some(percentiles)) => scaled(&percentiles[i], layer.scale),
-            _ => scaled(&maxima[i], layer.scale),
-        })
-        .collect();
     Ok((bounds, log))
+}
+
+/// The bases a search scales: `maxima`, and `percentiles` if asked.
+fn bases_of<'b>(maxima: &'b [Bound], percentiles: Option<&'b [Bound]>) -> Bases<'b> {
+    Bases { maxima, percentiles }
 }
 
 /// What `bound_model` did: the requests (holding the calibrated bounds, folded or not), what
@@ -355,6 +410,16 @@ pub struct Bounded {
     pub requests: Vec<BoundRequest>,
     pub applied: Vec<Applied>,
     pub folded: Vec<Vec<String>>,
+}
+
+/// The bounds of a bounds file (`--bounds`) for `sites`, checked against the shapes their
+/// activations had in calibration, and the file's granularity.
+fn read_bounds(path: &Path, sites: &[ActivationSite], calibration: &Calibration) -> Result<(Vec<Bound>, Granularity)> {
+    let context = || format!("reading the bounds in {}", path.display());
+    let text = std::fs::read_to_string(path).with_context(context)?;
+    let file: BoundsFile = serde_json::from_str(&text).with_context(context)?;
+    let shapes: Vec<Vec<usize>> = calibration.activations.iter().map(|a| a.shape.clone()).collect();
+    bounds_from_file(file, sites, &shapes).with_context(context)
 }
 
 /// Bounds every site in `model` (with `fold` emissions, `fold_channel_bounds` first, then the

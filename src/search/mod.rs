@@ -9,6 +9,6 @@
 pub mod tighten;
 
 pub use tighten::{
-    Base, Bases, CHECK_SAMPLES, FAULT_SAMPLES, FaultSweep, LayerSearch, MARGIN_KEPT, OUTLIERS, Objective, SAFETY,
-    SearchLog, SearchOptions, Split, Step, scaled, search, split,
+    Base, Bases, CHECK_SAMPLES, FAULT_SAMPLES, FOLDS, FaultSweep, KFold, LayerSearch, MARGIN_KEPT, MIN_SAMPLES,
+    OUTLIERS, Objective, SAFETY, SearchData, SearchLog, SearchOptions, Step, k_fold, scaled, search,
 };

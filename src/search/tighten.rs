@@ -15,12 +15,19 @@
 //! 2. then a global refinement by coordinate descent: every scale in turn shrinks by 10% while
 //!    the whole model stays within the full budget, until a round changes nothing.
 //!
-//! Bounds are fitted on three quarters of the calibration data; candidates are checked on all
-//! of it, up to 512 samples (`split`), against the original model's top-1 predictions
-//! (agreement) or, with labels, its top-1 accuracy. The check set is small and every candidate
-//! is checked on it, so the best candidates are the ones it favours by chance; to keep the
-//! budget on new data, a sample counts only if it keeps most of its margin, and the search
-//! holds the drop within `SAFETY` x the budget.
+//! Candidates are checked by k-fold (`k_fold`, `FOLDS` folds of every `FOLDS`-th sample): for
+//! each fold, the bounds fitted on the other folds are checked on it, so every check sample is
+//! cut by bounds that never saw it, as new data will be, and no sample is spent on checking
+//! alone (at most `CHECK_SAMPLES` are checked). The metric is the original model's top-1
+//! predictions kept (agreement) or, with labels, top-1 accuracy. The budget is spent from the
+//! calibrated bounds' own k-fold metric (scale 1) when it is below the original's: fitted on
+//! fewer samples, the fold bounds cut more than the bounds fitted on every sample, which are
+//! the ones written (scaled as searched), so a drop measured from the original would spend
+//! the budget on what the written bounds do not cut. The check set is small and every
+//! candidate is checked on it, so the best candidates are the ones it favours by chance; to
+//! keep the budget on new data, a sample counts only if it keeps most of its margin, and the
+//! search holds the drop within `SAFETY` x the budget. A check runs its folds in parallel
+//! (rayon); the decisions, and so the bounds, do not depend on how many threads run them.
 //!
 //! Objectives: `tight` accepts every candidate within the budget (the smallest bounds);
 //! `resilience` accepts one only if, in addition, its accuracy (or agreement) under weight
@@ -53,8 +60,10 @@ use fitact_passes::bound_activations::{Bound, BoundRequest, Mode, bound_activati
 use fitact_passes::extract_suffix::{downstream_tensors, extract_suffix};
 use fitact_passes::onnx::ModelProto;
 use fitact_passes::tensor::FLOAT;
+use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// The share of the budget the held-out drop may use (see the module header): measured on the
@@ -118,7 +127,7 @@ pub struct Step {
     /// The metric on every check sample; None when the check stopped early (`at_most`).
     pub metric: Option<f64>,
     /// When the check stopped as soon as the metric could no longer reach the threshold: the
-    /// most it could still have been.
+    /// most it could still have been (one sample short of the threshold: `Tally::check`).
     pub at_most: Option<f64>,
     /// The metric under faults (objective `resilience`, candidates within the budget), or,
     /// when that check stopped as soon as it could not reach the best so far, the most it
@@ -143,11 +152,14 @@ pub struct LayerSearch {
 pub struct SearchLog {
     /// `agreement` (top-1 agreement with the original model) or `accuracy` (with labels).
     pub metric: &'static str,
-    /// The samples each candidate is checked on (`split`).
+    /// The samples each candidate is checked on, over every fold (`k_fold`), and the folds.
     pub holdout_samples: usize,
+    pub folds: usize,
     /// The original model's metric on the held-out split (1 for agreement).
     pub reference: f64,
-    /// The lowest metric accepted: reference - SAFETY x budget.
+    /// The allowed drop (`--budget`), and the lowest metric accepted: SAFETY x budget under
+    /// the reference or the calibrated bounds' metric, whichever is lower.
+    pub budget: f64,
     pub threshold: f64,
     /// `tight` or `resilience`.
     pub objective: &'static str,
@@ -191,11 +203,6 @@ struct Holdout {
 /// The check samples a resilience search runs under each fault pattern (a prefix of the check set).
 pub const FAULT_SAMPLES: usize = 128;
 
-/// The first `n` samples.
-fn prefix(samples: &Samples, n: usize) -> Samples {
-    samples.select(&(0..n).collect::<Vec<_>>())
-}
-
 /// What checking a candidate found.
 #[derive(Debug, Clone, Copy)]
 enum Check {
@@ -208,6 +215,52 @@ enum Check {
 impl Check {
     fn reaches(&self, allowed: f64) -> bool {
         matches!(self, Check::Metric(m) if *m >= allowed)
+    }
+}
+
+/// A check's count over `total` samples, which may run in parallel over the folds: how many
+/// samples were missed (not kept) so far, and how many may be before the metric falls below
+/// what is allowed. A fold's check stops as soon as the count says so; every miss it counts
+/// is real, so a check that stops decides as the full one would, however the folds interleave.
+struct Tally {
+    total: usize,
+    /// Whether any count reaches the threshold, and if so how many misses it allows.
+    reachable: bool,
+    may_miss: usize,
+    missed: AtomicUsize,
+}
+
+impl Tally {
+    /// A count that reaches `allowed` when the samples kept are at least the smallest number
+    /// whose share is `allowed` (so that the decision is a count's, whatever the order).
+    fn new(total: usize, allowed: f64) -> Tally {
+        let needed = (0..=total).find(|k| *k as f64 / total.max(1) as f64 >= allowed);
+        Tally {
+            total,
+            reachable: needed.is_some(),
+            may_miss: needed.map_or(0, |k| total - k),
+            missed: AtomicUsize::new(0),
+        }
+    }
+
+    /// Counts `n` more misses; whether the metric can still reach the threshold.
+    fn miss(&self, n: usize) -> bool {
+        let missed = self.missed.fetch_add(n, Ordering::Relaxed) + n;
+        self.reachable && missed <= self.may_miss
+    }
+
+    /// What the check found: the metric when every sample was checked, else the most it
+    /// could still have been, as the count knows it whatever the folds' interleaving (one
+    /// sample short of the threshold; every sample when no count reaches it).
+    fn check(&self, complete: bool) -> Check {
+        let share = |kept: usize| kept as f64 / self.total.max(1) as f64;
+        if complete {
+            Check::Metric(share(self.total - self.missed.load(Ordering::Relaxed).min(self.total)))
+        } else if self.reachable {
+            Check::Below(share((self.total - self.may_miss).saturating_sub(1)))
+        } else {
+            Check::Below(share(self.total))
+        }
     }
 }
 
@@ -283,30 +336,31 @@ impl Holdout {
         }
     }
 
-    /// The original's own metric (1 for agreement; its accuracy with labels): a sample it
-    /// gets right keeps its whole margin.
-    fn reference_metric(&self) -> f64 {
-        let right = self
-            .original
+    /// How many samples the original itself keeps: all of them for agreement; those it gets
+    /// right with labels (each keeps its whole margin).
+    fn reference_kept(&self) -> usize {
+        self.original
             .classes
             .iter()
             .zip(&self.truth)
             .filter(|(r, t)| r == t)
-            .count();
-        right as f64 / self.truth.len().max(1) as f64
+            .count()
+    }
+
+    fn len(&self) -> usize {
+        self.truth.len()
     }
 
     /// Checks a candidate whose first output on batch `b` is `logits(b)`, batch by batch in
-    /// `order`, and stops as soon as the metric cannot reach `allowed` any more. Also returns,
-    /// per batch, how many samples the original keeps and the candidate lost.
+    /// `order`, counting its misses in `tally`, and stops as soon as the tally is out of
+    /// reach (returns false). Also returns, per batch, how many samples the original keeps
+    /// and the candidate lost.
     fn tally(
         &self,
         order: &[usize],
-        allowed: f64,
+        tally: &Tally,
         mut logits: impl FnMut(usize) -> Result<Value>,
-    ) -> Result<(Check, Vec<usize>)> {
-        let total = self.truth.len().max(1);
-        let (mut kept, mut seen) = (0, 0);
+    ) -> Result<(bool, Vec<usize>)> {
         let mut lost = vec![0; self.batches.batches.len()];
         for &b in order {
             let valid = self.batches.batches[b].1;
@@ -316,124 +370,223 @@ impl Holdout {
                 Predictions::default()
             };
             push_predictions(&mut predictions, &logits(b)?, valid, self.batches.one_at_a_time)?;
+            let mut missed = 0;
             for j in 0..valid {
                 let i = self.offsets[b] + j;
-                if self.kept(i, &predictions, j) {
-                    kept += 1;
-                } else if self.original.classes[i] == self.truth[i] {
-                    lost[b] += 1;
+                if !self.kept(i, &predictions, j) {
+                    missed += 1;
+                    if self.original.classes[i] == self.truth[i] {
+                        lost[b] += 1;
+                    }
                 }
             }
-            seen += valid;
-            let at_most = (kept + (total - seen)) as f64 / total as f64;
-            if at_most < allowed {
-                return Ok((Check::Below(at_most), lost));
+            if !tally.miss(missed) {
+                return Ok((false, lost));
             }
         }
-        Ok((Check::Metric(kept as f64 / total as f64), lost))
+        Ok((true, lost))
+    }
+
+    /// Checks a candidate on every batch, in `order` (see `tally`), with a count of its own.
+    fn check(
+        &self,
+        order: &[usize],
+        allowed: f64,
+        logits: impl FnMut(usize) -> Result<Value>,
+    ) -> Result<(Check, Vec<usize>)> {
+        let tally = Tally::new(self.len(), allowed);
+        let (complete, lost) = self.tally(order, &tally, logits)?;
+        Ok((tally.check(complete), lost))
     }
 }
 
-struct Search<'a> {
-    original: &'a ModelProto,
-    sites: &'a [ActivationSite],
-    /// Per site, the bound its scale applies to (`base`): the maxima's, or the percentiles'
-    /// where `on_percentile` (for the candidate; `accepted_on_percentile` for the accepted
-    /// point).
-    maxima: &'a [Bound],
-    percentiles: Option<&'a [Bound]>,
-    on_percentile: Vec<bool>,
-    accepted_on_percentile: Vec<bool>,
-    /// The check metric of the accepted point.
-    accepted_metric: f64,
-    mode: Mode,
+/// One fold of the check (`k_fold`): the bounds fitted on the other folds' samples, and the
+/// model they give at the accepted point, checked on this fold's samples, which they never saw.
+struct FoldCheck<'a> {
+    bases: Bases<'a>,
     holdout: Holdout,
-    /// The scales accepted so far, and the model they give. A candidate differs from them at
-    /// one site; every tensor not downstream of it has the accepted model's clean values.
-    accepted: Vec<f32>,
+    /// The model of the accepted scales on this fold's bounds. A candidate differs from them at
+    /// one site; every tensor not downstream of it has this model's clean values.
     accepted_model: ModelProto,
-    /// Clean values of the accepted model, each tagged with the accepted scales of the sites
-    /// upstream of it (`downstream`), so that a value stays valid until one of those changes.
+    /// Clean values of `accepted_model`, each tagged with the accepted scales of the sites
+    /// upstream of it (`Shared::downstream`), so that a value stays valid until one of those
+    /// changes.
     clean: CleanValues,
-    /// Per site: the tensors downstream of its bound, and the tensors its suffix reads.
-    downstream: Vec<HashSet<String>>,
-    boundaries: Vec<Vec<String>>,
     /// Per check batch: samples lost by candidates so far. The check runs the batches that
     /// lost most first, so a candidate that fails fails early.
     lost: Vec<usize>,
+}
+
+/// What every fold's check reads and none changes while it runs.
+struct Shared<'a> {
+    original: &'a ModelProto,
+    sites: &'a [ActivationSite],
+    mode: Mode,
+    /// Per site, whether its scale applies to its percentile bound instead of its maxima:
+    /// for the candidate (`on_percentile`) and at the accepted point.
+    on_percentile: Vec<bool>,
+    accepted_on_percentile: Vec<bool>,
+    /// The scales accepted so far.
+    accepted: Vec<f32>,
+    /// Per site: the tensors downstream of its bound, and the tensors its suffix reads (the
+    /// same in every fold's model: only bound values differ).
+    downstream: Vec<HashSet<String>>,
+    boundaries: Vec<Vec<String>>,
+    options: &'a SearchOptions,
+}
+
+struct Search<'a> {
+    shared: Shared<'a>,
+    folds: Vec<FoldCheck<'a>>,
+    /// The bounds fitted on every sample: the ones written, and the ones the check under
+    /// faults scales.
+    full: Bases<'a>,
+    /// The check metric of the accepted point.
+    accepted_metric: f64,
     /// Objective `resilience`: per pattern, the faulty values of the original's weights, and
     /// the samples they run on.
     patterns: Vec<HashMap<String, Values>>,
     fault_holdout: Option<Holdout>,
     evaluations: usize,
     started: Instant,
-    options: &'a SearchOptions,
+}
+
+/// At most this many samples check each candidate against the budget.
+pub const CHECK_SAMPLES: usize = 512;
+
+/// The folds of the check: bounds fitted on all folds but one are checked on that one.
+pub const FOLDS: usize = 4;
+
+/// The fewest calibration samples a search runs on: 16 per fold, so that a bound fitted on
+/// the other folds has seen 48. Below, one sample is more than a 0.5% budget could hold twice.
+pub const MIN_SAMPLES: usize = 64;
+
+/// Calibration samples cut into `FOLDS` folds for a search.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KFold {
+    /// Per fold, its rows: every `FOLDS`-th sample, so each fold spreads over the file.
+    pub folds: Vec<Vec<usize>>,
+    /// Per fold, the rows of it each candidate is checked on: all of them, unless there are
+    /// more than `CHECK_SAMPLES` samples in all (then `CHECK_SAMPLES` spread evenly over the
+    /// file, each in its own fold).
+    pub checks: Vec<Vec<usize>>,
+}
+
+/// The k-fold cut of `count` samples, deterministically.
+pub fn k_fold(count: usize) -> KFold {
+    let checked: Vec<usize> = if count <= CHECK_SAMPLES {
+        (0..count).collect()
+    } else {
+        (0..CHECK_SAMPLES).map(|k| k * count / CHECK_SAMPLES).collect()
+    };
+    let of_fold = |rows: &[usize], f: usize| rows.iter().copied().filter(|r| r % FOLDS == f).collect();
+    let all: Vec<usize> = (0..count).collect();
+    KFold {
+        folds: (0..FOLDS).map(|f| of_fold(&all, f)).collect(),
+        checks: (0..FOLDS).map(|f| of_fold(&checked, f)).collect(),
+    }
+}
+
+/// What the search checks candidates on: the calibration samples (with their labels, if
+/// given), their folds, per fold the bounds fitted on the others, and the bounds fitted on all.
+pub struct SearchData<'a> {
+    pub samples: &'a Samples,
+    pub labels: Option<&'a [usize]>,
+    pub k_fold: &'a KFold,
+    pub fold_bases: Vec<Bases<'a>>,
+    pub full: Bases<'a>,
+}
+
+impl SearchData<'_> {
+    /// The samples of `rows`, and their labels.
+    fn rows(&self, rows: &[usize]) -> (Samples, Option<Vec<usize>>) {
+        let labels = self.labels.map(|l| rows.iter().map(|r| l[*r]).collect());
+        (self.samples.select(rows), labels)
+    }
+
+    /// The samples a resilience search runs under each fault pattern: the first
+    /// `FAULT_SAMPLES` checked.
+    fn fault_rows(&self) -> Vec<usize> {
+        let mut rows: Vec<usize> = self.k_fold.checks.iter().flatten().copied().collect();
+        rows.sort_unstable();
+        rows.truncate(FAULT_SAMPLES);
+        rows
+    }
 }
 
 impl<'a> Search<'a> {
-    /// Runs the original on the check samples (and the fault samples of a resilience
+    /// Runs the original on every fold's check samples (and the fault samples of a resilience
     /// search), and prepares the calibrated point as the accepted one.
     fn new(
         original: &'a ModelProto,
         sites: &'a [ActivationSite],
-        bases: &Bases<'a>,
+        data: &SearchData<'a>,
         mode: Mode,
-        checked: &Samples,
-        labels: Option<&[usize]>,
         options: &'a SearchOptions,
     ) -> Result<Self> {
         let started = Instant::now();
-        let holdout = Holdout::new(&options.engine, original, checked, labels, options)?;
-        // Fault patterns are compared on a prefix of the check samples: a candidate runs once
-        // per pattern, and the patterns are the same for every candidate.
         let fault_holdout = match &options.objective {
             Objective::Tight => None,
             Objective::Resilience(_) => {
-                let count = FAULT_SAMPLES.min(checked.count);
+                let (samples, labels) = data.rows(&data.fault_rows());
                 Some(Holdout::new(
                     &options.engine,
                     original,
-                    &prefix(checked, count),
-                    labels.map(|l| &l[..count]),
+                    &samples,
+                    labels.as_deref(),
                     options,
                 )?)
             }
         };
-        let batch_count = holdout.batches.batches.len();
-        let mut search = Search {
+        let shared = Shared {
             original,
             sites,
-            maxima: bases.maxima,
-            percentiles: bases.percentiles,
+            mode,
             on_percentile: vec![false; sites.len()],
             accepted_on_percentile: vec![false; sites.len()],
-            accepted_metric: 0.0,
-            mode,
-            holdout,
             accepted: vec![1.0; sites.len()],
-            accepted_model: original.clone(),
-            clean: CleanValues::new(&options.engine),
             downstream: Vec::new(),
             boundaries: Vec::new(),
-            lost: vec![0; batch_count],
-            fault_holdout,
+            options,
+        };
+        let mut folds = Vec::new();
+        for (rows, bases) in data.k_fold.checks.iter().zip(&data.fold_bases) {
+            let (samples, labels) = data.rows(rows);
+            let holdout = Holdout::new(&options.engine, original, &samples, labels.as_deref(), options)?;
+            let (accepted_model, _) = shared.harden(bases, &shared.accepted)?;
+            folds.push(FoldCheck {
+                bases: Bases { ..*bases },
+                lost: vec![0; holdout.batches.batches.len()],
+                holdout,
+                accepted_model,
+                clean: CleanValues::new(&options.engine),
+            });
+        }
+        let mut search = Search {
+            shared,
+            folds,
+            full: Bases { ..data.full },
+            accepted_metric: 0.0,
             patterns: match &options.objective {
                 Objective::Tight => Vec::new(),
                 Objective::Resilience(sweep) => fault_patterns(original, sweep),
             },
+            fault_holdout,
             evaluations: 0,
             started,
-            options,
         };
-        let (calibrated_model, emitted) = search.harden(&vec![1.0; sites.len()])?;
+        let (calibrated_model, emitted) = search.shared.harden(&search.full, &search.shared.accepted)?;
         for names in &emitted {
             let dirty = node_indices(&calibrated_model, names)?;
-            search.downstream.push(downstream_tensors(&calibrated_model, &dirty)?);
             search
+                .shared
+                .downstream
+                .push(downstream_tensors(&calibrated_model, &dirty)?);
+            search
+                .shared
                 .boundaries
                 .push(extract_suffix(&calibrated_model, &dirty)?.boundary);
         }
-        search.accepted_model = calibrated_model;
         Ok(search)
     }
 }
@@ -447,18 +600,18 @@ pub fn scaled(bound: &Bound, scale: f32) -> Bound {
     }
 }
 
-impl Search<'_> {
-    fn out_of_budget(&self) -> Option<&'static str> {
-        if self.options.max_evals.is_some_and(|m| self.evaluations >= m) {
-            return Some("evaluation limit");
+impl Shared<'_> {
+    /// The bound site `l`'s scale applies to, of `bases`.
+    fn base<'b>(&self, bases: &Bases<'b>, l: usize) -> &'b Bound {
+        match bases.percentiles {
+            Some(percentiles) if self.on_percentile[l] => &percentiles[l],
+            _ => &bases.maxima[l],
         }
-        if self.options.time_limit.is_some_and(|t| self.started.elapsed() >= t) {
-            return Some("time limit");
-        }
-        None
     }
 
-    fn harden(&self, scales: &[f32]) -> Result<(ModelProto, Vec<Vec<String>>)> {
+    /// The original with `scales` on `bases` (the candidate's), and per site the names of the
+    /// nodes its bound emitted.
+    fn harden(&self, bases: &Bases, scales: &[f32]) -> Result<(ModelProto, Vec<Vec<String>>)> {
         let mut model = self.original.clone();
         let requests: Vec<BoundRequest> = self
             .sites
@@ -467,111 +620,13 @@ impl Search<'_> {
             .enumerate()
             .map(|(l, (site, s))| BoundRequest {
                 site: site.clone(),
-                bound: scaled(self.base(l), *s),
+                bound: scaled(self.base(bases, l), *s),
                 elem_type: FLOAT,
             })
             .collect();
         let report = bound_activations(&mut model, &requests, self.mode)?;
         anyhow::ensure!(report.skipped.is_empty(), "the search could not bound every activation");
         Ok((model, report.applied.into_iter().map(|a| a.nodes).collect()))
-    }
-
-    /// The metric under each fault pattern, averaged (objective `resilience`), or `Below` as
-    /// soon as the average can no longer reach `at_least`.
-    fn fault_check(&mut self, scales: &[f32], at_least: f64) -> Result<Check> {
-        self.evaluations += 1;
-        let (model, _) = self.harden(scales)?;
-        let weights = Weights::of(&model);
-        let holdout = self
-            .fault_holdout
-            .as_ref()
-            .context("a resilience search has fault samples")?;
-        let order: Vec<usize> = (0..holdout.batches.batches.len()).collect();
-        let patterns = self.patterns.len().max(1) as f64;
-        let mut total = 0.0;
-        for (p, pattern) in self.patterns.iter().enumerate() {
-            let values: Vec<Values> = weights
-                .tensors
-                .iter()
-                .map(|t| pattern.get(&t.name).cloned().unwrap_or_else(|| t.values.clone()))
-                .collect();
-            let faulty = Weights::write_into(&model, &values);
-            let runner = prediction_runner(&self.options.engine, &faulty, &holdout.batches, &[])?;
-            // What this pattern must reach for the average to reach `at_least`, when every
-            // pattern after it keeps every sample (less a rounding allowance: metrics are
-            // multiples of 1 / samples, so only a candidate that cannot tie stops early).
-            let later = (self.patterns.len() - p - 1) as f64;
-            let allowed = at_least * patterns - total - later - 1e-9;
-            let run = |b: usize| Ok(runner.run(holdout.batches.batches[b].0.clone())?.0[0].clone());
-            match holdout.tally(&order, allowed, run)?.0 {
-                Check::Metric(m) => total += m,
-                Check::Below(m) => return Ok(Check::Below((total + m + later) / patterns)),
-            }
-        }
-        Ok(Check::Metric(total / patterns))
-    }
-
-    /// Makes `scales` (on the current bases) the accepted point.
-    fn accept(&mut self, scales: &[f32]) -> Result<()> {
-        self.accepted_model = self.harden(scales)?.0;
-        self.accepted = scales.to_vec();
-        self.accepted_on_percentile = self.on_percentile.clone();
-        Ok(())
-    }
-
-    /// Checks `candidate` against `allowed` (see `Holdout::tally`). When it differs from the
-    /// accepted scales at `changed` only, only the part from that site's bound on is rerun, on
-    /// the accepted model's clean values of what feeds it.
-    fn check(&mut self, candidate: &[f32], changed: Option<usize>, allowed: f64) -> Result<Check> {
-        self.evaluations += 1;
-        let (model, emitted) = self.harden(candidate)?;
-        let mut order: Vec<usize> = (0..self.lost.len()).collect();
-        order.sort_by_key(|b| (std::cmp::Reverse(self.lost[*b]), *b));
-        let only = changed.filter(|l| (0..candidate.len()).all(|i| i == *l || candidate[i] == self.accepted[i]));
-        let suffix = match only {
-            Some(l) => self.suffix_feeds(&model, &emitted[l], l)?,
-            None => None,
-        };
-        let batches = &self.holdout.batches;
-        let (check, lost) = match suffix {
-            Some((suffix, feeds)) => {
-                let runner = self
-                    .options
-                    .engine
-                    .load_for_values(&suffix, &feeds[0], Outputs::Model)?;
-                self.holdout
-                    .tally(&order, allowed, |b| Ok(runner.run_values(&feeds[b])?[0].clone()))?
-            }
-            None => {
-                let runner = prediction_runner(&self.options.engine, &model, batches, &[])?;
-                self.holdout.tally(&order, allowed, |b| {
-                    Ok(runner.run(batches.batches[b].0.clone())?.0[0].clone())
-                })?
-            }
-        };
-        self.lost.iter_mut().zip(lost).for_each(|(total, n)| *total += n);
-        Ok(check)
-    }
-
-    /// Puts site `l` on its percentile base (`on`) or back on its maxima, for the candidates
-    /// that follow (the accepted point changes with `accept`).
-    fn use_percentile(&mut self, l: usize, on: bool) {
-        self.on_percentile[l] = on && self.percentiles.is_some();
-    }
-
-    /// The bound site `l`'s scale applies to.
-    fn base(&self, l: usize) -> &Bound {
-        match self.percentiles {
-            Some(percentiles) if self.on_percentile[l] => &percentiles[l],
-            _ => &self.maxima[l],
-        }
-    }
-
-    /// Whether the site's percentile bound is well below its maximum bound (`OUTLIERS`).
-    fn outliers_dominate(&self, l: usize) -> bool {
-        let sum = |b: &Bound| b.values.iter().map(|v| f64::from(*v)).sum::<f64>();
-        self.percentiles
-            .is_some_and(|p| sum(&p[l]) < f64::from(OUTLIERS) * sum(&self.maxima[l]))
     }
 
     /// `names` tagged with the accepted scales (and bases) of the sites upstream of each.
@@ -588,9 +643,15 @@ impl Search<'_> {
             .collect()
     }
 
-    /// The part of `model` from site `l`'s bound nodes (`dirty`) on, with its inputs per batch,
-    /// when it computes the model's first output.
-    fn suffix_feeds(&self, model: &ModelProto, dirty: &[String], l: usize) -> Result<Option<(ModelProto, Feeds)>> {
+    /// The part of `model` from site `l`'s bound nodes (`dirty`) on, with its inputs per batch
+    /// of `fold`, when it computes the model's first output.
+    fn suffix_feeds(
+        &self,
+        fold: &FoldCheck,
+        model: &ModelProto,
+        dirty: &[String],
+        l: usize,
+    ) -> Result<Option<(ModelProto, Feeds)>> {
         let suffix = extract_suffix(model, &node_indices(model, dirty)?)?;
         if suffix.recomputed_outputs.first() != Some(&true)
             || suffix.boundary.iter().any(|t| self.downstream[l].contains(t))
@@ -600,14 +661,159 @@ impl Search<'_> {
         // When a value this suffix reads is stale, every stale value that some site's suffix
         // reads is computed in the same clean run: the accepted point changes one site at a
         // time, so most of them are read before they change again.
-        let batches = &self.holdout.batches;
-        if !self.clean.stale(&self.tagged(&suffix.boundary), batches).is_empty() {
+        let batches = &fold.holdout.batches;
+        if !fold.clean.stale(&self.tagged(&suffix.boundary), batches).is_empty() {
             let every: Vec<String> = self.boundaries.iter().flatten().cloned().collect();
-            self.clean
-                .refresh(&self.accepted_model, &self.tagged(&every), batches)?;
+            fold.clean
+                .refresh(&fold.accepted_model, &self.tagged(&every), batches)?;
         }
-        let feeds = self.clean.values(&suffix.boundary, batches);
+        let feeds = fold.clean.values(&suffix.boundary, batches);
         Ok(Some((suffix.model, feeds)))
+    }
+
+    /// Checks `candidate` on `fold`, counting in `tally` (see `Holdout::tally`); `only`: the
+    /// one site where it differs from the accepted scales, if so, and then only the part from
+    /// that site's bound on is rerun, on the accepted model's clean values of what feeds it.
+    fn check_fold(
+        &self,
+        fold: &FoldCheck,
+        candidate: &[f32],
+        only: Option<usize>,
+        tally: &Tally,
+    ) -> Result<(bool, Vec<usize>)> {
+        let (model, emitted) = self.harden(&fold.bases, candidate)?;
+        let mut order: Vec<usize> = (0..fold.lost.len()).collect();
+        order.sort_by_key(|b| (std::cmp::Reverse(fold.lost[*b]), *b));
+        let suffix = match only {
+            Some(l) => self.suffix_feeds(fold, &model, &emitted[l], l)?,
+            None => None,
+        };
+        let batches = &fold.holdout.batches;
+        match suffix {
+            Some((suffix, feeds)) => {
+                let runner = self
+                    .options
+                    .engine
+                    .load_for_values(&suffix, &feeds[0], Outputs::Model)?;
+                fold.holdout
+                    .tally(&order, tally, |b| Ok(runner.run_values(&feeds[b])?[0].clone()))
+            }
+            None => {
+                let runner = prediction_runner(&self.options.engine, &model, batches, &[])?;
+                fold.holdout.tally(&order, tally, |b| {
+                    Ok(runner.run(batches.batches[b].0.clone())?.0[0].clone())
+                })
+            }
+        }
+    }
+}
+
+impl Search<'_> {
+    fn out_of_budget(&self) -> Option<&'static str> {
+        let options = self.shared.options;
+        if options.max_evals.is_some_and(|m| self.evaluations >= m) {
+            return Some("evaluation limit");
+        }
+        if options.time_limit.is_some_and(|t| self.started.elapsed() >= t) {
+            return Some("time limit");
+        }
+        None
+    }
+
+    /// Every check sample, over the folds.
+    fn check_count(&self) -> usize {
+        self.folds.iter().map(|f| f.holdout.len()).sum()
+    }
+
+    /// The share of the check samples the original itself keeps (1 for agreement; its
+    /// accuracy with labels).
+    fn reference_metric(&self) -> f64 {
+        let kept: usize = self.folds.iter().map(|f| f.holdout.reference_kept()).sum();
+        kept as f64 / self.check_count().max(1) as f64
+    }
+
+    /// The metric under each fault pattern, averaged (objective `resilience`), or `Below` as
+    /// soon as the average can no longer reach `at_least`. Faults are checked with the bounds
+    /// fitted on every sample (the ones written).
+    fn fault_check(&mut self, scales: &[f32], at_least: f64) -> Result<Check> {
+        self.evaluations += 1;
+        let (model, _) = self.shared.harden(&self.full, scales)?;
+        let weights = Weights::of(&model);
+        let holdout = self
+            .fault_holdout
+            .as_ref()
+            .context("a resilience search has fault samples")?;
+        let order: Vec<usize> = (0..holdout.batches.batches.len()).collect();
+        let patterns = self.patterns.len().max(1) as f64;
+        let mut total = 0.0;
+        for (p, pattern) in self.patterns.iter().enumerate() {
+            let values: Vec<Values> = weights
+                .tensors
+                .iter()
+                .map(|t| pattern.get(&t.name).cloned().unwrap_or_else(|| t.values.clone()))
+                .collect();
+            let faulty = Weights::write_into(&model, &values);
+            let runner = prediction_runner(&self.shared.options.engine, &faulty, &holdout.batches, &[])?;
+            // What this pattern must reach for the average to reach `at_least`, when every
+            // pattern after it keeps every sample (less a rounding allowance: metrics are
+            // multiples of 1 / samples, so only a candidate that cannot tie stops early).
+            let later = (self.patterns.len() - p - 1) as f64;
+            let allowed = at_least * patterns - total - later - 1e-9;
+            let run = |b: usize| Ok(runner.run(holdout.batches.batches[b].0.clone())?.0[0].clone());
+            match holdout.check(&order, allowed, run)?.0 {
+                Check::Metric(m) => total += m,
+                Check::Below(m) => return Ok(Check::Below((total + m + later) / patterns)),
+            }
+        }
+        Ok(Check::Metric(total / patterns))
+    }
+
+    /// Makes `scales` (on the current bases) the accepted point.
+    fn accept(&mut self, scales: &[f32]) -> Result<()> {
+        let shared = &mut self.shared;
+        shared.accepted = scales.to_vec();
+        shared.accepted_on_percentile = shared.on_percentile.clone();
+        for fold in &mut self.folds {
+            fold.accepted_model = shared.harden(&fold.bases, scales)?.0;
+        }
+        Ok(())
+    }
+
+    /// Checks `candidate` against `allowed` on every fold, in parallel, the folds that lost
+    /// most first; the check stops as soon as the samples missed over all folds put `allowed`
+    /// out of reach.
+    fn check(&mut self, candidate: &[f32], changed: Option<usize>, allowed: f64) -> Result<Check> {
+        self.evaluations += 1;
+        let shared = &self.shared;
+        let only = changed.filter(|l| (0..candidate.len()).all(|i| i == *l || candidate[i] == shared.accepted[i]));
+        let tally = Tally::new(self.check_count(), allowed);
+        let results: Vec<Result<(bool, Vec<usize>)>> = self
+            .folds
+            .par_iter()
+            .map(|fold| shared.check_fold(fold, candidate, only, &tally))
+            .collect();
+        let mut complete = true;
+        for (fold, result) in self.folds.iter_mut().zip(results) {
+            let (done, lost) = result?;
+            complete &= done;
+            fold.lost.iter_mut().zip(lost).for_each(|(total, n)| *total += n);
+        }
+        Ok(tally.check(complete))
+    }
+
+    /// Puts site `l` on its percentile base (`on`) or back on its maxima, for the candidates
+    /// that follow (the accepted point changes with `accept`).
+    fn use_percentile(&mut self, l: usize, on: bool) {
+        self.shared.on_percentile[l] = on && self.full.percentiles.is_some();
+    }
+
+    /// Whether the site's percentile bound is well below its maximum bound (`OUTLIERS`), on
+    /// every sample.
+    fn outliers_dominate(&self, l: usize) -> bool {
+        let sum = |b: &Bound| b.values.iter().map(|v| f64::from(*v)).sum::<f64>();
+        self.full
+            .percentiles
+            .is_some_and(|p| sum(&p[l]) < f64::from(OUTLIERS) * sum(&self.full.maxima[l]))
     }
 }
 
@@ -655,77 +861,38 @@ fn fault_patterns(original: &ModelProto, sweep: &FaultSweep) -> Vec<HashMap<Stri
     patterns
 }
 
-/// At most this many samples check each candidate against the budget.
-pub const CHECK_SAMPLES: usize = 512;
-
-/// The calibration samples cut for a search.
-pub struct Split {
-    /// The samples bounds are fitted on: all but every fourth.
-    pub fit: Samples,
-    /// Every fourth sample (at least one, and at least 64 when there are enough): never seen
-    /// by the fit, so the calibrated bounds cut them as they would cut new data.
-    pub held: Samples,
-    /// The samples each candidate is checked on, with their rows: up to `CHECK_SAMPLES` spread
-    /// evenly over all the samples, fitted and held-out alike. Fitted samples matter: the
-    /// largest of them set the bounds, so they are the first a smaller scale cuts, as it would
-    /// cut the largest of new data. Measured on the fixtures (test-split drop, budget 0.5):
-    /// the held-out quarter alone let 33 tightened activations (MobileNetV3-style,
-    /// `--activations all`) lose 0.95 points; all 512 samples, 0.10; 256 of them (half fitted,
-    /// half held out) let AlexNet and ResNet lose 0.60 and 0.75. With all 512, the five
-    /// fixtures lost 0.10 (AlexNet), 0.50 (VGG), 0.05 (ResNet), 0.10 and 0.40 (the two
-    /// with every activation bounded).
-    pub check: Samples,
-    pub check_rows: Vec<usize>,
-}
-
-/// Splits calibration samples for a search, deterministically and spread over the file.
-pub fn split(samples: &Samples) -> Split {
-    let n = samples.count;
-    let stride = if n >= 256 { 4 } else { (n / 64).clamp(2, 4) };
-    let held: Vec<usize> = (0..n).filter(|i| i % stride == stride - 1).collect();
-    let fit: Vec<usize> = (0..n).filter(|i| i % stride != stride - 1).collect();
-    let check_rows: Vec<usize> = if n <= CHECK_SAMPLES {
-        (0..n).collect()
-    } else {
-        (0..CHECK_SAMPLES).map(|k| k * n / CHECK_SAMPLES).collect()
-    };
-    Split {
-        fit: samples.select(&fit),
-        held: samples.select(&held),
-        check: samples.select(&check_rows),
-        check_rows,
-    }
-}
-
 /// The calibrated bounds a search scales, per site: from the per-neuron maxima, and (if asked)
-/// from a per-neuron percentile, both on the fit split.
+/// from a per-neuron percentile.
+#[derive(Clone, Copy)]
 pub struct Bases<'a> {
     pub maxima: &'a [Bound],
     pub percentiles: Option<&'a [Bound]>,
 }
 
-/// Searches one scale per site for the bounds `bases` (calibrated on the fit split), checking
-/// candidates on `checked` (with `labels` of those samples, if given). The steps: measure the
-/// reference and the calibrated point, tune layer by layer (`Run::layer_by_layer`), then
-/// descend on the whole model (`Run::coordinate_descent`), and log what was done.
+/// Searches one scale per site, checking candidates fold by fold (`SearchData`), and returns
+/// the scaled bounds fitted on every sample. The steps: measure the reference and the
+/// calibrated point (the bounds at scale 1, each fold's checked on samples they did not see),
+/// tune layer by layer (`Run::layer_by_layer`), then descend on the whole model
+/// (`Run::coordinate_descent`), and log what was done. The budget is spent from the
+/// calibrated point's metric, when it is below the original's: the fold bounds, fitted on
+/// fewer samples, cut more than the bounds fitted on all will.
 pub fn search(
     original: &ModelProto,
     sites: &[ActivationSite],
-    bases: &Bases,
+    data: &SearchData,
     mode: Mode,
-    checked: &Samples,
-    labels: Option<&[usize]>,
     options: &SearchOptions,
 ) -> Result<(Vec<Bound>, SearchLog)> {
     let started = Instant::now();
-    let mut search = Search::new(original, sites, bases, mode, checked, labels, options)?;
-    let reference_metric = search.holdout.reference_metric();
+    let mut search = Search::new(original, sites, data, mode, options)?;
+    let reference_metric = search.reference_metric();
     let n = sites.len();
     let budget = options.budget * SAFETY;
-    let threshold = reference_metric - budget;
     let resilience = matches!(options.objective, Objective::Resilience(_));
     let scales = vec![1.0f32; n];
     let calibrated_metric = full_metric(search.check(&scales, None, f64::NEG_INFINITY)?);
+    let start = reference_metric.min(calibrated_metric);
+    let threshold = start - budget;
     let calibrated_fault_metric = if resilience {
         Some(full_metric(search.fault_check(&scales, f64::NEG_INFINITY)?))
     } else {
@@ -740,7 +907,7 @@ pub fn search(
         steps: vec![Vec::new(); n],
         stopped: "converged",
     };
-    run.layer_by_layer(reference_metric, budget, threshold)?;
+    run.layer_by_layer(start, budget, threshold)?;
     if run.stopped == "converged" {
         run.coordinate_descent(threshold)?;
     }
@@ -755,16 +922,18 @@ pub fn search(
     let bounds: Vec<Bound> = scales
         .iter()
         .enumerate()
-        .map(|(l, s)| scaled(search.base(l), *s))
+        .map(|(l, s)| scaled(search.shared.base(&search.full, l), *s))
         .collect();
-    let layers = layer_logs(sites, bases, &bounds, &scales, steps, &search.on_percentile);
+    let layers = layer_logs(sites, &data.full, &bounds, &scales, steps, &search.shared.on_percentile);
     let ratios = layers
         .iter()
         .map(|l| f64::from(l.bound_mean_after) / f64::from(l.bound_mean_before).max(f64::MIN_POSITIVE));
     let log = SearchLog {
-        metric: if labels.is_some() { "accuracy" } else { "agreement" },
-        holdout_samples: search.holdout.truth.len(),
+        metric: if data.labels.is_some() { "accuracy" } else { "agreement" },
+        holdout_samples: search.check_count(),
+        folds: search.folds.len(),
         reference: reference_metric,
+        budget: options.budget,
         threshold,
         objective: if resilience { "resilience" } else { "tight" },
         calibrated_fault_metric,
@@ -809,7 +978,7 @@ impl Run<'_, '_> {
             Check::Below(m) => (None, Some(m)),
         };
         let mut step = Step {
-            base: if search.on_percentile[changed] {
+            base: if search.shared.on_percentile[changed] {
                 Base::Percentile
             } else {
                 Base::Maximum
@@ -956,9 +1125,40 @@ mod tests {
     use fitact_passes::activations::find_relus;
     use std::path::PathBuf;
 
-    /// The ResNet-style fixture (residual Adds: sites on parallel paths), its calibrated
-    /// per-channel bounds, and the first `count` calibration samples.
-    fn resnet(count: usize) -> (ModelProto, Vec<ActivationSite>, Vec<Bound>, Samples) {
+    /// The first `n` samples.
+    fn prefix(samples: &Samples, n: usize) -> Samples {
+        samples.select(&(0..n).collect::<Vec<_>>())
+    }
+
+    /// Per-channel bounds of `model`'s sites, calibrated on `samples`.
+    fn channel_bounds(model: &ModelProto, sites: &[ActivationSite], samples: &Samples) -> Vec<Bound> {
+        let options = CalibrateOptions {
+            engine: Engine::tract(),
+            batch_size: 8,
+            progress: false,
+            top: 0,
+        };
+        calibrate(model, samples, sites, &options)
+            .unwrap()
+            .activations
+            .iter()
+            .map(|a| bound_from_maxima(&a.neuron_max, Granularity::Channel, 0.001))
+            .collect()
+    }
+
+    /// The ResNet-style fixture (residual Adds: sites on parallel paths) and its first `count`
+    /// calibration samples, cut into folds, with per fold the per-channel bounds calibrated on
+    /// the other folds, and on all.
+    struct Fixture {
+        model: ModelProto,
+        sites: Vec<ActivationSite>,
+        samples: Samples,
+        k_fold: KFold,
+        fold_bounds: Vec<Vec<Bound>>,
+        full: Vec<Bound>,
+    }
+
+    fn resnet(count: usize) -> Fixture {
         let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures");
         let model = crate::model_io::read_model(&fixtures.join("resnet.onnx"))
             .unwrap()
@@ -968,25 +1168,42 @@ mod tests {
             count,
         );
         let sites = find_relus(&model);
-        let options = CalibrateOptions {
-            engine: Engine::tract(),
-            batch_size: 8,
-            progress: false,
-            top: 0,
-        };
-        let calibration = calibrate(&model, &samples, &sites, &options).unwrap();
-        let bounds = calibration
-            .activations
-            .iter()
-            .map(|a| bound_from_maxima(&a.neuron_max, Granularity::Channel, 0.001))
+        let k_fold = k_fold(count);
+        let fold_bounds = (0..FOLDS)
+            .map(|f| {
+                let others: Vec<usize> = (0..count).filter(|r| r % FOLDS != f).collect();
+                channel_bounds(&model, &sites, &samples.select(&others))
+            })
             .collect();
-        (model, sites, bounds, samples)
+        let full = channel_bounds(&model, &sites, &samples);
+        Fixture {
+            model,
+            sites,
+            samples,
+            k_fold,
+            fold_bounds,
+            full,
+        }
     }
 
-    fn bases(maxima: &[Bound]) -> Bases<'_> {
-        Bases {
-            maxima,
-            percentiles: None,
+    impl Fixture {
+        /// What a search checks on, with `percentiles` (per fold, then on all) if given.
+        fn data<'a>(&'a self, percentiles: Option<&'a (Vec<Vec<Bound>>, Vec<Bound>)>) -> SearchData<'a> {
+            SearchData {
+                samples: &self.samples,
+                labels: None,
+                k_fold: &self.k_fold,
+                fold_bases: (0..FOLDS)
+                    .map(|f| Bases {
+                        maxima: &self.fold_bounds[f],
+                        percentiles: percentiles.map(|p| p.0[f].as_slice()),
+                    })
+                    .collect(),
+                full: Bases {
+                    maxima: &self.full,
+                    percentiles: percentiles.map(|p| p.1.as_slice()),
+                },
+            }
         }
     }
 
@@ -1012,10 +1229,11 @@ mod tests {
 
     #[test]
     fn suffix_checks_on_cached_values_match_whole_model_runs_as_points_are_accepted() {
-        let (model, sites, base, samples) = resnet(48);
+        let fixture = resnet(48);
         let options = options();
-        let mut search = Search::new(&model, &sites, &bases(&base), Mode::Zero, &samples, None, &options).unwrap();
-        let n = sites.len();
+        let data = fixture.data(None);
+        let mut search = Search::new(&fixture.model, &fixture.sites, &data, Mode::Zero, &options).unwrap();
+        let n = fixture.sites.len();
         let mut scales = vec![1.0f32; n];
         // Accept tight scales at sites on both sides of residual joins, in an order that
         // invalidates cached values upstream and downstream of the next candidate.
@@ -1038,15 +1256,16 @@ mod tests {
 
     #[test]
     fn suffix_checks_stay_right_as_sites_try_and_take_their_percentile_base() {
-        let (model, sites, maxima, samples) = resnet(48);
-        let percentiles: Vec<Bound> = maxima.iter().map(|b| scaled(b, 0.7)).collect();
-        let bases = Bases {
-            maxima: &maxima,
-            percentiles: Some(&percentiles),
-        };
+        let fixture = resnet(48);
+        let lower = |bounds: &[Bound]| bounds.iter().map(|b| scaled(b, 0.7)).collect::<Vec<_>>();
+        let percentiles = (
+            fixture.fold_bounds.iter().map(|b| lower(b)).collect(),
+            lower(&fixture.full),
+        );
         let options = options();
-        let mut search = Search::new(&model, &sites, &bases, Mode::Zero, &samples, None, &options).unwrap();
-        let n = sites.len();
+        let data = fixture.data(Some(&percentiles));
+        let mut search = Search::new(&fixture.model, &fixture.sites, &data, Mode::Zero, &options).unwrap();
+        let n = fixture.sites.len();
         let scales = vec![1.0f32; n];
         // As the search does: a site tries its percentile base (a check that may refresh the
         // cached values of every site), then takes it or goes back to its maxima.
@@ -1074,10 +1293,11 @@ mod tests {
 
     #[test]
     fn a_check_that_stops_early_decides_as_a_full_check_would() {
-        let (model, sites, base, samples) = resnet(48);
+        let fixture = resnet(48);
         let options = options();
-        let mut search = Search::new(&model, &sites, &bases(&base), Mode::Zero, &samples, None, &options).unwrap();
-        let n = sites.len();
+        let data = fixture.data(None);
+        let mut search = Search::new(&fixture.model, &fixture.sites, &data, Mode::Zero, &options).unwrap();
+        let n = fixture.sites.len();
         let mut stopped_early = 0;
         for (l, scale) in [(n - 1, 0.2), (0, 0.3), (n / 2, 0.5), (2, 0.8), (n - 1, 0.95)] {
             let mut candidate = vec![1.0f32; n];
@@ -1105,14 +1325,14 @@ mod tests {
 
     #[test]
     fn the_check_samples_run_hardest_first() {
-        let (model, _, _, samples) = resnet(48);
-        let holdout = Holdout::new(&Engine::tract(), &model, &samples, None, &options()).unwrap();
+        let fixture = resnet(48);
+        let holdout = Holdout::new(&Engine::tract(), &fixture.model, &fixture.samples, None, &options()).unwrap();
         assert!(
             holdout.original.margins.windows(2).all(|w| w[0] <= w[1]),
             "{:?}",
             holdout.original.margins
         );
         assert_eq!(holdout.offsets, vec![0, 8, 16, 24, 32, 40]);
-        assert_eq!(holdout.reference_metric(), 1.0);
+        assert_eq!(holdout.reference_kept(), 48);
     }
 }

@@ -109,8 +109,8 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let seconds = started.elapsed().as_secs_f64();
     log::info!("calibrated on {} samples in {seconds:.2}s", calibration.samples);
     let mut search_log = None;
-    let bounds = match (&options.search, &sets.search) {
-        (Some(settings), Some(search_sets)) => {
+    let bounds = match (&options.search, &sets.search, &options.bounds_in) {
+        (Some(settings), Some(search_sets), _) => {
             let fold = FoldCalibrations {
                 folds: &fold_calibrations,
                 all: &calibration,
@@ -119,14 +119,12 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             search_log = Some(log);
             bounds
         }
-        _ => match &options.bounds_in {
-            Some(path) => {
-                let (bounds, given) = read_bounds(path, &sites, &calibration)?;
-                granularity = given;
-                bounds
-            }
-            None => rule.bounds(&calibration.activations, None),
-        },
+        (_, _, Some(path)) => {
+            let (bounds, given) = read_bounds(path, &sites, &calibration)?;
+            granularity = given;
+            bounds
+        }
+        _ => rule.bounds(&calibration.activations, None),
     };
     let bounds_file = options.bounds_out.as_ref().map(|_| {
         bounds_to_file(
@@ -389,18 +387,22 @@ fn search_bounds(
         samples: &sets.samples,
         labels: search_sets.labels.as_deref(),
         k_fold: &search_sets.k_fold,
-        fold_bases: folds.iter().map(|(m, p)| bases_of(m, p.as_deref())).collect(),
-        full: bases_of(&all.0, all.1.as_deref()),
+        fold_bases: folds
+            .iter()
+            .map(|(maxima, percentiles)| Bases {
+                maxima,
+                percentiles: percentiles.as_deref(),
+            })
+            .collect(),
+        full: Bases {
+            maxima: &all.0,
+            percentiles: all.1.as_deref(),
+        },
     };
     let (bounds, log) =
         search(&judged, rule.sites, &data, rule.mode.into(), &search_options).context("searching the bounds")?;
     log::info!("search: {} evaluations in {:.1}s", log.evaluations, log.seconds);
     Ok((bounds, log))
-}
-
-/// The bases a search scales: `maxima`, and `percentiles` if asked.
-fn bases_of<'b>(maxima: &'b [Bound], percentiles: Option<&'b [Bound]>) -> Bases<'b> {
-    Bases { maxima, percentiles }
 }
 
 /// What `bound_model` did: the requests (holding the calibrated bounds, folded or not), what

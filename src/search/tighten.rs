@@ -550,12 +550,16 @@ impl<'a> Search<'a> {
             options,
         };
         let mut folds = Vec::new();
+        // Per site, the nodes its bound emitted: the same in every fold's model (only bound
+        // values differ).
+        let mut emitted = Vec::new();
         for (rows, bases) in data.k_fold.checks.iter().zip(&data.fold_bases) {
             let (samples, labels) = data.rows(rows);
             let holdout = Holdout::new(&options.engine, original, &samples, labels.as_deref(), options)?;
-            let (accepted_model, _) = shared.harden(bases, &shared.accepted)?;
+            let (accepted_model, nodes) = shared.harden(bases, &shared.accepted)?;
+            emitted = nodes;
             folds.push(FoldCheck {
-                bases: Bases { ..*bases },
+                bases: *bases,
                 lost: vec![0; holdout.batches.batches.len()],
                 holdout,
                 accepted_model,
@@ -565,7 +569,7 @@ impl<'a> Search<'a> {
         let mut search = Search {
             shared,
             folds,
-            full: Bases { ..data.full },
+            full: data.full,
             accepted_metric: 0.0,
             patterns: match &options.objective {
                 Objective::Tight => Vec::new(),
@@ -575,17 +579,17 @@ impl<'a> Search<'a> {
             evaluations: 0,
             started,
         };
-        let (calibrated_model, emitted) = search.shared.harden(&search.full, &search.shared.accepted)?;
+        let calibrated_model = &search.folds.last().context("a search has folds")?.accepted_model;
         for names in &emitted {
-            let dirty = node_indices(&calibrated_model, names)?;
+            let dirty = node_indices(calibrated_model, names)?;
             search
                 .shared
                 .downstream
-                .push(downstream_tensors(&calibrated_model, &dirty)?);
+                .push(downstream_tensors(calibrated_model, &dirty)?);
             search
                 .shared
                 .boundaries
-                .push(extract_suffix(&calibrated_model, &dirty)?.boundary);
+                .push(extract_suffix(calibrated_model, &dirty)?.boundary);
         }
         Ok(search)
     }

@@ -17,14 +17,16 @@ Each call runs the command in-process, in the compiled extension ``fitact_onnx._
 (the same code as the CLI, so the same inputs give byte-identical models and reports), with
 the GIL released while models run. Models are ``onnx.ModelProto``, bytes or paths; data is a
 numpy array, a dict of arrays per input name, a path (``.npy``, ``.npz``, a folder of images)
-or an onnxruntime ``CalibrationDataReader``. In-memory inputs are written to a private
-temporary folder, removed when the call returns. Results are the dicts of the JSON reports
-(docs/reports.md). The onnxruntime engine uses the library of the ``onnxruntime`` package this
-interpreter imports (``pip install onnxruntime``); without it, models run in tract.
+or an onnxruntime ``CalibrationDataReader``. Arrays reach the command in memory (copied once,
+read as the ``.npy``/``.npz`` they stand for: the same conversions and messages); a model
+given as a ``ModelProto`` or bytes is written to a private temporary folder, removed when the
+call returns. Results are the dicts of the JSON reports (docs/reports.md). The onnxruntime
+engine uses the library of the ``onnxruntime`` package this interpreter imports
+(``pip install onnxruntime``); without it, models run in tract.
 
 Errors: ``ValueError`` for arguments the command rejects (a wrong type, an unknown value, an
 option that needs another), ``FitactError`` for an error while running; the message is the
-line the CLI prints after ``error:``.
+line the CLI prints after ``error:`` (an in-memory argument named as its keyword, ``calib:``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from ._native import FitactError, __version__
 
 __all__ = ["FitactError", "__version__", "check", "evaluate", "harden", "inspect", "merge"]
 
-# What an in-memory input is called in a report, in place of its temporary file's path.
+# What an in-memory input is called in a report, in place of the path that stood for it.
 _IN_MEMORY = "<in memory>"
 
 
@@ -221,15 +223,21 @@ def _flags(options: Mapping[str, Any]) -> List[str]:
 
 
 class _Workspace:
-    """A private temporary folder for the files a call makes from Python values, removed when
-    it returns, and what each such file stands for in the reports."""
+    """What a call hands the command for its Python values: a private temporary folder for the
+    files it makes (models, reports), removed when it returns, and arrays registered in memory
+    until then; and what each path stands for in reports (``<in memory>``) and messages (the
+    keyword it was given as)."""
 
     def __enter__(self) -> "_Workspace":
         self._dir = tempfile.TemporaryDirectory(prefix="fitact-onnx-")
         self._stand_ins: Dict[str, str] = {}
+        self._names: Dict[str, str] = {}
+        self._arrays: List[Any] = []
         return self
 
     def __exit__(self, *exc: Any) -> None:
+        for arrays in self._arrays:
+            arrays.close()
         self._dir.cleanup()
 
     def path(self, name: str) -> str:
@@ -261,17 +269,25 @@ class _Workspace:
             f.write(content)
         return path
 
+    def _in_memory(self, arrays: Any, name: str) -> str:
+        """The path the command reads ``arrays`` (an array or a dict of them) at."""
+        registered = _native.InMemory(arrays, name)
+        self._arrays.append(registered)
+        path = os.fspath(registered.path)
+        self._stand_ins[path] = _IN_MEMORY
+        self._names[path] = name
+        return path
+
     def data(self, data: Any, name: str) -> str:
-        """A sample set's path: as given, or an ``.npy`` (one array) or ``.npz`` (arrays per
-        input name; a ``CalibrationDataReader``'s feeds joined along the batch axis)."""
+        """A sample set's path: as given, or that of the arrays handed over in memory: one
+        array (as an ``.npy``) or arrays per input name (as an ``.npz``; a
+        ``CalibrationDataReader``'s feeds joined along the batch axis)."""
         import numpy as np
 
         if isinstance(data, (str, os.PathLike)):
             return os.fspath(data)
         if isinstance(data, np.ndarray):
-            path = self._made(f"{name}.npy")
-            np.save(path, data)
-            return path
+            return self._in_memory(_native_order(data), name)
         if isinstance(data, Mapping):
             arrays = {str(k): np.asarray(v) for k, v in data.items()}
         elif callable(getattr(data, "get_next", None)):
@@ -283,19 +299,15 @@ class _Workspace:
             )
         if not arrays:
             raise ValueError(f"{name}: no arrays given")
-        path = self._made(f"{name}.npz")
-        np.savez(path, **arrays)
-        return path
+        return self._in_memory({k: _native_order(v) for k, v in arrays.items()}, name)
 
     def labels(self, labels: Any, name: str) -> Optional[str]:
-        """A labels file's path: as given, or an ``.npy`` of the array (or list) given."""
+        """A labels file's path: as given, or that of the array (or list) given, in memory."""
         import numpy as np
 
         if labels is None or isinstance(labels, (str, os.PathLike)):
             return None if labels is None else os.fspath(labels)
-        path = self._made(f"{name}.npy")
-        np.save(path, np.asarray(labels))
-        return path
+        return self._in_memory(_native_order(np.asarray(labels)), name)
 
     def report(self, report: Any, name: str) -> str:
         """A campaign report's path: as given, or a JSON file of the dict given."""
@@ -310,7 +322,19 @@ class _Workspace:
 
     def run(self, command: str, positional: List[str], options: Mapping[str, Any]) -> int:
         argv = [command, *positional, *_flags(options)]
-        return _native.run(argv, _onnxruntime_package())
+        try:
+            return _native.run(argv, _onnxruntime_package())
+        except (ValueError, FitactError) as error:
+            message = self.rename(str(error))
+            if message == str(error):
+                raise
+            raise type(error)(message) from None
+
+    def rename(self, message: str) -> str:
+        """``message`` with the paths of in-memory arrays replaced by their keywords."""
+        for path, name in self._names.items():
+            message = message.replace(path, name)
+        return message
 
     def read_json(self, path: str) -> Dict[str, Any]:
         with open(path) as f:
@@ -325,6 +349,12 @@ class _Workspace:
         if isinstance(value, str):
             return self._stand_ins.get(value, value)
         return value
+
+
+def _native_order(array: Any) -> Any:
+    """``array`` in this machine's byte order (numpy reads either from a file; in memory the
+    tool takes the native one)."""
+    return array if array.dtype.isnative else array.astype(array.dtype.newbyteorder("="))
 
 
 def _drain(reader: Any, name: str) -> Dict[str, Any]:

@@ -1,7 +1,9 @@
 //! `fitact_onnx._native`, the compiled half of the Python package: the command line itself
 //! (`src/main.rs` and `src/cli/`, compiled once more into this module, so every option, default,
-//! check and message is the CLI's) and `inspect`'s listing as JSON. The Python half
-//! (`python/fitact_onnx/`) turns Python values into files and flags and back.
+//! check and message is the CLI's), `inspect`'s listing as JSON, and `InMemory`: numpy arrays
+//! handed to a command in memory, under a path that stands for the file they replace
+//! (`fitact_onnx::data::memory`). The Python half (`python/fitact_onnx/`) turns Python values
+//! into flags, files (models) and `InMemory` arrays, and reports back into Python values.
 //!
 //! The GIL is released while a command runs; progress bars follow the CLI's rule (stderr is a
 //! terminal and not `-q`).
@@ -12,12 +14,17 @@ mod command_line;
 
 use clap::Parser;
 use command_line::Cli;
+use fitact_onnx::data::dataset::{READABLE_DTYPES, Raw};
+use fitact_onnx::data::memory::{self, Arrays};
+use numpy::{Element, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
 use pyo3::create_exception;
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Mutex;
 
 create_exception!(
     _native,
@@ -78,6 +85,84 @@ fn inspect_json(py: Python<'_>, model: PathBuf, activations: &str) -> PyResult<S
     .map_err(|err: anyhow::Error| FitactError::new_err(format!("{err:#}")))
 }
 
+/// Arrays handed to the commands in memory: a numpy array (as a `.npy` file gives one) or a
+/// dict of arrays per input name (as a `.npz`), copied out of numpy and registered under
+/// `path`, which a command reads as the file it stands for, until `close()`.
+#[pyclass(frozen)]
+struct InMemory {
+    registration: Mutex<Option<memory::InMemory>>,
+    #[pyo3(get)]
+    path: PathBuf,
+}
+
+#[pymethods]
+impl InMemory {
+    /// `name` (the argument, e.g. "calib") names the arrays in a `ValueError` for a dtype
+    /// the tool does not read.
+    #[new]
+    fn new(arrays: &Bound<'_, PyAny>, name: &str) -> PyResult<InMemory> {
+        let arrays = match arrays.cast::<PyDict>() {
+            Ok(dict) => Arrays::Named(
+                dict.iter()
+                    .map(|(key, value)| {
+                        let key: String = key.extract()?;
+                        let array =
+                            raw(&value).map_err(|r| PyValueError::new_err(format!("{name}: array '{key}': {r}")))?;
+                        Ok((key, array))
+                    })
+                    .collect::<PyResult<_>>()?,
+            ),
+            Err(_) => Arrays::One(raw(arrays).map_err(|r| PyValueError::new_err(format!("{name}: {r}")))?),
+        };
+        let registration = memory::InMemory::register(arrays);
+        Ok(InMemory {
+            path: registration.path().to_owned(),
+            registration: Mutex::new(Some(registration)),
+        })
+    }
+
+    /// Ends the registration (dropping the arrays); a command given `path` then finds no file.
+    fn close(&self) {
+        self.registration.lock().unwrap_or_else(|e| e.into_inner()).take();
+    }
+}
+
+/// A numpy array as the library reads it, copied (any strides), its dtype kept.
+fn raw(value: &Bound<'_, PyAny>) -> Result<Raw, String> {
+    fn owned<T: Element + Clone>(array: &Bound<'_, PyUntypedArray>) -> Option<ndarray::ArrayD<T>> {
+        let view: PyReadonlyArrayDyn<'_, T> = array.extract().ok()?;
+        Some(view.as_array().to_owned())
+    }
+    let array = value
+        .cast::<PyUntypedArray>()
+        .map_err(|_| format!("expected a numpy array, got {}", type_name(value)))?;
+    owned::<f32>(array)
+        .map(Raw::from)
+        .or_else(|| owned::<f64>(array).map(Raw::from))
+        .or_else(|| owned::<i64>(array).map(Raw::from))
+        .or_else(|| owned::<i32>(array).map(Raw::from))
+        .or_else(|| owned::<i16>(array).map(Raw::from))
+        .or_else(|| owned::<i8>(array).map(Raw::from))
+        .or_else(|| owned::<u8>(array).map(Raw::from))
+        .or_else(|| owned::<u16>(array).map(Raw::from))
+        .or_else(|| owned::<u32>(array).map(Raw::from))
+        .or_else(|| owned::<bool>(array).map(Raw::from))
+        .or_else(|| owned::<half::f16>(array).map(Raw::from))
+        .ok_or_else(|| {
+            format!(
+                "its dtype ({}) is none the tool reads ({READABLE_DTYPES})",
+                array.dtype()
+            )
+        })
+}
+
+fn type_name(value: &Bound<'_, PyAny>) -> String {
+    value
+        .get_type()
+        .name()
+        .map_or_else(|_| "?".to_owned(), |n| n.to_string())
+}
+
 fn program(argv: Vec<OsString>) -> impl Iterator<Item = OsString> {
     std::iter::once(OsString::from(fitact_onnx::TOOL)).chain(argv)
 }
@@ -107,5 +192,6 @@ fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;
     m.add_function(wrap_pyfunction!(inspect_json, m)?)?;
+    m.add_class::<InMemory>()?;
     Ok(())
 }

@@ -1,14 +1,13 @@
 """The Python package, installed in a fresh venv with `pip install .` (scripts/test_python):
-the API against the CLI on the shipped fixtures.
-
-FITACT_CLI names the CLI binary to compare with (the suite's target/debug/fitact-onnx); without
-it, the venv's `fitact-onnx` script is used.
+the API against the CLI binary the wheel installed in the venv's bin/, on the shipped fixtures.
 """
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -23,24 +22,16 @@ ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
 MODEL = FIXTURES / "alexnet.onnx"
 VENV_CLI = Path(sys.executable).parent / "fitact-onnx"
-CLI = os.environ.get("FITACT_CLI") or str(VENV_CLI)
 # 128 calibration samples keep the debug build of the suite quick.
 CALIB = np.load(FIXTURES / "calib.npy")[:128]
 TEST = np.load(FIXTURES / "test.npy")[:64]
 TEST_LABELS = np.load(FIXTURES / "test_labels.npy")[:64]
 
 
-def onnxruntime_library():
-    import onnxruntime
-
-    capi = Path(onnxruntime.__file__).parent / "capi"
-    return str(sorted(capi.glob("libonnxruntime.so*"))[-1])
-
-
-def cli(*args, check=True):
-    """The CLI binary on `args`, with the library of this venv's onnxruntime."""
-    env = dict(os.environ, ORT_DYLIB_PATH=onnxruntime_library())
-    return subprocess.run([CLI, *map(str, args)], capture_output=True, text=True, env=env, check=check)
+def cli(*args, check=True, env=None):
+    """The venv's CLI binary on `args` (its onnxruntime found as a user's would be)."""
+    env = env or {k: v for k, v in os.environ.items() if k != "ORT_DYLIB_PATH"}
+    return subprocess.run([str(VENV_CLI), *map(str, args)], capture_output=True, text=True, env=env, check=check)
 
 
 @pytest.fixture(scope="module")
@@ -50,9 +41,24 @@ def calib_npy(tmp_path_factory):
     return path
 
 
-def test_version_runs_from_the_venv_bin():
+def test_the_venv_bin_has_the_cli_binary():
+    # The binary itself (ELF), not a Python script that runs the command line.
+    assert VENV_CLI.read_bytes()[:4] == b"\x7fELF"
     done = subprocess.run([str(VENV_CLI), "--version"], capture_output=True, text=True, check=True)
     assert done.stdout.strip() == f"fitact-onnx {fitact_onnx.__version__}"
+
+
+def test_the_venv_binary_finds_the_venv_onnxruntime_without_activation(tmp_path):
+    # No activated venv, no python3 on PATH, no ORT_DYLIB_PATH: the onnxruntime package
+    # installed beside the binary is used.
+    import onnxruntime
+
+    env = {"HOME": os.environ.get("HOME", "/"), "PATH": str(tmp_path)}
+    done = cli("harden", MODEL, tmp_path / "out.onnx", "--calib", FIXTURES / "calib.npy", "--engine", "onnxruntime",
+               "-v", env=env, check=False)
+    assert done.returncode == 0, done.stderr
+    package = Path(onnxruntime.__file__).parent
+    assert f"onnxruntime {onnxruntime.__version__} from {package}/capi/" in done.stderr, done.stderr
 
 
 @pytest.mark.parametrize("engine", ["tract", "onnxruntime"])
@@ -113,6 +119,32 @@ def test_an_error_while_running_is_a_fitact_error_with_the_cli_line(tmp_path):
         fitact_onnx.harden(MODEL, calib=tmp_path / "wrong.npy")
     assert line.stderr.strip().splitlines()[-1] == f"error: {raised.value}"
     assert not isinstance(raised.value, ValueError)
+    # The same array in memory: the same line, naming the keyword where the file was named.
+    with pytest.raises(fitact_onnx.FitactError) as in_memory:
+        fitact_onnx.harden(MODEL, calib=wrong)
+    assert str(in_memory.value) == str(raised.value).replace(str(tmp_path / "wrong.npy"), "calib")
+
+
+def test_arrays_reach_the_command_in_memory(monkeypatch):
+    def no_file(*args, **kwargs):
+        raise AssertionError("an array was written to a file")
+
+    for name in ("save", "savez", "savez_compressed"):
+        monkeypatch.setattr(np, name, no_file)
+    expected, _ = fitact_onnx.harden(MODEL, calib=CALIB, engine="tract", quiet=True)
+    # Any strides and either byte order; integers converted as from a file.
+    for calib in (CALIB[::-1][::-1], np.asfortranarray(CALIB), CALIB.astype(">f4")):
+        hardened, _ = fitact_onnx.harden(MODEL, calib=calib, engine="tract", quiet=True)
+        assert hardened.SerializeToString() == expected.SerializeToString()
+    gate = fitact_onnx.check(expected, reference=MODEL, data={"input": TEST}, labels=TEST_LABELS.astype(np.int32),
+                             quiet=True)
+    assert (gate["samples"], gate["metric"]) == (len(TEST), "accuracy")
+    with pytest.raises(ValueError, match=r"^calib: its dtype \(complex64\) is none the tool reads"):
+        fitact_onnx.harden(MODEL, calib=CALIB.astype(np.complex64))
+    with pytest.raises(ValueError, match=r"^data: array 'input': its dtype \(uint64\)"):
+        fitact_onnx.check(MODEL, reference=MODEL, data={"input": TEST.astype(np.uint64)})
+    with pytest.raises(fitact_onnx.FitactError, match="labels: expected int64 or int32 labels, got float32"):
+        fitact_onnx.check(MODEL, reference=MODEL, data=TEST, labels=TEST_LABELS.astype(np.float32))
 
 
 def test_inspect_lists_what_the_cli_lists():
@@ -172,5 +204,23 @@ def test_the_gil_is_released_while_a_command_runs():
         done.set()
         ticker.join()
     during = [t for t in ticks if start < t < end]
-    # Held, the GIL would let the ticker in only while Python writes and reads the files.
+    # Held, the GIL would let the ticker in only while Python writes the model and reads the
+    # hardened one.
     assert len(during) >= 0.25 * (end - start) / 0.005, (len(during), end - start)
+
+
+def test_the_sdist_holds_what_the_build_reads_and_not_the_fixtures(tmp_path):
+    # A full install from the sdist compiles everything (README, "From Python"): here only its
+    # contents are checked, as maturin lists them.
+    maturin = shutil.which("maturin", path=str(Path(sys.executable).parent))
+    if maturin is None:
+        pytest.skip("maturin is not installed in this venv")
+    subprocess.run([maturin, "sdist", "--out", str(tmp_path)], cwd=ROOT, capture_output=True, check=True)
+    (sdist,) = tmp_path.glob("fitact_onnx-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = {name.split("/", 1)[1] for name in tar.getnames() if "/" in name}
+    needed = ["pyproject.toml", "Cargo.toml", "Cargo.lock", "README.md", "src/main.rs", "src/data/memory.rs",
+              "passes/Cargo.toml", "passes/proto/onnx.proto", "python/Cargo.toml", "python/src/lib.rs",
+              "python/build_backend/wheel_with_cli.py", "python/fitact_onnx/__init__.py"]
+    assert [n for n in needed if n not in names] == []
+    assert [n for n in names if n.startswith(("fixtures/", "docs/", "fuzz/", "target/"))] == []

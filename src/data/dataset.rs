@@ -1,8 +1,9 @@
 //! Sample sets for calibration and evaluation: a `.npy` file (one model input), a `.npz`
-//! archive (one array per input name) or a folder of images (`images`), checked against what
-//! the model expects, with their labels.
+//! archive (one array per input name), a folder of images (`images`) or arrays registered in
+//! memory under a path (`memory`), checked against what the model expects, with their labels.
 
 use crate::data::float16::Float16;
+use crate::data::memory;
 use crate::engine::{
     ElemType, Engine, EngineError, Outputs, Session, Value, declared_dims, declared_elem_type, model_input_names,
 };
@@ -131,8 +132,10 @@ pub fn session_for(
     engine.load(model, &shapes, preferred, outputs)
 }
 
-/// An array as read from a file, before it is converted to the input's type.
-enum Raw {
+/// An array as read from a file or handed over in memory (`Raw::from` an ndarray of any
+/// element type the tool reads), before it is converted to the input's type.
+#[derive(Debug, Clone)]
+pub enum Raw {
     /// float16, widened (exactly) to f32.
     F16(ArrayD<f32>),
     F32(ArrayD<f32>),
@@ -140,6 +143,55 @@ enum Raw {
     /// Any integer type, widened (its name kept for messages).
     Int(ArrayD<i64>, &'static str),
     Bool(ArrayD<bool>),
+}
+
+/// The element types the tool reads, as a message names them.
+pub const READABLE_DTYPES: &str = "float16/32/64, int8/16/32/64, uint8/16/32, bool";
+
+impl From<ArrayD<f32>> for Raw {
+    fn from(a: ArrayD<f32>) -> Raw {
+        Raw::F32(a)
+    }
+}
+
+impl From<ArrayD<f64>> for Raw {
+    fn from(a: ArrayD<f64>) -> Raw {
+        Raw::F64(a)
+    }
+}
+
+impl From<ArrayD<bool>> for Raw {
+    fn from(a: ArrayD<bool>) -> Raw {
+        Raw::Bool(a)
+    }
+}
+
+impl From<ArrayD<half::f16>> for Raw {
+    fn from(a: ArrayD<half::f16>) -> Raw {
+        Raw::F16(a.mapv(f32::from))
+    }
+}
+
+/// The integer types an array may hold, widened to i64 with their numpy name kept.
+pub trait Integer: Copy + Into<i64> {
+    const NAME: &'static str;
+}
+
+/// Each integer type with its numpy name.
+macro_rules! integer_names {
+    ($($t:ty => $name:literal),* $(,)?) => {
+        $(impl Integer for $t {
+            const NAME: &'static str = $name;
+        })*
+    };
+}
+
+integer_names!(i8 => "int8", i16 => "int16", i32 => "int32", i64 => "int64", u8 => "uint8", u16 => "uint16", u32 => "uint32");
+
+impl<T: Integer> From<ArrayD<T>> for Raw {
+    fn from(a: ArrayD<T>) -> Raw {
+        Raw::Int(a.mapv(Into::into), T::NAME)
+    }
 }
 
 impl Raw {
@@ -152,7 +204,7 @@ impl Raw {
         }
     }
 
-    fn type_name(&self) -> &'static str {
+    pub fn type_name(&self) -> &'static str {
         match self {
             Raw::F16(_) => "float16",
             Raw::F32(_) => "float32",
@@ -221,22 +273,18 @@ fn read_any(source: &mut impl ArraySource) -> Result<Raw, String> {
     }
     let mut error = None;
     let e = &mut error;
-    let raw = attempt::<f32>(source, Raw::F32, e)
-        .or_else(|| attempt::<f64>(source, Raw::F64, e))
-        .or_else(|| attempt::<i64>(source, |a| Raw::Int(a, "int64"), e))
-        .or_else(|| attempt::<i32>(source, |a| Raw::Int(a.mapv(i64::from), "int32"), e))
-        .or_else(|| attempt::<i16>(source, |a| Raw::Int(a.mapv(i64::from), "int16"), e))
-        .or_else(|| attempt::<i8>(source, |a| Raw::Int(a.mapv(i64::from), "int8"), e))
-        .or_else(|| attempt::<u8>(source, |a| Raw::Int(a.mapv(i64::from), "uint8"), e))
-        .or_else(|| attempt::<u16>(source, |a| Raw::Int(a.mapv(i64::from), "uint16"), e))
-        .or_else(|| attempt::<u32>(source, |a| Raw::Int(a.mapv(i64::from), "uint32"), e))
-        .or_else(|| attempt::<bool>(source, Raw::Bool, e))
+    let raw = attempt::<f32>(source, Raw::from, e)
+        .or_else(|| attempt::<f64>(source, Raw::from, e))
+        .or_else(|| attempt::<i64>(source, Raw::from, e))
+        .or_else(|| attempt::<i32>(source, Raw::from, e))
+        .or_else(|| attempt::<i16>(source, Raw::from, e))
+        .or_else(|| attempt::<i8>(source, Raw::from, e))
+        .or_else(|| attempt::<u8>(source, Raw::from, e))
+        .or_else(|| attempt::<u16>(source, Raw::from, e))
+        .or_else(|| attempt::<u32>(source, Raw::from, e))
+        .or_else(|| attempt::<bool>(source, Raw::from, e))
         .or_else(|| attempt::<Float16>(source, |a| Raw::F16(a.mapv(|h| h.0)), e));
-    raw.ok_or_else(|| {
-        error.unwrap_or_else(|| {
-            "its dtype is none the tool reads (float16/32/64, int8/16/32/64, uint8/16/32, bool)".to_owned()
-        })
-    })
+    raw.ok_or_else(|| error.unwrap_or_else(|| format!("its dtype is none the tool reads ({READABLE_DTYPES})")))
 }
 
 /// The largest integer magnitude float32 holds exactly (2^24); float64's is 2^53.
@@ -333,8 +381,9 @@ fn layout_for(shape: &[usize], dims: Option<&[Option<i64>]>) -> Result<Layout, S
 }
 
 /// Loads samples for the inputs of `model`. A `.npy` file feeds a single-input model; a
-/// `.npz` must hold an array named after every input. Each array keeps its dtype and is
-/// converted to its input's type where that loses nothing. An array `(N, *rest)` whose `rest`
+/// `.npz` must hold an array named after every input; arrays registered in memory under
+/// `path` (`memory::InMemory`) are read as the file they stand for would be. Each array keeps
+/// its dtype and is converted to its input's type where that loses nothing. An array `(N, *rest)` whose `rest`
 /// is the input's shape after its batch axis gives N samples batched along axis 0; one
 /// `(N, *input_shape)` for an input with no batch axis in front (a state, a scalar `()` as
 /// `(N,)`) gives N whole feeds, and the model then runs one sample at a time.
@@ -345,7 +394,9 @@ pub fn load_samples(path: &Path, model: &ModelProto) -> Result<Samples, DatasetE
     };
     let input_names = model_input_names(model);
     let is_npz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"));
-    let raw: Vec<(String, Raw)> = if is_npz {
+    let raw: Vec<(String, Raw)> = if let Some(arrays) = memory::registered(path) {
+        arrays.for_inputs(&input_names).map_err(invalid)?
+    } else if is_npz {
         let file = File::open(path).map_err(|e| invalid(e.to_string()))?;
         let mut reader = NpzReader::new(file).map_err(|e| invalid(format!("not a .npz archive: {e}")))?;
         let present = reader.names().map_err(|e| invalid(e.to_string()))?;
@@ -457,9 +508,13 @@ pub fn load_dataset(
     Ok(Dataset { samples, labels })
 }
 
-/// Class labels: an int64 or int32 `.npy` with one non-negative label per sample.
+/// Class labels: an int64 or int32 `.npy` (or such an array registered in memory under
+/// `path`) with one non-negative label per sample.
 pub fn load_labels(path: &Path, count: usize) -> anyhow::Result<Vec<usize>> {
     let read = |p: &Path| -> anyhow::Result<Vec<i64>> {
+        if let Some(arrays) = memory::registered(p) {
+            return arrays.labels().map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+        }
         if let Ok(a) = ndarray_npy::read_npy::<_, ndarray::ArrayD<i64>>(p) {
             return Ok(a.iter().copied().collect());
         }

@@ -1,7 +1,8 @@
 //! onnxruntime, through the `ort` crate, loaded at run time from its shared library (nothing
 //! is downloaded or linked at build time). Where the library is looked for, in order:
-//! `--ort-lib PATH`, `ORT_DYLIB_PATH`, the `onnxruntime` package of the `python3` on PATH (its
-//! wheel ships `onnxruntime/capi/libonnxruntime.so.1.*`), then the system's library folders.
+//! `--ort-lib PATH`, `ORT_DYLIB_PATH`, the `onnxruntime` package of the Python the binary is
+//! installed in (a venv's `bin/`), else of the `python3` on PATH (its wheel ships
+//! `onnxruntime/capi/libonnxruntime.so.1.*`), then the system's library folders.
 //!
 //! Every session runs with one intra-op and one inter-op thread: the tool parallelises across
 //! trials, one session per worker, so results do not depend on the thread count.
@@ -99,9 +100,13 @@ pub(super) fn set_host_python_package(dir: Option<PathBuf>) {
 }
 
 /// The folder of the `onnxruntime` package the `python3` on PATH would import, found without
-/// importing it (which takes a second); inside Python, the host interpreter's.
+/// importing it (which takes a second); inside Python, the host interpreter's; for a binary
+/// that pip installed (a venv's `bin/`, activated or not), the package installed beside it.
 fn python_package_dir() -> Option<PathBuf> {
     if let Some(dir) = HOST_PYTHON_PACKAGE.lock().unwrap_or_else(|e| e.into_inner()).clone() {
+        return Some(dir);
+    }
+    if let Some(dir) = std::env::current_exe().ok().and_then(|exe| package_beside(&exe)) {
         return Some(dir);
     }
     let script = "import importlib.util as u\ns = u.find_spec('onnxruntime')\nprint(s.submodule_search_locations[0] if s and s.submodule_search_locations else '')";
@@ -113,6 +118,29 @@ fn python_package_dir() -> Option<PathBuf> {
     let dir = String::from_utf8(output.stdout).ok()?;
     let dir = dir.trim();
     (output.status.success() && !dir.is_empty()).then(|| PathBuf::from(dir))
+}
+
+/// The `onnxruntime` package of the Python prefix `exe` is installed in, as pip lays one out:
+/// `<prefix>/bin/fitact-onnx` and `<prefix>/lib/python3.*/site-packages/onnxruntime/capi`
+/// (the highest Python version, if several).
+fn package_beside(exe: &Path) -> Option<PathBuf> {
+    let lib = exe.parent()?.parent()?.join("lib");
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir(lib)
+        .ok()?
+        .filter_map(|entry| entry.ok())
+        .filter_map(|entry| {
+            let minor = entry
+                .file_name()
+                .to_str()?
+                .strip_prefix("python3.")?
+                .parse::<u32>()
+                .ok()?;
+            let package = entry.path().join("site-packages").join("onnxruntime");
+            package.join("capi").is_dir().then_some((minor, package))
+        })
+        .collect();
+    found.sort();
+    found.pop().map(|(_, package)| package)
 }
 
 /// The folders a system library would be in: `LD_LIBRARY_PATH`, then the usual ones.
@@ -380,4 +408,31 @@ fn value_of(name: &str, value: DynValue) -> Result<Value, EngineError> {
         shape,
         elem,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_package_of_the_venv_a_binary_is_installed_in_is_found() {
+        let venv = tempfile::tempdir().unwrap();
+        let exe = venv.path().join("bin").join("fitact-onnx");
+        assert_eq!(package_beside(&exe), None);
+        for minor in ["9", "12", "x"] {
+            let capi = venv
+                .path()
+                .join(format!("lib/python3.{minor}/site-packages/onnxruntime/capi"));
+            std::fs::create_dir_all(&capi).unwrap();
+            std::fs::write(capi.join("libonnxruntime.so.1.20.1"), b"").unwrap();
+        }
+        // Another package's folder, without capi/, is not taken.
+        std::fs::create_dir_all(venv.path().join("lib/python3.13/site-packages/onnxruntime")).unwrap();
+        let package = package_beside(&exe).unwrap();
+        assert_eq!(package, venv.path().join("lib/python3.12/site-packages/onnxruntime"));
+        assert_eq!(
+            newest_library_in(&package.join("capi")),
+            Some(package.join("capi/libonnxruntime.so.1.20.1"))
+        );
+    }
 }

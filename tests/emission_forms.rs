@@ -6,7 +6,8 @@
 //! gives, within 1e-4 relative (+1e-5 absolute: each folded weight is rounded once more). The
 //! same cases pass the full onnx check and agree in onnxruntime (`python/semantics.py --close`). No
 //! `Relu` is left without a bound after it, and a lone Relu bounded with `ReluFirst` or
-//! `NegatedThreshold` gives the reference exactly, NaN and infinities included.
+//! `NegatedThreshold` gives the reference exactly (`ScaledThreshold`: the same zeros, the kept
+//! values within 2 ulps), NaN and infinities included.
 
 mod common;
 
@@ -16,7 +17,7 @@ use fitact_onnx::harden::method::{EmissionName, ModeName};
 use fitact_onnx::harden::pipeline::bound_model;
 use fitact_onnx::model_io::encode;
 use fitact_passes::activations::find_relus;
-use fitact_passes::bound_activations::{Bound, BoundRequest, Emission, Mode, bound_activations_with};
+use fitact_passes::bound_activations::{Bound, BoundRequest, Emission, Mode, bound_activations_with, exact_scale};
 use fitact_passes::onnx::{
     AttributeProto, GraphProto, ModelProto, NodeProto, OperatorSetIdProto, TensorShapeProto, TypeProto, ValueInfoProto,
     tensor_shape_proto, type_proto,
@@ -25,6 +26,7 @@ use fitact_passes::tensor::{FLOAT, float_tensor};
 use ndarray::{ArrayD, IxDyn};
 use ndarray_npy::write_npy;
 use proptest::prelude::*;
+use std::path::Path;
 
 const EMISSIONS: [EmissionName; 3] = [EmissionName::ReluFirst, EmissionName::Fold, EmissionName::FoldThreshold];
 
@@ -289,10 +291,16 @@ fn folding_applies_where_it_can_and_falls_back_elsewhere() {
             .count()
     };
     let bounds = [vec![0.5f32, 0.0, 1.0], vec![0.3, 0.4, 0.6]];
-    for (between, threshold) in [(Between::AveragePool, 2), (Between::MaxPool, 1), (Between::Residual, 1)] {
+    for (between, negated) in [(Between::AveragePool, 2), (Between::MaxPool, 1), (Between::Residual, 1)] {
         let model = graph(3, between, false, 13, &weights);
         let m = harden(&model, &bounds, ModeName::Zero, EmissionName::FoldThreshold);
-        assert_eq!(count(&m, "ThresholdedRelu"), threshold, "{between:?}");
+        // Folded and negated: Clip + ThresholdedRelu; the rest (before a max pool, read by a
+        // residual Add): the scaled threshold, no LessOrEqual/Where left.
+        assert_eq!(count(&m, "ThresholdedRelu"), 2, "{between:?}");
+        assert_eq!(count(&m, "Clip"), negated, "{between:?}");
+        assert_eq!(count(&m, "Div"), 2 - negated, "{between:?}");
+        assert_eq!(count(&m, "Where"), 0, "{between:?}");
+
         let m = harden(&model, &bounds, ModeName::Saturate, EmissionName::Fold);
         // Folded Relus become one scalar Clip; the Relu before a residual Add keeps Relu + Min.
         let folded = if matches!(between, Between::Residual) { 1 } else { 2 };
@@ -335,13 +343,19 @@ fn every_emission_matches_the_plain_form_in_onnxruntime() {
     assert!(out.contains(&format!("{n} cases agree")), "{out}");
 }
 
-/// A lone Relu: `ReluFirst` gives the reference bit for bit, and `NegatedThreshold` on -x gives
-/// -reference(x), NaN and infinities included, in tract and onnxruntime.
+/// A lone Relu: `ReluFirst` gives the reference bit for bit, `NegatedThreshold` on -x gives
+/// -reference(x), and `ScaledThreshold` zeroes what the reference zeroes and keeps the rest
+/// within 2 ulps, NaN and infinities included, in tract and onnxruntime.
 #[test]
 fn lone_relu_forms_are_exact() {
-    let dir = tempfile::tempdir().unwrap();
+    let (dir, scaled_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let specials = [f32::NAN, f32::INFINITY, f32::NEG_INFINITY, -0.0, 0.0];
     let bound = 1.5f32;
+    assert_eq!(
+        exact_scale(bound).map(|(_, kept)| kept),
+        Some(bound),
+        "1.5 is enforced as is"
+    );
     let xs: Vec<f32> = vec![-1.0, 0.5, bound, f32::from_bits(bound.to_bits() + 1), 7.0]
         .into_iter()
         .chain(specials)
@@ -351,14 +365,15 @@ fn lone_relu_forms_are_exact() {
         Mode::Zero => 0.0,
         Mode::Saturate => x.max(0.0).min(bound),
     };
-    let mut n = 0;
+    let (mut n, mut n_scaled) = (0, 0);
     for opset in [9i64, 10, 11, 12, 13, 18] {
         for (mode, emission) in [
             (Mode::Zero, Emission::ReluFirst),
             (Mode::Saturate, Emission::ReluFirst),
             (Mode::Zero, Emission::NegatedThreshold),
+            (Mode::Zero, Emission::ScaledThreshold),
         ] {
-            if emission == Emission::NegatedThreshold && opset < 10 {
+            if matches!(emission, Emission::NegatedThreshold | Emission::ScaledThreshold) && opset < 10 {
                 continue;
             }
             let negated = emission == Emission::NegatedThreshold;
@@ -390,22 +405,33 @@ fn lone_relu_forms_are_exact() {
                 let want: Vec<f32> = inputs.iter().map(|v| sign * reference(*v, mode)).collect();
                 let want = ArrayD::from_shape_vec(IxDyn(&[1, 2, 5]), want).unwrap();
                 let got = run_tract(&model, &x);
+                // The scaled form keeps exactly the values the reference keeps (B = 1.5 has an
+                // exact scale) and gives them back within 2 ulps.
+                let ulps = if emission == Emission::ScaledThreshold { 2 } else { 0 };
                 let same = got
                     .iter()
                     .zip(want.iter())
-                    .all(|(g, w)| g.to_bits() == w.to_bits() || (*g == 0.0 && *w == 0.0));
+                    .all(|(g, w)| (*g == 0.0 && *w == 0.0) || (g.to_bits() as i64 - w.to_bits() as i64).abs() <= ulps);
                 assert!(
                     same,
                     "tract {opset} {mode:?} {emission:?}: x {x:?} got {got:?} want {want:?}"
                 );
-                let stem = dir.path().join(format!("case{n}"));
+                let (folder, count) = if ulps == 0 {
+                    (dir.path(), &mut n)
+                } else {
+                    (scaled_dir.path(), &mut n_scaled)
+                };
+                let stem = folder.join(format!("case{count}"));
                 std::fs::write(stem.with_extension("onnx"), encode(&model)).unwrap();
                 write_npy(stem.with_extension("x.npy"), &x).unwrap();
                 write_npy(stem.with_extension("want.npy"), &want).unwrap();
-                n += 1;
+                *count += 1;
             }
         }
     }
     let out = python("semantics.py", &[dir.path()]);
     assert!(out.contains(&format!("{n} cases agree")), "{out}");
+    let ulps = [scaled_dir.path(), Path::new("--ulps"), Path::new("2")];
+    let out = python("semantics.py", &ulps);
+    assert!(out.contains(&format!("{n_scaled} cases agree")), "{out}");
 }

@@ -272,16 +272,23 @@ pub fn unbounded_relus(model: &ModelProto) -> Vec<String> {
     let mut found = Vec::new();
     for site in find_relus(model) {
         let graph = fitact_passes::graph::graph_at(model, &site.graph).unwrap();
-        let readers: Vec<&str> = graph
-            .node
-            .iter()
-            .filter(|n| n.input.contains(&site.output))
-            .map(|n| n.op_type())
-            .collect();
-        let bounded = !readers.is_empty()
-            && readers
+        let readers_of = |tensor: &str| -> Vec<&NodeProto> {
+            graph
+                .node
                 .iter()
-                .all(|op| ["LessOrEqual", "Less", "Where", "Min"].contains(op));
+                .filter(|n| n.input.iter().any(|i| i == tensor))
+                .collect()
+        };
+        // The scaled threshold's Mul is its bound's first node when only ThresholdedRelu reads it.
+        let bound_node = |n: &NodeProto| {
+            ["LessOrEqual", "Less", "Where", "Min"].contains(&n.op_type())
+                || (n.op_type() == "Mul"
+                    && readers_of(&n.output[0])
+                        .iter()
+                        .all(|r| r.op_type() == "ThresholdedRelu"))
+        };
+        let readers = readers_of(&site.output);
+        let bounded = !readers.is_empty() && readers.iter().all(|n| bound_node(n));
         if !bounded || graph.output.iter().any(|o| o.name() == site.output) {
             found.push(site.describe());
         }

@@ -4,7 +4,8 @@
 
 Checks that HARDENED passes onnx.checker.check_model(full_check=True), has no Relu left
 without a bound after it (a Relu stays, with --emission relu-first or fold, only when every
-reader of its output is a node of its bound: LessOrEqual, Less, Where, Min),
+reader of its output is a node of its bound: LessOrEqual, Less, Where, Min, or the Mul of a
+scaled threshold, which only ThresholdedRelu reads),
 and that onnxruntime gives the same outputs for ORIGINAL and HARDENED on DATA (bounds are
 calibrated maxima, so nothing is cut). With --report (the harden report, DATA being the
 calibration samples), it also recomputes every bound independently in onnxruntime: the
@@ -48,10 +49,21 @@ def unbounded_relus(graph):
         for name in node.input:
             readers.setdefault(name, []).append(node.op_type)
     outputs = {o.name for o in graph.output}
+    reader_nodes = {}
+    for node in graph.node:
+        for name in node.input:
+            reader_nodes.setdefault(name, []).append(node)
+
+    def bound_op(node):
+        # The scaled threshold's Mul is its bound's first node when only ThresholdedRelu reads it.
+        after = reader_nodes.get(node.output[0], [])
+        return node.op_type in BOUND_OPS or (
+            node.op_type == "Mul" and after and all(n.op_type == "ThresholdedRelu" for n in after))
+
     for node in graph.node:
         if node.op_type == "Relu":
-            ops_after = readers.get(node.output[0], [])
-            if not ops_after or not set(ops_after) <= BOUND_OPS or node.output[0] in outputs:
+            after = reader_nodes.get(node.output[0], [])
+            if not after or not all(bound_op(n) for n in after) or node.output[0] in outputs:
                 found.append(node.name or node.output[0])
         for attr in node.attribute:
             for g in ([attr.g] if attr.HasField("g") else []) + list(attr.graphs):

@@ -29,10 +29,17 @@ def relus(graph):
     readers = {}
     for n in graph.node:
         for name in n.input:
-            readers.setdefault(name, set()).add(n.op_type)
+            readers.setdefault(name, []).append(n)
     outputs = {o.name for o in graph.output}
+
+    def bound_op(n):
+        # The scaled threshold's Mul is its bound's first node when only ThresholdedRelu reads it.
+        after = readers.get(n.output[0], [])
+        return n.op_type in {"LessOrEqual", "Less", "Where", "Min"} or (
+            n.op_type == "Mul" and after and all(r.op_type == "ThresholdedRelu" for r in after))
+
     count = sum(n.op_type == "Relu" and (not readers.get(n.output[0]) or n.output[0] in outputs
-                                        or not readers[n.output[0]] <= {"LessOrEqual", "Less", "Where", "Min"})
+                                        or not all(bound_op(r) for r in readers[n.output[0]]))
                 for n in graph.node)
     for n in graph.node:
         for a in n.attribute:

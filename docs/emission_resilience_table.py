@@ -13,6 +13,7 @@ import sys
 FORMS = [
     ("", "unprotected"),
     (".clipact", "clipact (layer, zero)"),
+    (".clipact-foldthr", "clipact (layer, zero), fold-threshold"),
     (".ranger", "ranger (layer, saturate)"),
     (".fitact-plain", "fitact channel/zero, plain"),
     (".fitact-foldthr", "fitact channel/zero, fold-threshold"),
@@ -49,7 +50,7 @@ def cells(report):
 
 
 out_dir = sys.argv[1]
-for fixture in ["alexnet", "vgg", "resnet"]:
+for fixture in ["alexnet", "vgg", "resnet", "mobilenetv3"]:
     f32 = json.load(open(f"{out_dir}/{fixture}-float32.json"))
     q15 = json.load(open(f"{out_dir}/{fixture}-q15.json"))
     a, clean = cells(f32)

@@ -295,8 +295,8 @@ fn folding_applies_where_it_can_and_falls_back_elsewhere() {
         let model = graph(3, between, false, 13, &weights);
         let m = harden(&model, &bounds, ModeName::Zero, EmissionName::FoldThreshold);
         // Folded and negated: Clip + ThresholdedRelu; the rest (before a max pool, read by a
-        // residual Add): the scaled threshold, no LessOrEqual/Where left.
-        assert_eq!(count(&m, "ThresholdedRelu"), 2, "{between:?}");
+        // residual Add): the scaled threshold (two ThresholdedRelus), no LessOrEqual/Where left.
+        assert_eq!(count(&m, "ThresholdedRelu"), negated + 2 * (2 - negated), "{between:?}");
         assert_eq!(count(&m, "Clip"), negated, "{between:?}");
         assert_eq!(count(&m, "Div"), 2 - negated, "{between:?}");
         assert_eq!(count(&m, "Where"), 0, "{between:?}");

@@ -57,18 +57,24 @@
 //! N = Mul(R, S)        S = -1/B, moved by a few ulps per value (`exact_scale`) so that
 //!                      fl(R * -S) <= 1 holds exactly when R <= B
 //! T = ThresholdedRelu(N, alpha = -next_up(1))     (N where N >= -1, else 0)
-//! Y = Div(T, S)
+//! Q = Div(T, S)
+//! Y = ThresholdedRelu(Q, alpha = -f32::MAX)       (Q, but NaN and -Inf give 0)
 //! ```
 //! The comparison is exact against B or, where no float32 scale gives B itself, the float
 //! just below it (`exact_scale`): the values kept are those `LessOrEqual` keeps against it; a
-//! kept value comes back within 2 ulps (two roundings). One stored tensor, S: a fault that
-//! scales it scales the bound, as a fault in B would, and leaves kept values as they are. NaN
-//! and +Inf fail `N > alpha` and become 0; a bound of 0 stores S = -Inf (0 x -Inf = NaN, and
-//! x > 0 gives -Inf: both become 0; 0 / -Inf = -0). A value with no such scale (none within `SCALE_SEARCH`
-//! ulps of -1/B; none was found for any float32 the tests tried) leaves the request to the
-//! caller.
-//! onnxruntime runs `LessOrEqual` + `Where` about twice as slowly as `Mul` + `ThresholdedRelu`
-//! + `Div` (ResNet-50, `benches/zero_mode_floor.py`).
+//! kept value comes back within 2 ulps (two roundings). NaN and +Inf fail `N > alpha` and
+//! become 0; a bound of 0 stores S = -Inf (0 x -Inf = NaN, and x > 0 gives -Inf: both become
+//! 0; 0 / -Inf = -0). One stored tensor, S, on the values' path: a fault that scales it scales
+//! the bound, as a fault in B would, and leaves kept values as they are; the last
+//! `ThresholdedRelu` is there for the faults that make it NaN (a mantissa flip of -Inf, an
+//! exponent flip of a value in [1, 2) or of 2^127 and above), after which `Q` would be NaN
+//! (0 / NaN): Y is then 0, the value dropped, as `Where(LessOrEqual(R, NaN), R, 0)` drops it.
+//! Without it, one flip of one value of S sent NaN through the rest of the network
+//! (measured: an AlexNet fixture trial at 9% instead of 94% at float32 BER 1e-5). A value
+//! with no such scale (none within `SCALE_SEARCH` ulps of -1/B; none was found for any float32
+//! the tests tried) leaves the request to the caller. onnxruntime runs these four in about
+//! two thirds of the time of `LessOrEqual` + `Where` (ResNet-50:
+//! `docs/results/deployment_2026-12-03.md`).
 //!
 //! **Before** (any other activation `A`: an operator, or the last node of a decomposed form)
 //! ```text
@@ -116,8 +122,8 @@ pub enum Emission {
     ReluFirst,
     /// `Clip(max 0)` and `ThresholdedRelu` on a negated, folded input (`fold_channel_bounds`).
     NegatedThreshold,
-    /// `Mul` by S = -1/B, `ThresholdedRelu`, `Div` by S after the activation (zero mode, tensor
-    /// or scalar bounds): for any activation, not only Relus.
+    /// `Mul` by S = -1/B, `ThresholdedRelu`, `Div` by S, `ThresholdedRelu` (NaN to 0) after the
+    /// activation (zero mode, tensor or scalar bounds): for any activation, not only Relus.
     ScaledThreshold,
 }
 
@@ -637,7 +643,8 @@ fn negated_threshold(
 }
 
 /// `Emission::ScaledThreshold`: the activation's node (a Relu stays a Relu) now writes R, and
-/// `Mul`, `ThresholdedRelu`, `Div` write Y. `bound_initializer` is S, which holds about -1/B.
+/// `Mul`, `ThresholdedRelu`, `Div`, `ThresholdedRelu` write Y. `bound_initializer` is S, which
+/// holds about -1/B.
 fn scaled_threshold(
     graph: &mut GraphProto,
     request: &BoundRequest,
@@ -651,7 +658,7 @@ fn scaled_threshold(
     let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
     let raw = fresh("raw");
     let scale_name = fresh("scale");
-    let (scaled, kept) = (fresh("scaled"), fresh("kept"));
+    let (scaled, kept, unscaled) = (fresh("scaled"), fresh("kept"), fresh("unscaled"));
     let bound = &request.bound;
     // Validated by `scaled_threshold_applies`: every value has an exact scale.
     let scales: Vec<f32> = bound
@@ -661,10 +668,13 @@ fn scaled_threshold(
         .collect();
     let mut threshold = node("ThresholdedRelu", fresh("threshold"), &[&scaled], &kept);
     threshold.attribute.push(float_attribute("alpha", -next_f32(1.0, true)));
+    let mut finite = node("ThresholdedRelu", fresh("finite"), &[&unscaled], &site.output);
+    finite.attribute.push(float_attribute("alpha", f32::MIN));
     let nodes = vec![
         node("Mul", fresh("scale_mul"), &[&raw, &scale_name], &scaled),
         threshold,
-        node("Div", fresh("scale_div"), &[&kept, &scale_name], &site.output),
+        node("Div", fresh("scale_div"), &[&kept, &scale_name], &unscaled),
+        finite,
     ];
     let initializers = vec![float_tensor(&scale_name, &bound.dims, &scales, FLOAT)];
     add_initializers(graph, initializers, declare_initializers_as_inputs, FLOAT);
@@ -1049,6 +1059,6 @@ mod tests {
         )
         .unwrap();
         assert_eq!(report.applied.len(), 1);
-        assert_eq!(ops(&m), ["Relu", "Mul", "ThresholdedRelu", "Div", "Relu"]);
+        assert_eq!(ops(&m), ["Relu", "Mul", "ThresholdedRelu", "Div", "ThresholdedRelu", "Relu"]);
     }
 }

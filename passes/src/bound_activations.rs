@@ -188,6 +188,18 @@ pub struct PassReport {
     pub skipped: Vec<Skipped>,
 }
 
+/// One request's emission: the graph holding its site, what to bound, and what every form
+/// needs of the model (the mode, the opset, whether added initializers are also listed as graph
+/// inputs, the names already taken).
+struct Emit<'a> {
+    graph: &'a mut GraphProto,
+    request: &'a BoundRequest,
+    mode: Mode,
+    opset: i64,
+    declare_inputs: bool,
+    names: &'a mut NameAllocator,
+}
+
 /// Which comparison keeps a value in `zero` mode: the only opset-dependent choice of the pass.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum KeepTest {
@@ -313,14 +325,14 @@ pub fn bound_activations_with(
                     (_, Emission::ScaledThreshold) => scaled_threshold,
                     _ => bound_after,
                 };
-                Ok(rewrite(
+                Ok(rewrite(Emit {
                     graph,
                     request,
                     mode,
                     opset,
-                    declare_initializers_as_inputs && site.graph.is_main(),
-                    &mut names,
-                ))
+                    declare_inputs: declare_initializers_as_inputs && site.graph.is_main(),
+                    names: &mut names,
+                }))
             });
         match outcome {
             Ok(applied) => report.applied.push(applied),
@@ -495,14 +507,15 @@ fn tensor_input(name: &str, elem_type: i32, dims: &[i64]) -> ValueInfoProto {
     }
 }
 
-fn rewrite(
-    graph: &mut GraphProto,
-    request: &BoundRequest,
-    mode: Mode,
-    opset: i64,
-    declare_initializers_as_inputs: bool,
-    names: &mut NameAllocator,
-) -> Applied {
+fn rewrite(emit: Emit) -> Applied {
+    let Emit {
+        graph,
+        request,
+        mode,
+        opset,
+        declare_inputs,
+        names,
+    } = emit;
     let site = &request.site;
     let (x, y, elem_type) = (site.input.as_str(), site.output.as_str(), request.elem_type);
     let stem = format!("{}/fitact", site.stem());
@@ -544,7 +557,7 @@ fn rewrite(
         bound_tensor(&bound_name, &bound.dims, &values, elem_type, step),
         float_tensor(&zero_name, &[], &[0.0], elem_type),
     ];
-    add_initializers(graph, added_initializers, declare_initializers_as_inputs, elem_type);
+    add_initializers(graph, added_initializers, declare_inputs, elem_type);
     let node_names = nodes.iter().map(|n| n.name().to_owned()).collect();
     graph.node.splice(site.node..=site.node, nodes);
     Applied {
@@ -565,20 +578,28 @@ fn add_initializers(graph: &mut GraphProto, initializers: Vec<TensorProto>, as_i
 }
 
 /// A Relu in `Emission::ReluFirst`: the Relu stays and writes R, the bound follows it.
-fn relu_first(
-    graph: &mut GraphProto,
-    request: &BoundRequest,
-    mode: Mode,
-    opset: i64,
-    declare_initializers_as_inputs: bool,
-    names: &mut NameAllocator,
-) -> Applied {
+fn relu_first(emit: Emit) -> Applied {
+    let Emit {
+        graph,
+        request,
+        mode,
+        opset,
+        declare_inputs,
+        names,
+    } = emit;
     let saturate_in_one = mode == Mode::Saturate && saturate_with_clip(opset, &request.bound);
     if mode == Mode::Zero || saturate_in_one {
         // Zero: the comparison and `Where` of any activation that cannot go negative; one
         // scalar `Clip` is already a form runtimes fuse.
         let bounded = if saturate_in_one { rewrite } else { bound_after };
-        return bounded(graph, request, mode, opset, declare_initializers_as_inputs, names);
+        return bounded(Emit {
+            graph,
+            request,
+            mode,
+            opset,
+            declare_inputs,
+            names,
+        });
     }
     let site = &request.site;
     let stem = format!("{}/fitact", site.stem());
@@ -588,7 +609,7 @@ fn relu_first(
     let min = node("Min", fresh("min"), &[&raw, &bound_name], &site.output);
     let values: Vec<f32> = request.bound.values.iter().map(|v| v.abs()).collect();
     let bound = bound_tensor(&bound_name, &request.bound.dims, &values, request.elem_type, Step::None);
-    add_initializers(graph, vec![bound], declare_initializers_as_inputs, request.elem_type);
+    add_initializers(graph, vec![bound], declare_inputs, request.elem_type);
     let nodes = rewire(graph, site, &raw, vec![min], || fresh("node"));
     Applied {
         site: site.clone(),
@@ -609,14 +630,15 @@ fn float_attribute(name: &str, value: f32) -> AttributeProto {
 
 /// A Relu in `Emission::NegatedThreshold`: the Relu becomes `Clip(X, max = 0)` writing N, and
 /// `ThresholdedRelu` writes Y. Its bound is an attribute, so `bound_initializer` is empty.
-fn negated_threshold(
-    graph: &mut GraphProto,
-    request: &BoundRequest,
-    _mode: Mode,
-    opset: i64,
-    declare_initializers_as_inputs: bool,
-    names: &mut NameAllocator,
-) -> Applied {
+fn negated_threshold(emit: Emit) -> Applied {
+    let Emit {
+        graph,
+        request,
+        opset,
+        declare_inputs,
+        names,
+        ..
+    } = emit;
     let site = &request.site;
     let stem = format!("{}/fitact", site.stem());
     let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
@@ -629,7 +651,7 @@ fn negated_threshold(
         let zero_name = fresh("zero");
         graph.node[site.node].input = vec![site.input.clone(), String::new(), zero_name.clone()];
         let zero = float_tensor(&zero_name, &[], &[0.0], request.elem_type);
-        add_initializers(graph, vec![zero], declare_initializers_as_inputs, request.elem_type);
+        add_initializers(graph, vec![zero], declare_inputs, request.elem_type);
     } else {
         graph.node[site.node].attribute.push(float_attribute("max", 0.0));
     }
@@ -645,14 +667,14 @@ fn negated_threshold(
 /// `Emission::ScaledThreshold`: the activation's node (a Relu stays a Relu) now writes R, and
 /// `Mul`, `ThresholdedRelu`, `Div`, `ThresholdedRelu` write Y. `bound_initializer` is S, which
 /// holds about -1/B.
-fn scaled_threshold(
-    graph: &mut GraphProto,
-    request: &BoundRequest,
-    _mode: Mode,
-    _opset: i64,
-    declare_initializers_as_inputs: bool,
-    names: &mut NameAllocator,
-) -> Applied {
+fn scaled_threshold(emit: Emit) -> Applied {
+    let Emit {
+        graph,
+        request,
+        declare_inputs,
+        names,
+        ..
+    } = emit;
     let site = &request.site;
     let stem = format!("{}/fitact", site.stem());
     let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
@@ -677,7 +699,7 @@ fn scaled_threshold(
         finite,
     ];
     let initializers = vec![float_tensor(&scale_name, &bound.dims, &scales, FLOAT)];
-    add_initializers(graph, initializers, declare_initializers_as_inputs, FLOAT);
+    add_initializers(graph, initializers, declare_inputs, FLOAT);
     let nodes = rewire(graph, site, &raw, nodes, || fresh("node"));
     Applied {
         site: site.clone(),
@@ -689,14 +711,15 @@ fn scaled_threshold(
 
 /// Any activation but Relu: its node now writes a fresh tensor R, and the bounding nodes
 /// read R and write the activation's output under its old name.
-fn bound_after(
-    graph: &mut GraphProto,
-    request: &BoundRequest,
-    mode: Mode,
-    opset: i64,
-    declare_initializers_as_inputs: bool,
-    names: &mut NameAllocator,
-) -> Applied {
+fn bound_after(emit: Emit) -> Applied {
+    let Emit {
+        graph,
+        request,
+        mode,
+        opset,
+        declare_inputs,
+        names,
+    } = emit;
     let site = &request.site;
     let (y, elem_type, bound) = (site.output.as_str(), request.elem_type, &request.bound);
     let stem = format!("{}/fitact", site.stem());
@@ -770,7 +793,7 @@ fn bound_after(
         initializers.push(bound_tensor(name, &bound.dims, low, elem_type, low_step));
     }
     initializers.push(float_tensor(&zero_name, &[], &[0.0], elem_type));
-    add_initializers(graph, initializers, declare_initializers_as_inputs, elem_type);
+    add_initializers(graph, initializers, declare_inputs, elem_type);
 
     let node_names = rewire(graph, site, &raw, nodes, || fresh("node"));
     Applied {
@@ -1059,6 +1082,9 @@ mod tests {
         )
         .unwrap();
         assert_eq!(report.applied.len(), 1);
-        assert_eq!(ops(&m), ["Relu", "Mul", "ThresholdedRelu", "Div", "ThresholdedRelu", "Relu"]);
+        assert_eq!(
+            ops(&m),
+            ["Relu", "Mul", "ThresholdedRelu", "Div", "ThresholdedRelu", "Relu"]
+        );
     }
 }

@@ -63,7 +63,8 @@
 //! The comparison is exact against B or, where no float32 scale gives B itself, the float
 //! just below it (`exact_scale`): the values kept are those `LessOrEqual` keeps against it; a
 //! kept value comes back within 2 ulps (two roundings). NaN and +Inf fail `N > alpha` and
-//! become 0; a bound of 0 stores S = -Inf (0 x -Inf = NaN, and x > 0 gives -Inf: both become
+//! become 0 (so does -Inf, which the plain form keeps below an activation's bound above; no
+//! activation bounded above only makes it from finite values); a bound of 0 stores S = -Inf (0 x -Inf = NaN, and x > 0 gives -Inf: both become
 //! 0; 0 / -Inf = -0). One stored tensor, S, on the values' path: a fault that scales it scales
 //! the bound, as a fault in B would, and leaves kept values as they are; the last
 //! `ThresholdedRelu` is there for the faults that make it NaN (a mantissa flip of -Inf, an
@@ -434,8 +435,8 @@ const SCALE_SEARCH: i64 = 16;
 /// The stored scale S (< 0) of `Emission::ScaledThreshold` for a bound `b >= 0`, and the bound
 /// it enforces: `-(r * S) <= 1` (float32 products) holds for every float32 `r <= bound` and
 /// fails for every `r > bound`, where `bound` is `b` or, when no scale gives `b` itself (the
-/// products near 1 are spaced more widely than `b`'s neighbours, for about a third of all
-/// floats), the float just below `b`. The product is monotone in r, so checking `bound` and
+/// floats near -1/b are spaced more widely than the scales that would give `b`: 2,740 of
+/// 20,000 random bounds in [0, 20)), the float just below `b`. The product is monotone in r, so checking `bound` and
 /// the next float above it is checking them all. None if no scale within `SCALE_SEARCH` ulps
 /// of -1/b gives either (none was found for any float32 the tests tried).
 pub fn exact_scale(b: f32) -> Option<(f32, f32)> {

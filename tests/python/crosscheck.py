@@ -138,8 +138,13 @@ def check_bounds(original, hardened, data, report, batch):
             # One-sided (also for an activation whose bound below was dropped as redundant,
             # under the function's own minimum): the maximum times (1 + margin).
             wants = [(a["bound_initializer"], np.maximum(high, 0) * (1.0 + margin))]
+        scales = {n.input[1] for n in hardened.graph.node if n.op_type == "Mul" and len(n.input) == 2}
         for name, want in wants:
             got = inits[name]
+            if name in scales and name.endswith("/scale"):
+                # The scaled threshold stores S, about -1/B (-Inf for a bound of 0).
+                with np.errstate(divide="ignore"):
+                    got = np.where(np.isinf(got), 0.0, -1.0 / got).astype(np.float32)
             if list(got.shape) != a["bound_shape"] or got.shape != want.shape:
                 fail(f"{a['node']}: bound shape {got.shape}, report says {a['bound_shape']}, expected {want.shape}")
             # Before opset 12 bounds are stored one float beyond (strict comparisons).

@@ -19,7 +19,8 @@
 //! each fold, the bounds fitted on the other folds are checked on it, so every check sample is
 //! cut by bounds that never saw it, as new data will be, and no sample is spent on checking
 //! alone (at most `CHECK_SAMPLES` are checked). The metric is the original model's top-1
-//! predictions kept (agreement) or, with labels, top-1 accuracy. The budget is spent from the
+//! predictions kept (agreement) or, with labels, the samples the original gets right that
+//! stay right (top-1 accuracy without a candidate's gains: `Holdout::kept`). The budget is spent from the
 //! calibrated bounds' own k-fold metric (scale 1) when it is below the original's: fitted on
 //! fewer samples, the fold bounds cut more than the bounds fitted on every sample, which are
 //! the ones written (scaled as searched), so a drop measured from the original would spend
@@ -322,15 +323,20 @@ impl Holdout {
         })
     }
 
-    /// Whether sample `i`, row `j` of `predictions`, counts. By top-1: right, and when the
-    /// original gets it right, with at least `MARGIN_KEPT` of its margin. By tolerance: the
-    /// original's output, within the tolerance.
+    /// Whether sample `i`, row `j` of `predictions`, counts. By top-1: one the original gets
+    /// right, still right with at least `MARGIN_KEPT` of its margin. A sample the original gets
+    /// wrong never counts, even when a candidate gets it right: with labels, such gains on the
+    /// check set offset losses (the search picks the candidates whose lucky gains pay for
+    /// their losses), and the losses carry to new data while the gains do not (measured:
+    /// -0.45 to -0.80 points against the calibrated bounds on the test split, ResNet and
+    /// AlexNet fixtures, 128 and 512 samples). By tolerance: the original's output, within the
+    /// tolerance.
     fn kept(&self, i: usize, predictions: &Predictions, j: usize) -> bool {
         match self.judge {
             Judge::Top1 => {
                 let (class, margin) = (predictions.classes[j], predictions.margins[j]);
-                class == self.truth[i]
-                    && (self.original.classes[i] != self.truth[i] || margin >= MARGIN_KEPT * self.original.margins[i])
+                let original_right = self.original.classes[i] == self.truth[i];
+                original_right && class == self.truth[i] && margin >= MARGIN_KEPT * self.original.margins[i]
             }
             Judge::Tolerance { .. } => self.judge.same_row(&self.original, i, predictions, j, self.allowance),
         }
@@ -1338,5 +1344,37 @@ mod tests {
         );
         assert_eq!(holdout.offsets, vec![0, 8, 16, 24, 32, 40]);
         assert_eq!(holdout.reference_kept(), 48);
+    }
+
+    /// With labels, a sample the original gets wrong counts for no candidate, even one that
+    /// gets it right: gains on the check set must not pay for losses.
+    #[test]
+    fn a_candidate_earns_nothing_from_samples_the_original_gets_wrong() {
+        let fixture = resnet(16);
+        let batches = Batches::new(&fixture.samples, 8);
+        let (original, _) = predict(&Engine::tract(), &fixture.model, &batches, &[], true).unwrap();
+        // Labels the original gets wrong on every third sample.
+        let labels: Vec<usize> = original
+            .classes
+            .iter()
+            .enumerate()
+            .map(|(i, c)| if i % 3 == 0 { (c + 1) % 10 } else { *c })
+            .collect();
+        let holdout = Holdout::new(
+            &Engine::tract(),
+            &fixture.model,
+            &fixture.samples,
+            Some(&labels),
+            &options(),
+        )
+        .unwrap();
+        assert_eq!(holdout.reference_kept(), 16 - 6);
+        let mut right = holdout.original.clone();
+        right.classes = holdout.truth.clone();
+        for i in 0..16 {
+            let original_right = holdout.original.classes[i] == holdout.truth[i];
+            assert_eq!(holdout.kept(i, &right, i), original_right, "sample {i}");
+            assert_eq!(holdout.kept(i, &holdout.original, i), original_right, "sample {i}");
+        }
     }
 }

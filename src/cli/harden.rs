@@ -59,7 +59,8 @@ pub struct Args {
     /// Relu; relu-first: the Relu kept (runtimes fuse it into the convolution), the bound after
     /// it; fold: relu-first, with per-channel bounds folded into the weights before and after
     /// the Relu where they can be, so that the bound is the scalar 1; fold-threshold: fold, and
-    /// in zero mode the folded Relus are Clip + ThresholdedRelu (one element-wise op).
+    /// in zero mode the folded Relus are Clip + ThresholdedRelu (one element-wise op), every
+    /// other bound the scaled threshold (Mul, ThresholdedRelu, Div, ThresholdedRelu).
     #[arg(long, value_enum, default_value_t = EmissionName::FoldThreshold)]
     emission: EmissionName,
     /// Bounds are the calibrated maxima times (1 + margin). The small default is numerical

@@ -44,8 +44,10 @@ pub enum EmissionName {
     /// relu-first, and per-channel bounds folded into the weights around the Relu where they
     /// can be (the bound is then the scalar 1: Clip(0, 1) in saturate mode).
     Fold,
-    /// fold, and in zero mode the folded Relus negated: Clip(max 0) + ThresholdedRelu, one
-    /// element-wise op (opset >= 10; a Relu whose output reaches a MaxPool keeps fold's form).
+    /// fold, and in zero mode (opset >= 10) the folded Relus negated: Clip(max 0) +
+    /// ThresholdedRelu, one element-wise op; every other bound above only (a Relu read by a
+    /// residual Add or a MaxPool, layer and neuron bounds, other activations) the scaled
+    /// threshold (`Emission::ScaledThreshold`) where it is exact.
     FoldThreshold,
 }
 

@@ -519,7 +519,8 @@ fn emission_plan(
 
 /// With `fold-threshold`, every bound not folded and negated (a Relu read by a residual Add or
 /// a max pool, a tensor bound, any other activation) takes the scaled threshold where it is
-/// exact: one comparison that onnxruntime runs about twice as fast as `LessOrEqual` + `Where`.
+/// exact: one comparison, four cheap element-wise ops that onnxruntime runs in about two thirds
+/// of the time of `LessOrEqual` + `Where` (docs/results/deployment_2026-12-03.md).
 fn scale_the_rest(emitted: &[BoundRequest], emissions: &mut [Emission], mode: Mode, opset: i64) {
     for (request, emission) in emitted.iter().zip(emissions.iter_mut()) {
         if *emission != Emission::NegatedThreshold && scaled_threshold_applies(request, mode, opset) {

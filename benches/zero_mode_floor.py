@@ -22,6 +22,9 @@ constants are chosen so that each graph computes the original function on clean 
                  Conv(c; -2^24, 2^24 + 2), 0, 1), Y = Mul(c, m): x for 0 < x <= 1, 0 above and
                  for +-Inf, NaN passes; here the graph is not rescaled, so on real data it zeroes
                  every value above 1 (its time, not its outputs, is what counts)
+  thresh-after   one ThresholdedRelu after every operator of --ops (default Relu; with
+                 Relu,HardSwish,HardSigmoid every activation of MobileNetV3): the floor for a
+                 model whose activations are not all Relus
   relu+le+where  Relu then LessOrEqual + Where: the comparison form a bound with a tensor (per
                  channel) needs where it cannot be folded (a Relu after a residual Add)
   relu+mul+thresh+mul  Relu; N = Mul(R, -1/b) per channel; T = ThresholdedRelu(N, -next_up(1));
@@ -73,13 +76,21 @@ def channels_of(model):
     return out
 
 
-def rewrite(model, variant):
+def rewrite(model, variant, ops=("Relu",)):
     model = onnx.ModelProto.FromString(model.SerializeToString())
     g = model.graph
     conv_channels = channels_of(model)
     producer = {o: n for n in g.node for o in n.output}
     nodes, inits = [], []
     for n in g.node:
+        if variant == "thresh-after" and n.op_type in ops:
+            # Any activation: its node writes R, one ThresholdedRelu writes Y.
+            r = fresh(g, n.output[0] + "/r")
+            y = n.output[0]
+            n.output[0] = r
+            nodes.append(n)
+            nodes.append(helper.make_node("ThresholdedRelu", [r], [y], name=y + "/thresh", alpha=-3e38))
+            continue
         if n.op_type != "Relu" or variant == "original":
             nodes.append(n)
             continue
@@ -162,6 +173,7 @@ def main():
     ap.add_argument("--reps", type=int, default=7)
     ap.add_argument("--min-time", type=float, default=0.3)
     ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--ops", default="Relu", help="operators `thresh-after` bounds (e.g. Relu,HardSwish,HardSigmoid)")
     args = ap.parse_args()
     variants = args.variants.split(",")
     calib = np.load(os.path.join(args.graphs, "calib.npy"), mmap_mode="r")
@@ -176,7 +188,7 @@ def main():
         sessions, counts, reference = {}, {}, None
         for v in variants:
             path = os.path.join(tmp, f"{v}.onnx")
-            onnx.save(rewrite(model, v), path)
+            onnx.save(rewrite(model, v, args.ops.split(",")), path)
             opt = os.path.join(tmp, f"{v}.opt.onnx")
             s = session(path, opt)
             counts[v] = Counter(n.op_type for n in onnx.load(opt, load_external_data=False).graph.node)

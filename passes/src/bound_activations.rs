@@ -198,7 +198,20 @@ struct Emit<'a> {
     mode: Mode,
     opset: i64,
     declare_inputs: bool,
+    names: SiteNames<'a>,
+}
+
+/// Fresh names for what one site's bound adds: `<activation>/fitact/<role>`, made unique
+/// against every name in the model.
+struct SiteNames<'a> {
     names: &'a mut NameAllocator,
+    stem: String,
+}
+
+impl SiteNames<'_> {
+    fn fresh(&mut self, role: &str) -> String {
+        self.names.fresh(&format!("{}/{role}", self.stem))
+    }
 }
 
 /// Which comparison keeps a value in `zero` mode: the only opset-dependent choice of the pass.
@@ -332,7 +345,10 @@ pub fn bound_activations_with(
                     mode,
                     opset,
                     declare_inputs: declare_initializers_as_inputs && site.graph.is_main(),
-                    names: &mut names,
+                    names: SiteNames {
+                        names: &mut names,
+                        stem: format!("{}/fitact", site.stem()),
+                    },
                 }))
             });
         match outcome {
@@ -515,40 +531,38 @@ fn rewrite(emit: Emit) -> Applied {
         mode,
         opset,
         declare_inputs,
-        names,
+        mut names,
     } = emit;
     let site = &request.site;
     let (x, y, elem_type) = (site.input.as_str(), site.output.as_str(), request.elem_type);
-    let stem = format!("{}/fitact", site.stem());
-    let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
 
     let bound = &request.bound;
-    let bound_name = fresh("bound");
-    let zero_name = fresh("zero");
+    let bound_name = names.fresh("bound");
+    let zero_name = names.fresh("zero");
     let exclusive = mode == Mode::Zero && keep_test(opset) == KeepTest::LessThanNextUp;
     let step = if exclusive { Step::Up } else { Step::None };
     let nodes: Vec<NodeProto> = match mode {
         Mode::Zero => {
-            let keep = fresh("keep");
-            let kept = fresh("kept");
+            let keep = names.fresh("keep");
+            let kept = names.fresh("kept");
             let compare = match keep_test(opset) {
-                KeepTest::LessOrEqual => node("LessOrEqual", fresh("le"), &[x, &bound_name], &keep),
-                KeepTest::LessThanNextUp => node("Less", fresh("lt"), &[x, &bound_name], &keep),
+                KeepTest::LessOrEqual => node("LessOrEqual", names.fresh("le"), &[x, &bound_name], &keep),
+                KeepTest::LessThanNextUp => node("Less", names.fresh("lt"), &[x, &bound_name], &keep),
             };
             vec![
                 compare,
-                node("Where", fresh("where"), &[&keep, x, &zero_name], &kept),
-                node("Max", fresh("max"), &[&kept, &zero_name], y),
+                node("Where", names.fresh("where"), &[&keep, x, &zero_name], &kept),
+                node("Max", names.fresh("max"), &[&kept, &zero_name], y),
             ]
         }
         Mode::Saturate if saturate_with_clip(opset, bound) => {
-            vec![node("Clip", fresh("clip"), &[x, &zero_name, &bound_name], y)]
+            vec![node("Clip", names.fresh("clip"), &[x, &zero_name, &bound_name], y)]
         }
         Mode::Saturate => {
-            let positive = fresh("positive");
+            let positive = names.fresh("positive");
             vec![
-                node("Max", fresh("max"), &[x, &zero_name], &positive),
-                node("Min", fresh("min"), &[&positive, &bound_name], y),
+                node("Max", names.fresh("max"), &[x, &zero_name], &positive),
+                node("Min", names.fresh("min"), &[&positive, &bound_name], y),
             ]
         }
     };
@@ -586,7 +600,7 @@ fn relu_first(emit: Emit) -> Applied {
         mode,
         opset,
         declare_inputs,
-        names,
+        mut names,
     } = emit;
     let saturate_in_one = mode == Mode::Saturate && saturate_with_clip(opset, &request.bound);
     if mode == Mode::Zero || saturate_in_one {
@@ -603,15 +617,13 @@ fn relu_first(emit: Emit) -> Applied {
         });
     }
     let site = &request.site;
-    let stem = format!("{}/fitact", site.stem());
-    let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
-    let raw = fresh("raw");
-    let bound_name = fresh("bound");
-    let min = node("Min", fresh("min"), &[&raw, &bound_name], &site.output);
+    let raw = names.fresh("raw");
+    let bound_name = names.fresh("bound");
+    let min = node("Min", names.fresh("min"), &[&raw, &bound_name], &site.output);
     let values: Vec<f32> = request.bound.values.iter().map(|v| v.abs()).collect();
     let bound = bound_tensor(&bound_name, &request.bound.dims, &values, request.elem_type, Step::None);
     add_initializers(graph, vec![bound], declare_inputs, request.elem_type);
-    let nodes = rewire(graph, site, &raw, vec![min], || fresh("node"));
+    let nodes = rewire(graph, site, &raw, vec![min], || names.fresh("node"));
     Applied {
         site: site.clone(),
         bound_initializer: bound_name,
@@ -637,26 +649,24 @@ fn negated_threshold(emit: Emit) -> Applied {
         request,
         opset,
         declare_inputs,
-        names,
+        mut names,
         ..
     } = emit;
     let site = &request.site;
-    let stem = format!("{}/fitact", site.stem());
-    let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
-    let negative = fresh("negative");
+    let negative = names.fresh("negative");
     let alpha = -next_f32(request.bound.values[0].abs(), true);
-    let mut threshold = node("ThresholdedRelu", fresh("threshold"), &[&negative], &site.output);
+    let mut threshold = node("ThresholdedRelu", names.fresh("threshold"), &[&negative], &site.output);
     threshold.attribute.push(float_attribute("alpha", alpha));
     graph.node[site.node].op_type = Some("Clip".to_owned());
     if opset >= 11 {
-        let zero_name = fresh("zero");
+        let zero_name = names.fresh("zero");
         graph.node[site.node].input = vec![site.input.clone(), String::new(), zero_name.clone()];
         let zero = float_tensor(&zero_name, &[], &[0.0], request.elem_type);
         add_initializers(graph, vec![zero], declare_inputs, request.elem_type);
     } else {
         graph.node[site.node].attribute.push(float_attribute("max", 0.0));
     }
-    let nodes = rewire(graph, site, &negative, vec![threshold], || fresh("node"));
+    let nodes = rewire(graph, site, &negative, vec![threshold], || names.fresh("node"));
     Applied {
         site: site.clone(),
         bound_initializer: String::new(),
@@ -673,15 +683,13 @@ fn scaled_threshold(emit: Emit) -> Applied {
         graph,
         request,
         declare_inputs,
-        names,
+        mut names,
         ..
     } = emit;
     let site = &request.site;
-    let stem = format!("{}/fitact", site.stem());
-    let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
-    let raw = fresh("raw");
-    let scale_name = fresh("scale");
-    let (scaled, kept, unscaled) = (fresh("scaled"), fresh("kept"), fresh("unscaled"));
+    let raw = names.fresh("raw");
+    let scale_name = names.fresh("scale");
+    let (scaled, kept, unscaled) = (names.fresh("scaled"), names.fresh("kept"), names.fresh("unscaled"));
     let bound = &request.bound;
     // Validated by `scaled_threshold_applies`: every value has an exact scale.
     let scales: Vec<f32> = bound
@@ -689,19 +697,19 @@ fn scaled_threshold(emit: Emit) -> Applied {
         .iter()
         .map(|b| exact_scale(b.abs()).map_or(f32::NEG_INFINITY, |(s, _)| s))
         .collect();
-    let mut threshold = node("ThresholdedRelu", fresh("threshold"), &[&scaled], &kept);
+    let mut threshold = node("ThresholdedRelu", names.fresh("threshold"), &[&scaled], &kept);
     threshold.attribute.push(float_attribute("alpha", -next_f32(1.0, true)));
-    let mut finite = node("ThresholdedRelu", fresh("finite"), &[&unscaled], &site.output);
+    let mut finite = node("ThresholdedRelu", names.fresh("finite"), &[&unscaled], &site.output);
     finite.attribute.push(float_attribute("alpha", f32::MIN));
     let nodes = vec![
-        node("Mul", fresh("scale_mul"), &[&raw, &scale_name], &scaled),
+        node("Mul", names.fresh("scale_mul"), &[&raw, &scale_name], &scaled),
         threshold,
-        node("Div", fresh("scale_div"), &[&kept, &scale_name], &unscaled),
+        node("Div", names.fresh("scale_div"), &[&kept, &scale_name], &unscaled),
         finite,
     ];
     let initializers = vec![float_tensor(&scale_name, &bound.dims, &scales, FLOAT)];
     add_initializers(graph, initializers, declare_inputs, FLOAT);
-    let nodes = rewire(graph, site, &raw, nodes, || fresh("node"));
+    let nodes = rewire(graph, site, &raw, nodes, || names.fresh("node"));
     Applied {
         site: site.clone(),
         bound_initializer: scale_name,
@@ -719,43 +727,41 @@ fn bound_after(emit: Emit) -> Applied {
         mode,
         opset,
         declare_inputs,
-        names,
+        mut names,
     } = emit;
     let site = &request.site;
     let (y, elem_type, bound) = (site.output.as_str(), request.elem_type, &request.bound);
-    let stem = format!("{}/fitact", site.stem());
-    let mut fresh = |role: &str| names.fresh(&format!("{stem}/{role}"));
-    let raw = fresh("raw");
+    let raw = names.fresh("raw");
     let r = raw.as_str();
-    let high_name = fresh("bound");
-    let low_name = bound.low.as_ref().map(|_| fresh("low"));
-    let zero_name = fresh("zero");
+    let high_name = names.fresh("bound");
+    let low_name = bound.low.as_ref().map(|_| names.fresh("low"));
+    let zero_name = names.fresh("zero");
     let strict = keep_test(opset) == KeepTest::LessThanNextUp;
 
     let mut nodes = Vec::new();
     let (high_step, low_step) = match mode {
         Mode::Zero => {
-            let below = fresh("below");
+            let below = names.fresh("below");
             nodes.push(if strict {
-                node("Less", fresh("lt"), &[r, &high_name], &below)
+                node("Less", names.fresh("lt"), &[r, &high_name], &below)
             } else {
-                node("LessOrEqual", fresh("le"), &[r, &high_name], &below)
+                node("LessOrEqual", names.fresh("le"), &[r, &high_name], &below)
             });
             let keep = match &low_name {
                 None => below,
                 Some(low) => {
-                    let above = fresh("above");
-                    let keep = fresh("keep");
+                    let above = names.fresh("above");
+                    let keep = names.fresh("keep");
                     nodes.push(if strict {
-                        node("Greater", fresh("gt"), &[r, low], &above)
+                        node("Greater", names.fresh("gt"), &[r, low], &above)
                     } else {
-                        node("GreaterOrEqual", fresh("ge"), &[r, low], &above)
+                        node("GreaterOrEqual", names.fresh("ge"), &[r, low], &above)
                     });
-                    nodes.push(node("And", fresh("and"), &[&below, &above], &keep));
+                    nodes.push(node("And", names.fresh("and"), &[&below, &above], &keep));
                     keep
                 }
             };
-            nodes.push(node("Where", fresh("where"), &[&keep, r, &zero_name], y));
+            nodes.push(node("Where", names.fresh("where"), &[&keep, r, &zero_name], y));
             if strict {
                 (Step::Up, Step::Down)
             } else {
@@ -763,23 +769,23 @@ fn bound_after(emit: Emit) -> Applied {
             }
         }
         Mode::Saturate => {
-            let clamped = fresh("clamped");
+            let clamped = names.fresh("clamped");
             if opset >= 11 && bound.is_scalar() {
                 let low = low_name.as_deref().unwrap_or("");
-                nodes.push(node("Clip", fresh("clip"), &[r, low, &high_name], &clamped));
+                nodes.push(node("Clip", names.fresh("clip"), &[r, low, &high_name], &clamped));
             } else {
                 match &low_name {
-                    None => nodes.push(node("Min", fresh("min"), &[r, &high_name], &clamped)),
+                    None => nodes.push(node("Min", names.fresh("min"), &[r, &high_name], &clamped)),
                     Some(low) => {
-                        let capped = fresh("capped");
-                        nodes.push(node("Min", fresh("min"), &[r, &high_name], &capped));
-                        nodes.push(node("Max", fresh("max"), &[&capped, low], &clamped));
+                        let capped = names.fresh("capped");
+                        nodes.push(node("Min", names.fresh("min"), &[r, &high_name], &capped));
+                        nodes.push(node("Max", names.fresh("max"), &[&capped, low], &clamped));
                     }
                 }
             }
-            let nan = fresh("nan");
-            nodes.push(node("IsNaN", fresh("isnan"), &[r], &nan));
-            nodes.push(node("Where", fresh("where"), &[&nan, &zero_name, &clamped], y));
+            let nan = names.fresh("nan");
+            nodes.push(node("IsNaN", names.fresh("isnan"), &[r], &nan));
+            nodes.push(node("Where", names.fresh("where"), &[&nan, &zero_name, &clamped], y));
             (Step::None, Step::None)
         }
     };
@@ -796,7 +802,7 @@ fn bound_after(emit: Emit) -> Applied {
     initializers.push(float_tensor(&zero_name, &[], &[0.0], elem_type));
     add_initializers(graph, initializers, declare_inputs, elem_type);
 
-    let node_names = rewire(graph, site, &raw, nodes, || fresh("node"));
+    let node_names = rewire(graph, site, &raw, nodes, || names.fresh("node"));
     Applied {
         site: site.clone(),
         bound_initializer: high_name,

@@ -125,6 +125,8 @@ def check_bounds(original, hardened, data, report, batch):
     inits = {t.name: onnx.numpy_helper.to_array(t) for t in hardened.graph.initializer}
     inits.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t) for n in hardened.graph.node if n.op_type == "Constant"})
     margin = report["margin"]
+    # Tensors a Mul scales by: where a scaled threshold stores S instead of its bound.
+    scales = {n.input[1] for n in hardened.graph.node if n.op_type == "Mul" and len(n.input) == 2}
     for a, hi, lo in zip(acts, maxima, minima):
         if a.get("folded_into"):
             # The bound is in the rescaled weights (the outputs, checked above, are the original's).
@@ -138,7 +140,6 @@ def check_bounds(original, hardened, data, report, batch):
             # One-sided (also for an activation whose bound below was dropped as redundant,
             # under the function's own minimum): the maximum times (1 + margin).
             wants = [(a["bound_initializer"], np.maximum(high, 0) * (1.0 + margin))]
-        scales = {n.input[1] for n in hardened.graph.node if n.op_type == "Mul" and len(n.input) == 2}
         for name, want in wants:
             got = inits[name]
             if name in scales and name.endswith("/scale"):

@@ -297,6 +297,21 @@ impl Value {
             .expect("values the tool holds have a known type")
     }
 
+    /// `parts` stacked along axis 0, as a new array; None when they differ in type or in a
+    /// later axis (or there are none).
+    pub fn concat_rows(parts: &[Value]) -> Option<Value> {
+        struct Concat<'v>(&'v [Value]);
+        impl PerElement for Concat<'_> {
+            type Output = Option<Value>;
+            fn run<T: Element>(self) -> Option<Value> {
+                let views = self.0.iter().map(|v| v.view::<T>()).collect::<Option<Vec<_>>>()?;
+                ndarray::concatenate(Axis(0), &views).ok().map(Value::from)
+            }
+        }
+        let first = parts.first()?;
+        first.elem_type().dispatch(Concat(parts)).flatten()
+    }
+
     /// This value with copies of its last row appended up to `n` rows (max/min reductions and
     /// per-row predictions of the real rows are unchanged).
     pub fn pad_rows(&self, n: usize) -> Value {

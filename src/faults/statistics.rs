@@ -9,6 +9,27 @@ pub fn accuracy(classes: &[usize], labels: &[usize]) -> f64 {
     classes.iter().zip(labels).filter(|(c, l)| c == l).count() as f64 / labels.len().max(1) as f64
 }
 
+/// The one-sided 95% lower confidence bound of the mean of paired differences `d` (Student's
+/// t, its quantile by the Cornish-Fisher expansion: within 0.01 of the table from 4 degrees
+/// of freedom); -Inf for fewer than two.
+pub fn lower_bound_95(d: &[f64]) -> f64 {
+    if d.len() < 2 {
+        return f64::NEG_INFINITY;
+    }
+    let n = d.len() as f64;
+    let mean = d.iter().sum::<f64>() / n;
+    let var = d.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    mean - t_95(n - 1.0) * (var / n).sqrt()
+}
+
+/// Student's t quantile at 0.95 for `df` degrees of freedom.
+fn t_95(df: f64) -> f64 {
+    let z: f64 = 1.644_853_6;
+    z + (z.powi(3) + z) / (4.0 * df)
+        + (5.0 * z.powi(5) + 16.0 * z.powi(3) + 3.0 * z) / (96.0 * df.powi(2))
+        + (3.0 * z.powi(7) + 19.0 * z.powi(5) + 17.0 * z.powi(3) - 15.0 * z) / (384.0 * df.powi(3))
+}
+
 fn mean_ci(values: &[f64]) -> MeanCi {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n.max(1.0);
@@ -107,5 +128,25 @@ fn auc(curve: &[(f64, f64)]) -> Option<f64> {
                 .sum();
             Some(area / span)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_t_quantile_matches_the_table() {
+        for (df, table) in [(4.0, 2.132), (9.0, 1.833), (29.0, 1.699), (47.0, 1.678), (1000.0, 1.646)] {
+            assert!((t_95(df) - table).abs() < 0.01, "df {df}: {} against {table}", t_95(df));
+        }
+    }
+
+    #[test]
+    fn a_lower_bound_is_above_zero_only_for_a_consistent_gain() {
+        assert!(lower_bound_95(&[0.02, 0.03, 0.01, 0.02, 0.04, 0.02]) > 0.0);
+        assert!(lower_bound_95(&[0.05, -0.04, 0.0, 0.03, -0.03, 0.01]) < 0.0);
+        assert_eq!(lower_bound_95(&[0.5]), f64::NEG_INFINITY);
+        assert_eq!(lower_bound_95(&[0.0; 8]), 0.0);
     }
 }

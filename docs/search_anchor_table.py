@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Markdown tables of docs/search_anchor.sh's campaigns: per fixture and calibration size, the
-accuracy under weight faults of the six models, each with its paired differences against
+accuracy under weight faults of the models, each with its paired differences against
 Clip-Act and against the anchor (FitAct's gradient training), over trials with the same index
 (the same flips in tensors the models share).
 
@@ -17,6 +17,8 @@ MODELS = [
     ("original", "original"),
     (".calibrated", "calibrated fitact"),
     (".searched", "searched fitact (4-fold)"),
+    (".resf32", "searched, resilience at float32 3e-4"),
+    (".resq15", "searched, resilience at q15.16 3e-5"),
     (".clipact", "clip-act"),
     (".ranger", "ranger"),
     (".anchor", "FitAct gradient (anchor)"),
@@ -97,7 +99,8 @@ def main():
         a, clean, counts = cells(f32)
         columns = [("float32", ber, a) for ber in f32["config"]["bers"]]
         if q15:
-            b, _, counts_q = cells(q15)
+            b, clean_q, counts_q = cells(q15)
+            clean = {**clean_q, **clean}
             counts |= counts_q
             columns += [("q15.16", ber, b) for ber in q15["config"]["bers"]]
         trials = sorted(counts)
@@ -114,7 +117,10 @@ def main():
         print("| " + " | ".join(head) + " |")
         print("|" + "---|" * len(head))
         for _, name in MODELS:
-            row = [name, f"{100 * clean[name]:.1f}"] + [c[(name, ber)] for _, ber, c in columns]
+            if name not in clean and not any((name, ber) in c for _, ber, c in columns):
+                continue
+            clean_text = f"{100 * clean[name]:.1f}" if name in clean else "—"
+            row = [name, clean_text] + [c.get((name, ber), "—") for _, ber, c in columns]
             print("| " + " | ".join(row) + " |")
         print()
         search = json.load(open(f"{p}.searched.json")).get("search", {})
@@ -123,14 +129,34 @@ def main():
         ratio = re.search(r"ratio=([0-9.]+)", anchor)
         s, an = times["search_seconds"], times["anchor_seconds"]
         print(
-            f"Search: mean bound ratio (searched / calibrated) {search.get('mean_bound_ratio', float('nan')):.3f},"
+            f"Search (tight): mean bound ratio (searched / calibrated) {search.get('mean_bound_ratio', float('nan')):.3f},"
             f" {search.get('evaluations')} evaluations, stopped {search.get('stopped')};"
-            f" {s:.1f} s for the whole `harden --search` ({search.get('seconds', float('nan')):.1f} s in the search itself,"
-            f" {times.get('search_threads')} threads)."
-            f" Anchor: {an:.1f} s for the whole `fitact_anchor.py` run ({times.get('anchor_train_seconds')} s of training,"
-            f" {times.get('anchor_threads')} thread)"
+            f" {s:.1f} s for the whole `harden --search` ({search.get('seconds', float('nan')):.1f} s in the search itself)."
+        )
+        for key, label, seconds in (("resf32", "float32 3e-4", "resilience_float32_seconds"),
+                                    ("resq15", "q15.16 3e-5", "resilience_q15_seconds")):
+            if not os.path.exists(f"{p}.{key}.json") or seconds not in times:
+                continue
+            log = json.load(open(f"{p}.{key}.json"))["search"]
+            points = ", ".join(
+                f"{100 * q['mean_scale']:.1f}%: {100 * q['fault_metric']:.1f}"
+                + ("" if q["gain_lower_bound"] is None else f" (gain ≥ {100 * q['gain_lower_bound']:+.2f})")
+                + (" chosen" if q["chosen"] else "")
+                for q in log["fault_points"]
+            )
+            print(
+                f"Resilience at {label}: {times[seconds]:.1f} s; mean bound ratio {log['mean_bound_ratio']:.3f};"
+                f" accuracy under the search's own faults (128 calibration samples) by mean scale: {points}."
+            )
+        print(
+            f"Anchor: {an:.1f} s for the whole `fitact_anchor.py` run ({times.get('anchor_train_seconds')} s of training)"
             + (f", mean bound {float(ratio.group(1)):.4f}x its initialisation" if ratio else "")
-            + f". Anchor / search wall time: {an / s:.1f}x."
+            + f"; search {times.get('search_threads')} threads, anchor {times.get('anchor_threads')}."
+            + f" Anchor / search wall time: {an / s:.1f}x (tight)"
+            + "".join(f", {an / times[k]:.1f}x ({label})" for k, label in
+                      (("resilience_float32_seconds", "resilience float32"), ("resilience_q15_seconds", "resilience q15.16"))
+                      if k in times)
+            + "."
         )
 
 

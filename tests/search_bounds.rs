@@ -297,7 +297,10 @@ fn the_resilience_objective_moves_off_the_calibrated_bounds_only_for_a_confident
         }
         for p in &points[1..] {
             if p["gain_lower_bound"].as_f64().unwrap() > 0.0 {
-                assert!(fault(chosen[0]) >= fault(p), "the best of the confident gains: {search}");
+                assert!(
+                    fault(chosen[0]) >= fault(p),
+                    "the best of the confident gains: {search}"
+                );
             }
             assert!(p["metric"].as_f64() >= search["threshold"].as_f64(), "{p}");
         }
@@ -305,6 +308,9 @@ fn the_resilience_objective_moves_off_the_calibrated_bounds_only_for_a_confident
         assert_eq!(search["calibrated_fault_metric"].as_f64(), Some(fault(&points[0])));
         let scale = chosen[0]["mean_scale"].as_f64().unwrap();
         let ratio = search["mean_bound_ratio"].as_f64().unwrap();
-        assert!((scale == 1.0) == (ratio == 1.0), "the bounds written are the chosen point's: {search}");
+        assert!(
+            (scale == 1.0) == (ratio == 1.0),
+            "the bounds written are the chosen point's: {search}"
+        );
     }
 }

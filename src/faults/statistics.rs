@@ -137,7 +137,13 @@ mod tests {
 
     #[test]
     fn the_t_quantile_matches_the_table() {
-        for (df, table) in [(4.0, 2.132), (9.0, 1.833), (29.0, 1.699), (47.0, 1.678), (1000.0, 1.646)] {
+        for (df, table) in [
+            (4.0, 2.132),
+            (9.0, 1.833),
+            (29.0, 1.699),
+            (47.0, 1.678),
+            (1000.0, 1.646),
+        ] {
             assert!((t_95(df) - table).abs() < 0.01, "df {df}: {} against {table}", t_95(df));
         }
     }

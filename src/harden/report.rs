@@ -157,7 +157,9 @@ impl HardenReport {
                     );
                 }
                 text += &match search.fault_points.iter().find(|p| p.chosen) {
-                    Some(p) if p.accepted > 0 => format!("; kept the best confident gain, at {:.1}%\n", 100.0 * p.mean_scale),
+                    Some(p) if p.accepted > 0 => {
+                        format!("; kept the best confident gain, at {:.1}%\n", 100.0 * p.mean_scale)
+                    }
                     _ => "; no tighter point gains with confidence: the bounds stay calibrated\n".to_owned(),
                 };
             }

@@ -37,10 +37,10 @@
 //! patterns (the same flips in the same weights for every point: common random numbers, as
 //! `evaluate` draws them) at each BER of a sweep, in the original weights (the bound tensors
 //! are left fault-free here). A tighter point is taken only for a gain over the calibrated
-//! one with 95% confidence, paired by pattern (`choose_under_faults`): where the faults reward no tightening (float32
-//! at low BERs: any zero-above bound removes the damage it can reach) the bounds stay
-//! calibrated and lose no clean accuracy; where they do (fixed point, whose flips make
-//! values larger but finite) a tighter point wins. Single steps, checked under faults one
+//! one with 95% confidence, paired by pattern (`choose_under_faults`): where the faults
+//! reward no tightening (float32 at low BERs: any zero-above bound removes the damage it can
+//! reach) the bounds stay calibrated and lose no clean accuracy; where they do (fixed point,
+//! whose flips make values larger but finite) a tighter point wins. Single steps, checked under faults one
 //! by one (FT-ClipAct's threshold search), were measured first: each tightening alone gains
 //! less than chance, so it stopped at the calibrated bounds on q15.16 where the path's end
 //! gains 1-2 points. Every accepted point meets the budget, so a search stopped by its
@@ -259,7 +259,11 @@ impl Tallied {
 
     /// Every sample's flag, when the check ran to the end.
     fn flags(&self) -> Option<Vec<bool>> {
-        if self.complete { self.kept.iter().copied().collect() } else { None }
+        if self.complete {
+            self.kept.iter().copied().collect()
+        } else {
+            None
+        }
     }
 }
 
@@ -463,12 +467,7 @@ impl Holdout {
     /// Checks a candidate whose first output on batch `b` is `logits(b)`, batch by batch in
     /// `order`, counting its misses in `tally`, and stops as soon as the tally is out of
     /// reach.
-    fn tally(
-        &self,
-        order: &[usize],
-        tally: &Tally,
-        mut logits: impl FnMut(usize) -> Result<Value>,
-    ) -> Result<Tallied> {
+    fn tally(&self, order: &[usize], tally: &Tally, mut logits: impl FnMut(usize) -> Result<Value>) -> Result<Tallied> {
         let mut out = Tallied::new(self);
         for &b in order {
             let rows: Vec<usize> = self.batch_rows(b).collect();
@@ -811,7 +810,12 @@ impl Shared<'_> {
             self.base_on(&fold.bases, l, self.accepted_on_percentile[l]),
             self.accepted[l],
         );
-        let shape = IxDyn(&now.dims.iter().map(|d| usize::try_from(*d).ok()).collect::<Option<Vec<_>>>()?);
+        let shape = IxDyn(
+            &now.dims
+                .iter()
+                .map(|d| usize::try_from(*d).ok())
+                .collect::<Option<Vec<_>>>()?,
+        );
         let pairwise = |a: &[f32], b: &[f32], f: fn(f32, f32) -> f32| {
             ArrayD::from_shape_vec(shape.clone(), a.iter().zip(b).map(|(x, y)| f(*x, *y)).collect()).ok()
         };
@@ -905,13 +909,7 @@ impl Shared<'_> {
     /// Checks `candidate` on `fold`, counting in `tally` (see `Holdout::tally`); `only`: the
     /// one site where it differs from the accepted scales, if so, and then only the part from
     /// that site's bound on is rerun, on the accepted model's clean values of what feeds it.
-    fn check_fold(
-        &self,
-        fold: &FoldCheck,
-        candidate: &[f32],
-        only: Option<usize>,
-        tally: &Tally,
-    ) -> Result<Tallied> {
+    fn check_fold(&self, fold: &FoldCheck, candidate: &[f32], only: Option<usize>, tally: &Tally) -> Result<Tallied> {
         let (model, emitted) = self.harden(&fold.bases, candidate)?;
         let mut order: Vec<usize> = (0..fold.lost.len()).collect();
         order.sort_by_key(|b| (std::cmp::Reverse(fold.lost[*b]), *b));
@@ -935,14 +933,18 @@ impl Shared<'_> {
                     .and_then(|every| Some((every, self.unchanged_samples(fold, candidate, l, every)?)));
                 match (unchanged, &fold.accepted_kept) {
                     (Some((every, unchanged)), Some(accepted)) => {
-                        let chunk = feeds[0].first().and_then(|(_, v)| v.shape().first().copied()).unwrap_or(1);
-                        fold.holdout.tally_changed(&order, tally, (&unchanged, accepted), chunk, |rows| {
-                            let values: Vec<(String, Value)> = every
-                                .iter()
-                                .map(|(n, v)| (n.clone(), v.select_rows(rows).pad_rows(chunk)))
-                                .collect();
-                            Ok(runner.run_values(&values)?[0].clone())
-                        })?
+                        let chunk = feeds[0]
+                            .first()
+                            .and_then(|(_, v)| v.shape().first().copied())
+                            .unwrap_or(1);
+                        fold.holdout
+                            .tally_changed(&order, tally, (&unchanged, accepted), chunk, |rows| {
+                                let values: Vec<(String, Value)> = every
+                                    .iter()
+                                    .map(|(n, v)| (n.clone(), v.select_rows(rows).pad_rows(chunk)))
+                                    .collect();
+                                Ok(runner.run_values(&values)?[0].clone())
+                            })?
                     }
                     _ => fold
                         .holdout
@@ -1041,7 +1043,8 @@ impl Search<'_> {
             .map(|fold| shared.check_fold(fold, candidate, only, &tally))
             .collect();
         let point = shared.point(candidate);
-        let at_accepted = point == shared.point(&shared.accepted) && shared.on_percentile == shared.accepted_on_percentile;
+        let at_accepted =
+            point == shared.point(&shared.accepted) && shared.on_percentile == shared.accepted_on_percentile;
         let mut complete = true;
         for (fold, result) in self.folds.iter_mut().zip(results) {
             let out = result?;
@@ -1323,7 +1326,9 @@ fn choose_under_faults(search: &mut Search, path: &[PathPoint]) -> Result<(Vec<F
             let gains: Vec<f64> = metrics.iter().zip(&calibrated).map(|(a, b)| a - b).collect();
             lower_bound_95(&gains)
         });
-        if gain_lower_bound.is_some_and(|g| g > 0.0) && mean(metrics) > points.get(chosen).map_or(f64::MIN, |p: &FaultPoint| p.fault_metric) {
+        if gain_lower_bound.is_some_and(|g| g > 0.0)
+            && mean(metrics) > points.get(chosen).map_or(f64::MIN, |p: &FaultPoint| p.fault_metric)
+        {
             chosen = k;
         }
         let point = &path[*i];
@@ -1716,7 +1721,12 @@ mod tests {
         assert_eq!(with.final_metric, without.final_metric);
         assert_eq!(without.samples_reused, 0);
         assert!(with.samples_reused > 0, "{} run, none reused", with.samples_run);
-        assert!(with.samples_run < without.samples_run, "{} run with reuse, {} without", with.samples_run, without.samples_run);
+        assert!(
+            with.samples_run < without.samples_run,
+            "{} run with reuse, {} without",
+            with.samples_run,
+            without.samples_run
+        );
     }
 
     /// With labels, a sample the original gets wrong counts for no candidate, even one that

@@ -148,6 +148,22 @@ fn search_is_deterministic_and_respects_its_limits() {
         search["final_metric"].as_f64() >= search["threshold"].as_f64(),
         "{search}"
     );
+
+    // The resilience objective under the same limit checks the calibrated point under faults
+    // and nothing else, and keeps it.
+    let timed = harden(
+        &model,
+        &calib,
+        &out("e.onnx"),
+        &["--search", "--objective", "resilience", "--time-limit", "0.001s"],
+    );
+    let search = &timed["search"];
+    assert_eq!(search["stopped"], "time limit");
+    let points = search["fault_points"].as_array().unwrap();
+    assert_eq!(points.len(), 1, "{search}");
+    assert_eq!(points[0]["accepted"], 0);
+    assert_eq!(points[0]["chosen"], true);
+    assert_eq!(search["mean_bound_ratio"], 1.0, "{search}");
 }
 
 /// Top-1 accuracy of each model on the fixture's test split (2000 images), in onnxruntime.

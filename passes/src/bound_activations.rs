@@ -632,6 +632,13 @@ fn relu_first(emit: Emit) -> Applied {
     }
 }
 
+/// `ThresholdedRelu(input)` (x where x > alpha, else 0) writing `output`.
+fn thresholded_relu(name: String, input: &str, output: &str, alpha: f32) -> NodeProto {
+    let mut threshold = node("ThresholdedRelu", name, &[input], output);
+    threshold.attribute.push(float_attribute("alpha", alpha));
+    threshold
+}
+
 fn float_attribute(name: &str, value: f32) -> AttributeProto {
     AttributeProto {
         name: Some(name.to_owned()),
@@ -655,8 +662,7 @@ fn negated_threshold(emit: Emit) -> Applied {
     let site = &request.site;
     let negative = names.fresh("negative");
     let alpha = -next_f32(request.bound.values[0].abs(), true);
-    let mut threshold = node("ThresholdedRelu", names.fresh("threshold"), &[&negative], &site.output);
-    threshold.attribute.push(float_attribute("alpha", alpha));
+    let threshold = thresholded_relu(names.fresh("threshold"), &negative, &site.output, alpha);
     graph.node[site.node].op_type = Some("Clip".to_owned());
     if opset >= 11 {
         let zero_name = names.fresh("zero");
@@ -697,15 +703,11 @@ fn scaled_threshold(emit: Emit) -> Applied {
         .iter()
         .map(|b| exact_scale(b.abs()).map_or(f32::NEG_INFINITY, |(s, _)| s))
         .collect();
-    let mut threshold = node("ThresholdedRelu", names.fresh("threshold"), &[&scaled], &kept);
-    threshold.attribute.push(float_attribute("alpha", -next_f32(1.0, true)));
-    let mut finite = node("ThresholdedRelu", names.fresh("finite"), &[&unscaled], &site.output);
-    finite.attribute.push(float_attribute("alpha", f32::MIN));
     let nodes = vec![
         node("Mul", names.fresh("scale_mul"), &[&raw, &scale_name], &scaled),
-        threshold,
+        thresholded_relu(names.fresh("threshold"), &scaled, &kept, -next_f32(1.0, true)),
         node("Div", names.fresh("scale_div"), &[&kept, &scale_name], &unscaled),
-        finite,
+        thresholded_relu(names.fresh("finite"), &unscaled, &site.output, f32::MIN),
     ];
     let initializers = vec![float_tensor(&scale_name, &bound.dims, &scales, FLOAT)];
     add_initializers(graph, initializers, declare_inputs, FLOAT);

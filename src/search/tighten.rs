@@ -783,6 +783,14 @@ impl Shared<'_> {
         (scales.iter().map(|s| s.to_bits()).collect(), self.on_percentile.clone())
     }
 
+    /// The accepted point.
+    fn accepted_point(&self) -> Point {
+        (
+            self.accepted.iter().map(|s| s.to_bits()).collect(),
+            self.accepted_on_percentile.clone(),
+        )
+    }
+
     /// Per check sample of `fold`, whether `candidate` (which differs from the accepted point
     /// at site `l` only) cannot change its output: every value site `l`'s bound compares
     /// (`compared`, in `feeds`: every check sample's) is a number strictly inside both the
@@ -1043,8 +1051,7 @@ impl Search<'_> {
             .map(|fold| shared.check_fold(fold, candidate, only, &tally))
             .collect();
         let point = shared.point(candidate);
-        let at_accepted =
-            point == shared.point(&shared.accepted) && shared.on_percentile == shared.accepted_on_percentile;
+        let at_accepted = point == shared.accepted_point();
         let mut complete = true;
         for (fold, result) in self.folds.iter_mut().zip(results) {
             let out = result?;
@@ -1254,7 +1261,7 @@ fn search_reusing(
         samples_reused: search.shared.samples_reused.load(Ordering::Relaxed),
         seconds: started.elapsed().as_secs_f64(),
         stopped,
-        mean_bound_ratio: ratios.sum::<f64>() / n.max(1) as f64,
+        mean_bound_ratio: mean(ratios),
         layers,
     };
     Ok((bounds, log))
@@ -1293,9 +1300,9 @@ pub const FAULT_POINTS: usize = 3;
 /// first. The chosen one is, of the points that gain over the calibrated one with confidence
 /// (the one-sided 95% lower bound of the gain, paired by fault pattern, above 0), the best
 /// under faults; the calibrated point if none does. A gain within chance stays with the
-/// calibrated bounds, which lose less clean accuracy (measured: under float32 faults at 1e-5 and 3e-5 any zero-above bound
-/// removes the damage it can reach, and the tight search's bounds trailed the calibrated ones
-/// by their 0.1-0.5 point clean loss). Every point met the budget. Returns the points checked,
+/// calibrated bounds, which lose less clean accuracy (measured: under float32 faults at 1e-5
+/// and 3e-5 any zero-above bound removes the damage it can reach, and the tight search's
+/// bounds trailed the calibrated ones by their 0.1-0.5 point clean loss). Every point met the budget. Returns the points checked,
 /// and why checking stopped early (an evaluation or time limit) if it did; the calibrated
 /// point is always checked.
 fn choose_under_faults(search: &mut Search, path: &[PathPoint]) -> Result<(Vec<FaultPoint>, Option<&'static str>)> {
@@ -1317,32 +1324,36 @@ fn choose_under_faults(search: &mut Search, path: &[PathPoint]) -> Result<(Vec<F
         checked.push((i, search.fault_metrics(&path[i].scales)?));
     }
     checked.sort_by_key(|(i, _)| *i);
-    let calibrated = checked[0].1.clone();
-    let mean = |m: &[f64]| m.iter().sum::<f64>() / m.len().max(1) as f64;
-    let mut points = Vec::new();
+    let calibrated = &checked[0].1;
+    let mut points: Vec<FaultPoint> = Vec::new();
     let mut chosen = 0;
     for (k, (i, metrics)) in checked.iter().enumerate() {
         let gain_lower_bound = (k > 0).then(|| {
-            let gains: Vec<f64> = metrics.iter().zip(&calibrated).map(|(a, b)| a - b).collect();
+            let gains: Vec<f64> = metrics.iter().zip(calibrated).map(|(a, b)| a - b).collect();
             lower_bound_95(&gains)
         });
-        if gain_lower_bound.is_some_and(|g| g > 0.0)
-            && mean(metrics) > points.get(chosen).map_or(f64::MIN, |p: &FaultPoint| p.fault_metric)
-        {
+        let fault_metric = mean(metrics.iter().copied());
+        if gain_lower_bound.is_some_and(|g| g > 0.0) && fault_metric > points[chosen].fault_metric {
             chosen = k;
         }
         let point = &path[*i];
         points.push(FaultPoint {
             accepted: *i,
-            mean_scale: point.scales.iter().map(|s| f64::from(*s)).sum::<f64>() / point.scales.len().max(1) as f64,
+            mean_scale: mean(point.scales.iter().map(|s| f64::from(*s))),
             metric: point.metric,
-            fault_metric: mean(metrics),
+            fault_metric,
             gain_lower_bound,
             chosen: false,
         });
     }
     points[chosen].chosen = true;
     Ok((points, limited))
+}
+
+/// The mean of `values` (0 for none).
+fn mean(values: impl ExactSizeIterator<Item = f64>) -> f64 {
+    let n = values.len().max(1) as f64;
+    values.sum::<f64>() / n
 }
 
 impl Run<'_, '_> {

@@ -57,6 +57,7 @@ fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g
         in_place: false,
         bounds_in: None,
         bounds_out: None,
+        unreached: Default::default(),
     })
     .unwrap_or_else(|e| panic!("hardening {} as {method}: {e:#}", input.display()));
     output

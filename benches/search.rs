@@ -82,6 +82,7 @@ fn bench(
         in_place: false,
         bounds_in: None,
         bounds_out: None,
+        unreached: Default::default(),
         search: Some(SearchSettings {
             budget: 0.005,
             objective: fitact_onnx::search::Objective::Tight,

@@ -52,6 +52,53 @@ fn a_branch_never_taken_is_a_clear_error() {
         );
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(!out.exists());
+
+        // --unreached keep: the rest is bounded; the branch never taken stays as it was,
+        // named in the report, on stderr and in the model's metadata.
+        let report = dir.join("report.json");
+        let model = dir.join("if_branches.onnx");
+        let paths = [&model, &out, &calib, &report].map(|p| p.to_str().unwrap().to_owned());
+        let [model, out_path, calib, report_path] = paths.each_ref().map(String::as_str);
+        let run = common::cli(&[
+            "harden",
+            model,
+            out_path,
+            "--calib",
+            calib,
+            "--batch-size",
+            "64",
+            "--unreached",
+            "keep",
+            "--report",
+            report_path,
+        ]);
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        assert_eq!(run.status.code(), Some(0), "{stderr}");
+        assert!(
+            stderr.contains(
+                "warning: 2 activation(s) left unbounded, never reached by the calibration samples \
+                 (--unreached keep): Relu 'else_relu' in main/branch.else_branch, Relu 'inner_else_relu'"
+            ),
+            "{stderr}"
+        );
+        let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+        let unreached: Vec<&str> = report["unreached"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|u| u["node"].as_str().unwrap())
+            .collect();
+        assert_eq!(unreached, ["else_relu", "inner_else_relu"]);
+        let bounded: Vec<&str> = report["activations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["node"].as_str().unwrap())
+            .collect();
+        assert_eq!(bounded, ["then_relu", "inner_then_relu"]);
+        let model = fitact_onnx::model_io::read_model(&out).unwrap().model;
+        let recorded = model.metadata_props.iter().find(|e| e.key() == "fitact.unreached");
+        assert_eq!(recorded.map(|e| e.value()), Some("else_relu,inner_else_relu"));
     });
 }
 

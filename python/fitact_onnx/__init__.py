@@ -25,8 +25,10 @@ engine uses the library of the ``onnxruntime`` package this interpreter imports
 (``pip install onnxruntime``); without it, models run in tract.
 
 Errors: ``ValueError`` for arguments the command rejects (a wrong type, an unknown value, an
-option that needs another), ``FitactError`` for an error while running; the message is the
-line the CLI prints after ``error:`` (an in-memory argument named as its keyword, ``calib:``).
+option that needs another, data whose dtype, shape or layout does not fit the model: that one
+is ``DataError``, a ``FitactError`` too), ``FitactError`` for an error while running; the
+message is the line the CLI prints after ``error:`` (an in-memory argument named as its
+keyword, ``calib:``).
 """
 
 from __future__ import annotations
@@ -42,7 +44,12 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 from . import _native
 from ._native import FitactError, __version__
 
-__all__ = ["FitactError", "__version__", "check", "evaluate", "harden", "inspect", "merge"]
+__all__ = ["DataError", "FitactError", "__version__", "check", "evaluate", "harden", "inspect", "merge"]
+
+
+class DataError(FitactError, ValueError):
+    """Data the command rejects: its arrays' dtype, shape or layout do not fit the model's
+    inputs. A ``ValueError`` (a wrong argument, as numpy users expect) and a ``FitactError``."""
 
 # What an in-memory input is called in a report, in place of the path that stood for it.
 _IN_MEMORY = "<in memory>"
@@ -324,6 +331,8 @@ class _Workspace:
         argv = [command, *positional, *_flags(options)]
         try:
             return _native.run(argv, _onnxruntime_package())
+        except _native.DataArgumentError as error:
+            raise DataError(self.rename(str(error))) from None
         except (ValueError, FitactError) as error:
             message = self.rename(str(error))
             if message == str(error):

@@ -16,6 +16,9 @@ import onnx
 
 from ._native import FitactError as FitactError
 
+class DataError(FitactError, ValueError):
+    """Data whose dtype, shape or layout does not fit the model's inputs."""
+
 __version__: str
 
 class CalibrationDataReader(Protocol):

@@ -33,10 +33,39 @@ create_exception!(
     "A command failed; the message is the line the CLI prints after `error: `."
 );
 
+create_exception!(
+    _native,
+    DataArgumentError,
+    FitactError,
+    "A data argument the command rejects: its arrays' dtype, shape or layout do not fit the model \
+     (the package raises it as `fitact_onnx.DataError`, a ValueError too)."
+);
+
+/// The Python exception for a command's error: `DataArgumentError` when the data given does
+/// not fit the model (a dataset's or an input's shape, dtype or layout), `FitactError` else.
+fn command_error(err: anyhow::Error) -> PyErr {
+    use fitact_onnx::data::dataset::DatasetError;
+    use fitact_onnx::engine::EngineError;
+    let message = format!("{err:#}");
+    let data = err.chain().any(|cause| {
+        cause.downcast_ref::<DatasetError>().is_some()
+            || matches!(
+                cause.downcast_ref::<EngineError>(),
+                Some(EngineError::InputShape { .. })
+            )
+    });
+    if data {
+        DataArgumentError::new_err(message)
+    } else {
+        FitactError::new_err(message)
+    }
+}
+
 /// Runs a command as the CLI would, for the Python API: `argv` without the program name.
 /// Returns the exit code (0 done, 1 a check that failed); raises `ValueError` for arguments
-/// the CLI rejects and `FitactError` for an error while running (exit code 2, or 1 for a
-/// model with nothing to harden), with the CLI's one-line message.
+/// the CLI rejects, `DataArgumentError` for data that does not fit the model and
+/// `FitactError` for another error while running (exit code 2, or 1 for a model with nothing
+/// to harden), with the CLI's one-line message.
 #[pyfunction]
 #[pyo3(signature = (argv, onnxruntime_package=None))]
 fn run(py: Python<'_>, argv: Vec<OsString>, onnxruntime_package: Option<PathBuf>) -> PyResult<u8> {
@@ -45,7 +74,7 @@ fn run(py: Python<'_>, argv: Vec<OsString>, onnxruntime_package: Option<PathBuf>
     fitact_onnx::engine::set_host_python_onnxruntime(onnxruntime_package);
     match py.detach(|| command_line::run(cli)) {
         Ok(code) => Ok(exit_number(code)),
-        Err(err) => Err(FitactError::new_err(format!("{err:#}"))),
+        Err(err) => Err(command_error(err)),
     }
 }
 
@@ -188,6 +217,7 @@ fn exit_number(code: ExitCode) -> u8 {
 #[pymodule]
 fn _native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("FitactError", m.py().get_type::<FitactError>())?;
+    m.add("DataArgumentError", m.py().get_type::<DataArgumentError>())?;
     m.add("__version__", fitact_onnx::VERSION)?;
     m.add_function(wrap_pyfunction!(run, m)?)?;
     m.add_function(wrap_pyfunction!(main, m)?)?;

@@ -110,19 +110,34 @@ def test_bad_input_raises_value_error():
         fitact_onnx.evaluate(MODEL, data=TEST)
 
 
-def test_an_error_while_running_is_a_fitact_error_with_the_cli_line(tmp_path):
+def test_data_that_does_not_fit_the_model_is_a_value_error_with_the_cli_line(tmp_path):
     wrong = np.zeros((4, 3, 28, 28), dtype=np.float32)
     np.save(tmp_path / "wrong.npy", wrong)
     line = cli("harden", MODEL, tmp_path / "out.onnx", "--calib", tmp_path / "wrong.npy", check=False)
     assert line.returncode == 2
-    with pytest.raises(fitact_onnx.FitactError) as raised:
+    with pytest.raises(ValueError) as raised:
         fitact_onnx.harden(MODEL, calib=tmp_path / "wrong.npy")
     assert line.stderr.strip().splitlines()[-1] == f"error: {raised.value}"
-    assert not isinstance(raised.value, ValueError)
+    assert isinstance(raised.value, fitact_onnx.DataError)
+    assert isinstance(raised.value, fitact_onnx.FitactError)
     # The same array in memory: the same line, naming the keyword where the file was named.
-    with pytest.raises(fitact_onnx.FitactError) as in_memory:
+    with pytest.raises(fitact_onnx.DataError) as in_memory:
         fitact_onnx.harden(MODEL, calib=wrong)
     assert str(in_memory.value) == str(raised.value).replace(str(tmp_path / "wrong.npy"), "calib")
+    # A rank that fits no layout, as numpy users pass it by mistake.
+    with pytest.raises(ValueError, match=r"^calib: array 'input' has samples of shape \[3, 3\]"):
+        fitact_onnx.harden(MODEL, calib=np.zeros((4, 3, 3), np.float32))
+
+
+def test_an_error_while_running_is_a_fitact_error_with_the_cli_line(tmp_path):
+    broken = tmp_path / "broken.onnx"
+    broken.write_bytes(b"not an onnx model")
+    line = cli("harden", broken, tmp_path / "out.onnx", "--calib", FIXTURES / "calib.npy", check=False)
+    assert line.returncode == 2
+    with pytest.raises(fitact_onnx.FitactError) as raised:
+        fitact_onnx.harden(broken, calib=CALIB)
+    assert line.stderr.strip().splitlines()[-1] == f"error: {raised.value}"
+    assert not isinstance(raised.value, ValueError)
 
 
 def test_arrays_reach_the_command_in_memory(monkeypatch):

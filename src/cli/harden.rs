@@ -10,7 +10,7 @@ use anyhow::{Context, Result};
 use fitact_onnx::faults::flips::WeightFormat;
 use fitact_onnx::harden::bounds::Granularity;
 use fitact_onnx::harden::method::{EmissionName, Method, ModeName};
-use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, harden};
+use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, Unreached, harden};
 use fitact_onnx::model_io::{read_model, write_model};
 use fitact_onnx::search::{FaultSweep, Objective};
 use std::path::{Path, PathBuf};
@@ -72,6 +72,10 @@ pub struct Args {
     /// run fastest on CNNs (benches/calibration.rs, FITACT_BENCH_SWEEP).
     #[arg(long, default_value_t = 8)]
     batch_size: usize,
+    /// An activation no calibration sample reaches (an If branch never taken): error, or keep
+    /// it unbounded, named in the report, the summary and the model's metadata.
+    #[arg(long, value_enum, default_value_t = Unreached::Error)]
+    unreached: Unreached,
     #[command(flatten)]
     engine: EngineArgs,
     /// Write a JSON report of every bound here.
@@ -179,6 +183,7 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         emission,
         margin,
         batch_size,
+        unreached,
         engine,
         report,
         bounds,
@@ -249,6 +254,7 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         in_place,
         bounds_in: bounds,
         bounds_out: save_bounds,
+        unreached,
     })
 }
 

@@ -335,20 +335,18 @@ fn convert(raw: Raw, to: ElemType) -> Result<Value, String> {
 }
 
 /// The layout of an array of shape `shape` (samples first) for an input declared with `dims`
-/// (None: undeclared, taken as batched), or why it fits neither. An input's first axis is
-/// its batch axis when it is free, or fixed with no other axis free (a model exported with a
-/// fixed batch); an input such as `[T, N, features]` (a free axis after a fixed first one)
-/// has its batch elsewhere, and takes whole feeds only.
+/// (None: undeclared, taken as batched; a free dim is `None`), or why it fits neither. Axis 0
+/// of the input is the batch whenever the samples fit the declared shape after it (a declared
+/// `1` there means fed one at a time); otherwise an array one rank higher than the input gives
+/// whole feeds (a recurrent state `[layers, batch, hidden]`, a scalar as `(N,)`). The ranks
+/// never leave both open: batched samples have one axis fewer than the input.
 fn layout_for(shape: &[usize], dims: Option<&[Option<i64>]>) -> Result<Layout, String> {
     let rest = &shape[1..];
     let Some(dims) = dims else { return Ok(Layout::Batched) };
     let fits = |declared: &[Option<i64>]| {
         declared.len() == rest.len() && declared.iter().zip(rest).all(|(d, s)| d.is_none_or(|d| d == *s as i64))
     };
-    let batch_first = dims
-        .first()
-        .is_some_and(|first| first.is_none() || dims[1..].iter().all(Option::is_some));
-    if batch_first && fits(&dims[1..]) {
+    if !dims.is_empty() && fits(&dims[1..]) {
         return Ok(Layout::Batched);
     }
     if fits(dims) {
@@ -363,18 +361,13 @@ fn layout_for(shape: &[usize], dims: Option<&[Option<i64>]>) -> Result<Layout, S
         "" => "(N,)".to_owned(),
         inner => format!("(N, {inner})"),
     };
-    let batched = if !batch_first {
+    let batched = if dims.is_empty() {
         String::new()
     } else {
         format!("{} for samples along its first axis, or ", layout(&dims[1..]))
     };
-    let why = if batch_first || dims.is_empty() {
-        ""
-    } else {
-        " (its first axis is fixed and a later one is free: the batch is not in front)"
-    };
     Err(format!(
-        "has samples of shape {rest:?}, but the input is declared {}: give {batched}{} for N whole feeds{why}",
+        "has samples of shape {rest:?}, but the input is declared {}: give {batched}{} for N whole feeds",
         show(dims),
         layout(dims)
     ))
@@ -544,7 +537,8 @@ mod tests {
     use ndarray::Array;
     use ndarray_npy::{NpzWriter, write_npy};
 
-    /// A model that only declares inputs: (name, ONNX type code, dims; -1 for a symbolic one).
+    /// A model that only declares inputs: (name, ONNX type code, dims; -1 for a symbolic one,
+    /// -2 for `dim_value: -1` as Paddle writes a dynamic size).
     fn model_with_inputs(inputs: &[(&str, i32, &[i64])]) -> ModelProto {
         let input = |(name, elem, dims): &(&str, i32, &[i64])| ValueInfoProto {
             name: Some((*name).to_owned()),
@@ -555,7 +549,9 @@ mod tests {
                         dim: dims
                             .iter()
                             .map(|d| tensor_shape_proto::Dimension {
-                                value: Some(if *d < 0 {
+                                value: Some(if *d == -2 {
+                                    tensor_shape_proto::dimension::Value::DimValue(-1)
+                                } else if *d < 0 {
                                     tensor_shape_proto::dimension::Value::DimParam("N".into())
                                 } else {
                                     tensor_shape_proto::dimension::Value::DimValue(*d)
@@ -763,5 +759,29 @@ mod tests {
             err.contains("array 'h' has samples of shape [1, 1, 4], but the input is declared [1, 2, 4]: give (N, 2, 4) for samples along its first axis, or (N, 1, 2, 4) for N whole feeds"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn axis_zero_is_the_batch_whenever_the_samples_fit_what_follows_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("x.npy");
+        // Paddle: `[-1, 3, ?, ?]` with dim_value -1 for the batch, free height and width.
+        write_npy(&path, &Array::<f32, _>::zeros((4, 3, 6, 10))).unwrap();
+        let paddle = model_with_inputs(&[("x", FLOAT, &[-2, 3, -1, -1])]);
+        let samples = load_samples(&path, &paddle).unwrap();
+        assert_eq!(samples.layouts, vec![Layout::Batched]);
+        assert_eq!(samples.run_size(8), 8);
+        // OCR: batch fixed to 1, width free: batched, fed one at a time by the fixed batch.
+        write_npy(&path, &Array::<f32, _>::zeros((4, 1, 6, 10))).unwrap();
+        let ocr = model_with_inputs(&[("x", FLOAT, &[1, 1, 6, -1])]);
+        assert_eq!(load_samples(&path, &ocr).unwrap().layouts, vec![Layout::Batched]);
+        assert_eq!(crate::engine::batch_size_for(&ocr, 8), 1);
+        // The same input given as whole feeds, one rank higher, is whole feeds.
+        write_npy(&path, &Array::<f32, _>::zeros((4, 1, 1, 6, 10))).unwrap();
+        assert_eq!(load_samples(&path, &ocr).unwrap().layouts, vec![Layout::Whole]);
+        // A -1 later in the shape is free too.
+        write_npy(&path, &Array::<f32, _>::zeros((2, 5, 7))).unwrap();
+        let free_tail = model_with_inputs(&[("x", FLOAT, &[-1, 5, -2])]);
+        assert_eq!(load_samples(&path, &free_tail).unwrap().layouts, vec![Layout::Batched]);
     }
 }

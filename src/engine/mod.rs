@@ -405,8 +405,9 @@ pub fn declared_dims(model: &ModelProto, input: &str) -> Option<Vec<Option<i64>>
     let Some(type_proto::Value::TensorType(tensor)) = &input.r#type.as_ref()?.value else {
         return None;
     };
+    // Exporters write `dim_value: -1` (Paddle) or 0 for a dynamic size: both are free.
     let dims = tensor.shape.as_ref()?.dim.iter().map(|d| match d.value {
-        Some(Value::DimValue(v)) => Some(v),
+        Some(Value::DimValue(v)) if v > 0 => Some(v),
         _ => None,
     });
     Some(dims.collect())
@@ -468,7 +469,11 @@ fn declared_batch(model: &ModelProto, input: &str) -> BatchDim {
 }
 
 /// A copy of `model` whose graph inputs are typed after the values they will receive (engines
-/// need a type on every input; extracted subgraphs declare theirs without one).
+/// need a type on every input; extracted subgraphs declare theirs without one). An input the
+/// model types already keeps its declaration: concrete sizes in place of its free ones could
+/// change what onnxruntime infers inside its subgraphs (an `If` whose branch runs an `LSTM`
+/// failed to load that way). For onnxruntime, an untyped input gets the values' type and rank
+/// with free sizes, for the same reason; tract gets the values' sizes.
 fn with_input_types(
     model: &ModelProto,
     values: &[(String, Value)],
@@ -491,11 +496,23 @@ fn with_input_types(
                 found: value.shape().to_vec(),
             });
         }
+        let declared = matches!(
+            input.r#type.as_ref().and_then(|t| t.value.as_ref()),
+            Some(type_proto::Value::TensorType(t)) if t.elem_type.is_some_and(|e| e != 0)
+        );
+        if declared && engine == EngineKind::Onnxruntime {
+            continue;
+        }
+        let name = input.name().to_owned();
         let dim = value
             .shape()
             .iter()
-            .map(|d| tensor_shape_proto::Dimension {
-                value: Some(tensor_shape_proto::dimension::Value::DimValue(*d as i64)),
+            .enumerate()
+            .map(|(axis, d)| tensor_shape_proto::Dimension {
+                value: Some(match engine {
+                    EngineKind::Onnxruntime => tensor_shape_proto::dimension::Value::DimParam(format!("{name}.{axis}")),
+                    EngineKind::Tract => tensor_shape_proto::dimension::Value::DimValue(*d as i64),
+                }),
                 ..Default::default()
             })
             .collect();

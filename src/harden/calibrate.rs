@@ -47,7 +47,7 @@ pub enum CalibrateError {
     #[error("{site}: only If branches and Loop bodies can be calibrated, not the body of a {op}")]
     UnsupportedSubgraph { site: String, op: String },
     #[error(
-        "{site} never ran on the calibration samples (its If branch was never taken), so it has no bound; calibrate with samples that take that branch"
+        "{site} never ran on the calibration samples (its If branch was never taken), so it has no bound; calibrate with samples that take that branch, or leave it unbounded with --unreached keep"
     )]
     NeverRan { site: String },
     #[error("{op} node '{node}': its condition is not a boolean scalar")]
@@ -138,13 +138,69 @@ pub fn top_for(percentile: f64, samples: usize) -> usize {
 }
 
 /// Runs every sample through `model` and returns the per-neuron maxima of the output of
-/// every site, in the order given.
+/// every site, in the order given; a site that never ran (an `If` branch no sample takes) is
+/// an error (`NeverRan`).
 pub fn calibrate(
     model: &ModelProto,
     samples: &Samples,
     sites: &[ActivationSite],
     options: &CalibrateOptions,
 ) -> Result<Calibration, CalibrateError> {
+    let partial = calibrate_reached(model, samples, sites, options)?;
+    let activations = partial
+        .activations
+        .into_iter()
+        .zip(sites)
+        .map(|(m, site)| m.ok_or_else(|| CalibrateError::NeverRan { site: site.describe() }))
+        .collect::<Result<_, _>>()?;
+    Ok(Calibration {
+        samples: partial.samples,
+        batch_size: partial.batch_size,
+        activations,
+    })
+}
+
+/// A calibration in which some sites may never have run (`None`: no sample reached them).
+#[derive(Debug, Clone)]
+pub struct ReachedCalibration {
+    pub samples: usize,
+    pub batch_size: usize,
+    /// One entry per requested site, in the same order.
+    pub activations: Vec<Option<ActivationMax>>,
+}
+
+impl ReachedCalibration {
+    /// The indices of the sites no sample reached.
+    pub fn unreached(&self) -> Vec<usize> {
+        (0..self.activations.len())
+            .filter(|i| self.activations[*i].is_none())
+            .collect()
+    }
+
+    /// The calibration of the sites not in `dropped` (which holds every unreached one).
+    pub fn without(self, dropped: &[usize]) -> Calibration {
+        let activations = self
+            .activations
+            .into_iter()
+            .enumerate()
+            .filter(|(i, _)| !dropped.contains(i))
+            .map(|(_, m)| m.expect("every site left was reached"))
+            .collect();
+        Calibration {
+            samples: self.samples,
+            batch_size: self.batch_size,
+            activations,
+        }
+    }
+}
+
+/// `calibrate`, leaving the sites no sample reached as `None` instead of failing.
+pub fn calibrate_reached(
+    model: &ModelProto,
+    samples: &Samples,
+    sites: &[ActivationSite],
+    options: &CalibrateOptions,
+) -> Result<ReachedCalibration, CalibrateError> {
     let indexed: Vec<(usize, ActivationSite)> = sites.iter().cloned().enumerate().collect();
     let mut main = GraphObserver::build(model.clone(), &indexed, &options.engine)?;
     let runner = samples.session(
@@ -180,18 +236,10 @@ pub fn calibrate(
         progress.inc((end - start) as u64);
     }
     progress.finish_and_clear();
-    let activations = maxima
-        .into_iter()
-        .zip(sites)
-        .map(|(m, site)| {
-            m.value
-                .ok_or_else(|| CalibrateError::NeverRan { site: site.describe() })
-        })
-        .collect::<Result<_, _>>()?;
-    Ok(Calibration {
+    Ok(ReachedCalibration {
         samples: samples.count,
         batch_size,
-        activations,
+        activations: maxima.into_iter().map(|m| m.value).collect(),
     })
 }
 

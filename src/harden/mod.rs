@@ -16,4 +16,4 @@ pub mod method;
 pub mod pipeline;
 pub mod report;
 
-pub use pipeline::{HardenError, HardenOptions, SearchSettings, harden};
+pub use pipeline::{HardenError, HardenOptions, SearchSettings, Unreached, harden};

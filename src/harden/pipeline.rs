@@ -8,9 +8,11 @@ use crate::data::dataset::{Samples, load_dataset};
 use crate::data::images::ImageOptions;
 use crate::harden::bounds::{Granularity, bound_from_maxima, bound_from_range};
 use crate::harden::bounds_file::{BoundsFile, bounds_from_file, bounds_to_file};
-use crate::harden::calibrate::{ActivationMax, CalibrateError, CalibrateOptions, Calibration, calibrate, top_for};
+use crate::harden::calibrate::{
+    ActivationMax, CalibrateOptions, Calibration, ReachedCalibration, calibrate_reached, top_for,
+};
 use crate::harden::method::{EmissionName, Method, ModeName};
-use crate::harden::report::{ActivationReport, CalibrationSummary, HardenReport, Stats};
+use crate::harden::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, UnreachedReport};
 use crate::model_io::{read_model, write_atomically, write_model};
 use crate::replay::judge::{judged_output, with_output_first};
 use crate::search::{Bases, FOLDS, KFold, MIN_SAMPLES, SearchData, SearchLog, SearchOptions, k_fold, search};
@@ -58,6 +60,20 @@ pub struct HardenOptions {
     pub bounds_in: Option<PathBuf>,
     /// Write the bounds emitted here (`bounds_file`).
     pub bounds_out: Option<PathBuf>,
+    /// What to do with an activation no calibration sample reaches.
+    pub unreached: Unreached,
+}
+
+/// What `harden` does with an activation that no calibration sample reaches (an `If` branch
+/// the samples never take): it has no calibrated bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Unreached {
+    /// Refuse, naming the activation (calibrate with samples that reach it).
+    #[default]
+    Error,
+    /// Leave it unbounded, and name it in the report, the summary and the model's metadata.
+    Keep,
 }
 
 #[derive(Debug, Clone)]
@@ -88,7 +104,7 @@ pub enum HardenError {
 pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let source = read_model(&options.input).context("reading the model")?;
     let mut model = source.model;
-    let (opset, sites) = sites_to_bound(&model, options)?;
+    let (opset, mut sites) = sites_to_bound(&model, options)?;
     let (mut granularity, mode) = options.method.resolve(options.granularity, options.mode);
     log::info!(
         "{}: opset {opset}, {} activation(s) to bound ({granularity:?} granularity, {mode:?} mode), run in {}",
@@ -100,15 +116,21 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         log::debug!("found {}", site.describe());
     }
     let sets = calibration_sets(&model, options)?;
+    let started = Instant::now();
+    let (calibration, fold_calibrations, unreached) = calibrate_sets(&model, &sets, &sites, options)?;
+    let unreached = leave_unbounded(&mut sites, &unreached);
+    anyhow::ensure!(
+        !sites.is_empty(),
+        "none of the {} activation(s) to bound ran on the calibration samples",
+        unreached.len()
+    );
+    let seconds = started.elapsed().as_secs_f64();
     let rule = BoundRule {
         sites: &sites,
         granularity,
         margin: options.margin,
         mode,
     };
-    let started = Instant::now();
-    let (calibration, fold_calibrations) = calibrate_sets(&model, &sets, &sites, options)?;
-    let seconds = started.elapsed().as_secs_f64();
     log::info!("calibrated on {} samples in {seconds:.2}s", calibration.samples);
     let mut search_log = None;
     let bounds = match (&options.search, &sets.search, &options.bounds_in) {
@@ -141,6 +163,10 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         folded,
     } = bound_model(&mut model, &sites, bounds, mode, options.emission)?;
     record_metadata(&mut model, harden_metadata(options, granularity, mode, requests.len())?);
+    if !unreached.is_empty() {
+        let names: Vec<&str> = unreached.iter().map(|site| site.stem()).collect();
+        record_metadata(&mut model, [("fitact.unreached", names.join(","))]);
+    }
     // In place, the files read may be replaced (each atomically; the data file first).
     let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
     write_model(&options.output, &model, &source.external_tensors, protected).context("writing the hardened model")?;
@@ -160,6 +186,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         applied: &applied,
         folded: &folded,
         model: &model,
+        unreached: &unreached,
     };
     let report = harden_report(options, &made, search_log);
     if let Some(path) = &options.report {
@@ -249,8 +276,8 @@ fn calibrate_on(
     options: &HardenOptions,
     top: usize,
     progress: bool,
-) -> Result<Calibration, CalibrateError> {
-    calibrate(
+) -> Result<ReachedCalibration> {
+    Ok(calibrate_reached(
         model,
         samples,
         sites,
@@ -260,24 +287,27 @@ fn calibrate_on(
             progress,
             top,
         },
-    )
+    )?)
 }
 
 /// Calibrates every sample; with a search, fold by fold (the folds' calibrations are kept,
-/// and merge into the one of every sample).
+/// and merge into the one of every sample). Also returns the indices of the sites left out:
+/// none reached in every fold (with `--unreached keep`; an error otherwise, naming the first).
 fn calibrate_sets(
     model: &ModelProto,
     sets: &CalibrationSets,
     sites: &[ActivationSite],
     options: &HardenOptions,
-) -> Result<(Calibration, Vec<Calibration>)> {
+) -> Result<(Calibration, Vec<Calibration>, Vec<usize>)> {
     let Some(search) = &sets.search else {
         let all =
             calibrate_on(model, &sets.samples, sites, options, sets.top, options.progress).context("calibrating")?;
-        return Ok((all, Vec::new()));
+        let unreached = check_reached(&all.unreached(), sites, options.unreached).context("calibrating")?;
+        return Ok((all.without(&unreached), Vec::new(), unreached));
     };
     let mut folds = Vec::new();
     for (f, rows) in search.k_fold.folds.iter().enumerate() {
+        let context = || format!("calibrating fold {} of {}", f + 1, search.k_fold.folds.len());
         let calibration = calibrate_on(
             model,
             &sets.samples.select(rows),
@@ -286,11 +316,42 @@ fn calibrate_sets(
             sets.top,
             options.progress,
         )
-        .with_context(|| format!("calibrating fold {} of {}", f + 1, search.k_fold.folds.len()))?;
+        .with_context(context)?;
+        check_reached(&calibration.unreached(), sites, options.unreached).with_context(context)?;
         folds.push(calibration);
     }
+    let mut unreached: Vec<usize> = folds.iter().flat_map(ReachedCalibration::unreached).collect();
+    unreached.sort_unstable();
+    unreached.dedup();
+    let folds: Vec<Calibration> = folds.into_iter().map(|f| f.without(&unreached)).collect();
     let all = merged(folds.iter(), None).context("calibration has folds")?;
-    Ok((all, folds))
+    Ok((all, folds, unreached))
+}
+
+/// `unreached` when `--unreached keep` allows it; else the error naming the first such site.
+fn check_reached(unreached: &[usize], sites: &[ActivationSite], rule: Unreached) -> Result<Vec<usize>> {
+    match (unreached.first(), rule) {
+        (Some(first), Unreached::Error) => Err(crate::harden::calibrate::CalibrateError::NeverRan {
+            site: sites[*first].describe(),
+        }
+        .into()),
+        _ => Ok(unreached.to_vec()),
+    }
+}
+
+/// Removes the sites at `indices` from `sites` and returns them.
+fn leave_unbounded(sites: &mut Vec<ActivationSite>, indices: &[usize]) -> Vec<ActivationSite> {
+    let mut left = Vec::new();
+    let mut index = 0;
+    sites.retain(|site| {
+        let keep = !indices.contains(&index);
+        index += 1;
+        if !keep {
+            left.push(site.clone());
+        }
+        keep
+    });
+    left
 }
 
 /// The calibrations merged, but for the one at `skip`.
@@ -566,6 +627,8 @@ struct Hardened<'a> {
     folded: &'a [Vec<String>],
     /// The hardened model.
     model: &'a ModelProto,
+    /// The sites left unbounded: no calibration sample reached them (`--unreached keep`).
+    unreached: &'a [ActivationSite],
 }
 
 /// The harden report: the options, what calibration saw and what each site got.
@@ -600,11 +663,35 @@ fn harden_report(options: &HardenOptions, made: &Hardened, search_log: Option<Se
             seconds: made.calibration_seconds,
         },
         activations,
+        unreached: made.unreached.iter().map(unreached_report).collect(),
         search: search_log,
         warnings: batch_coupling(options.input.display().to_string(), made)
             .into_iter()
+            .chain(unreached_warning(made.unreached))
             .collect(),
     }
+}
+
+/// An activation left unbounded because no calibration sample reached it.
+fn unreached_report(site: &ActivationSite) -> UnreachedReport {
+    UnreachedReport {
+        kind: site.kind.op_type(),
+        node: site.stem().to_owned(),
+        graph: site.graph.to_string(),
+        output: site.output.clone(),
+    }
+}
+
+/// The summary's line about the activations left unbounded, if any.
+fn unreached_warning(unreached: &[ActivationSite]) -> Option<String> {
+    let names: Vec<String> = unreached.iter().map(ActivationSite::describe).collect();
+    (!names.is_empty()).then(|| {
+        format!(
+            "{} activation(s) left unbounded, never reached by the calibration samples (--unreached keep): {}",
+            names.len(),
+            names.join(", ")
+        )
+    })
 }
 
 /// Whether the bound below of `bound` is redundant: every lower value lies under the

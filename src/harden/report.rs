@@ -22,6 +22,8 @@ pub struct HardenReport {
     pub engine: crate::engine::EngineInfo,
     pub calibration: CalibrationSummary,
     pub activations: Vec<ActivationReport>,
+    /// Activations left unbounded: no calibration sample reached them (`--unreached keep`).
+    pub unreached: Vec<UnreachedReport>,
     /// The bound search, when `--search` was given.
     pub search: Option<crate::search::SearchLog>,
     /// What the user should know about the result, one line each (also printed).
@@ -34,6 +36,15 @@ pub struct CalibrationSummary {
     pub samples: usize,
     pub batch_size: usize,
     pub seconds: f64,
+}
+
+/// An activation `harden` left unbounded, as `--unreached keep` allows.
+#[derive(Debug, Clone, Serialize)]
+pub struct UnreachedReport {
+    pub kind: &'static str,
+    pub node: String,
+    pub graph: String,
+    pub output: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -336,17 +336,22 @@ fn convert(raw: Raw, to: ElemType) -> Result<Value, String> {
 
 /// The layout of an array of shape `shape` (samples first) for an input declared with `dims`
 /// (None: undeclared, taken as batched; a free dim is `None`), or why it fits neither. Axis 0
-/// of the input is the batch whenever the samples fit the declared shape after it (a declared
-/// `1` there means fed one at a time); otherwise an array one rank higher than the input gives
-/// whole feeds (a recurrent state `[layers, batch, hidden]`, a scalar as `(N,)`). The ranks
-/// never leave both open: batched samples have one axis fewer than the input.
+/// of the input is the batch whenever the samples fit the declared shape after it and it can
+/// be the batch: free, fixed to 1 (fed one at a time), or fixed with nothing free after it (a
+/// model exported with a fixed batch). A fixed size above 1 with a free axis after it (a
+/// sequence-first `[T, N, features]`) has its batch elsewhere. Otherwise an array one rank
+/// higher than the input gives whole feeds (a recurrent state, a scalar as `(N,)`).
 fn layout_for(shape: &[usize], dims: Option<&[Option<i64>]>) -> Result<Layout, String> {
     let rest = &shape[1..];
     let Some(dims) = dims else { return Ok(Layout::Batched) };
     let fits = |declared: &[Option<i64>]| {
         declared.len() == rest.len() && declared.iter().zip(rest).all(|(d, s)| d.is_none_or(|d| d == *s as i64))
     };
-    if !dims.is_empty() && fits(&dims[1..]) {
+    let batch_first = dims.first().is_some_and(|first| match first {
+        None | Some(1) => true,
+        Some(_) => dims[1..].iter().all(Option::is_some),
+    });
+    if batch_first && fits(&dims[1..]) {
         return Ok(Layout::Batched);
     }
     if fits(dims) {
@@ -361,13 +366,18 @@ fn layout_for(shape: &[usize], dims: Option<&[Option<i64>]>) -> Result<Layout, S
         "" => "(N,)".to_owned(),
         inner => format!("(N, {inner})"),
     };
-    let batched = if dims.is_empty() {
-        String::new()
-    } else {
+    let batched = if batch_first {
         format!("{} for samples along its first axis, or ", layout(&dims[1..]))
+    } else {
+        String::new()
+    };
+    let why = if batch_first || dims.is_empty() {
+        ""
+    } else {
+        " (its first axis is fixed and a later one is free: the batch is not in front)"
     };
     Err(format!(
-        "has samples of shape {rest:?}, but the input is declared {}: give {batched}{} for N whole feeds",
+        "has samples of shape {rest:?}, but the input is declared {}: give {batched}{} for N whole feeds{why}",
         show(dims),
         layout(dims)
     ))

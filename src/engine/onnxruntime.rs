@@ -337,12 +337,15 @@ impl OrtSession {
             .collect::<Result<Vec<(Cow<str>, SessionInputValue)>, EngineError>>()?;
         let mut session = self.session.lock().unwrap_or_else(|e| e.into_inner());
         let mut outputs = session.run(feeds).map_err(run_error)?;
-        // A name listed twice is one output; later copies share it.
+        // A name listed twice is one output; later copies share it. A graph input listed as an
+        // output is the value fed: onnxruntime's output may alias the input's buffer, which is
+        // the caller's and borrowed only for the run (calibration read freed memory through it).
         let mut taken: Vec<(&str, Value)> = Vec::with_capacity(self.outputs.len());
         for name in &self.outputs {
-            let value = match taken.iter().find(|(n, _)| *n == name.as_str()) {
-                Some((_, value)) => value.clone(),
-                None => {
+            let fed = inputs.iter().find(|(n, _)| *n == name.as_str()).map(|(_, v)| *v);
+            let value = match (taken.iter().find(|(n, _)| *n == name.as_str()).map(|(_, v)| v), fed) {
+                (Some(value), _) | (None, Some(value)) => value.clone(),
+                (None, None) => {
                     let value = outputs
                         .remove(name)
                         .ok_or_else(|| run_error(format!("no output '{name}'")))?;

@@ -58,6 +58,7 @@ fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g
         bounds_in: None,
         bounds_out: None,
         unreached: Default::default(),
+        budget: None,
     })
     .unwrap_or_else(|e| panic!("hardening {} as {method}: {e:#}", input.display()));
     output

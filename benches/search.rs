@@ -83,6 +83,7 @@ fn bench(
         bounds_in: None,
         bounds_out: None,
         unreached: Default::default(),
+        budget: None,
         search: Some(SearchSettings {
             budget: 0.005,
             objective: fitact_onnx::search::Objective::Tight,

@@ -14,7 +14,7 @@ import re
 import sys
 
 # Top to bottom; a stage may use itself and the stages after it.
-LAYERS = ["cli", "report", "check", "harden", "search", "faults", "replay", "data", "engine", "model_io"]
+LAYERS = ["cli", "report", "check", "harden", "budget", "search", "faults", "replay", "data", "engine", "model_io"]
 # Not stages: the crate root's own items (TOOL, VERSION) and the re-exported passes crate.
 ROOT_ITEMS = {"TOOL", "VERSION", "passes"}
 PATH = re.compile(r"\b(?:crate|fitact_onnx)::([A-Za-z_]+)")

@@ -10,6 +10,7 @@
 //! | `report` | a campaign as CSV, a table, an SVG plot and an HTML page |
 //! | `check` | the CI gate: clean accuracy or agreement within a budget, a resilience floor |
 //! | `harden` | calibration, bounds, method presets, the harden pipeline and its report; `inspect` |
+//! | `budget` | hardening within a latency budget: costs timed in the runtime, benefits from paired fault campaigns, the choice |
 //! | `search` | the bound search and its check on held-out samples |
 //! | `faults` | the weight fault model and formats, weight patching, campaigns (`evaluate`) |
 //! | `replay` | batches, clean predictions, the cache of clean values and suffix reruns |
@@ -21,6 +22,7 @@
 pub const TOOL: &str = "fitact-onnx";
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
+pub mod budget;
 pub mod check;
 pub mod data;
 pub mod engine;

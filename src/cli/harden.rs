@@ -7,11 +7,14 @@ use super::args::{EngineArgs, ImageArgs};
 use super::output::print_stderr;
 use super::values::{KindList, ObjectiveName, parse_duration, parse_fraction, parse_kind_list, parse_percentile};
 use anyhow::{Context, Result};
+use fitact_onnx::budget::{BudgetOptions, CostModel, FaultSettings, Runtime};
+use fitact_onnx::engine::{Engine, EngineChoice, EngineKind};
 use fitact_onnx::faults::flips::WeightFormat;
 use fitact_onnx::harden::bounds::Granularity;
+use fitact_onnx::harden::budgeted::BudgetSettings;
 use fitact_onnx::harden::method::{EmissionName, Method, ModeName};
 use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, Unreached, harden};
-use fitact_onnx::model_io::{read_model, write_model};
+use fitact_onnx::model_io::{read_model, write_atomically, write_model};
 use fitact_onnx::search::{FaultSweep, Objective};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -97,9 +100,10 @@ pub struct Args {
     /// by 4-fold cross-validation on the calibration samples (at least 64).
     #[arg(long)]
     search: bool,
-    /// Labels of the calibration samples (int64/int32 .npy): the budget is then on top-1
-    /// accuracy; without, on top-1 agreement with the original model.
-    #[arg(long, requires = "search")]
+    /// Labels of the calibration samples (int64/int32 .npy): the search's budget and
+    /// --max-overhead's resilience are then top-1 accuracy; without, top-1 agreement with the
+    /// original model. Needs --search or --max-overhead.
+    #[arg(long)]
     labels: Option<PathBuf>,
     /// The model output the search judges (default: the first).
     #[arg(long, requires = "search")]
@@ -128,22 +132,98 @@ pub struct Args {
     /// point only for a gain with 95% confidence over the fixed fault patterns.
     #[arg(long, value_enum, default_value_t = ObjectiveName::Tight, requires = "search")]
     objective: ObjectiveName,
-    /// Objective resilience: the BERs of the fault sweep.
+    /// Objective resilience and --max-overhead: the BERs of the fault sweep.
     #[arg(long, value_delimiter = ',', default_value = "1e-5,3e-5")]
     fault_ber: Vec<f64>,
-    /// Objective resilience: fault patterns per BER (the same for every point checked).
+    /// Objective resilience and --max-overhead: fault patterns per BER (the same for every
+    /// point or candidate checked).
     #[arg(long, default_value_t = 16)]
     fault_patterns: usize,
-    /// Objective resilience: how weights are stored (as evaluate's --format).
+    /// Objective resilience and --max-overhead: how weights are stored (as evaluate's --format).
     #[arg(long, value_enum, default_value_t = WeightFormat::Float32)]
     fault_format: WeightFormat,
-    /// Objective resilience: the seed of the fault patterns.
+    /// Objective resilience and --max-overhead: the seed of the fault patterns.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    #[command(flatten)]
+    within: BudgetArgs,
+}
+
+/// `--max-overhead` and what it is measured with.
+#[derive(clap::Args)]
+struct BudgetArgs {
+    /// Bound only the activations, and in the forms (the one asked for, layer/saturate, or
+    /// none), that keep the most resilience under the --fault-* faults while the model runs at
+    /// most this much slower than the original (e.g. 10%), batch 1, one thread, in --runtime;
+    /// the chosen model is timed and run under the faults to check (docs/guide/methods.md).
+    #[arg(long, value_parser = parse_fraction)]
+    max_overhead: Option<f64>,
+    /// Where --max-overhead times the models (default: the engine in use). openvino needs the
+    /// openvino Python package (pip install openvino) for python3.
+    #[arg(long, value_enum, requires = "max_overhead")]
+    runtime: Option<RuntimeName>,
+    /// measure: time the models in --runtime; count: count the element-wise passes each
+    /// form adds (deterministic, approximate: for tests, or where nothing can be timed).
+    #[arg(long, value_enum, default_value_t = CostModel::Measure, requires = "max_overhead")]
+    cost_model: CostModel,
+    /// --max-overhead's fault campaigns run on the first this many calibration samples.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), requires = "max_overhead")]
+    budget_samples: u64,
+    /// Also measure the resilience-vs-overhead curve over budgets 0-100% and plot it here (SVG).
+    #[arg(long, requires = "max_overhead")]
+    plot_budget: Option<PathBuf>,
+}
+
+/// `--runtime`.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum RuntimeName {
+    Onnxruntime,
+    Openvino,
+    Tract,
+}
+
+impl BudgetArgs {
+    /// The budget settings, when `--max-overhead` is given; `engine` is the one in use.
+    fn settings(
+        &self,
+        engine: &Engine,
+        labels: Option<PathBuf>,
+        batch_size: usize,
+        faults: FaultSettings,
+    ) -> Result<Option<BudgetSettings>> {
+        let Some(max_overhead) = self.max_overhead else {
+            return Ok(None);
+        };
+        let runtime = match self.runtime {
+            None => Runtime::Engine(engine.clone()),
+            Some(RuntimeName::Tract) => Runtime::Engine(Engine::tract()),
+            Some(RuntimeName::Openvino) => Runtime::OpenVino,
+            Some(RuntimeName::Onnxruntime) if engine.kind() == EngineKind::Onnxruntime => {
+                Runtime::Engine(engine.clone())
+            }
+            Some(RuntimeName::Onnxruntime) => {
+                Runtime::Engine(Engine::select(EngineChoice::Onnxruntime, None).context("--runtime onnxruntime")?)
+            }
+        };
+        Ok(Some(BudgetSettings {
+            options: BudgetOptions {
+                max_overhead,
+                cost_model: self.cost_model,
+                runtime,
+                engine: engine.clone(),
+                faults,
+                batch_size,
+                curve: self.plot_budget.is_some(),
+            },
+            labels,
+            samples: self.budget_samples as usize,
+        }))
+    }
 }
 
 pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
     let (allow_unchanged, threads) = (args.allow_unchanged, args.threads);
+    let plot_budget = args.within.plot_budget.clone();
     let options = options(args, terminal)?;
     let mut pool = rayon::ThreadPoolBuilder::new();
     if let Some(threads) = threads {
@@ -160,6 +240,10 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         }
         other => other?,
     };
+    if let (Some(path), Some(budget)) = (&plot_budget, &report.budget) {
+        let svg = fitact_onnx::report::budget_curve::budget_svg(budget)?;
+        write_atomically(path, svg.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
+    }
     if !terminal.quiet {
         print_stderr(&report.summary());
     }
@@ -202,7 +286,11 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         fault_patterns,
         fault_format,
         seed,
+        within: budget_args,
     } = args;
+    if labels.is_some() && !search && budget_args.max_overhead.is_none() {
+        anyhow::bail!("--labels is for --search or --max-overhead");
+    }
     if !(margin.is_finite() && margin > -1.0) {
         anyhow::bail!("--margin must be a finite number above -1, got {margin}");
     }
@@ -217,8 +305,20 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         (Some(output), false) => output,
         (None, false) => unreachable!("clap requires OUTPUT without --in-place"),
     };
+    let engine = engine.engine()?;
+    let within = budget_args.settings(
+        &engine,
+        labels.clone(),
+        batch_size,
+        FaultSettings {
+            format: fault_format,
+            bers: fault_ber.clone(),
+            patterns: fault_patterns,
+            seed,
+        },
+    )?;
     Ok(HardenOptions {
-        engine: engine.engine()?,
+        engine,
         input,
         output,
         calib,
@@ -255,6 +355,7 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         bounds_in: bounds,
         bounds_out: save_bounds,
         unreached,
+        budget: within,
     })
 }
 

@@ -1,6 +1,9 @@
 //! From calibrated per-neuron maxima to bound tensors at a granularity: one scalar per layer,
-//! one value per channel (axis 1 of the activation, axis 0 of a sample), or one per neuron.
+//! one value per channel (axis 1 of the activation, axis 0 of a sample), or one per neuron;
+//! `hybrid` (ProAct's HyReLU) is layer bounds everywhere and neuron bounds at the last
+//! activation (`site_granularities` resolves it per activation).
 
+use fitact_passes::activations::ActivationSite;
 use fitact_passes::bound_activations::Bound;
 use ndarray::{ArrayD, Axis};
 use serde::Serialize;
@@ -11,6 +14,32 @@ pub enum Granularity {
     Layer,
     Channel,
     Neuron,
+    /// One bound per layer, and one per neuron at the last activation of the main graph
+    /// (ProAct's HyReLU, 2024: the last activation feeds the classifier, where a fault that
+    /// gets through does the most harm, and its neuron bounds cost few parameters).
+    Hybrid,
+}
+
+/// The granularity each of `sites` gets: `granularity` itself, or for `Hybrid` the layer
+/// everywhere but at the last activation of the main graph (in node order; the last of all
+/// when none is in the main graph), which gets one bound per neuron.
+pub fn site_granularities(granularity: Granularity, sites: &[ActivationSite]) -> Vec<Granularity> {
+    if granularity != Granularity::Hybrid {
+        return vec![granularity; sites.len()];
+    }
+    let last = sites
+        .iter()
+        .rposition(|s| s.graph.is_main())
+        .or(sites.len().checked_sub(1));
+    (0..sites.len())
+        .map(|i| {
+            if Some(i) == last {
+                Granularity::Neuron
+            } else {
+                Granularity::Layer
+            }
+        })
+        .collect()
 }
 
 /// The bound for one activation: the maxima reduced to `granularity`, scaled by
@@ -55,7 +84,8 @@ pub fn bound_from_range(
     }
 }
 
-/// `values` reduced with `fold` (from `start`) to the granularity's dims.
+/// `values` reduced with `fold` (from `start`) to the granularity's dims (`Hybrid`, which
+/// callers resolve per site with `site_granularities`, reduces as `Layer`).
 fn reduce(
     values: &ArrayD<f32>,
     granularity: Granularity,
@@ -117,5 +147,34 @@ mod tests {
         assert_eq!((layer.low.unwrap(), layer.values), (vec![-3.5], vec![4.5]));
         let neuron = bound_from_range(&min, &max, Granularity::Neuron, 0.0);
         assert_eq!(neuron.low.unwrap(), vec![-2.0, 0.0, -0.5, -1.0]);
+    }
+
+    #[test]
+    fn hybrid_is_layer_everywhere_and_neuron_at_the_last_main_graph_activation() {
+        use fitact_passes::activations::ActivationKind;
+        use fitact_passes::graph::GraphPath;
+        let site = |node: usize, graph: GraphPath| ActivationSite {
+            kind: ActivationKind::Relu,
+            form: "Relu",
+            graph,
+            node,
+            op_type: "Relu".into(),
+            nodes: vec![node],
+            node_name: format!("r{node}"),
+            input: format!("x{node}"),
+            output: format!("y{node}"),
+            nonnegative: true,
+        };
+        let main = GraphPath::default();
+        let sites = [site(0, main.clone()), site(1, main.clone()), site(2, main)];
+        assert_eq!(
+            site_granularities(Granularity::Hybrid, &sites),
+            vec![Granularity::Layer, Granularity::Layer, Granularity::Neuron]
+        );
+        assert_eq!(
+            site_granularities(Granularity::Channel, &sites),
+            vec![Granularity::Channel; 3]
+        );
+        assert!(site_granularities(Granularity::Hybrid, &[]).is_empty());
     }
 }

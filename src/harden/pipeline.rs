@@ -6,7 +6,7 @@
 
 use crate::data::dataset::{Samples, load_dataset};
 use crate::data::images::ImageOptions;
-use crate::harden::bounds::{Granularity, bound_from_maxima, bound_from_range};
+use crate::harden::bounds::{Granularity, bound_from_maxima, bound_from_range, site_granularities};
 use crate::harden::bounds_file::{BoundsFile, bounds_from_file, bounds_to_file};
 use crate::harden::calibrate::{
     ActivationMax, CalibrateOptions, Calibration, ReachedCalibration, calibrate_reached, top_for,
@@ -62,6 +62,8 @@ pub struct HardenOptions {
     pub bounds_out: Option<PathBuf>,
     /// What to do with an activation no calibration sample reaches.
     pub unreached: Unreached,
+    /// `--max-overhead`: bound only what fits in a latency budget (`harden::budgeted`).
+    pub budget: Option<crate::harden::budgeted::BudgetSettings>,
 }
 
 /// What `harden` does with an activation that no calibration sample reaches (an `If` branch
@@ -117,7 +119,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     }
     let sets = calibration_sets(&model, options)?;
     let started = Instant::now();
-    let (calibration, fold_calibrations, unreached) = calibrate_sets(&model, &sets, &sites, options)?;
+    let (mut calibration, fold_calibrations, unreached) = calibrate_sets(&model, &sets, &sites, options)?;
     let unreached = leave_unbounded(&mut sites, &unreached);
     anyhow::ensure!(
         !sites.is_empty(),
@@ -157,11 +159,29 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             format!("{TOOL} {VERSION} harden {}", options.input.display()),
         )
     });
+    let mut budget = None;
     let Bounded {
         requests,
         applied,
         folded,
-    } = bound_model(&mut model, &sites, bounds, mode, options.emission)?;
+    } = match &options.budget {
+        None => bound_model(&mut model, &sites, bounds, mode, options.emission)?,
+        Some(settings) => {
+            let within = crate::harden::budgeted::bound_within_budget(
+                &mut model,
+                &rule,
+                bounds,
+                &calibration,
+                &sets.samples,
+                options.emission,
+                settings,
+            )?;
+            record_metadata(&mut model, within.metadata());
+            calibration = within.calibration;
+            budget = Some(within.report);
+            within.bounded
+        }
+    };
     record_metadata(&mut model, harden_metadata(options, granularity, mode, requests.len())?);
     if !unreached.is_empty() {
         let names: Vec<&str> = unreached.iter().map(|site| site.stem()).collect();
@@ -188,7 +208,8 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         model: &model,
         unreached: &unreached,
     };
-    let report = harden_report(options, &made, search_log);
+    let mut report = harden_report(options, &made, search_log);
+    report.budget = budget;
     if let Some(path) = &options.report {
         write_atomically(path, report.to_json().as_bytes()).context("writing the report")?;
     }
@@ -388,15 +409,16 @@ impl BoundRule<'_> {
         activations
             .iter()
             .zip(self.sites)
-            .map(|(max, site)| {
+            .zip(site_granularities(self.granularity, self.sites))
+            .map(|((max, site), granularity)| {
                 let high = match rank {
                     Some(rank) => max.neuron_percentile(rank),
                     None => max.neuron_max.clone(),
                 };
-                let one_sided = || bound_from_maxima(&high, self.granularity, self.margin);
+                let one_sided = || bound_from_maxima(&high, granularity, self.margin);
                 match &max.neuron_min {
                     Some(min) => {
-                        let two_sided = bound_from_range(min, &high, self.granularity, self.margin);
+                        let two_sided = bound_from_range(min, &high, granularity, self.margin);
                         if redundant_low(&two_sided, site) {
                             one_sided()
                         } else {
@@ -665,6 +687,7 @@ fn harden_report(options: &HardenOptions, made: &Hardened, search_log: Option<Se
         activations,
         unreached: made.unreached.iter().map(unreached_report).collect(),
         search: search_log,
+        budget: None,
         warnings: batch_coupling(options.input.display().to_string(), made)
             .into_iter()
             .chain(unreached_warning(made.unreached))

@@ -26,6 +26,10 @@ pub struct HardenReport {
     pub unreached: Vec<UnreachedReport>,
     /// The bound search, when `--search` was given.
     pub search: Option<crate::search::SearchLog>,
+    /// With `--max-overhead`: every activation's forms, costs and benefits, the choice, its
+    /// measured overhead and resilience (absent without the flag).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget: Option<crate::budget::BudgetReport>,
     /// What the user should know about the result, one line each (also printed).
     pub warnings: Vec<String>,
 }
@@ -175,6 +179,9 @@ impl HardenReport {
                 };
             }
         }
+        if let Some(budget) = &self.budget {
+            text += &budget_summary(budget);
+        }
         let nonfinite: usize = self.activations.iter().map(|a| a.nonfinite_values).sum();
         if nonfinite > 0 {
             text += &format!("warning: the clean calibration samples produced {nonfinite} NaN/Inf activation values\n");
@@ -184,4 +191,39 @@ impl HardenReport {
         }
         text
     }
+}
+
+/// The summary's lines on `--max-overhead`: what was chosen, its overhead and resilience.
+fn budget_summary(budget: &crate::budget::BudgetReport) -> String {
+    let mut forms: Vec<(String, usize)> = Vec::new();
+    for a in &budget.activations {
+        match forms.iter_mut().find(|(f, _)| *f == a.form) {
+            Some((_, n)) => *n += 1,
+            None => forms.push((a.form.clone(), 1)),
+        }
+    }
+    let forms: Vec<String> = forms.iter().map(|(f, n)| format!("{n} {f}")).collect();
+    let percent = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{:+.1}%", 100.0 * v));
+    let r = &budget.resilience;
+    format!(
+        "budget: within {:.1}% in {}: {}; overhead predicted {}, measured {} (every activation bounded: predicted {}, measured {})\n\
+         budget: {} under faults {:.2}% +- {:.2} (unprotected {:.2}%, every activation bounded {:.2}%): {} of what full hardening buys kept\n",
+        100.0 * budget.max_overhead,
+        budget.runtime,
+        forms.join(", "),
+        percent(Some(budget.predicted_overhead)),
+        percent(budget.measured_overhead),
+        percent(Some(budget.full_predicted_overhead)),
+        percent(budget.full_measured_overhead),
+        r.metric,
+        100.0 * r.chosen.mean,
+        100.0 * r.chosen.ci95,
+        100.0 * r.unbounded.mean,
+        100.0 * r.full.mean,
+        r.kept
+            .map_or("none (full hardening buys nothing here)".to_owned(), |k| format!(
+                "{:.0}%",
+                100.0 * k
+            ))
+    )
 }

@@ -4,9 +4,11 @@
 //! report is `harden::report`), so that no stage reaches up to here.
 //!
 //! Owns: `csv` (`CampaignReport::to_csv`), `table` (`CampaignReport::table`), `plot` (the
-//! SVG plot) and `html` (the page). May use `faults` (the campaign report it renders) and
+//! SVG plot), `html` (the page) and `budget_curve` (the resilience-vs-overhead plot of
+//! `harden --max-overhead`). May use `faults` and `budget` (the reports it renders) and
 //! nothing else of the crate.
 
+pub mod budget_curve;
 pub mod csv;
 pub mod html;
 pub mod plot;

@@ -1,0 +1,196 @@
+//! What bounds buy: paired fault campaigns over candidate models.
+//!
+//! Every candidate runs under the same fault patterns: pattern (BER, trial) flips, in every
+//! stored tensor, the bits `faults::flips` draws from (seed, trial, BER, tensor name), as
+//! `evaluate` does; so the weights all candidates share get the same flips (a folded weight
+//! the same positions of its rescaled values), and a bound tensor the same flips in every
+//! candidate that has it. A candidate's resilience under a pattern is its top-1 accuracy on the
+//! samples (with labels) or its agreement with the original's fault-free top-1 prediction.
+//! Differences between candidates are then paired: the pattern's luck cancels.
+
+use crate::data::dataset::Samples;
+use crate::engine::Engine;
+use crate::faults::flips::{WeightFormat, sample_flips_in};
+use crate::faults::statistics::accuracy;
+use crate::faults::weights::{Values, Weights, flippable_bits, load};
+use crate::replay::{Batches, predict};
+use anyhow::{Context, Result};
+use fitact_passes::onnx::ModelProto;
+use rayon::prelude::*;
+
+/// The fault model of the campaigns (`--fault-format`, `--fault-ber`, `--fault-patterns`,
+/// `--seed`).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FaultSettings {
+    pub format: WeightFormat,
+    pub bers: Vec<f64>,
+    /// Patterns (trials) per BER.
+    pub patterns: usize,
+    pub seed: u64,
+}
+
+/// The samples, what a correct prediction is, and the fault patterns.
+pub struct Campaign {
+    engine: Engine,
+    batches: Batches,
+    /// Per sample: the class that counts as right (a label, or the original's prediction).
+    reference: Vec<usize>,
+    pub labelled: bool,
+    faults: FaultSettings,
+}
+
+impl Campaign {
+    /// A campaign on `samples` (run `batch_size` at a time); without labels the reference is
+    /// the original's fault-free prediction.
+    pub fn new(
+        engine: &Engine,
+        original: &ModelProto,
+        samples: &Samples,
+        labels: Option<&[usize]>,
+        faults: FaultSettings,
+        batch_size: usize,
+    ) -> Result<Campaign> {
+        anyhow::ensure!(faults.patterns > 0, "--fault-patterns must be at least 1");
+        anyhow::ensure!(!faults.bers.is_empty(), "--fault-ber needs a BER");
+        if let Some(bad) = faults.bers.iter().find(|b| !(0.0..=1.0).contains(*b)) {
+            anyhow::bail!("--fault-ber {bad} is not a probability in [0, 1]");
+        }
+        let batch = crate::engine::batch_size_for(original, batch_size.min(samples.count).max(1));
+        let batches = Batches::new(samples, batch);
+        let reference = match labels {
+            Some(labels) => labels.to_vec(),
+            None => {
+                predict(engine, original, &batches, &[], false)
+                    .context("running the original on the calibration samples")?
+                    .0
+                    .classes
+            }
+        };
+        Ok(Campaign {
+            engine: engine.clone(),
+            batches,
+            reference,
+            labelled: labels.is_some(),
+            faults,
+        })
+    }
+
+    pub fn faults(&self) -> &FaultSettings {
+        &self.faults
+    }
+
+    /// The metric's name in reports.
+    pub fn metric(&self) -> &'static str {
+        if self.labelled { "accuracy" } else { "agreement" }
+    }
+
+    /// How many patterns each candidate runs.
+    pub fn patterns(&self) -> usize {
+        self.faults.bers.len() * self.faults.patterns
+    }
+
+    pub fn samples(&self) -> usize {
+        self.reference.len()
+    }
+
+    /// The metric of `model` without faults.
+    pub fn clean(&self, model: &ModelProto) -> Result<f64> {
+        let predictions = predict(&self.engine, model, &self.batches, &[], false)?.0;
+        Ok(accuracy(&predictions.classes, &self.reference))
+    }
+
+    /// Per candidate (built by `build(index)`), its metric under every pattern, in pattern
+    /// order. Candidates are built a few at a time (as many as worker threads) and their
+    /// (candidate, pattern) runs spread over the workers; results come back in order, the
+    /// same whatever the thread count.
+    pub fn run(&self, count: usize, build: &(dyn Fn(usize) -> Result<ModelProto> + Sync)) -> Result<Vec<Vec<f64>>> {
+        let chunk = rayon::current_num_threads().max(1);
+        let mut results = Vec::with_capacity(count);
+        for start in (0..count).step_by(chunk) {
+            let end = (start + chunk).min(count);
+            let stored = (start..end)
+                .into_par_iter()
+                .map(|c| Ok(Stored::of(build(c)?, self.faults.format)))
+                .collect::<Result<Vec<_>>>()?;
+            let jobs: Vec<(usize, usize)> = (0..stored.len())
+                .flat_map(|c| (0..self.patterns()).map(move |p| (c, p)))
+                .collect();
+            let metrics = jobs
+                .par_iter()
+                .map(|&(c, p)| self.faulty_metric(&stored[c], p))
+                .collect::<Result<Vec<f64>>>()?;
+            results.extend(metrics.chunks(self.patterns()).map(<[f64]>::to_vec));
+        }
+        Ok(results)
+    }
+
+    /// The metric of one stored candidate under pattern `p`.
+    fn faulty_metric(&self, stored: &Stored, p: usize) -> Result<f64> {
+        let ber = self.faults.bers[p / self.faults.patterns];
+        let trial = (p % self.faults.patterns) as u64;
+        let faulty = stored.with_flips(ber, self.faults.seed, trial, self.faults.format);
+        let predictions = predict(&self.engine, &faulty, &self.batches, &[], false)?.0;
+        Ok(accuracy(&predictions.classes, &self.reference))
+    }
+}
+
+/// A candidate as memory stores it: every tensor's words in the fault format.
+struct Stored {
+    model: ModelProto,
+    names: Vec<String>,
+    stored: Vec<crate::faults::flips::StoredTensor>,
+    bits: Vec<Vec<u32>>,
+}
+
+impl Stored {
+    fn of(model: ModelProto, format: WeightFormat) -> Stored {
+        let weights = Weights::of(&model);
+        let stored: Vec<_> = weights.tensors.iter().map(|t| t.store(format)).collect();
+        let float_bits: Vec<u32> = (0..format.bits()).collect();
+        let bits = stored.iter().map(|s| flippable_bits(s, &float_bits)).collect();
+        Stored {
+            names: weights.tensors.into_iter().map(|t| t.name).collect(),
+            model,
+            stored,
+            bits,
+        }
+    }
+
+    /// The model with this pattern's flips in its stored words (and every other value as
+    /// the format stores it).
+    fn with_flips(&self, ber: f64, seed: u64, trial: u64, format: WeightFormat) -> ModelProto {
+        let tensors: Vec<(&str, usize, &[u32])> = self
+            .names
+            .iter()
+            .zip(&self.stored)
+            .zip(&self.bits)
+            .map(|((n, s), b)| (n.as_str(), s.words.len(), b.as_slice()))
+            .collect();
+        let mut words: Vec<Vec<u32>> = self.stored.iter().map(|s| s.words.clone()).collect();
+        for flip in sample_flips_in(&tensors, ber, seed, trial) {
+            words[flip.tensor][flip.element] ^= 1 << flip.bit;
+        }
+        let values: Vec<Values> = words
+            .iter()
+            .zip(&self.stored)
+            .map(|(w, s)| load(s, w, format))
+            .collect();
+        Weights::write_into(&self.model, &values)
+    }
+}
+
+/// Mean and 95% confidence half-width (normal approximation) of per-pattern metrics.
+pub fn mean_ci(values: &[f64]) -> (f64, f64) {
+    let n = values.len() as f64;
+    let mean = values.iter().sum::<f64>() / n.max(1.0);
+    if values.len() < 2 {
+        return (mean, 0.0);
+    }
+    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
+    (mean, 1.96 * (var / n).sqrt())
+}
+
+/// Mean of the paired differences `a - b`.
+pub fn mean_difference(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x - y).sum::<f64>() / a.len().max(1) as f64
+}

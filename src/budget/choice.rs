@@ -1,0 +1,364 @@
+//! The choice: from every activation in its full form, give up the least resilience per unit
+//! of latency saved, one step at a time, until the predicted cost fits the budget.
+//!
+//! A step downgrades one activation to a weaker form it offers (full to cheap or to
+//! unbounded, cheap to unbounded). Its price is the resilience lost (the metric under the
+//! fault patterns, before minus after) over the cost saved; the cheapest step is taken. Why
+//! backwards and not by adding bounds to the original: under weight faults a model survives a
+//! pattern only if every fault in it is caught, so resilience is close to a product over the
+//! activations; added one at a time to an unprotected model, any single bound buys nearly
+//! nothing (the other faults still get through), while removed one at a time from a fully
+//! bounded one, each shows what it holds. The loss of a step grows as others are removed (an
+//! unbounded activation hands its fault to the next bounded one, and fewer are left), so a
+//! loss measured earlier is a lower bound of the loss now: the steps are chosen lazily (the
+//! candidate with the lowest price is measured again in the current model, and taken if it
+//! still costs no more than every other candidate's earlier price), which measures few
+//! candidates per step. Every state on the path is measured: it is the last candidate
+//! measured before it was taken.
+//!
+//! Costs count in units of `RESOLUTION` (a tenth of a point of latency): measured costs move
+//! by more than that between runs, so finer units would only let timing noise reorder steps.
+//! Ties go to the earlier activation, then the weaker form: the same costs and measurements
+//! always give the same path.
+
+use crate::budget::Form;
+use anyhow::Result;
+
+/// Costs are counted in units of this share of the original's latency.
+pub const RESOLUTION: f64 = 0.001;
+
+/// One form an activation offers, and its cost (share of the original's latency).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Offer {
+    pub form: Form,
+    pub cost: f64,
+}
+
+/// A cost in whole units of `RESOLUTION` (rounded to the nearest; never below 0).
+pub fn units(cost: f64) -> usize {
+    if cost.is_finite() && cost > 0.0 {
+        (cost / RESOLUTION).round() as usize
+    } else {
+        0
+    }
+}
+
+/// The total cost of `forms`, as the path counts it (rounded units, back to a share).
+pub fn total_cost(offers: &[Vec<Offer>], forms: &[Form]) -> f64 {
+    offers
+        .iter()
+        .zip(forms)
+        .map(|(o, f)| o.iter().find(|x| x.form == *f).map_or(0, |x| units(x.cost)))
+        .sum::<usize>() as f64
+        * RESOLUTION
+}
+
+/// One state of the path: the forms, their total cost, the measured resilience, and the step
+/// that led here (none for the start).
+#[derive(Debug, Clone, PartialEq)]
+pub struct State {
+    pub forms: Vec<Form>,
+    pub cost: f64,
+    pub resilience: f64,
+    /// (activation, its form before, its form now).
+    pub step: Option<(usize, Form, Form)>,
+}
+
+/// A candidate step, with the resilience after it as last measured.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    site: usize,
+    to: Form,
+    /// Cost units saved.
+    saved: usize,
+    /// Resilience lost (measured, or a lower bound of it when stale).
+    loss: f64,
+    /// The resilience after the step, when measured in the current state.
+    after: Option<f64>,
+}
+
+impl Candidate {
+    fn price(&self) -> f64 {
+        self.loss / self.saved as f64
+    }
+}
+
+/// The pruning path, resumable: `advance_to` extends it until the cost fits a target.
+pub struct Path<'a> {
+    offers: &'a [Vec<Offer>],
+    pub states: Vec<State>,
+    candidates: Vec<Candidate>,
+    /// Lower bounds of the loss of a later downgrade (cheap to unbounded) per activation,
+    /// used once it is in the cheap form.
+    next_losses: Vec<f64>,
+    /// How many candidate states were measured.
+    pub measured: usize,
+}
+
+fn cost_of(offered: &[Offer], form: Form) -> f64 {
+    offered.iter().find(|o| o.form == form).map_or(0.0, |o| o.cost)
+}
+
+impl<'a> Path<'a> {
+    /// The path's start: every activation in its strongest form, whose resilience is
+    /// `start`. `after_first(site, to)` is the resilience measured at the start with that one
+    /// activation downgraded, for every weaker form it offers.
+    pub fn new(offers: &'a [Vec<Offer>], start: f64, after_first: impl Fn(usize, Form) -> f64) -> Path<'a> {
+        let forms: Vec<Form> = offers
+            .iter()
+            .map(|o| o.iter().map(|x| x.form).max().unwrap_or(Form::Unbounded))
+            .collect();
+        let mut candidates = Vec::new();
+        let mut next_losses = vec![0.0; offers.len()];
+        for (site, offered) in offers.iter().enumerate() {
+            for weaker in offered.iter().filter(|o| o.form < forms[site]) {
+                let after = after_first(site, weaker.form);
+                candidates.push(Candidate {
+                    site,
+                    to: weaker.form,
+                    saved: units(cost_of(offered, forms[site])).saturating_sub(units(weaker.cost)),
+                    loss: start - after,
+                    after: Some(after),
+                });
+            }
+            if offered.iter().any(|o| o.form == Form::Cheap) && offered.iter().any(|o| o.form == Form::Unbounded) {
+                next_losses[site] = after_first(site, Form::Cheap) - after_first(site, Form::Unbounded);
+            }
+        }
+        candidates.retain(|c| c.saved > 0);
+        Path {
+            offers,
+            states: vec![State {
+                cost: total_cost(offers, &forms),
+                forms,
+                resilience: start,
+                step: None,
+            }],
+            candidates,
+            next_losses,
+            measured: 0,
+        }
+    }
+
+    pub fn last(&self) -> &State {
+        self.states.last().expect("a path has its start")
+    }
+
+    /// The first state of the path whose cost is at most `target` (the last one if none is).
+    pub fn within(&self, target: f64) -> &State {
+        self.states
+            .iter()
+            .find(|s| s.cost <= target + 1e-12)
+            .unwrap_or_else(|| self.last())
+    }
+
+    /// Takes steps until the cost is at most `target` (or no step saves anything);
+    /// `measure(forms)` runs the fault patterns on a candidate state.
+    pub fn advance_to(&mut self, target: f64, measure: &mut dyn FnMut(&[Form]) -> Result<f64>) -> Result<()> {
+        while self.last().cost > target + 1e-12 && !self.candidates.is_empty() {
+            self.step(measure)?;
+        }
+        Ok(())
+    }
+
+    /// The index of the candidate with the lowest price (ties: earlier activation, weaker form).
+    fn cheapest(&self) -> usize {
+        let mut best = 0;
+        for (i, c) in self.candidates.iter().enumerate() {
+            let b = &self.candidates[best];
+            let key = |c: &Candidate| (c.site, c.to);
+            if c.price() < b.price() || (c.price() == b.price() && key(c) < key(b)) {
+                best = i;
+            }
+        }
+        best
+    }
+
+    /// The current forms with `site` in `to`.
+    fn with(&self, site: usize, to: Form) -> Vec<Form> {
+        let mut forms = self.last().forms.clone();
+        forms[site] = to;
+        forms
+    }
+
+    /// One step: the cheapest candidate, once measured in the current state and still the
+    /// cheapest.
+    fn step(&mut self, measure: &mut dyn FnMut(&[Form]) -> Result<f64>) -> Result<()> {
+        loop {
+            let best = self.cheapest();
+            let candidate = self.candidates[best];
+            if let Some(after) = candidate.after {
+                self.take(best, after);
+                return Ok(());
+            }
+            let after = measure(&self.with(candidate.site, candidate.to))?;
+            self.measured += 1;
+            let now = self.last().resilience;
+            let c = &mut self.candidates[best];
+            // Never below the earlier measurement: noise must not make a step look cheaper
+            // than it was, or the lazy choice would not be the cheapest.
+            c.loss = c.loss.max(now - after);
+            c.after = Some(after);
+        }
+    }
+
+    /// Takes candidate `index` (whose state, measured, has resilience `after`).
+    fn take(&mut self, index: usize, after: f64) {
+        let c = self.candidates[index];
+        let from = self.last().forms[c.site];
+        let forms = self.with(c.site, c.to);
+        self.states.push(State {
+            cost: total_cost(self.offers, &forms),
+            forms,
+            resilience: after,
+            step: Some((c.site, from, c.to)),
+        });
+        self.candidates.retain(|x| x.site != c.site);
+        let offered = &self.offers[c.site];
+        if c.to == Form::Cheap && offered.iter().any(|o| o.form == Form::Unbounded) {
+            let saved = units(cost_of(offered, Form::Cheap)).saturating_sub(units(cost_of(offered, Form::Unbounded)));
+            if saved > 0 {
+                self.candidates.push(Candidate {
+                    site: c.site,
+                    to: Form::Unbounded,
+                    saved,
+                    loss: self.next_losses[c.site],
+                    after: None,
+                });
+            }
+        }
+        for other in &mut self.candidates {
+            other.after = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offers(costs: &[(f64, f64)]) -> Vec<Vec<Offer>> {
+        costs
+            .iter()
+            .map(|(cheap, full)| {
+                vec![
+                    Offer {
+                        form: Form::Unbounded,
+                        cost: 0.0,
+                    },
+                    Offer {
+                        form: Form::Cheap,
+                        cost: *cheap,
+                    },
+                    Offer {
+                        form: Form::Full,
+                        cost: *full,
+                    },
+                ]
+            })
+            .collect()
+    }
+
+    /// A synthetic resilience: a product over activations of what each form holds, with an
+    /// unbounded activation handing half its fault to the next one (so losses interact).
+    fn resilience(hold: &[(f64, f64)], forms: &[Form]) -> f64 {
+        let mut r = 1.0;
+        for (i, f) in forms.iter().enumerate() {
+            let (cheap, full) = hold[i];
+            r *= match f {
+                Form::Full => full,
+                Form::Cheap => cheap,
+                Form::Unbounded => {
+                    let next = forms.get(i + 1).copied().unwrap_or(Form::Unbounded);
+                    if next == Form::Unbounded { 0.7 } else { 0.85 }
+                }
+            };
+        }
+        r
+    }
+
+    fn path_for(costs: &[(f64, f64)], hold: &[(f64, f64)], target: f64) -> (Vec<State>, usize) {
+        let offers = offers(costs);
+        let full = vec![Form::Full; costs.len()];
+        let start = resilience(hold, &full);
+        let mut path = Path::new(&offers, start, |site, to| {
+            let mut forms = full.clone();
+            forms[site] = to;
+            resilience(hold, &forms)
+        });
+        let mut measure = |forms: &[Form]| Ok(resilience(hold, forms));
+        path.advance_to(target, &mut measure).unwrap();
+        (path.states.clone(), path.measured)
+    }
+
+    fn instance(n: usize, seed: u64) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+        let mut state = seed;
+        let mut next = || {
+            state = state
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (state >> 33) as f64 / (1u64 << 31) as f64
+        };
+        let costs = (0..n).map(|_| (0.01 * next(), 0.01 + 0.05 * next())).collect();
+        let hold = (0..n).map(|_| (0.9 + 0.08 * next(), 0.98 + 0.02 * next())).collect();
+        (costs, hold)
+    }
+
+    #[test]
+    fn the_path_ends_within_the_budget_with_every_activation_in_an_offered_form() {
+        for seed in 0..50 {
+            let (costs, hold) = instance(12, seed);
+            let (states, _) = path_for(&costs, &hold, 0.05);
+            let last = states.last().unwrap();
+            assert!(last.cost <= 0.05 + 1e-12, "cost {} over the budget", last.cost);
+            assert_eq!(last.forms.len(), 12);
+            // Every state is one step from the one before, and costs fall along the path.
+            for w in states.windows(2) {
+                let changed: Vec<usize> = (0..12).filter(|i| w[0].forms[*i] != w[1].forms[*i]).collect();
+                assert_eq!(changed.len(), 1);
+                assert!(w[1].forms[changed[0]] < w[0].forms[changed[0]]);
+                assert!(w[1].cost < w[0].cost);
+                // Each state's resilience is the measured one.
+                assert_eq!(w[1].resilience, resilience(&hold, &w[1].forms));
+            }
+        }
+    }
+
+    #[test]
+    fn the_same_costs_and_measurements_give_the_same_path() {
+        let (costs, hold) = instance(20, 7);
+        let (first, measured) = path_for(&costs, &hold, 0.02);
+        for _ in 0..3 {
+            assert_eq!(path_for(&costs, &hold, 0.02), (first.clone(), measured));
+        }
+        // Costs that differ by less than half a unit give the same path.
+        let nudged: Vec<(f64, f64)> = costs.iter().map(|(c, f)| (c + 0.0001, f - 0.0001)).collect();
+        let same_units = costs
+            .iter()
+            .zip(&nudged)
+            .all(|(a, b)| units(a.0) == units(b.0) && units(a.1) == units(b.1));
+        if same_units {
+            assert_eq!(path_for(&nudged, &hold, 0.02).0, first);
+        }
+    }
+
+    #[test]
+    fn lazy_steps_measure_fewer_states_than_every_candidate_at_every_step() {
+        let (costs, hold) = instance(30, 3);
+        let (states, measured) = path_for(&costs, &hold, 0.0);
+        let steps = states.len() - 1;
+        assert!(steps >= 30, "every activation steps down at least once");
+        assert!(measured < steps * 30 / 2, "{measured} measurements for {steps} steps");
+    }
+
+    #[test]
+    fn free_forms_stay_and_a_budget_of_zero_keeps_only_them() {
+        // Activation 0's full form is free, activation 1's cheap form is free.
+        let costs = [(0.0, 0.0), (0.0, 0.03), (0.01, 0.02)];
+        let hold = [(0.95, 0.99), (0.95, 0.99), (0.95, 0.99)];
+        let (states, _) = path_for(&costs, &hold, 0.0);
+        let last = states.last().unwrap();
+        assert_eq!(last.forms, vec![Form::Full, Form::Cheap, Form::Unbounded]);
+        assert_eq!(last.cost, 0.0);
+    }
+}

@@ -1,0 +1,69 @@
+"""Times ONNX models in OpenVINO for `harden --max-overhead --runtime openvino` (run by the
+fitact-onnx binary, which embeds this file; not a module).
+
+    python3 -c SCRIPT ROUNDS MIN_ROUND_SECONDS INPUTS.json MODEL.onnx...
+
+INPUTS.json: [{"name": ..., "shape": [...], "file": raw float32 little-endian}], one per
+model input. CPU plugin, INFERENCE_NUM_THREADS 1, PERFORMANCE_HINT LATENCY, NUM_STREAMS 1,
+INFERENCE_PRECISION_HINT f32 (benches/deployment.py's settings). The models are compiled
+together, warmed up, then run in ROUNDS interleaved rounds (order rotated per round), each
+enough times to take MIN_ROUND_SECONDS. Prints one JSON object: {"version": ..., "times":
+[[seconds per run, per model] per round]}. Exit 2 with one line on stderr when openvino is
+missing or a model does not compile.
+"""
+import json
+import sys
+import time
+
+try:
+    import numpy as np
+    import openvino as ov
+except ImportError as e:
+    print(f"--runtime openvino needs the openvino Python package for python3 (pip install openvino): {e}",
+          file=sys.stderr)
+    sys.exit(2)
+
+
+def main():
+    rounds, min_time, inputs_path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+    paths = sys.argv[4:]
+    with open(inputs_path) as f:
+        inputs = json.load(f)
+    feeds = {i["name"]: np.fromfile(i["file"], dtype="<f4").reshape(i["shape"]) for i in inputs}
+    core = ov.Core()
+    config = {"INFERENCE_NUM_THREADS": "1", "PERFORMANCE_HINT": "LATENCY", "NUM_STREAMS": "1",
+              "INFERENCE_PRECISION_HINT": "f32"}
+    runners = []
+    for path in paths:
+        try:
+            model = core.read_model(path)
+            model.reshape({name: list(x.shape) for name, x in feeds.items()})
+            request = core.compile_model(model, "CPU", config).create_infer_request()
+        except Exception as e:  # noqa: BLE001 - any failure is the user's one-line error
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            print(f"OpenVINO cannot compile {path}: {first}", file=sys.stderr)
+            sys.exit(2)
+        tensors = {name: ov.Tensor(np.ascontiguousarray(x)) for name, x in feeds.items()}
+        runners.append(lambda r=request, t=tensors: r.infer(t))
+    for run in runners:
+        run()
+        run()
+    t0 = time.perf_counter()
+    for _ in range(3):
+        runners[0]()
+    one = (time.perf_counter() - t0) / 3
+    repeats = max(1, min(1000, int(np.ceil(min_time / max(one, 1e-6)))))
+    times = []
+    for r in range(rounds):
+        row = [0.0] * len(runners)
+        for k in range(len(runners)):
+            m = (k + r) % len(runners)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                runners[m]()
+            row[m] = (time.perf_counter() - t0) / repeats
+        times.append(row)
+    print(json.dumps({"version": ov.__version__, "times": times}))
+
+
+main()

@@ -1,0 +1,552 @@
+//! The sequence of `harden --max-overhead`: cost every form of every activation (`cost`);
+//! run the paired fault campaigns of full hardening, of the original, and of full hardening
+//! with each activation in turn unbounded or in the cheap form (`benefit`: what each holds
+//! when all others are bounded); follow the pruning path from full hardening down until the
+//! predicted cost fits the budget (`choice`: every state on it is measured under the same
+//! faults); then time the chosen model itself against the original. Costs are not quite
+//! additive (a runtime that reorders memory around two neighbouring bounds does not pay
+//! twice, or pays more), so when the measured overhead is over the budget, the path goes on
+//! to a target smaller by measured / predicted and the new choice is timed again, at most
+//! `REPAIRS` times. With `curve`, the path goes on to the end (every activation in its free
+//! form), and the state each budget of `CURVE_BUDGETS` would choose is timed.
+
+use crate::budget::benefit::{Campaign, FaultSettings, mean_ci, mean_difference};
+use crate::budget::choice::{Offer, Path, RESOLUTION, State};
+use crate::budget::cost::{CostModel, Costs, GroupCost, Runtime, Timer, counted, measured};
+use crate::budget::{Build, Form, Site, openvino};
+use crate::data::dataset::Samples;
+use crate::engine::Engine;
+use crate::faults::campaign_report::MeanCi;
+use anyhow::Result;
+use fitact_passes::onnx::ModelProto;
+use serde::Serialize;
+use std::collections::HashMap;
+use std::time::Instant;
+
+/// Checks of a repaired choice after the first.
+pub const REPAIRS: usize = 4;
+/// The budgets of the resilience-vs-overhead curve (shares of the original's latency).
+pub const CURVE_BUDGETS: [f64; 13] = [0.0, 0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0];
+
+#[derive(Debug, Clone)]
+pub struct BudgetOptions {
+    /// The most the hardened model may cost over the original (0.1 = +10%).
+    pub max_overhead: f64,
+    pub cost_model: CostModel,
+    /// Where costs are timed.
+    pub runtime: Runtime,
+    /// The engine that runs the fault campaigns.
+    pub engine: Engine,
+    pub faults: FaultSettings,
+    pub batch_size: usize,
+    /// Also compute the resilience-vs-overhead curve.
+    pub curve: bool,
+}
+
+/// What `harden --max-overhead` chose and why (the `budget` field of the harden report).
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetReport {
+    pub max_overhead: f64,
+    pub cost_model: CostModel,
+    /// What timed the costs (`onnxruntime 1.32.0`, `openvino 2026.4.1`), or `count`.
+    pub runtime: String,
+    /// The original's median latency at batch 1 (timed costs only).
+    pub original_ms: Option<f64>,
+    /// The chosen forms' costs summed, and the chosen model timed against the original.
+    pub predicted_overhead: f64,
+    pub measured_overhead: Option<f64>,
+    /// The same for every activation in the full form.
+    pub full_predicted_overhead: f64,
+    pub full_measured_overhead: Option<f64>,
+    pub resilience: Resilience,
+    /// Every activation (bounded or not), in the model's order.
+    pub activations: Vec<BudgetActivation>,
+    /// The groups of activations timed, and each one's overhead per form.
+    pub groups: Vec<GroupCost>,
+    /// Every checked choice: the first, then each repair (the last is the one written).
+    pub checks: Vec<Check>,
+    /// The pruning path: each step's activation, forms, predicted cost and resilience.
+    pub path: Vec<PathStep>,
+    /// Candidate models run under the faults: the first campaigns, then along the path.
+    pub candidates_measured: usize,
+    /// With `--plot-budget`: resilience against overhead, per budget.
+    pub curve: Vec<CurvePoint>,
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Resilience {
+    /// `accuracy` (with labels) or `agreement` (with the original's fault-free top-1).
+    pub metric: &'static str,
+    pub samples: usize,
+    pub faults: FaultSettings,
+    /// The metric under faults, mean over the patterns with its 95% interval.
+    pub unbounded: MeanCi,
+    pub full: MeanCi,
+    pub chosen: MeanCi,
+    /// (chosen - unbounded) / (full - unbounded): the share of what full hardening buys that
+    /// the chosen forms keep; null when full hardening buys nothing under these faults.
+    pub kept: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetActivation {
+    pub node: String,
+    pub kind: &'static str,
+    /// The form chosen (`channel/zero`, `layer/saturate`, `none`).
+    pub form: String,
+    /// Every form offered, with its cost (share of the original's latency) and benefit
+    /// (metric under faults gained over leaving this activation unbounded, every other one
+    /// bounded in the full form).
+    pub forms: Vec<FormCost>,
+    /// The resilience given up, per point of latency saved, where the path downgraded it
+    /// (measured in the model of that step).
+    pub price: Option<f64>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FormCost {
+    pub form: String,
+    pub cost: f64,
+    pub benefit: f64,
+}
+
+/// One choice as checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct Check {
+    /// The predicted cost the path was followed down to (below `max_overhead` after an
+    /// overrun).
+    pub target: f64,
+    pub bounded: usize,
+    pub predicted_overhead: f64,
+    pub measured_overhead: Option<f64>,
+    pub resilience: f64,
+}
+
+/// One step of the pruning path.
+#[derive(Debug, Clone, Serialize)]
+pub struct PathStep {
+    pub node: String,
+    pub from: String,
+    pub to: String,
+    /// The state after the step: predicted cost and measured resilience.
+    pub predicted_overhead: f64,
+    pub resilience: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CurvePoint {
+    pub budget: f64,
+    pub bounded: usize,
+    pub predicted_overhead: f64,
+    pub measured_overhead: Option<f64>,
+    pub resilience: f64,
+    pub kept: Option<f64>,
+}
+
+/// The per-pattern metrics of the first campaigns.
+struct Measured {
+    unbounded: Vec<f64>,
+    full: Vec<f64>,
+    /// Per site: with it unbounded (every other full), and with it in the cheap form.
+    without: Vec<Vec<f64>>,
+    cheap: Vec<Option<Vec<f64>>>,
+}
+
+/// The forms within `options.max_overhead` that keep the most resilience, and the report.
+pub fn choose(
+    original: &ModelProto,
+    sites: &[Site],
+    build: &Build,
+    samples: &Samples,
+    labels: Option<&[usize]>,
+    options: &BudgetOptions,
+) -> Result<(Vec<Form>, BudgetReport)> {
+    let started = Instant::now();
+    let runtime = match (&options.cost_model, &options.runtime) {
+        (CostModel::Count, _) => "count".to_owned(),
+        (CostModel::Measure, Runtime::OpenVino) => format!("openvino {}", openvino::version()?),
+        (CostModel::Measure, runtime) => runtime.describe(),
+    };
+    let timer = Timer {
+        runtime: options.runtime.clone(),
+        sample: samples.select(&[0]),
+    };
+    let timing = options.cost_model == CostModel::Measure;
+    let costs = if timing {
+        measured(sites, build, &timer)?
+    } else {
+        counted(sites)
+    };
+    let campaign = Campaign::new(
+        &options.engine,
+        original,
+        samples,
+        labels,
+        options.faults.clone(),
+        options.batch_size,
+    )?;
+    let runs = benefits(sites, build, &campaign)?;
+    let offers = offers(sites, &costs);
+    let mut chooser = Chooser::new(sites, build, &campaign, timing.then_some(&timer), &offers, &runs);
+    let checks = chooser.checked(options.max_overhead)?;
+    let chosen = chooser.path.last().clone();
+    let full_measured = chooser.full_measured;
+    let curve = if options.curve { chooser.curve()? } else { Vec::new() };
+    let last = checks.last().expect("the first choice is checked");
+    let report = BudgetReport {
+        max_overhead: options.max_overhead,
+        cost_model: options.cost_model,
+        runtime,
+        original_ms: costs.original_seconds.map(|s| 1000.0 * s),
+        predicted_overhead: last.predicted_overhead,
+        measured_overhead: last.measured_overhead,
+        full_predicted_overhead: chooser.path.states[0].cost,
+        full_measured_overhead: full_measured,
+        resilience: chooser.resilience(&chosen),
+        activations: activations(sites, &offers, &runs, &chooser.path, &chosen),
+        groups: costs.groups.clone(),
+        checks: checks.clone(),
+        path: path_steps(sites, &chooser.path),
+        candidates_measured: 2 + runs.without.len() + runs.cheap.iter().flatten().count() + chooser.path.measured,
+        curve,
+        seconds: started.elapsed().as_secs_f64(),
+    };
+    Ok((chosen.forms, report))
+}
+
+/// The paired campaigns: unbounded, full, and per site full but for it (unbounded, cheap).
+fn benefits(sites: &[Site], build: &Build, campaign: &Campaign) -> Result<Measured> {
+    let n = sites.len();
+    let mut candidates: Vec<Vec<Form>> = vec![vec![Form::Unbounded; n], vec![Form::Full; n]];
+    let mut cheap_index = vec![None; n];
+    for i in 0..n {
+        let mut forms = vec![Form::Full; n];
+        forms[i] = Form::Unbounded;
+        candidates.push(forms);
+    }
+    for (i, site) in sites.iter().enumerate() {
+        if site.form(Form::Cheap).is_some() {
+            let mut forms = vec![Form::Full; n];
+            forms[i] = Form::Cheap;
+            cheap_index[i] = Some(candidates.len());
+            candidates.push(forms);
+        }
+    }
+    let started = Instant::now();
+    let mut results = campaign.run(candidates.len(), &|c| build(&candidates[c]))?;
+    log::info!(
+        "fault campaigns: {} candidates x {} patterns on {} samples in {:.1}s",
+        candidates.len(),
+        campaign.patterns(),
+        campaign.samples(),
+        started.elapsed().as_secs_f64()
+    );
+    let cheap = cheap_index
+        .iter()
+        .map(|c| c.map(|c| std::mem::take(&mut results[c])))
+        .collect();
+    let without = results[2..2 + n].to_vec();
+    Ok(Measured {
+        unbounded: std::mem::take(&mut results[0]),
+        full: std::mem::take(&mut results[1]),
+        without,
+        cheap,
+    })
+}
+
+/// Per site, per offered form: its cost (0 unbounded).
+fn offers(sites: &[Site], costs: &Costs) -> Vec<Vec<Offer>> {
+    sites
+        .iter()
+        .zip(&costs.per_site)
+        .map(|(site, per_form)| {
+            site.forms
+                .iter()
+                .zip(per_form)
+                .map(|(info, cost)| Offer {
+                    form: info.form,
+                    cost: if info.form == Form::Unbounded { 0.0 } else { *cost },
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// The benefit of `form` at site `i`: its metric gain over the site unbounded, every other
+/// site full.
+fn benefit(runs: &Measured, i: usize, form: Form) -> f64 {
+    match form {
+        Form::Unbounded => 0.0,
+        Form::Full => mean_difference(&runs.full, &runs.without[i]),
+        Form::Cheap => runs.cheap[i]
+            .as_ref()
+            .map_or(0.0, |c| mean_difference(c, &runs.without[i])),
+    }
+}
+
+/// Every site with its chosen form, what each offered form costs and buys, and the price the
+/// path paid where it downgraded the site.
+fn activations(
+    sites: &[Site],
+    offers: &[Vec<Offer>],
+    runs: &Measured,
+    path: &Path,
+    chosen: &State,
+) -> Vec<BudgetActivation> {
+    let prices = path_prices(path);
+    sites
+        .iter()
+        .enumerate()
+        .map(|(i, site)| BudgetActivation {
+            node: site.node.clone(),
+            kind: site.kind,
+            form: site
+                .form(chosen.forms[i])
+                .map_or_else(|| "none".to_owned(), |f| f.label.clone()),
+            forms: site
+                .forms
+                .iter()
+                .zip(&offers[i])
+                .map(|(info, offer)| FormCost {
+                    form: info.label.clone(),
+                    cost: offer.cost,
+                    benefit: benefit(runs, i, info.form),
+                })
+                .collect(),
+            price: prices
+                .iter()
+                .filter(|(site, _, at)| *site == i && *at < path.states.len())
+                .filter(|(_, _, at)| path.states[*at].forms[i] == chosen.forms[i])
+                .map(|(_, price, _)| *price)
+                .last(),
+        })
+        .collect()
+}
+
+/// Per step of the path: (site, resilience lost per point of latency saved, state index).
+fn path_prices(path: &Path) -> Vec<(usize, f64, usize)> {
+    path.states
+        .windows(2)
+        .enumerate()
+        .filter_map(|(k, w)| {
+            let (site, _, _) = w[1].step?;
+            let saved = 100.0 * (w[0].cost - w[1].cost);
+            (saved > 0.0).then(|| (site, (w[0].resilience - w[1].resilience) / saved, k + 1))
+        })
+        .collect()
+}
+
+fn form_label(site: &Site, form: Form) -> String {
+    site.form(form).map_or_else(|| "none".to_owned(), |f| f.label.clone())
+}
+
+fn path_steps(sites: &[Site], path: &Path) -> Vec<PathStep> {
+    path.states
+        .iter()
+        .filter_map(|state| {
+            let (i, from, to) = state.step?;
+            Some(PathStep {
+                node: sites[i].node.clone(),
+                from: form_label(&sites[i], from),
+                to: form_label(&sites[i], to),
+                predicted_overhead: state.cost,
+                resilience: state.resilience,
+            })
+        })
+        .collect()
+}
+
+/// The pruning path with what it measures with, and every measured state's metrics.
+struct Chooser<'a> {
+    sites: &'a [Site],
+    build: &'a Build<'a>,
+    campaign: &'a Campaign,
+    /// None with the count model (nothing is timed).
+    timer: Option<&'a Timer>,
+    runs: &'a Measured,
+    path: Path<'a>,
+    /// Per-pattern metrics of every state measured, by forms.
+    metrics: HashMap<Vec<Form>, Vec<f64>>,
+    full_measured: Option<f64>,
+}
+
+impl<'a> Chooser<'a> {
+    fn new(
+        sites: &'a [Site],
+        build: &'a Build<'a>,
+        campaign: &'a Campaign,
+        timer: Option<&'a Timer>,
+        offers: &'a [Vec<Offer>],
+        runs: &'a Measured,
+    ) -> Chooser<'a> {
+        let n = sites.len();
+        let mut metrics = HashMap::new();
+        let mut with = |i: usize, form: Form, values: &Vec<f64>| {
+            let mut forms = vec![Form::Full; n];
+            forms[i] = form;
+            metrics.insert(forms, values.clone());
+        };
+        for i in 0..n {
+            with(i, Form::Unbounded, &runs.without[i]);
+            if let Some(cheap) = &runs.cheap[i] {
+                with(i, Form::Cheap, cheap);
+            }
+        }
+        metrics.insert(vec![Form::Full; n], runs.full.clone());
+        let first = |i: usize, form: Form| -> f64 {
+            match form {
+                Form::Full => mean_ci(&runs.full).0,
+                Form::Unbounded => mean_ci(&runs.without[i]).0,
+                Form::Cheap => runs.cheap[i].as_ref().map_or(f64::NAN, |c| mean_ci(c).0),
+            }
+        };
+        let path = Path::new(offers, mean_ci(&runs.full).0, first);
+        Chooser {
+            sites,
+            build,
+            campaign,
+            timer,
+            runs,
+            path,
+            metrics,
+            full_measured: None,
+        }
+    }
+
+    /// Follows the path down to `target`, measuring each candidate state.
+    fn advance_to(&mut self, target: f64) -> Result<()> {
+        let (build, campaign, metrics) = (self.build, self.campaign, &mut self.metrics);
+        let mut measure = |forms: &[Form]| -> Result<f64> {
+            let values = campaign.run(1, &|_| build(forms))?.remove(0);
+            let mean = mean_ci(&values).0;
+            metrics.insert(forms.to_vec(), values);
+            Ok(mean)
+        };
+        self.path.advance_to(target, &mut measure)
+    }
+
+    /// The path down to the budget, the last state timed, and further down while the
+    /// measured overhead is over the budget (at most `REPAIRS` times).
+    fn checked(&mut self, budget: f64) -> Result<Vec<Check>> {
+        let mut target = budget;
+        let mut checks = Vec::new();
+        for _ in 0..=REPAIRS {
+            self.advance_to(target)?;
+            let state = self.path.last().clone();
+            let measured = self.time(&state.forms)?;
+            let check = Check {
+                target,
+                bounded: state.forms.iter().filter(|f| **f != Form::Unbounded).count(),
+                predicted_overhead: state.cost,
+                measured_overhead: measured,
+                resilience: state.resilience,
+            };
+            log::info!(
+                "budget: path down to {:+.1}%: {} of {} bounded, predicted {:+.1}%, measured {}, {} {:.2}% ({} candidates measured)",
+                100.0 * target,
+                check.bounded,
+                state.forms.len(),
+                100.0 * state.cost,
+                measured.map_or("-".to_owned(), |m| format!("{:+.1}%", 100.0 * m)),
+                self.campaign.metric(),
+                100.0 * state.resilience,
+                self.path.measured
+            );
+            checks.push(check);
+            match measured {
+                Some(m) if m > budget && state.cost > 0.0 && self.path.last().step.is_some() => {
+                    target = (state.cost * budget / m).min(state.cost - RESOLUTION).max(0.0);
+                }
+                _ => break,
+            }
+        }
+        Ok(checks)
+    }
+
+    /// The overhead of `forms` measured against the original (and full hardening's, kept).
+    fn time(&mut self, forms: &[Form]) -> Result<Option<f64>> {
+        let Some(timer) = self.timer else {
+            return Ok(None);
+        };
+        let n = forms.len();
+        let models = [
+            (self.build)(&vec![Form::Unbounded; n])?,
+            (self.build)(forms)?,
+            (self.build)(&vec![Form::Full; n])?,
+        ];
+        let timed = timer.time(&models)?;
+        self.full_measured = Some(timed.overheads[2]);
+        Ok(Some(timed.overheads[1]))
+    }
+
+    /// The report's resilience: the chosen state's metrics against unbounded and full.
+    fn resilience(&self, chosen: &State) -> Resilience {
+        let ci = |v: &[f64]| {
+            let (mean, ci95) = mean_ci(v);
+            MeanCi { mean, ci95 }
+        };
+        let unbounded = ci(&self.runs.unbounded);
+        let full = ci(&self.runs.full);
+        let chosen_ci = self.metrics.get(&chosen.forms).map_or(
+            MeanCi {
+                mean: chosen.resilience,
+                ci95: f64::NAN,
+            },
+            |v| ci(v),
+        );
+        let span = full.mean - unbounded.mean;
+        Resilience {
+            metric: self.campaign.metric(),
+            samples: self.campaign.samples(),
+            faults: self.campaign.faults().clone(),
+            unbounded,
+            full,
+            kept: (span > 0.0).then(|| (chosen_ci.mean - unbounded.mean) / span),
+            chosen: chosen_ci,
+        }
+    }
+
+    /// The path to its end; per budget of `CURVE_BUDGETS` (up to full hardening's cost), the
+    /// state it chooses, and each distinct state timed in one block.
+    fn curve(&mut self) -> Result<Vec<CurvePoint>> {
+        self.advance_to(0.0)?;
+        let full_cost = self.path.states[0].cost;
+        let mut budgets: Vec<f64> = CURVE_BUDGETS.iter().copied().filter(|b| *b < full_cost).collect();
+        budgets.push(full_cost);
+        let states: Vec<State> = budgets.iter().map(|b| self.path.within(*b).clone()).collect();
+        let mut distinct: Vec<Vec<Form>> = Vec::new();
+        for s in &states {
+            if !distinct.contains(&s.forms) {
+                distinct.push(s.forms.clone());
+            }
+        }
+        let measured = match self.timer {
+            Some(timer) => {
+                let mut models = vec![(self.build)(&vec![Form::Unbounded; self.sites.len()])?];
+                for forms in &distinct {
+                    models.push((self.build)(forms)?);
+                }
+                Some(timer.time(&models)?.overheads[1..].to_vec())
+            }
+            None => None,
+        };
+        let unbounded = mean_ci(&self.runs.unbounded).0;
+        let span = mean_ci(&self.runs.full).0 - unbounded;
+        Ok(budgets
+            .iter()
+            .zip(&states)
+            .map(|(budget, state)| {
+                let d = distinct.iter().position(|f| *f == state.forms).expect("listed");
+                CurvePoint {
+                    budget: *budget,
+                    bounded: state.forms.iter().filter(|f| **f != Form::Unbounded).count(),
+                    predicted_overhead: state.cost,
+                    measured_overhead: measured.as_ref().map(|m| m[d]),
+                    resilience: state.resilience,
+                    kept: (span > 0.0).then(|| (state.resilience - unbounded) / span),
+                }
+            })
+            .collect())
+    }
+}

@@ -8,10 +8,19 @@
 //! the original) is timed against the original, with every site in that form too. The models
 //! of a block are loaded together and run in interleaved rounds (the order rotated each round;
 //! each model run enough times per round to take `MIN_ROUND_SECONDS`); a model's overhead is
-//! the median over rounds of its time over the original's in the same round, minus 1 (paired:
-//! a load that comes and goes slows both). A group's cost is split over its activations in
-//! proportion to the work each adds (`count`). The sum over the chosen forms is the
-//! prediction, which `plan` then checks by timing the chosen model itself.
+//! its fastest run over the original's fastest, minus 1. On a machine shared with other work
+//! (the one this was built on ran 7 jobs on 2 cores), a run's time is its own work plus
+//! whatever else held the core meanwhile; the fastest of many interleaved runs is the least
+//! disturbed one of each model (medians of paired ratios moved by up to 18 points between two
+//! timings of the same models there). Per form, an additive cost is then fitted to those
+//! measurements (least squares, coefficients >= 0): each element-wise node a site adds costs
+//! `per_node` (a runtime's fixed cost per node run: what dominates on small inputs) plus
+//! `per_value` times the activation values it passes over; a site's cost is its own nodes and
+//! values at those prices (and never below `choice::RESOLUTION` for a form that adds a node).
+//! The fit, not each group's own measurement, prices a site: it uses
+//! every group at once, so one noisy round moves every price a little rather than a group's a
+//! lot. The sum over the chosen forms is the prediction, which `plan` then checks by timing
+//! the chosen model itself.
 //!
 //! **Counted** (`--cost-model count`): no timing. A form costs the element-wise passes over the
 //! activation it adds that a runtime cannot fuse into the producer (`Site::forms[].passes`),
@@ -20,6 +29,7 @@
 //! right order (a conv-heavy ResNet-50 costs more per activation value than that, a mobile
 //! net less), not latencies.
 
+use crate::budget::choice::RESOLUTION;
 use crate::budget::openvino;
 use crate::budget::{Build, Form, Site};
 use crate::data::dataset::Samples;
@@ -79,7 +89,7 @@ pub struct Timer {
 #[derive(Debug, Clone)]
 pub struct Timed {
     pub overheads: Vec<f64>,
-    /// The first model's median latency (seconds).
+    /// The first model's fastest run (seconds).
     pub original_seconds: f64,
 }
 
@@ -90,11 +100,11 @@ impl Timer {
             Runtime::Engine(engine) => engine_times(engine, models, &self.sample)?,
             Runtime::OpenVino => openvino::times(models, &self.sample, ROUNDS, MIN_ROUND_SECONDS)?,
         };
-        Ok(paired(&times))
+        Ok(fastest(&times))
     }
 }
 
-/// Per round, per model: seconds per run, in `engine` (`ROUNDS` rounds).
+/// Per round, per model: the fastest run's seconds, in `engine` (`ROUNDS` rounds).
 fn engine_times(engine: &Engine, models: &[ModelProto], sample: &Samples) -> Result<Vec<Vec<f64>>> {
     let batches = Batches::new(sample, 1);
     let sessions = models
@@ -128,38 +138,27 @@ fn engine_times(engine: &Engine, models: &[ModelProto], sample: &Samples) -> Res
     for (round, row) in times.iter_mut().enumerate() {
         for k in 0..models.len() {
             let m = (k + round) % models.len();
-            let started = Instant::now();
+            let mut fastest = f64::INFINITY;
             for _ in 0..repeats {
+                let started = Instant::now();
                 run(m)?;
+                fastest = fastest.min(started.elapsed().as_secs_f64());
             }
-            row[m] = started.elapsed().as_secs_f64() / repeats as f64;
+            row[m] = fastest;
         }
     }
     Ok(times)
 }
 
-/// Per model, the median over rounds of its time over the first model's in the same round.
-pub fn paired(times: &[Vec<f64>]) -> Timed {
+/// Per model, its fastest time over all rounds over the first model's fastest, minus 1.
+pub fn fastest(times: &[Vec<f64>]) -> Timed {
     let models = times.first().map_or(0, Vec::len);
-    let overheads = (0..models)
-        .map(|m| median(times.iter().map(|round| round[m] / round[0] - 1.0).collect()))
+    let best: Vec<f64> = (0..models)
+        .map(|m| times.iter().map(|round| round[m]).fold(f64::INFINITY, f64::min))
         .collect();
     Timed {
-        overheads,
-        original_seconds: median(times.iter().map(|round| round[0]).collect()),
-    }
-}
-
-fn median(mut values: Vec<f64>) -> f64 {
-    if values.is_empty() {
-        return f64::NAN;
-    }
-    values.sort_by(f64::total_cmp);
-    let n = values.len();
-    if n % 2 == 1 {
-        values[n / 2]
-    } else {
-        (values[n / 2 - 1] + values[n / 2]) / 2.0
+        overheads: best.iter().map(|b| b / best[0] - 1.0).collect(),
+        original_seconds: best.first().copied().unwrap_or(f64::NAN),
     }
 }
 
@@ -204,7 +203,7 @@ pub fn groups(n: usize) -> Vec<Range<usize>> {
 }
 
 /// Times every group of sites in every form some site offers (besides `Unbounded`), and
-/// splits each group's cost over its sites by the work each adds.
+/// fits each form's prices per node and per value to those measurements (`fit`).
 pub fn measured(sites: &[Site], build: &Build, timer: &Timer) -> Result<Costs> {
     let ranges = groups(sites.len());
     let mut per_site: Vec<Vec<f64>> = sites.iter().map(|s| vec![0.0; s.forms.len()]).collect();
@@ -245,13 +244,30 @@ pub fn measured(sites: &[Site], build: &Build, timer: &Timer) -> Result<Costs> {
         );
         original_seconds.get_or_insert(timed.original_seconds);
         all_in_form.push((form, timed.overheads[1]));
+        let mut rows = vec![(work(sites, 0..sites.len(), form), timed.overheads[1])];
         for (range, overhead) in ranges.iter().zip(&timed.overheads[2..]) {
             group_costs.push(GroupCost {
                 sites: (range.start, range.end),
                 form,
                 overhead: *overhead,
             });
-            split(sites, range.clone(), form, overhead.max(0.0), &mut per_site);
+            rows.push((work(sites, range.clone(), form), *overhead));
+        }
+        let prices = fit(&rows);
+        log::info!(
+            "{form:?} form: {:.3}% per node, {:.3}% per million values passed",
+            100.0 * prices.0,
+            100.0 * prices.1
+        );
+        for (i, site) in sites.iter().enumerate() {
+            if let Some(k) = site.forms.iter().position(|f| f.form == form) {
+                let (nodes, values) = work(sites, i..i + 1, form);
+                // A node that runs costs something: at least the choice's resolution, so
+                // that a fit that prices a form at 0 (noise) still lets the check's repair
+                // remove it when the model measures over the budget.
+                let floor = if nodes > 0.0 { RESOLUTION } else { 0.0 };
+                per_site[i][k] = (prices.0 * nodes + prices.1 * values).max(floor);
+            }
         }
     }
     Ok(Costs {
@@ -262,27 +278,35 @@ pub fn measured(sites: &[Site], build: &Build, timer: &Timer) -> Result<Costs> {
     })
 }
 
-/// Shares `cost` (of the sites in `range` in `form`) among them in proportion to the work
-/// each adds (`passes x elements`), or to their sizes when none adds any.
-fn split(sites: &[Site], range: Range<usize>, form: Form, cost: f64, per_site: &mut [Vec<f64>]) {
-    let offered: Vec<(usize, usize, f64, f64)> = range
-        .filter_map(|i| {
-            let s = &sites[i];
-            let k = s.forms.iter().position(|f| f.form == form)?;
-            Some((i, k, (s.forms[k].passes * s.elements) as f64, s.elements as f64))
-        })
-        .collect();
-    let work: f64 = offered.iter().map(|o| o.2).sum();
-    let size: f64 = offered.iter().map(|o| o.3).sum();
-    for (i, k, w, e) in offered {
-        per_site[i][k] = if work > 0.0 {
-            cost * w / work
-        } else if size > 0.0 {
-            cost * e / size
-        } else {
-            0.0
-        };
+/// The work the sites in `range` add in `form`: element-wise nodes, and the millions of
+/// activation values those nodes pass over.
+fn work(sites: &[Site], range: Range<usize>, form: Form) -> (f64, f64) {
+    range
+        .filter_map(|i| sites[i].form(form).map(|f| (f.passes as f64, (f.passes * sites[i].elements) as f64 / 1e6)))
+        .fold((0.0, 0.0), |(n, v), (a, b)| (n + a, v + b))
+}
+
+/// Least squares `y = a x1 + b x2` over `rows` ((x1, x2), y) with a, b >= 0: the two-variable
+/// fit if both come out >= 0, else the better of the one-variable fits.
+pub fn fit(rows: &[((f64, f64), f64)]) -> (f64, f64) {
+    let sum = |f: &dyn Fn(f64, f64, f64) -> f64| rows.iter().map(|((a, b), y)| f(*a, *b, *y)).sum::<f64>();
+    let (s11, s12, s22) = (sum(&|a, _, _| a * a), sum(&|a, b, _| a * b), sum(&|_, b, _| b * b));
+    let (s1y, s2y) = (sum(&|a, _, y| a * y), sum(&|_, b, y| b * y));
+    let sse = |(p, q): (f64, f64)| sum(&|a, b, y| (y - p * a - q * b).powi(2));
+    let one = |sxx: f64, sxy: f64| if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
+    let mut best = (one(s11, s1y), 0.0);
+    let other = (0.0, one(s22, s2y));
+    if sse(other) < sse(best) {
+        best = other;
     }
+    let det = s11 * s22 - s12 * s12;
+    if det.abs() > 1e-12 * (s11 * s22).max(1e-300) {
+        let both = ((s1y * s22 - s2y * s12) / det, (s2y * s11 - s1y * s12) / det);
+        if both.0 >= 0.0 && both.1 >= 0.0 && sse(both) <= sse(best) {
+            best = both;
+        }
+    }
+    best
 }
 
 #[cfg(test)]
@@ -320,21 +344,28 @@ mod tests {
     }
 
     #[test]
-    fn a_group_cost_is_split_by_the_work_each_site_adds() {
-        let sites = [site(100, 0, 1), site(300, 0, 1), site(50, 0, 0)];
-        let mut per = vec![vec![0.0; 3]; 3];
-        split(&sites, 0..3, Form::Full, 0.08, &mut per);
-        assert_eq!((per[0][2], per[1][2], per[2][2]), (0.02, 0.06, 0.0));
-        // Forms that add no pass: by size.
-        split(&sites, 0..2, Form::Cheap, 0.04, &mut per);
-        assert_eq!((per[0][1], per[1][1]), (0.01, 0.03));
+    fn prices_are_fitted_non_negative_to_every_measurement() {
+        // Exactly 0.01 per node and 0.002 per million values.
+        let rows: Vec<((f64, f64), f64)> = [(1.0, 2.0), (3.0, 1.0), (2.0, 8.0), (6.0, 11.0)]
+            .iter()
+            .map(|(n, v)| ((*n, *v), 0.01 * n + 0.002 * v))
+            .collect();
+        let (a, b) = fit(&rows);
+        assert!((a - 0.01).abs() < 1e-9 && (b - 0.002).abs() < 1e-9, "{a} {b}");
+        // Cost falling with values: no negative price, the nodes explain it alone.
+        let rows = [((1.0, 5.0), 0.01), ((2.0, 1.0), 0.02), ((3.0, 0.0), 0.03)];
+        let (a, b) = fit(&rows);
+        assert!((a - 0.01).abs() < 1e-9 && b == 0.0, "{a} {b}");
+        // Nothing measurable: free.
+        assert_eq!(fit(&[((0.0, 0.0), 0.05)]), (0.0, 0.0));
+        assert_eq!(fit(&[((1.0, 1.0), -0.02)]), (0.0, 0.0));
     }
 
     #[test]
-    fn paired_overheads_are_medians_of_ratios_within_rounds() {
-        // Round 2 is slow for everything: the ratio is unaffected.
-        let times = vec![vec![1.0, 1.1, 2.0], vec![2.0, 2.2, 4.0], vec![1.0, 1.1, 2.2]];
-        let t = paired(&times);
+    fn overheads_are_fastest_runs_over_the_original_fastest() {
+        // Round 2 is disturbed for everything, round 3 for the original only.
+        let times = vec![vec![1.0, 1.1, 2.0], vec![2.0, 2.2, 4.0], vec![1.5, 1.2, 2.2]];
+        let t = fastest(&times);
         assert_eq!(t.overheads[0], 0.0);
         assert!((t.overheads[1] - 0.1).abs() < 1e-12);
         assert!((t.overheads[2] - 1.0).abs() < 1e-12);

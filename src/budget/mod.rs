@@ -3,7 +3,7 @@
 //! that much slower than the original in the runtime it is deployed to.
 //!
 //! Owns: `cost` (what each form of each activation costs: timed in the runtime on the user's
-//! model, in groups, interleaved rounds, medians of paired ratios; or counted, `--cost-model
+//! model, in groups, interleaved rounds, fastest runs, prices fitted per node and per value; or counted, `--cost-model
 //! count`), `openvino` (the timing in OpenVINO, through its Python package), `benefit` (paired
 //! fault campaigns: the resilience each activation's bound buys), `choice` (the best forms
 //! within the budget: an exact knapsack over costs rounded to `choice::RESOLUTION`) and

@@ -50,7 +50,7 @@ pub struct BudgetReport {
     pub cost_model: CostModel,
     /// What timed the costs (`onnxruntime 1.32.0`, `openvino 2026.4.1`), or `count`.
     pub runtime: String,
-    /// The original's median latency at batch 1 (timed costs only).
+    /// The original's fastest run at batch 1, milliseconds (timed costs only).
     pub original_ms: Option<f64>,
     /// The chosen forms' costs summed, and the chosen model timed against the original.
     pub predicted_overhead: f64,
@@ -97,7 +97,8 @@ pub struct BudgetActivation {
     pub form: String,
     /// Every form offered, with its cost (share of the original's latency) and benefit
     /// (metric under faults gained over leaving this activation unbounded, every other one
-    /// bounded in the full form).
+    /// bounded in the full form; null when full hardening fits the budget and no curve was
+    /// asked for: then nothing needs it, and its campaigns are not run).
     pub forms: Vec<FormCost>,
     /// The resilience given up, per point of latency saved, where the path downgraded it
     /// (measured in the model of that step).
@@ -108,7 +109,7 @@ pub struct BudgetActivation {
 pub struct FormCost {
     pub form: String,
     pub cost: f64,
-    pub benefit: f64,
+    pub benefit: Option<f64>,
 }
 
 /// One choice as checked.
@@ -144,15 +145,6 @@ pub struct CurvePoint {
     pub kept: Option<f64>,
 }
 
-/// The per-pattern metrics of the first campaigns.
-struct Measured {
-    unbounded: Vec<f64>,
-    full: Vec<f64>,
-    /// Per site: with it unbounded (every other full), and with it in the cheap form.
-    without: Vec<Vec<f64>>,
-    cheap: Vec<Option<Vec<f64>>>,
-}
-
 /// The forms within `options.max_overhead` that keep the most resilience, and the report.
 pub fn choose(
     original: &ModelProto,
@@ -173,11 +165,7 @@ pub fn choose(
         sample: samples.select(&[0]),
     };
     let timing = options.cost_model == CostModel::Measure;
-    let costs = if timing {
-        measured(sites, build, &timer)?
-    } else {
-        counted(sites)
-    };
+    let costs = if timing { measured(sites, build, &timer)? } else { counted(sites) };
     let campaign = Campaign::new(
         &options.engine,
         original,
@@ -186,12 +174,10 @@ pub fn choose(
         options.faults.clone(),
         options.batch_size,
     )?;
-    let runs = benefits(sites, build, &campaign)?;
     let offers = offers(sites, &costs);
-    let mut chooser = Chooser::new(sites, build, &campaign, timing.then_some(&timer), &offers, &runs);
+    let mut chooser = Chooser::new(sites, build, &campaign, timing.then_some(&timer), &offers)?;
     let checks = chooser.checked(options.max_overhead)?;
-    let chosen = chooser.path.last().clone();
-    let full_measured = chooser.full_measured;
+    let chosen = chooser.current();
     let curve = if options.curve { chooser.curve()? } else { Vec::new() };
     let last = checks.last().expect("the first choice is checked");
     let report = BudgetReport {
@@ -201,58 +187,18 @@ pub fn choose(
         original_ms: costs.original_seconds.map(|s| 1000.0 * s),
         predicted_overhead: last.predicted_overhead,
         measured_overhead: last.measured_overhead,
-        full_predicted_overhead: chooser.path.states[0].cost,
-        full_measured_overhead: full_measured,
+        full_predicted_overhead: chooser.start.cost,
+        full_measured_overhead: chooser.full_measured,
         resilience: chooser.resilience(&chosen),
-        activations: activations(sites, &offers, &runs, &chooser.path, &chosen),
+        activations: chooser.activations(&chosen),
         groups: costs.groups.clone(),
         checks: checks.clone(),
-        path: path_steps(sites, &chooser.path),
-        candidates_measured: 2 + runs.without.len() + runs.cheap.iter().flatten().count() + chooser.path.measured,
+        path: chooser.path_steps(),
+        candidates_measured: chooser.candidates_measured(),
         curve,
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((chosen.forms, report))
-}
-
-/// The paired campaigns: unbounded, full, and per site full but for it (unbounded, cheap).
-fn benefits(sites: &[Site], build: &Build, campaign: &Campaign) -> Result<Measured> {
-    let n = sites.len();
-    let mut candidates: Vec<Vec<Form>> = vec![vec![Form::Unbounded; n], vec![Form::Full; n]];
-    let mut cheap_index = vec![None; n];
-    for i in 0..n {
-        let mut forms = vec![Form::Full; n];
-        forms[i] = Form::Unbounded;
-        candidates.push(forms);
-    }
-    for (i, site) in sites.iter().enumerate() {
-        if site.form(Form::Cheap).is_some() {
-            let mut forms = vec![Form::Full; n];
-            forms[i] = Form::Cheap;
-            cheap_index[i] = Some(candidates.len());
-            candidates.push(forms);
-        }
-    }
-    let started = Instant::now();
-    let mut results = campaign.run(candidates.len(), &|c| build(&candidates[c]))?;
-    log::info!(
-        "fault campaigns: {} candidates x {} patterns on {} samples in {:.1}s",
-        candidates.len(),
-        campaign.patterns(),
-        campaign.samples(),
-        started.elapsed().as_secs_f64()
-    );
-    let cheap = cheap_index
-        .iter()
-        .map(|c| c.map(|c| std::mem::take(&mut results[c])))
-        .collect();
-    let without = results[2..2 + n].to_vec();
-    Ok(Measured {
-        unbounded: std::mem::take(&mut results[0]),
-        full: std::mem::take(&mut results[1]),
-        without,
-        cheap,
-    })
 }
 
 /// Per site, per offered form: its cost (0 unbounded).
@@ -273,88 +219,15 @@ fn offers(sites: &[Site], costs: &Costs) -> Vec<Vec<Offer>> {
         .collect()
 }
 
-/// The benefit of `form` at site `i`: its metric gain over the site unbounded, every other
-/// site full.
-fn benefit(runs: &Measured, i: usize, form: Form) -> f64 {
-    match form {
-        Form::Unbounded => 0.0,
-        Form::Full => mean_difference(&runs.full, &runs.without[i]),
-        Form::Cheap => runs.cheap[i]
-            .as_ref()
-            .map_or(0.0, |c| mean_difference(c, &runs.without[i])),
-    }
-}
-
-/// Every site with its chosen form, what each offered form costs and buys, and the price the
-/// path paid where it downgraded the site.
-fn activations(
-    sites: &[Site],
-    offers: &[Vec<Offer>],
-    runs: &Measured,
-    path: &Path,
-    chosen: &State,
-) -> Vec<BudgetActivation> {
-    let prices = path_prices(path);
-    sites
-        .iter()
-        .enumerate()
-        .map(|(i, site)| BudgetActivation {
-            node: site.node.clone(),
-            kind: site.kind,
-            form: site
-                .form(chosen.forms[i])
-                .map_or_else(|| "none".to_owned(), |f| f.label.clone()),
-            forms: site
-                .forms
-                .iter()
-                .zip(&offers[i])
-                .map(|(info, offer)| FormCost {
-                    form: info.label.clone(),
-                    cost: offer.cost,
-                    benefit: benefit(runs, i, info.form),
-                })
-                .collect(),
-            price: prices
-                .iter()
-                .filter(|(site, _, at)| *site == i && *at < path.states.len())
-                .filter(|(_, _, at)| path.states[*at].forms[i] == chosen.forms[i])
-                .map(|(_, price, _)| *price)
-                .last(),
-        })
-        .collect()
-}
-
-/// Per step of the path: (site, resilience lost per point of latency saved, state index).
-fn path_prices(path: &Path) -> Vec<(usize, f64, usize)> {
-    path.states
-        .windows(2)
-        .enumerate()
-        .filter_map(|(k, w)| {
-            let (site, _, _) = w[1].step?;
-            let saved = 100.0 * (w[0].cost - w[1].cost);
-            (saved > 0.0).then(|| (site, (w[0].resilience - w[1].resilience) / saved, k + 1))
-        })
-        .collect()
-}
-
 fn form_label(site: &Site, form: Form) -> String {
     site.form(form).map_or_else(|| "none".to_owned(), |f| f.label.clone())
 }
 
-fn path_steps(sites: &[Site], path: &Path) -> Vec<PathStep> {
-    path.states
-        .iter()
-        .filter_map(|state| {
-            let (i, from, to) = state.step?;
-            Some(PathStep {
-                node: sites[i].node.clone(),
-                from: form_label(&sites[i], from),
-                to: form_label(&sites[i], to),
-                predicted_overhead: state.cost,
-                resilience: state.resilience,
-            })
-        })
-        .collect()
+/// Full hardening with one site in another form.
+fn full_but(n: usize, site: usize, form: Form) -> Vec<Form> {
+    let mut forms = vec![Form::Full; n];
+    forms[site] = form;
+    forms
 }
 
 /// The pruning path with what it measures with, and every measured state's metrics.
@@ -364,58 +237,109 @@ struct Chooser<'a> {
     campaign: &'a Campaign,
     /// None with the count model (nothing is timed).
     timer: Option<&'a Timer>,
-    runs: &'a Measured,
-    path: Path<'a>,
+    offers: &'a [Vec<Offer>],
+    /// Every activation in its strongest form.
+    start: State,
+    /// The metric per pattern of the original.
+    unbounded: Vec<f64>,
+    /// Started when a step is needed: the first campaigns (each site alone downgraded).
+    path: Option<Path<'a>>,
     /// Per-pattern metrics of every state measured, by forms.
     metrics: HashMap<Vec<Form>, Vec<f64>>,
+    /// Candidates run: the original, full hardening, each first downgrade, the path's.
+    first_candidates: usize,
     full_measured: Option<f64>,
 }
 
 impl<'a> Chooser<'a> {
+    /// Runs the original and full hardening under the faults.
     fn new(
         sites: &'a [Site],
         build: &'a Build<'a>,
         campaign: &'a Campaign,
         timer: Option<&'a Timer>,
         offers: &'a [Vec<Offer>],
-        runs: &'a Measured,
-    ) -> Chooser<'a> {
+    ) -> Result<Chooser<'a>> {
         let n = sites.len();
+        let ends = [vec![Form::Unbounded; n], vec![Form::Full; n]];
+        let mut runs = campaign.run(2, &|c| build(&ends[c]))?;
+        let full = runs.pop().expect("two candidates");
+        let unbounded = runs.pop().expect("two candidates");
+        let forms: Vec<Form> = offers
+            .iter()
+            .map(|o| o.iter().map(|x| x.form).max().unwrap_or(Form::Unbounded))
+            .collect();
+        let start = State {
+            cost: crate::budget::choice::total_cost(offers, &forms),
+            resilience: mean_ci(&full).0,
+            forms: forms.clone(),
+            step: None,
+        };
         let mut metrics = HashMap::new();
-        let mut with = |i: usize, form: Form, values: &Vec<f64>| {
-            let mut forms = vec![Form::Full; n];
-            forms[i] = form;
-            metrics.insert(forms, values.clone());
-        };
-        for i in 0..n {
-            with(i, Form::Unbounded, &runs.without[i]);
-            if let Some(cheap) = &runs.cheap[i] {
-                with(i, Form::Cheap, cheap);
-            }
-        }
-        metrics.insert(vec![Form::Full; n], runs.full.clone());
-        let first = |i: usize, form: Form| -> f64 {
-            match form {
-                Form::Full => mean_ci(&runs.full).0,
-                Form::Unbounded => mean_ci(&runs.without[i]).0,
-                Form::Cheap => runs.cheap[i].as_ref().map_or(f64::NAN, |c| mean_ci(c).0),
-            }
-        };
-        let path = Path::new(offers, mean_ci(&runs.full).0, first);
-        Chooser {
+        metrics.insert(forms, full);
+        Ok(Chooser {
             sites,
             build,
             campaign,
             timer,
-            runs,
-            path,
+            offers,
+            start,
+            unbounded,
+            path: None,
             metrics,
+            first_candidates: 2,
             full_measured: None,
-        }
+        })
     }
 
-    /// Follows the path down to `target`, measuring each candidate state.
+    /// The state chosen so far: the path's last, or the start before any step.
+    fn current(&self) -> State {
+        self.path.as_ref().map_or_else(|| self.start.clone(), |p| p.last().clone())
+    }
+
+    fn full_metrics(&self) -> &[f64] {
+        &self.metrics[&self.start.forms]
+    }
+
+    /// The path, started with the first campaigns (every site alone downgraded to each
+    /// weaker form it offers) if it was not yet.
+    fn path(&mut self) -> Result<&mut Path<'a>> {
+        if self.path.is_none() {
+            let n = self.sites.len();
+            let mut candidates = Vec::new();
+            for (i, offered) in self.offers.iter().enumerate() {
+                for o in offered.iter().filter(|o| o.form < self.start.forms[i]) {
+                    candidates.push(full_but(n, i, o.form));
+                }
+            }
+            let started = Instant::now();
+            let build = self.build;
+            let results = self.campaign.run(candidates.len(), &|c| build(&candidates[c]))?;
+            log::info!(
+                "fault campaigns: {} candidates x {} patterns on {} samples in {:.1}s",
+                candidates.len(),
+                self.campaign.patterns(),
+                self.campaign.samples(),
+                started.elapsed().as_secs_f64()
+            );
+            self.first_candidates += candidates.len();
+            for (forms, values) in candidates.into_iter().zip(results) {
+                self.metrics.insert(forms, values);
+            }
+            let metrics = &self.metrics;
+            let first = |i: usize, form: Form| mean_ci(&metrics[&full_but(n, i, form)]).0;
+            self.path = Some(Path::new(self.offers, self.start.resilience, first));
+        }
+        Ok(self.path.as_mut().expect("just started"))
+    }
+
+    /// Follows the path down to `target` (no step while the start fits), measuring each
+    /// candidate state.
     fn advance_to(&mut self, target: f64) -> Result<()> {
+        if self.path.is_none() && self.start.cost <= target + 1e-12 {
+            return Ok(());
+        }
+        self.path()?;
         let (build, campaign, metrics) = (self.build, self.campaign, &mut self.metrics);
         let mut measure = |forms: &[Form]| -> Result<f64> {
             let values = campaign.run(1, &|_| build(forms))?.remove(0);
@@ -423,17 +347,17 @@ impl<'a> Chooser<'a> {
             metrics.insert(forms.to_vec(), values);
             Ok(mean)
         };
-        self.path.advance_to(target, &mut measure)
+        self.path.as_mut().expect("started").advance_to(target, &mut measure)
     }
 
-    /// The path down to the budget, the last state timed, and further down while the
+    /// The path down to the budget, the state reached timed, and further down while the
     /// measured overhead is over the budget (at most `REPAIRS` times).
     fn checked(&mut self, budget: f64) -> Result<Vec<Check>> {
         let mut target = budget;
         let mut checks = Vec::new();
         for _ in 0..=REPAIRS {
             self.advance_to(target)?;
-            let state = self.path.last().clone();
+            let state = self.current();
             let measured = self.time(&state.forms)?;
             let check = Check {
                 target,
@@ -443,7 +367,7 @@ impl<'a> Chooser<'a> {
                 resilience: state.resilience,
             };
             log::info!(
-                "budget: path down to {:+.1}%: {} of {} bounded, predicted {:+.1}%, measured {}, {} {:.2}% ({} candidates measured)",
+                "budget: path down to {:+.1}%: {} of {} bounded, predicted {:+.1}%, measured {}, {} {:.2}% ({} candidates run)",
                 100.0 * target,
                 check.bounded,
                 state.forms.len(),
@@ -451,17 +375,21 @@ impl<'a> Chooser<'a> {
                 measured.map_or("-".to_owned(), |m| format!("{:+.1}%", 100.0 * m)),
                 self.campaign.metric(),
                 100.0 * state.resilience,
-                self.path.measured
+                self.candidates_measured()
             );
             checks.push(check);
             match measured {
-                Some(m) if m > budget && state.cost > 0.0 && self.path.last().step.is_some() => {
+                Some(m) if m > budget && state.cost > 0.0 => {
                     target = (state.cost * budget / m).min(state.cost - RESOLUTION).max(0.0);
                 }
                 _ => break,
             }
         }
         Ok(checks)
+    }
+
+    fn candidates_measured(&self) -> usize {
+        self.first_candidates + self.path.as_ref().map_or(0, |p| p.measured)
     }
 
     /// The overhead of `forms` measured against the original (and full hardening's, kept).
@@ -486,15 +414,9 @@ impl<'a> Chooser<'a> {
             let (mean, ci95) = mean_ci(v);
             MeanCi { mean, ci95 }
         };
-        let unbounded = ci(&self.runs.unbounded);
-        let full = ci(&self.runs.full);
-        let chosen_ci = self.metrics.get(&chosen.forms).map_or(
-            MeanCi {
-                mean: chosen.resilience,
-                ci95: f64::NAN,
-            },
-            |v| ci(v),
-        );
+        let unbounded = ci(&self.unbounded);
+        let full = ci(self.full_metrics());
+        let chosen_ci = ci(&self.metrics[&chosen.forms]);
         let span = full.mean - unbounded.mean;
         Resilience {
             metric: self.campaign.metric(),
@@ -507,14 +429,75 @@ impl<'a> Chooser<'a> {
         }
     }
 
+    /// The benefit of `form` at site `i`: its metric gain over the site unbounded, every
+    /// other site full (None before the first campaigns).
+    fn benefit(&self, i: usize, form: Form) -> Option<f64> {
+        let n = self.sites.len();
+        let without = self.metrics.get(&full_but(n, i, Form::Unbounded))?;
+        match form {
+            Form::Unbounded => Some(0.0),
+            _ => self.metrics.get(&full_but(n, i, form)).map(|m| mean_difference(m, without)),
+        }
+    }
+
+    /// Every site with its chosen form, what each offered form costs and buys, and the
+    /// price the path paid where it downgraded the site to the chosen form.
+    fn activations(&self, chosen: &State) -> Vec<BudgetActivation> {
+        let states = self.path.as_ref().map_or(&[][..], |p| &p.states[..]);
+        self.sites
+            .iter()
+            .enumerate()
+            .map(|(i, site)| BudgetActivation {
+                node: site.node.clone(),
+                kind: site.kind,
+                form: form_label(site, chosen.forms[i]),
+                forms: site
+                    .forms
+                    .iter()
+                    .zip(&self.offers[i])
+                    .map(|(info, offer)| FormCost {
+                        form: info.label.clone(),
+                        cost: offer.cost,
+                        benefit: self.benefit(i, info.form),
+                    })
+                    .collect(),
+                price: states.windows(2).find_map(|w| {
+                    let (site, _, to) = w[1].step?;
+                    let saved = 100.0 * (w[0].cost - w[1].cost);
+                    (site == i && to == chosen.forms[i] && saved > 0.0)
+                        .then(|| (w[0].resilience - w[1].resilience) / saved)
+                }),
+            })
+            .collect()
+    }
+
+    fn path_steps(&self) -> Vec<PathStep> {
+        let states = self.path.as_ref().map_or(&[][..], |p| &p.states[..]);
+        states
+            .iter()
+            .filter_map(|state| {
+                let (i, from, to) = state.step?;
+                Some(PathStep {
+                    node: self.sites[i].node.clone(),
+                    from: form_label(&self.sites[i], from),
+                    to: form_label(&self.sites[i], to),
+                    predicted_overhead: state.cost,
+                    resilience: state.resilience,
+                })
+            })
+            .collect()
+    }
+
     /// The path to its end; per budget of `CURVE_BUDGETS` (up to full hardening's cost), the
     /// state it chooses, and each distinct state timed in one block.
     fn curve(&mut self) -> Result<Vec<CurvePoint>> {
+        self.path()?;
         self.advance_to(0.0)?;
-        let full_cost = self.path.states[0].cost;
+        let path = self.path.as_ref().expect("started");
+        let full_cost = self.start.cost;
         let mut budgets: Vec<f64> = CURVE_BUDGETS.iter().copied().filter(|b| *b < full_cost).collect();
         budgets.push(full_cost);
-        let states: Vec<State> = budgets.iter().map(|b| self.path.within(*b).clone()).collect();
+        let states: Vec<State> = budgets.iter().map(|b| path.within(*b).clone()).collect();
         let mut distinct: Vec<Vec<Form>> = Vec::new();
         for s in &states {
             if !distinct.contains(&s.forms) {
@@ -531,8 +514,8 @@ impl<'a> Chooser<'a> {
             }
             None => None,
         };
-        let unbounded = mean_ci(&self.runs.unbounded).0;
-        let span = mean_ci(&self.runs.full).0 - unbounded;
+        let unbounded = mean_ci(&self.unbounded).0;
+        let span = mean_ci(self.full_metrics()).0 - unbounded;
         Ok(budgets
             .iter()
             .zip(&states)

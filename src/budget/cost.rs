@@ -282,7 +282,11 @@ pub fn measured(sites: &[Site], build: &Build, timer: &Timer) -> Result<Costs> {
 /// activation values those nodes pass over.
 fn work(sites: &[Site], range: Range<usize>, form: Form) -> (f64, f64) {
     range
-        .filter_map(|i| sites[i].form(form).map(|f| (f.passes as f64, (f.passes * sites[i].elements) as f64 / 1e6)))
+        .filter_map(|i| {
+            sites[i]
+                .form(form)
+                .map(|f| (f.passes as f64, (f.passes * sites[i].elements) as f64 / 1e6))
+        })
         .fold((0.0, 0.0), |(n, v), (a, b)| (n + a, v + b))
 }
 

@@ -165,7 +165,11 @@ pub fn choose(
         sample: samples.select(&[0]),
     };
     let timing = options.cost_model == CostModel::Measure;
-    let costs = if timing { measured(sites, build, &timer)? } else { counted(sites) };
+    let costs = if timing {
+        measured(sites, build, &timer)?
+    } else {
+        counted(sites)
+    };
     let campaign = Campaign::new(
         &options.engine,
         original,
@@ -294,7 +298,9 @@ impl<'a> Chooser<'a> {
 
     /// The state chosen so far: the path's last, or the start before any step.
     fn current(&self) -> State {
-        self.path.as_ref().map_or_else(|| self.start.clone(), |p| p.last().clone())
+        self.path
+            .as_ref()
+            .map_or_else(|| self.start.clone(), |p| p.last().clone())
     }
 
     fn full_metrics(&self) -> &[f64] {
@@ -436,7 +442,10 @@ impl<'a> Chooser<'a> {
         let without = self.metrics.get(&full_but(n, i, Form::Unbounded))?;
         match form {
             Form::Unbounded => Some(0.0),
-            _ => self.metrics.get(&full_but(n, i, form)).map(|m| mean_difference(m, without)),
+            _ => self
+                .metrics
+                .get(&full_but(n, i, form))
+                .map(|m| mean_difference(m, without)),
         }
     }
 

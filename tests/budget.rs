@@ -1,0 +1,327 @@
+//! `harden --max-overhead` on the fixtures: every activation accounted for in the report, the
+//! budget kept, the same choice whatever `--threads` is, and the written model computing what
+//! the plain forms compute where it bounds and what the original computes elsewhere (in
+//! onnxruntime, on inputs large enough for the bounds to act). Also `--granularity hybrid`.
+
+mod common;
+
+use common::{cli, fixture, harden_cli, harden_ok};
+use fitact_onnx::engine::{Engine, EngineChoice, Outputs};
+use fitact_onnx::model_io::read_model;
+use fitact_passes::activations::{ActivationSite, find_activations};
+use fitact_passes::bound_activations::{Bound, BoundRequest, Mode, bound_activations};
+use fitact_passes::onnx::ModelProto;
+use fitact_passes::tensor::FLOAT;
+use ndarray::{ArrayD, Axis};
+use serde_json::Value as Json;
+use std::path::{Path, PathBuf};
+
+/// The first `n` calibration samples and labels of the fixtures, in `dir`.
+fn small_calib(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
+    let x: ArrayD<f32> = ndarray_npy::read_npy(fixture("calib.npy")).unwrap();
+    let y: ArrayD<i64> = ndarray_npy::read_npy(fixture("calib_labels.npy")).unwrap();
+    let (calib, labels) = (dir.join("calib.npy"), dir.join("labels.npy"));
+    ndarray_npy::write_npy(&calib, &x.slice_axis(Axis(0), (0..n).into()).to_owned()).unwrap();
+    ndarray_npy::write_npy(&labels, &y.slice_axis(Axis(0), (0..n).into()).to_owned()).unwrap();
+    (calib, labels)
+}
+
+/// Flags of a small, deterministic budget run: counted costs, 3 fault patterns.
+fn budget_flags<'a>(labels: &'a Path, budget: &'a str) -> Vec<&'a str> {
+    vec![
+        "--labels",
+        labels.to_str().unwrap(),
+        "--max-overhead",
+        budget,
+        "--cost-model",
+        "count",
+        "--fault-ber",
+        "1e-5",
+        "--fault-patterns",
+        "3",
+    ]
+}
+
+fn read_json(path: &Path) -> Json {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+#[test]
+fn the_report_accounts_for_every_activation_and_the_budget_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (calib, labels) = small_calib(dir.path(), 48);
+    let model = fixture("mobilenetv3.onnx");
+    let (out, report) = (dir.path().join("m.onnx"), dir.path().join("m.json"));
+    let mut flags = budget_flags(&labels, "15%");
+    flags.extend(["--report", report.to_str().unwrap()]);
+    harden_ok(&model, &out, &calib, &flags);
+    let report = read_json(&report);
+    let budget = &report["budget"];
+    let original = read_model(&model).unwrap().model;
+    let sites = find_activations(&original);
+    let listed = budget["activations"].as_array().unwrap();
+    assert_eq!(listed.len(), sites.len(), "every activation is listed");
+    for (entry, site) in listed.iter().zip(&sites) {
+        assert_eq!(entry["node"], site.stem());
+        let offered: Vec<&str> = entry["forms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["form"].as_str().unwrap())
+            .collect();
+        assert!(offered.contains(&entry["form"].as_str().unwrap()), "{entry}");
+        assert_eq!(offered.first(), Some(&"none"));
+        assert_eq!(offered.last(), Some(&"channel/zero"));
+    }
+    let bounded = listed.iter().filter(|a| a["form"] != "none").count();
+    assert_eq!(report["activations"].as_array().unwrap().len(), bounded);
+    assert!(
+        bounded > 0 && bounded < sites.len(),
+        "a partial choice at 15%: {bounded}"
+    );
+    let predicted = budget["predicted_overhead"].as_f64().unwrap();
+    assert!(predicted <= 0.15 + 1e-9, "predicted {predicted}");
+    assert!(budget["full_predicted_overhead"].as_f64().unwrap() > 0.15);
+    assert_eq!(budget["cost_model"], "count");
+    assert!(budget["measured_overhead"].is_null(), "the count model times nothing");
+    let r = &budget["resilience"];
+    assert_eq!(r["metric"], "accuracy");
+    assert_eq!(r["faults"]["patterns"], 3);
+    assert!(r["kept"].as_f64().is_some());
+    // The model says what was chosen.
+    let written = read_model(&out).unwrap().model;
+    let forms = written
+        .metadata_props
+        .iter()
+        .find(|e| e.key() == "fitact.budget_forms")
+        .map(|e| e.value().to_owned())
+        .unwrap();
+    assert_eq!(forms.split(',').count(), sites.len());
+}
+
+#[test]
+fn the_choice_is_the_same_whatever_the_thread_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let (calib, labels) = small_calib(dir.path(), 32);
+    let model = fixture("resnet.onnx");
+    let mut written = Vec::new();
+    for threads in ["1", "2"] {
+        let out = dir.path().join(format!("r{threads}.onnx"));
+        let report = dir.path().join(format!("r{threads}.json"));
+        let mut flags = budget_flags(&labels, "5%");
+        flags.extend(["--threads", threads, "--report", report.to_str().unwrap()]);
+        harden_ok(&model, &out, &calib, &flags);
+        let mut budget = read_json(&report)["budget"].clone();
+        budget["seconds"] = Json::Null;
+        written.push((std::fs::read(&out).unwrap(), budget));
+    }
+    assert!(written[0].0 == written[1].0, "the same model bytes");
+    assert_eq!(written[0].1, written[1].1, "the same report");
+}
+
+/// The original with each site of `forms` bounded in the plain emission: `channel/zero` by
+/// its saved bound, `layer/saturate` by the largest value of it (the layer maximum), the
+/// others left as they are.
+fn plain_reference(original: &ModelProto, forms: &[(String, String)], saved: &Json) -> ModelProto {
+    let bound_of = |node: &str| -> Bound {
+        let entry = saved["bounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|b| b["node"] == node)
+            .unwrap();
+        Bound {
+            dims: serde_json::from_value(entry["dims"].clone()).unwrap(),
+            values: serde_json::from_value(entry["high"].clone()).unwrap(),
+            low: None,
+        }
+    };
+    let mut model = original.clone();
+    for (wanted, mode) in [("channel/zero", Mode::Zero), ("layer/saturate", Mode::Saturate)] {
+        let sites: Vec<ActivationSite> = find_activations(&model);
+        let requests: Vec<BoundRequest> = forms
+            .iter()
+            .filter(|(_, form)| form == wanted)
+            .map(|(node, _)| {
+                let site = sites.iter().find(|s| s.stem() == node).unwrap().clone();
+                let mut bound = bound_of(node);
+                if mode == Mode::Saturate {
+                    bound = Bound::scalar(bound.values.iter().copied().fold(0.0, f32::max));
+                }
+                BoundRequest {
+                    site,
+                    bound,
+                    elem_type: FLOAT,
+                }
+            })
+            .collect();
+        let report = bound_activations(&mut model, &requests, mode).unwrap();
+        assert!(report.skipped.is_empty(), "{:?}", report.skipped);
+    }
+    model
+}
+
+/// The first output of `model` on `x`, in onnxruntime (tract when it is not installed).
+fn outputs(model: &ModelProto, x: &ArrayD<f32>) -> ArrayD<f32> {
+    let engine = Engine::select(EngineChoice::Auto, None).unwrap();
+    let session = engine
+        .load(model, &[x.shape()[1..].to_vec()], x.shape()[0], Outputs::Model)
+        .unwrap();
+    let (out, _) = session.run(vec![x.clone().into()]).unwrap();
+    out[0].view::<f32>().unwrap().to_owned()
+}
+
+fn argmax_rows(a: &ArrayD<f32>) -> Vec<usize> {
+    a.outer_iter()
+        .map(|row| {
+            row.iter()
+                .enumerate()
+                .fold((0, f32::NEG_INFINITY), |b, (i, v)| if *v > b.1 { (i, *v) } else { b })
+                .0
+        })
+        .collect()
+}
+
+#[test]
+fn the_written_model_is_the_plain_form_where_bounded_and_the_original_elsewhere() {
+    let dir = tempfile::tempdir().unwrap();
+    let (calib, labels) = small_calib(dir.path(), 64);
+    let model = fixture("resnet.onnx");
+    let (out, report, saved) = (
+        dir.path().join("r.onnx"),
+        dir.path().join("r.json"),
+        dir.path().join("bounds.json"),
+    );
+    let mut flags = budget_flags(&labels, "5%");
+    flags.extend([
+        "--report",
+        report.to_str().unwrap(),
+        "--save-bounds",
+        saved.to_str().unwrap(),
+    ]);
+    harden_ok(&model, &out, &calib, &flags);
+    let forms: Vec<(String, String)> = read_json(&report)["budget"]["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["node"].as_str().unwrap().to_owned(),
+                a["form"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    for form in ["none", "channel/zero", "layer/saturate"] {
+        assert!(forms.iter().any(|(_, f)| f == form), "the choice has {form}: {forms:?}");
+    }
+    let original = read_model(&model).unwrap().model;
+    let reference = plain_reference(&original, &forms, &read_json(&saved));
+    let written = read_model(&out).unwrap().model;
+    // Inputs three times the calibration samples: beyond most bounds.
+    let x: ArrayD<f32> = ndarray_npy::read_npy(&calib).unwrap();
+    let x = x.mapv(|v| 3.0 * v);
+    let (w, p, o) = (outputs(&written, &x), outputs(&reference, &x), outputs(&original, &x));
+    let scale = p.iter().fold(0.0f32, |m, v| m.max(v.abs()));
+    let diff = w.iter().zip(&p).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        diff <= 1e-3 * scale,
+        "written vs plain reference: {diff} (scale {scale})"
+    );
+    assert_eq!(argmax_rows(&w), argmax_rows(&p));
+    let moved = p.iter().zip(&o).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(moved > 1e-2 * scale, "the bounds act on these inputs: {moved}");
+    // Bounding every site would differ from the choice: what is left unbounded matters.
+    let all: Vec<(String, String)> = forms.iter().map(|(n, _)| (n.clone(), "channel/zero".into())).collect();
+    let every = outputs(&plain_reference(&original, &all, &read_json(&saved)), &x);
+    let apart = every.iter().zip(&w).fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(
+        apart > 1e-2 * scale,
+        "the written model is not the fully bounded one: {apart}"
+    );
+}
+
+#[test]
+fn measured_costs_are_timed_and_the_chosen_model_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let (calib, labels) = small_calib(dir.path(), 32);
+    let (out, report, plot) = (
+        dir.path().join("r.onnx"),
+        dir.path().join("r.json"),
+        dir.path().join("curve.svg"),
+    );
+    let mut flags = budget_flags(&labels, "10%");
+    flags.retain(|f| *f != "count" && *f != "--cost-model");
+    flags.extend([
+        "--report",
+        report.to_str().unwrap(),
+        "--plot-budget",
+        plot.to_str().unwrap(),
+    ]);
+    harden_ok(&fixture("resnet.onnx"), &out, &calib, &flags);
+    let budget = read_json(&report)["budget"].clone();
+    assert_eq!(budget["cost_model"], "measure");
+    assert!(budget["original_ms"].as_f64().unwrap() > 0.0);
+    assert!(budget["measured_overhead"].as_f64().is_some());
+    assert!(budget["full_measured_overhead"].as_f64().is_some());
+    assert!(!budget["groups"].as_array().unwrap().is_empty());
+    let checks = budget["checks"].as_array().unwrap();
+    assert!(!checks.is_empty() && checks.iter().all(|c| c["measured_overhead"].is_number()));
+    let curve = budget["curve"].as_array().unwrap();
+    assert!(curve.len() >= 2 && curve[0]["budget"] == 0.0);
+    let svg = std::fs::read_to_string(plot).unwrap();
+    assert!(svg.starts_with("<svg") && svg.contains("model written"));
+}
+
+#[test]
+fn hybrid_is_layer_bounds_and_neuron_bounds_at_the_last_activation() {
+    let dir = tempfile::tempdir().unwrap();
+    let (calib, _) = small_calib(dir.path(), 32);
+    let (out, report) = (dir.path().join("h.onnx"), dir.path().join("h.json"));
+    harden_ok(
+        &fixture("resnet.onnx"),
+        &out,
+        &calib,
+        &["--granularity", "hybrid", "--report", report.to_str().unwrap()],
+    );
+    let report = read_json(&report);
+    assert_eq!(report["granularity"], "hybrid");
+    let activations = report["activations"].as_array().unwrap();
+    let (last, rest) = activations.split_last().unwrap();
+    assert!(rest.iter().all(|a| a["bound_shape"].as_array().unwrap().is_empty()));
+    assert_eq!(last["bound_shape"], last["sample_shape"]);
+    let written = read_model(&out).unwrap().model;
+    assert!(
+        written
+            .metadata_props
+            .iter()
+            .any(|e| e.key() == "fitact.granularity" && e.value() == "hybrid")
+    );
+}
+
+#[test]
+fn budget_flags_without_what_they_need_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let (calib, labels) = small_calib(dir.path(), 8);
+    let out = dir.path().join("x.onnx");
+    let run = harden_cli(
+        &fixture("resnet.onnx"),
+        &out,
+        &calib,
+        &["--labels", labels.to_str().unwrap()],
+    );
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--labels is for --search or --max-overhead"));
+    let run = cli(&[
+        "harden",
+        fixture("resnet.onnx").to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--calib",
+        calib.to_str().unwrap(),
+        "--runtime",
+        "tract",
+    ]);
+    assert_eq!(run.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&run.stderr).contains("--max-overhead"));
+    let run = harden_cli(&fixture("resnet.onnx"), &out, &calib, &["--max-overhead", "150%"]);
+    assert_eq!(run.status.code(), Some(2));
+}

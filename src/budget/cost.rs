@@ -8,11 +8,12 @@
 //! the original) is timed against the original, with every site in that form too. The models
 //! of a block are loaded together and run in interleaved rounds (the order rotated each round;
 //! each model run enough times per round to take `MIN_ROUND_SECONDS`); a model's overhead is
-//! its fastest run over the original's fastest, minus 1. On a machine shared with other work
-//! (the one this was built on ran 7 jobs on 2 cores), a run's time is its own work plus
-//! whatever else held the core meanwhile; the fastest of many interleaved runs is the least
-//! disturbed one of each model (medians of paired ratios moved by up to 18 points between two
-//! timings of the same models there). Per form, an additive cost is then fitted to those
+//! its fastest run over the original's fastest, minus 1. A run is timed in CPU time of the
+//! thread that runs it (the engines run a one-thread session on the calling thread): on a
+//! machine shared with other work (the one this was built on ran 7 jobs on 2 cores, load
+//! 10), wall time is the run's own work plus whatever else held the core meanwhile; medians
+//! of paired wall-time ratios moved by up to 18 points between two timings of the same models
+//! there, and with load 10 no 6 ms run went undisturbed. On an idle machine the two agree. Per form, an additive cost is then fitted to those
 //! measurements (least squares, coefficients >= 0): each element-wise node a site adds costs
 //! `per_node` (a runtime's fixed cost per node run: what dominates on small inputs) plus
 //! `per_value` times the activation values it passes over; a site's cost is its own nodes and
@@ -43,8 +44,12 @@ use std::time::Instant;
 
 /// At most this many groups of activations are timed per form.
 pub const TIMING_GROUPS: usize = 8;
-/// Interleaved rounds per block of models.
+/// Interleaved rounds per block of models: at least `ROUNDS`, and up to `MAX_ROUNDS` while a
+/// model's fastest run still improves by more than `SETTLED` in the last `ROUNDS / 2` rounds
+/// (on a busy machine, the fastest run of a few rounds may still be a disturbed one).
 pub const ROUNDS: usize = 7;
+pub const MAX_ROUNDS: usize = 25;
+pub const SETTLED: f64 = 0.01;
 /// Each model runs at least this long per round (repeated runs of short models).
 pub const MIN_ROUND_SECONDS: f64 = 0.05;
 /// The count model's cost of the original: this many passes over every activation value.
@@ -98,13 +103,13 @@ impl Timer {
     pub fn time(&self, models: &[ModelProto]) -> Result<Timed> {
         let times = match &self.runtime {
             Runtime::Engine(engine) => engine_times(engine, models, &self.sample)?,
-            Runtime::OpenVino => openvino::times(models, &self.sample, ROUNDS, MIN_ROUND_SECONDS)?,
+            Runtime::OpenVino => openvino::times(models, &self.sample, MIN_ROUND_SECONDS)?,
         };
         Ok(fastest(&times))
     }
 }
 
-/// Per round, per model: the fastest run's seconds, in `engine` (`ROUNDS` rounds).
+/// Per round, per model: the fastest run's seconds (thread CPU time), in `engine`.
 fn engine_times(engine: &Engine, models: &[ModelProto], sample: &Samples) -> Result<Vec<Vec<f64>>> {
     let batches = Batches::new(sample, 1);
     let sessions = models
@@ -128,26 +133,50 @@ fn engine_times(engine: &Engine, models: &[ModelProto], sample: &Samples) -> Res
         run(m)?;
         run(m)?;
     }
-    let started = Instant::now();
+    let started = thread_cpu_seconds();
     for _ in 0..3 {
         run(0)?;
     }
-    let one = started.elapsed().as_secs_f64() / 3.0;
+    let one = (thread_cpu_seconds() - started) / 3.0;
     let repeats = ((MIN_ROUND_SECONDS / one.max(1e-6)).ceil() as usize).clamp(1, 1000);
-    let mut times = vec![vec![0.0; models.len()]; ROUNDS];
-    for (round, row) in times.iter_mut().enumerate() {
+    let mut times: Vec<Vec<f64>> = Vec::new();
+    while times.len() < ROUNDS || (times.len() < MAX_ROUNDS && !settled(&times)) {
+        let round = times.len();
+        let mut row = vec![0.0; models.len()];
         for k in 0..models.len() {
             let m = (k + round) % models.len();
             let mut fastest = f64::INFINITY;
             for _ in 0..repeats {
-                let started = Instant::now();
+                let started = thread_cpu_seconds();
                 run(m)?;
-                fastest = fastest.min(started.elapsed().as_secs_f64());
+                fastest = fastest.min(thread_cpu_seconds() - started);
             }
             row[m] = fastest;
         }
+        times.push(row);
     }
     Ok(times)
+}
+
+/// Whether no model's fastest run improved by more than `SETTLED` in the last `ROUNDS / 2`
+/// rounds.
+pub fn settled(times: &[Vec<f64>]) -> bool {
+    let recent = ROUNDS / 2;
+    if times.len() <= recent {
+        return false;
+    }
+    let fastest = |rows: &[Vec<f64>], m: usize| rows.iter().map(|r| r[m]).fold(f64::INFINITY, f64::min);
+    let before = &times[..times.len() - recent];
+    (0..times[0].len()).all(|m| fastest(times, m) >= fastest(before, m) * (1.0 - SETTLED))
+}
+
+/// CPU time of the calling thread, seconds.
+fn thread_cpu_seconds() -> f64 {
+    let mut t = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: `t` is a valid timespec to write; CLOCK_THREAD_CPUTIME_ID exists on Linux and
+    // macOS. A failure leaves 0, which times nothing rather than anything wrong.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+    t.tv_sec as f64 + t.tv_nsec as f64 * 1e-9
 }
 
 /// Per model, its fastest time over all rounds over the first model's fastest, minus 1.
@@ -363,6 +392,16 @@ mod tests {
         // Nothing measurable: free.
         assert_eq!(fit(&[((0.0, 0.0), 0.05)]), (0.0, 0.0));
         assert_eq!(fit(&[((1.0, 1.0), -0.02)]), (0.0, 0.0));
+    }
+
+    #[test]
+    fn rounds_go_on_while_a_fastest_run_still_improves() {
+        let steady = vec![vec![1.0, 2.0]; ROUNDS];
+        assert!(settled(&steady));
+        let mut improving = steady.clone();
+        improving[ROUNDS - 1][1] = 1.9;
+        assert!(!settled(&improving));
+        assert!(!settled(&steady[..ROUNDS / 2]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 //! `openvino_timing.py` (embedded) under `python3`, with the `openvino` package of that
 //! Python: the same protocol as the engines' timing (`cost`), in OpenVINO's CPU plugin.
 
+use crate::budget::cost::{MAX_ROUNDS, ROUNDS, SETTLED};
 use crate::data::dataset::Samples;
 use crate::model_io::encode;
 use anyhow::{Context, Result, bail};
@@ -17,7 +18,7 @@ struct Output {
 }
 
 /// Per round, per model: seconds per run in OpenVINO.
-pub fn times(models: &[ModelProto], sample: &Samples, rounds: usize, min_round_seconds: f64) -> Result<Vec<Vec<f64>>> {
+pub fn times(models: &[ModelProto], sample: &Samples, min_round_seconds: f64) -> Result<Vec<Vec<f64>>> {
     let dir = tempfile::tempdir().context("making a folder for the models to time")?;
     let mut inputs = Vec::new();
     for (k, (name, value)) in sample.inputs.iter().enumerate() {
@@ -43,7 +44,7 @@ pub fn times(models: &[ModelProto], sample: &Samples, rounds: usize, min_round_s
     let output = Command::new("python3")
         .arg("-c")
         .arg(SCRIPT)
-        .arg(rounds.to_string())
+        .arg(format!("{},{},{}", ROUNDS, MAX_ROUNDS, SETTLED))
         .arg(min_round_seconds.to_string())
         .arg(&inputs_path)
         .args(&paths)

@@ -1,13 +1,15 @@
 """Times ONNX models in OpenVINO for `harden --max-overhead --runtime openvino` (run by the
 fitact-onnx binary, which embeds this file; not a module).
 
-    python3 -c SCRIPT ROUNDS MIN_ROUND_SECONDS INPUTS.json MODEL.onnx...
+    python3 -c SCRIPT MIN,MAX,SETTLED MIN_ROUND_SECONDS INPUTS.json MODEL.onnx...
 
 INPUTS.json: [{"name": ..., "shape": [...], "file": raw float32 little-endian}], one per
 model input. CPU plugin, INFERENCE_NUM_THREADS 1, PERFORMANCE_HINT LATENCY, NUM_STREAMS 1,
 INFERENCE_PRECISION_HINT f32 (benches/deployment.py's settings). The models are compiled
-together, warmed up, then run in ROUNDS interleaved rounds (order rotated per round), each
-enough times to take MIN_ROUND_SECONDS. Prints one JSON object: {"version": ..., "times":
+together, warmed up, then run in interleaved rounds (order rotated per round; at least MIN,
+and up to MAX while some model's fastest run still improves by more than SETTLED over the
+last MIN // 2 rounds, as src/budget/cost.rs does), each enough times to take MIN_ROUND_SECONDS; a run is timed in CPU time of the process (OpenVINO
+runs a request on a worker thread of its own; the other threads are idle meanwhile). Prints one JSON object: {"version": ..., "times":
 [[fastest run's seconds, per model] per round]}. Exit 2 with one line on stderr when openvino is
 missing or a model does not compile.
 """
@@ -25,7 +27,9 @@ except ImportError as e:
 
 
 def main():
-    rounds, min_time, inputs_path = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+    low, high, settled = sys.argv[1].split(",")
+    low, high, settled = int(low), int(high), float(settled)
+    min_time, inputs_path = float(sys.argv[2]), sys.argv[3]
     paths = sys.argv[4:]
     with open(inputs_path) as f:
         inputs = json.load(f)
@@ -48,21 +52,32 @@ def main():
     for run in runners:
         run()
         run()
-    t0 = time.perf_counter()
+    t0 = time.process_time()
     for _ in range(3):
         runners[0]()
-    one = (time.perf_counter() - t0) / 3
+    one = (time.process_time() - t0) / 3
     repeats = max(1, min(1000, int(np.ceil(min_time / max(one, 1e-6)))))
+
+    def done(times):
+        recent = low // 2
+        if len(times) < low:
+            return False
+        if len(times) >= high:
+            return True
+        best = lambda rows, m: min(row[m] for row in rows)
+        return all(best(times, m) >= best(times[:-recent], m) * (1 - settled) for m in range(len(runners)))
+
     times = []
-    for r in range(rounds):
+    while not done(times):
+        r = len(times)
         row = [0.0] * len(runners)
         for k in range(len(runners)):
             m = (k + r) % len(runners)
             fastest = float("inf")
             for _ in range(repeats):
-                t0 = time.perf_counter()
+                t0 = time.process_time()
                 runners[m]()
-                fastest = min(fastest, time.perf_counter() - t0)
+                fastest = min(fastest, time.process_time() - t0)
             row[m] = fastest
         times.append(row)
     print(json.dumps({"version": ov.__version__, "times": times}))

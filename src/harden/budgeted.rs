@@ -141,7 +141,8 @@ fn found_again<'s>(model: &ModelProto, sites: impl Iterator<Item = &'s Activatio
 
 /// Element-wise passes over the activation that a site's emitted nodes add and a runtime
 /// cannot fuse into the producer: every emitted node but the activation itself (for another
-/// activation than Relu, which keeps its node) and a `Relu` or `Clip` reading a `Conv`.
+/// activation than Relu, which keeps its node) and a `Relu` or `Clip` reading a `Conv`; less
+/// one for a Relu that did not read a `Conv` (the original ran it as a pass of its own).
 fn added_passes(model: &ModelProto, site: &ActivationSite, applied: &Applied) -> usize {
     let Ok(graph) = graph_at(model, &site.graph) else {
         return applied.nodes.len();
@@ -153,12 +154,13 @@ fn added_passes(model: &ModelProto, site: &ActivationSite, applied: &Applied) ->
             .find(|n| n.output.iter().any(|o| o == tensor))
             .map(|n| n.op_type().to_owned())
     };
-    applied
+    let is_relu = site.kind.op_type() == "Relu";
+    let added = applied
         .nodes
         .iter()
         .filter_map(|name| graph.node.iter().find(|n| n.name() == name))
         .filter(|node| {
-            let own = site.kind.op_type() != "Relu" && node.op_type() == site.op_type;
+            let own = !is_relu && node.op_type() == site.op_type;
             let fused = matches!(node.op_type(), "Relu" | "Clip")
                 && node
                     .input
@@ -167,7 +169,9 @@ fn added_passes(model: &ModelProto, site: &ActivationSite, applied: &Applied) ->
                     .is_some_and(|p| p == "Conv");
             !own && !fused
         })
-        .count()
+        .count();
+    let original_pass = is_relu && producer(&site.input).is_none_or(|p| p != "Conv");
+    added.saturating_sub(usize::from(original_pass))
 }
 
 /// The sites as the budget sees them: size, and each form offered with its label and passes

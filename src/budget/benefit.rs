@@ -29,6 +29,17 @@ pub struct FaultSettings {
     pub seed: u64,
 }
 
+impl FaultSettings {
+    pub fn new(format: WeightFormat, bers: Vec<f64>, patterns: usize, seed: u64) -> FaultSettings {
+        FaultSettings {
+            format,
+            bers,
+            patterns,
+            seed,
+        }
+    }
+}
+
 /// The samples, what a correct prediction is, and the fault patterns.
 pub struct Campaign {
     engine: Engine,

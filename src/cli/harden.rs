@@ -183,15 +183,17 @@ enum RuntimeName {
 }
 
 impl BudgetArgs {
-    /// The budget settings, when `--max-overhead` is given; `engine` is the one in use.
+    /// The budget settings, when `--max-overhead` is given; `engine` is the one in use;
+    /// `--labels` (and whether `--search`, which also takes them, is given).
     fn settings(
         &self,
         engine: &Engine,
-        labels: Option<PathBuf>,
+        (labels, search): (Option<PathBuf>, bool),
         batch_size: usize,
         faults: FaultSettings,
     ) -> Result<Option<BudgetSettings>> {
         let Some(max_overhead) = self.max_overhead else {
+            anyhow::ensure!(labels.is_none() || search, "--labels is for --search or --max-overhead");
             return Ok(None);
         };
         let runtime = match self.runtime {
@@ -288,9 +290,6 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         seed,
         within: budget_args,
     } = args;
-    if labels.is_some() && !search && budget_args.max_overhead.is_none() {
-        anyhow::bail!("--labels is for --search or --max-overhead");
-    }
     if !(margin.is_finite() && margin > -1.0) {
         anyhow::bail!("--margin must be a finite number above -1, got {margin}");
     }
@@ -306,17 +305,8 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         (None, false) => unreachable!("clap requires OUTPUT without --in-place"),
     };
     let engine = engine.engine()?;
-    let within = budget_args.settings(
-        &engine,
-        labels.clone(),
-        batch_size,
-        FaultSettings {
-            format: fault_format,
-            bers: fault_ber.clone(),
-            patterns: fault_patterns,
-            seed,
-        },
-    )?;
+    let faults = FaultSettings::new(fault_format, fault_ber.clone(), fault_patterns, seed);
+    let within = budget_args.settings(&engine, (labels.clone(), search), batch_size, faults)?;
     Ok(HardenOptions {
         engine,
         input,

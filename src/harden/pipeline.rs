@@ -159,29 +159,14 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             format!("{TOOL} {VERSION} harden {}", options.input.display()),
         )
     });
-    let mut budget = None;
-    let Bounded {
-        requests,
-        applied,
-        folded,
-    } = match &options.budget {
-        None => bound_model(&mut model, &sites, bounds, mode, options.emission)?,
-        Some(settings) => {
-            let within = crate::harden::budgeted::bound_within_budget(
-                &mut model,
-                &rule,
-                bounds,
-                &calibration,
-                &sets.samples,
-                options.emission,
-                settings,
-            )?;
-            record_metadata(&mut model, within.metadata());
-            calibration = within.calibration;
-            budget = Some(within.report);
-            within.bounded
-        }
-    };
+    let (
+        Bounded {
+            requests,
+            applied,
+            folded,
+        },
+        budget,
+    ) = bound_as_asked(&mut model, &rule, bounds, &mut calibration, &sets.samples, options)?;
     record_metadata(&mut model, harden_metadata(options, granularity, mode, requests.len())?);
     if !unreached.is_empty() {
         let names: Vec<&str> = unreached.iter().map(|site| site.stem()).collect();
@@ -488,6 +473,34 @@ fn search_bounds(
         search(&judged, rule.sites, &data, rule.mode.into(), &search_options).context("searching the bounds")?;
     log::info!("search: {} evaluations in {:.1}s", log.evaluations, log.seconds);
     Ok((bounds, log))
+}
+
+/// Bounds every site (`bound_model`), or with `--max-overhead` the sites and forms the budget
+/// chooses (`harden::budgeted`; `calibration` then keeps the bounded sites' entries only).
+fn bound_as_asked(
+    model: &mut ModelProto,
+    rule: &BoundRule,
+    bounds: Vec<Bound>,
+    calibration: &mut Calibration,
+    samples: &Samples,
+    options: &HardenOptions,
+) -> Result<(Bounded, Option<crate::budget::BudgetReport>)> {
+    let Some(settings) = &options.budget else {
+        let bounded = bound_model(model, rule.sites, bounds, rule.mode, options.emission)?;
+        return Ok((bounded, None));
+    };
+    let within = crate::harden::budgeted::bound_within_budget(
+        model,
+        rule,
+        bounds,
+        calibration,
+        samples,
+        options.emission,
+        settings,
+    )?;
+    record_metadata(model, within.metadata());
+    *calibration = within.calibration;
+    Ok((within.bounded, Some(within.report)))
 }
 
 /// What `bound_model` did: the requests (holding the calibrated bounds, folded or not), what

@@ -3,7 +3,9 @@
 
 What it measures, per graph (the untrained ImageNet-class graphs of
 fixtures/make_imagenet_graphs.py and fixtures/make_lcnet_graph.py, calibrated on their
-calib.npy):
+calib.npy; or the trained Fashion-MNIST fixtures `resnet`, `mobilenetv3`, calibrated on
+fixtures/calib.npy with its labels and evaluated on the first --eval-samples of
+fixtures/test.npy: accuracy):
   * hardens it with the defaults (fitact: channel/zero, fold-threshold, every activation: the
     "full" model), with --granularity layer and --granularity hybrid, and with
     --max-overhead BUDGET (--fault-ber BER --fault-patterns PATTERNS on the first
@@ -60,9 +62,26 @@ def run(cmd):
     return time.time() - started, done.stderr
 
 
-def harden(args, name, original, out, extra):
+FIXTURES = {"resnet", "mobilenetv3", "vgg", "alexnet"}
+
+
+def sources(args, name):
+    """(model, calibration data, calibration labels or None, evaluation data, its labels or None)."""
+    if name in FIXTURES:
+        work = os.path.join(args.work, "fixtures")
+        os.makedirs(work, exist_ok=True)
+        data, labels = os.path.join(work, "test.npy"), os.path.join(work, "test_labels.npy")
+        if not os.path.exists(data):
+            np.save(data, np.load(os.path.join(ROOT, "fixtures", "test.npy"))[:args.eval_samples])
+            np.save(labels, np.load(os.path.join(ROOT, "fixtures", "test_labels.npy"))[:args.eval_samples])
+        return (os.path.join(ROOT, "fixtures", f"{name}.onnx"), os.path.join(ROOT, "fixtures", "calib.npy"),
+                os.path.join(ROOT, "fixtures", "calib_labels.npy"), data, labels)
+    return (os.path.join(args.graphs, f"{name}.onnx"), args.calib_path, None, eval_images(args), None)
+
+
+def harden(args, name, original, out, extra, calib):
     report = out[:-5] + ".json"
-    seconds, stderr = run([args.bin, "harden", original, out, "--calib", args.calib_path,
+    seconds, stderr = run([args.bin, "harden", original, out, "--calib", calib,
                            "--report", report, "-v"] + extra)
     with open(os.path.join(args.work, name, os.path.basename(out)[:-5] + ".log"), "w") as f:
         f.write(stderr)
@@ -104,11 +123,11 @@ def time_models(paths, x, reps, min_time):
 
 
 def kept_share(trials, models, n_models, rng):
-    """Per-trial agreement of each model, and (budget - original) / (full - original) with a
-    95% bootstrap interval over trials."""
+    """Per-trial metric of each model (accuracy where labelled, else agreement: 1 - SDC), and
+    (budget - original) / (full - original) with a 95% bootstrap interval over trials."""
     by = {m: {} for m in range(n_models)}
     for t in trials:
-        by[t["model"]][t["trial"]] = 1.0 - t["sdc"]
+        by[t["model"]][t["trial"]] = t["accuracy"] if t.get("accuracy") is not None else 1.0 - t["sdc"]
     keys = sorted(by[0])
     a = np.array([[by[m][k] for k in keys] for m in range(n_models)])
     o, f, b = a[models["original"]], a[models["full"]], a[models["budget"]]
@@ -134,42 +153,45 @@ def eval_images(args):
 
 
 def bench_model(args, name):
-    original = os.path.join(args.graphs, f"{name}.onnx")
+    original, calib, calib_labels, data, labels = sources(args, name)
     work = os.path.join(args.work, name)
     os.makedirs(work, exist_ok=True)
-    out = {"model": name}
+    out = {"model": name, "metric": "accuracy" if labels else "agreement"}
     forms = {}
     for form, extra in [("full", []), ("layer", ["--granularity", "layer"]), ("hybrid", ["--granularity", "hybrid"])]:
         path = os.path.join(work, f"{form}.onnx")
-        out[f"{form}_harden_seconds"], _ = harden(args, name, original, path, extra)
+        out[f"{form}_harden_seconds"], _ = harden(args, name, original, path, extra, calib)
         forms[form] = path
     budget_path = os.path.join(work, "budget.onnx")
     extra = ["--max-overhead", args.budget, "--fault-ber", args.ber, "--fault-patterns", str(args.patterns),
              "--budget-samples", str(args.budget_samples), "--seed", str(args.seed)]
+    if calib_labels:
+        extra += ["--labels", calib_labels]
     if not args.no_curve:
         extra += ["--plot-budget", os.path.join(work, "curve.svg")]
-    out["budget_harden_seconds"], report = harden(args, name, original, budget_path, extra)
+    out["budget_harden_seconds"], report = harden(args, name, original, budget_path, extra, calib)
     out["budget_report"] = report["budget"]
     forms["budget"] = budget_path
     order = ["original", "full", "budget", "layer", "hybrid"]
     paths = [original] + [forms[k] for k in order[1:]]
-    x = np.load(args.calib_path, mmap_mode="r")[:1].astype(np.float32)
+    x = np.load(calib, mmap_mode="r")[:1].astype(np.float32)
     log(f"{name}: timing {len(paths)} models in onnxruntime")
     out["timing"] = {"models": order, **time_models(paths, np.ascontiguousarray(x), args.reps, args.min_time)}
     campaign = os.path.join(work, "campaign.json")
     bers = ",".join([args.ber] + [b for b in args.extra_bers.split(",") if b])
-    seconds, _ = run([args.bin, "evaluate", *paths, "--data", eval_images(args), "--ber", bers,
-                      "--trials", str(args.trials), "--seed", str(args.eval_seed), "--report", campaign, "-q"])
+    seconds, _ = run([args.bin, "evaluate", *paths, "--data", data, "--ber", bers, "--trials", str(args.trials),
+                      "--seed", str(args.eval_seed), "--report", campaign, "-q"] + (["--labels", labels] if labels else []))
     out["evaluate_seconds"] = seconds
     with open(campaign) as f:
         c = json.load(f)
     index = {k: i for i, k in enumerate(order)}
     main_trials = [t for t in c["trials"] if t["ber"] == 0]
     agreement, kept, lo, hi = kept_share(main_trials, index, len(order), np.random.default_rng(0))
+    metric = (lambda r: r["accuracy"]) if labels else (lambda r: {"mean": 1 - r["sdc"]["mean"], "ci95": r["sdc"]["ci95"]})
     out["other_bers"] = [{"ber": r["ber"], "model": order[[os.path.abspath(p) for p in paths].index(os.path.abspath(r["model"]))],
-                          "agreement": 1 - r["sdc"]["mean"], "ci95": r["sdc"]["ci95"]}
+                          "metric": metric(r)["mean"], "ci95": metric(r)["ci95"]}
                          for r in c["results"] if r["ber"] != float(args.ber)]
-    out["agreement"] = {k: {"mean": float(agreement[i].mean()),
+    out["resilience"] = {k: {"mean": float(agreement[i].mean()),
                             "ci95": float(1.96 * agreement[i].std(ddof=1) / np.sqrt(agreement.shape[1]))}
                         for k, i in index.items()}
     out["kept"] = {"point": kept, "ci95_low": lo, "ci95_high": hi}
@@ -177,10 +199,10 @@ def bench_model(args, name):
 
 
 def table(results, args):
-    lines = [f"| model | form | bounded | overhead, fastest (paired median) | agreement at BER {args.ber} ({args.trials} trials) |",
+    lines = [f"| model | form | bounded | overhead, fastest (paired median) | under faults at BER {args.ber} ({args.trials} trials) |",
              "|---|---|---|---|---|"]
     for r in results:
-        t, a = r["timing"], r["agreement"]
+        t, a = r["timing"], r["resilience"]
         b = r["budget_report"]
         n = len(b["activations"])
         bounded = {"original": 0, "full": n, "layer": n, "hybrid": n,
@@ -189,14 +211,14 @@ def table(results, args):
             label = {"budget": f"--max-overhead {args.budget}", "full": "channel/zero (default)",
                      "layer": "layer/zero", "hybrid": "hybrid/zero"}.get(form, f"original ({t['fastest_ms'][0]:.2f} ms)")
             over = "" if i == 0 else f"{100 * t['overhead_fastest'][i]:+.1f}% ({100 * t['overhead_paired_median'][i]:+.1f}%)"
-            lines.append(f"| {r['model'] if i == 0 else ''} | {label} | {bounded[form]} | {over} | "
+            lines.append(f"| {r['model'] + ' (' + r['metric'] + ')' if i == 0 else ''} | {label} | {bounded[form]} | {over} | "
                          f"{100 * a[form]['mean']:.1f}% +- {100 * a[form]['ci95']:.1f} |")
         k = r["kept"]
         lines.append(f"|  | resilience kept by the budget model | | | {100 * k['point']:.0f}% "
                      f"[{100 * k['ci95_low']:.0f}%, {100 * k['ci95_high']:.0f}%] |")
     for r in results:
         for o in r.get("other_bers", []):
-            lines.append(f"- {r['model']} {o['model']} at BER {o['ber']:g}: agreement {100 * o['agreement']:.1f}% +- {100 * o['ci95']:.1f}")
+            lines.append(f"- {r['model']} {o['model']} at BER {o['ber']:g}: {r['metric']} {100 * o['metric']:.1f}% +- {100 * o['ci95']:.1f}")
     return "\n".join(lines)
 
 

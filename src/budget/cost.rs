@@ -14,10 +14,11 @@
 //! 10), wall time is the run's own work plus whatever else held the core meanwhile; medians
 //! of paired wall-time ratios moved by up to 18 points between two timings of the same models
 //! there, and with load 10 no 6 ms run went undisturbed. On an idle machine the two agree. Per form, an additive cost is then fitted to those
-//! measurements (least squares, coefficients >= 0): each element-wise node a site adds costs
-//! `per_node` (a runtime's fixed cost per node run: what dominates on small inputs) plus
-//! `per_value` times the activation values it passes over; a site's cost is its own nodes and
-//! values at those prices (and never below `choice::RESOLUTION` for a form that adds a node).
+//! measurements (least squares, prices >= 0): a site in the form costs `per_site` (what no
+//! node count sees: a fusion the bound breaks, a layout conversion around it), plus
+//! `per_node` for each element-wise node it adds (a runtime's fixed cost per node run: what
+//! dominates on small inputs), plus `per_value` times the activation values those nodes pass
+//! over; a site's cost is its own count, nodes and values at those prices (and never below `choice::RESOLUTION` for a form that adds a node).
 //! The fit, not each group's own measurement, prices a site: it uses
 //! every group at once, so one noisy round moves every price a little rather than a group's a
 //! lot. The sum over the chosen forms is the prediction, which `plan` then checks by timing
@@ -284,18 +285,19 @@ pub fn measured(sites: &[Site], build: &Build, timer: &Timer) -> Result<Costs> {
         }
         let prices = fit(&rows);
         log::info!(
-            "{form:?} form: {:.3}% per node, {:.3}% per million values passed",
-            100.0 * prices.0,
-            100.0 * prices.1
+            "{form:?} form: {:.3}% per site, {:.3}% per node, {:.3}% per million values passed",
+            100.0 * prices[0],
+            100.0 * prices[1],
+            100.0 * prices[2]
         );
         for (i, site) in sites.iter().enumerate() {
             if let Some(k) = site.forms.iter().position(|f| f.form == form) {
-                let (nodes, values) = work(sites, i..i + 1, form);
+                let w = work(sites, i..i + 1, form);
                 // A node that runs costs something: at least the choice's resolution, so
                 // that a fit that prices a form at 0 (noise) still lets the check's repair
                 // remove it when the model measures over the budget.
-                let floor = if nodes > 0.0 { RESOLUTION } else { 0.0 };
-                per_site[i][k] = (prices.0 * nodes + prices.1 * values).max(floor);
+                let floor = if w[1] > 0.0 { RESOLUTION } else { 0.0 };
+                per_site[i][k] = (0..3).map(|f| prices[f] * w[f]).sum::<f64>().max(floor);
             }
         }
     }
@@ -307,39 +309,74 @@ pub fn measured(sites: &[Site], build: &Build, timer: &Timer) -> Result<Costs> {
     })
 }
 
-/// The work the sites in `range` add in `form`: element-wise nodes, and the millions of
-/// activation values those nodes pass over.
-fn work(sites: &[Site], range: Range<usize>, form: Form) -> (f64, f64) {
+/// What the sites in `range` add in `form`: how many are in it, the element-wise nodes they
+/// add, and the millions of activation values those nodes pass over.
+fn work(sites: &[Site], range: Range<usize>, form: Form) -> [f64; 3] {
     range
         .filter_map(|i| {
             sites[i]
                 .form(form)
-                .map(|f| (f.passes as f64, (f.passes * sites[i].elements) as f64 / 1e6))
+                .map(|f| [1.0, f.passes as f64, (f.passes * sites[i].elements) as f64 / 1e6])
         })
-        .fold((0.0, 0.0), |(n, v), (a, b)| (n + a, v + b))
+        .fold([0.0; 3], |t, w| [t[0] + w[0], t[1] + w[1], t[2] + w[2]])
 }
 
-/// Least squares `y = a x1 + b x2` over `rows` ((x1, x2), y) with a, b >= 0: the two-variable
-/// fit if both come out >= 0, else the better of the one-variable fits.
-pub fn fit(rows: &[((f64, f64), f64)]) -> (f64, f64) {
-    let sum = |f: &dyn Fn(f64, f64, f64) -> f64| rows.iter().map(|((a, b), y)| f(*a, *b, *y)).sum::<f64>();
-    let (s11, s12, s22) = (sum(&|a, _, _| a * a), sum(&|a, b, _| a * b), sum(&|_, b, _| b * b));
-    let (s1y, s2y) = (sum(&|a, _, y| a * y), sum(&|_, b, y| b * y));
-    let sse = |(p, q): (f64, f64)| sum(&|a, b, y| (y - p * a - q * b).powi(2));
-    let one = |sxx: f64, sxy: f64| if sxx > 0.0 { (sxy / sxx).max(0.0) } else { 0.0 };
-    let mut best = (one(s11, s1y), 0.0);
-    let other = (0.0, one(s22, s2y));
-    if sse(other) < sse(best) {
-        best = other;
-    }
-    let det = s11 * s22 - s12 * s12;
-    if det.abs() > 1e-12 * (s11 * s22).max(1e-300) {
-        let both = ((s1y * s22 - s2y * s12) / det, (s2y * s11 - s1y * s12) / det);
-        if both.0 >= 0.0 && both.1 >= 0.0 && sse(both) <= sse(best) {
-            best = both;
+/// Least squares `y = p . x` over `rows` (x, y) with every price in `p` >= 0: of the fits on
+/// every subset of the features, the feasible one with the least squared error.
+pub fn fit(rows: &[([f64; 3], f64)]) -> [f64; 3] {
+    let sse = |p: &[f64; 3]| {
+        rows.iter()
+            .map(|(x, y)| (y - (0..3).map(|k| p[k] * x[k]).sum::<f64>()).powi(2))
+            .sum::<f64>()
+    };
+    let mut best = ([0.0; 3], sse(&[0.0; 3]));
+    for subset in 1..8u32 {
+        let used: Vec<usize> = (0..3).filter(|k| subset & (1 << k) != 0).collect();
+        let Some(solved) = least_squares(rows, &used) else {
+            continue;
+        };
+        let mut p = [0.0; 3];
+        for (k, v) in used.iter().zip(solved) {
+            p[*k] = v;
+        }
+        let error = sse(&p);
+        if p.iter().all(|v| *v >= 0.0) && error < best.1 - 1e-15 {
+            best = (p, error);
         }
     }
-    best
+    best.0
+}
+
+/// The unconstrained least-squares prices of the features `used` (normal equations, Gaussian
+/// elimination with partial pivoting); None when they are not independent on `rows`.
+fn least_squares(rows: &[([f64; 3], f64)], used: &[usize]) -> Option<Vec<f64>> {
+    let n = used.len();
+    let mut a = vec![vec![0.0; n + 1]; n];
+    for (x, y) in rows {
+        for r in 0..n {
+            for c in 0..n {
+                a[r][c] += x[used[r]] * x[used[c]];
+            }
+            a[r][n] += x[used[r]] * y;
+        }
+    }
+    let scale = (0..n).map(|k| a[k][k]).fold(0.0f64, f64::max);
+    for col in 0..n {
+        let pivot = (col..n).max_by(|i, j| a[*i][col].abs().total_cmp(&a[*j][col].abs()))?;
+        if a[pivot][col].abs() <= 1e-9 * scale.max(1e-300) {
+            return None;
+        }
+        a.swap(col, pivot);
+        for r in 0..n {
+            if r != col {
+                let f = a[r][col] / a[col][col];
+                for c in col..=n {
+                    a[r][c] -= f * a[col][c];
+                }
+            }
+        }
+    }
+    Some((0..n).map(|k| a[k][n] / a[k][k]).collect())
 }
 
 #[cfg(test)]
@@ -378,20 +415,33 @@ mod tests {
 
     #[test]
     fn prices_are_fitted_non_negative_to_every_measurement() {
-        // Exactly 0.01 per node and 0.002 per million values.
-        let rows: Vec<((f64, f64), f64)> = [(1.0, 2.0), (3.0, 1.0), (2.0, 8.0), (6.0, 11.0)]
-            .iter()
-            .map(|(n, v)| ((*n, *v), 0.01 * n + 0.002 * v))
-            .collect();
-        let (a, b) = fit(&rows);
-        assert!((a - 0.01).abs() < 1e-9 && (b - 0.002).abs() < 1e-9, "{a} {b}");
-        // Cost falling with values: no negative price, the nodes explain it alone.
-        let rows = [((1.0, 5.0), 0.01), ((2.0, 1.0), 0.02), ((3.0, 0.0), 0.03)];
-        let (a, b) = fit(&rows);
-        assert!((a - 0.01).abs() < 1e-9 && b == 0.0, "{a} {b}");
+        let close = |a: [f64; 3], b: [f64; 3]| (0..3).all(|k| (a[k] - b[k]).abs() < 1e-9);
+        // Exactly 0.002 per site, 0.01 per node and 0.003 per million values.
+        let rows: Vec<([f64; 3], f64)> = [
+            [1.0, 1.0, 2.0],
+            [2.0, 3.0, 1.0],
+            [1.0, 2.0, 8.0],
+            [4.0, 6.0, 11.0],
+            [2.0, 0.0, 0.0],
+        ]
+        .iter()
+        .map(|x| (*x, 0.002 * x[0] + 0.01 * x[1] + 0.003 * x[2]))
+        .collect();
+        assert!(close(fit(&rows), [0.002, 0.01, 0.003]), "{:?}", fit(&rows));
+        // Cost falling with values: no negative price; sites and nodes explain it.
+        let rows = [
+            ([1.0, 1.0, 5.0], 0.01),
+            ([1.0, 2.0, 1.0], 0.02),
+            ([1.0, 3.0, 0.0], 0.03),
+        ];
+        let p = fit(&rows);
+        assert!(p.iter().all(|v| *v >= 0.0) && p[2] == 0.0, "{p:?}");
+        // Forms that add no node but cost per site (a fusion broken): priced per site.
+        let rows = [([2.0, 0.0, 0.0], 0.04), ([1.0, 0.0, 0.0], 0.02)];
+        assert!(close(fit(&rows), [0.02, 0.0, 0.0]));
         // Nothing measurable: free.
-        assert_eq!(fit(&[((0.0, 0.0), 0.05)]), (0.0, 0.0));
-        assert_eq!(fit(&[((1.0, 1.0), -0.02)]), (0.0, 0.0));
+        assert_eq!(fit(&[([0.0, 0.0, 0.0], 0.05)]), [0.0; 3]);
+        assert_eq!(fit(&[([1.0, 1.0, 1.0], -0.02)]), [0.0; 3]);
     }
 
     #[test]

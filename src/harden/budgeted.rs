@@ -142,7 +142,8 @@ fn found_again<'s>(model: &ModelProto, sites: impl Iterator<Item = &'s Activatio
 /// Element-wise passes over the activation that a site's emitted nodes add and a runtime
 /// cannot fuse into the producer: every emitted node but the activation itself (for another
 /// activation than Relu, which keeps its node) and a `Relu` or `Clip` reading a `Conv`; less
-/// one for a Relu that did not read a `Conv` (the original ran it as a pass of its own).
+/// one for a Relu that read neither a `Conv` nor an `Add` (the original ran it as a pass of
+/// its own).
 fn added_passes(model: &ModelProto, site: &ActivationSite, applied: &Applied) -> usize {
     let Ok(graph) = graph_at(model, &site.graph) else {
         return applied.nodes.len();
@@ -170,7 +171,8 @@ fn added_passes(model: &ModelProto, site: &ActivationSite, applied: &Applied) ->
             !own && !fused
         })
         .count();
-    let original_pass = is_relu && producer(&site.input).is_none_or(|p| p != "Conv");
+    // onnxruntime and OpenVINO fuse a Relu after a Conv, and after a residual Add of a Conv.
+    let original_pass = is_relu && producer(&site.input).is_none_or(|p| p != "Conv" && p != "Add");
     added.saturating_sub(usize::from(original_pass))
 }
 

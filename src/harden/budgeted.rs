@@ -2,9 +2,11 @@
 //! forms it can choose per activation, and the model written with the forms it chose.
 //!
 //! The forms offered: `Full`, the bounds and form asked for (method, granularity, mode,
-//! emission); `Cheap`, one bound per layer in saturate mode (a scalar `Clip`, which runtimes
-//! fuse into the convolution before a Relu), offered where it adds fewer element-wise passes
-//! than the full form; `Unbounded`. A model with some sites in each form is bounded in two
+//! emission); `Cheap`, the same granularity in saturate mode (with the `fold` emissions, a
+//! per-channel bound on a Relu after a convolution is folded into the weights around it and
+//! becomes `Clip(0, 1)`, which runtimes fuse into the convolution: close to free, and as tight
+//! as the full form's bounds), offered where it adds fewer element-wise passes than the full
+//! form; `Unbounded`. A model with some sites in each form is bounded in two
 //! runs of `bound_model` (one per mode); the second finds its sites again by their output
 //! tensors, since the first run moved the node indices.
 
@@ -36,7 +38,7 @@ pub struct Forms<'a> {
     pub full: Vec<Bound>,
     pub mode: ModeName,
     pub emission: EmissionName,
-    /// Layer bounds for the saturate form (None when it is the full form).
+    /// Bounds for the saturate form (None when it is the full form).
     pub cheap: Option<Vec<Bound>>,
 }
 
@@ -48,8 +50,8 @@ pub struct Built {
 }
 
 impl Forms<'_> {
-    /// The bounds for `rule`'s sites: the full ones given, and layer bounds in saturate mode
-    /// from the same calibration, unless that is the full form already.
+    /// The bounds for `rule`'s sites: the full ones given, and bounds at the same granularity
+    /// in saturate mode from the same calibration, unless that is the full form already.
     pub fn new<'a>(
         original: &'a ModelProto,
         rule: &BoundRule<'a>,
@@ -57,11 +59,10 @@ impl Forms<'_> {
         calibration: &Calibration,
         emission: EmissionName,
     ) -> Forms<'a> {
-        let cheap_is_full = rule.granularity == Granularity::Layer && rule.mode == ModeName::Saturate;
-        let cheap = (!cheap_is_full).then(|| {
+        let cheap = (rule.mode != ModeName::Saturate).then(|| {
             BoundRule {
                 sites: rule.sites,
-                granularity: Granularity::Layer,
+                granularity: rule.granularity,
                 margin: rule.margin,
                 mode: ModeName::Saturate,
             }
@@ -204,7 +205,8 @@ fn budget_sites(forms: &Forms, rule: &BoundRule, calibration: &Calibration) -> R
             if let Some(cheap) = &cheap_passes
                 && cheap[i] < full_passes[i]
             {
-                offered.push(info(Form::Cheap, "layer/saturate".to_owned(), cheap[i]));
+                let label = format!("{}/saturate", granularity_name(granularities[i]));
+                offered.push(info(Form::Cheap, label, cheap[i]));
             }
             offered.push(info(
                 Form::Full,

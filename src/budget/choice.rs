@@ -16,6 +16,10 @@
 //! candidates per step. Every state on the path is measured: it is the last candidate
 //! measured before it was taken.
 //!
+//! The last step before a target is chosen with the target in view: of the candidates that
+//! reach it in one step, the one that loses least, unless the cheapest price over the units
+//! still needed promises less.
+//!
 //! Costs count in units of `RESOLUTION` (a tenth of a point of latency): measured costs move
 //! by more than that between runs, so finer units would only let timing noise reorder steps.
 //! Ties go to the earlier activation, then the weaker form: the same costs and measurements
@@ -156,19 +160,23 @@ impl<'a> Path<'a> {
     /// `measure(forms)` runs the fault patterns on a candidate state.
     pub fn advance_to(&mut self, target: f64, measure: &mut dyn FnMut(&[Form]) -> Result<f64>) -> Result<()> {
         while self.last().cost > target + 1e-12 && !self.candidates.is_empty() {
-            self.step(measure)?;
+            let needed = units(self.last().cost) - units(target.max(0.0)).min(units(self.last().cost));
+            self.step(needed, measure)?;
         }
         Ok(())
     }
 
-    /// The index of the candidate with the lowest price (ties: earlier activation, weaker form).
-    fn cheapest(&self) -> usize {
-        let mut best = 0;
-        for (i, c) in self.candidates.iter().enumerate() {
-            let b = &self.candidates[best];
-            let key = |c: &Candidate| (c.site, c.to);
-            if c.price() < b.price() || (c.price() == b.price() && key(c) < key(b)) {
-                best = i;
+    /// The index of the candidate lowest by `key` among those `eligible` (ties: earlier
+    /// activation, weaker form), if any is.
+    fn lowest(&self, key: impl Fn(&Candidate) -> f64, eligible: impl Fn(&Candidate) -> bool) -> Option<usize> {
+        let mut best: Option<usize> = None;
+        for (i, c) in self.candidates.iter().enumerate().filter(|(_, c)| eligible(c)) {
+            let tie = |c: &Candidate| (c.site, c.to);
+            if best.is_none_or(|b| {
+                let b = &self.candidates[b];
+                key(c) < key(b) || (key(c) == key(b) && tie(c) < tie(b))
+            }) {
+                best = Some(i);
             }
         }
         best
@@ -181,20 +189,36 @@ impl<'a> Path<'a> {
         forms
     }
 
-    /// One step: the cheapest candidate, once measured in the current state and still the
-    /// cheapest.
-    fn step(&mut self, measure: &mut dyn FnMut(&[Form]) -> Result<f64>) -> Result<()> {
+    /// One step: the cheapest candidate by price, once measured in the current state and still
+    /// the cheapest. When some candidates save the `needed` units in one step, the one of
+    /// them that loses least (measured likewise) is taken instead, if it loses no more than
+    /// price-ordered steps would at least: a last step that overshoots the target gives up
+    /// more than it must.
+    fn step(&mut self, needed: usize, measure: &mut dyn FnMut(&[Form]) -> Result<f64>) -> Result<()> {
         loop {
-            let best = self.cheapest();
-            let candidate = self.candidates[best];
+            let best = self.lowest(Candidate::price, |_| true).expect("a candidate is left");
+            let finishing = self.lowest(|c| c.loss, |c| c.saved >= needed);
+            let cheapest = &self.candidates[best];
+            // What price-ordered steps lose at least on the way: the cheapest's own loss if it
+            // gets there alone, else its price on every unit still needed.
+            let by_price = if cheapest.saved >= needed {
+                cheapest.loss
+            } else {
+                cheapest.price() * needed as f64
+            };
+            let pick = match finishing {
+                Some(f) if self.candidates[f].loss <= by_price => f,
+                _ => best,
+            };
+            let candidate = self.candidates[pick];
             if let Some(after) = candidate.after {
-                self.take(best, after);
+                self.take(pick, after);
                 return Ok(());
             }
             let after = measure(&self.with(candidate.site, candidate.to))?;
             self.measured += 1;
             let now = self.last().resilience;
-            let c = &mut self.candidates[best];
+            let c = &mut self.candidates[pick];
             // Never below the earlier measurement: noise must not make a step look cheaper
             // than it was, or the lazy choice would not be the cheapest.
             c.loss = c.loss.max(now - after);
@@ -349,6 +373,31 @@ mod tests {
         let steps = states.len() - 1;
         assert!(steps >= 30, "every activation steps down at least once");
         assert!(measured < steps * 30 / 2, "{measured} measurements for {steps} steps");
+    }
+
+    #[test]
+    fn the_last_step_reaches_the_target_with_the_least_loss() {
+        // From 0.09 to a target of 0.08: activation 0 (cheapest per point, but saves 0.05)
+        // would overshoot to 0.04; activation 1's cheap form saves the 0.01 needed for a
+        // smaller loss, and is taken.
+        let offers = offers(&[(0.0, 0.05), (0.03, 0.04)]);
+        let losses = |site: usize, to: Form| match (site, to) {
+            (0, Form::Cheap) => 0.1,
+            (0, _) => 0.2,
+            (1, Form::Cheap) => 0.05,
+            _ => 0.5,
+        };
+        let mut path = Path::new(&offers, 1.0, |site, to| 1.0 - losses(site, to));
+        let mut measure = |forms: &[Form]| -> Result<f64> {
+            Ok(1.0
+                - (0..2)
+                    .filter(|i| forms[*i] != Form::Full)
+                    .map(|i| losses(i, forms[i]))
+                    .sum::<f64>())
+        };
+        path.advance_to(0.08, &mut measure).unwrap();
+        assert_eq!(path.last().forms, vec![Form::Full, Form::Cheap]);
+        assert!((path.last().cost - 0.08).abs() < 1e-12);
     }
 
     #[test]

@@ -315,7 +315,10 @@ mod tests {
         (path.states.clone(), path.measured)
     }
 
-    fn instance(n: usize, seed: u64) -> (Vec<(f64, f64)>, Vec<(f64, f64)>) {
+    /// Per activation: (cheap, full) costs, and (cheap, full) shares of faults held.
+    type Instance = (Vec<(f64, f64)>, Vec<(f64, f64)>);
+
+    fn instance(n: usize, seed: u64) -> Instance {
         let mut state = seed;
         let mut next = || {
             state = state

@@ -299,6 +299,10 @@ fn convert(raw: Raw, to: ElemType) -> Result<Value, String> {
     let ints_within = |a: &ArrayD<i64>, low: i64, high: i64| a.iter().find(|v| **v < low || **v > high).copied();
     match (raw, to) {
         (Raw::F16(a) | Raw::F32(a), ElemType::F32) => Ok(Value::from(a)),
+        // As float64 to float32: a float16 model's input takes float32 data, rounded as a
+        // float16 runtime would round it.
+        (Raw::F16(a) | Raw::F32(a), ElemType::F16) => Ok(Value::from(a.mapv(half::f16::from_f32))),
+        (Raw::F64(a), ElemType::F16) => Ok(Value::from(a.mapv(half::f16::from_f64))),
         (Raw::F16(a), ElemType::F64) => Ok(Value::from(a.mapv(f64::from))),
         (Raw::F64(a), ElemType::F32) => Ok(Value::from(a.mapv(|v| v as f32))),
         (Raw::F32(a), ElemType::F64) => Ok(Value::from(a.mapv(f64::from))),

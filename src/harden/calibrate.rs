@@ -28,7 +28,7 @@ use thiserror::Error;
 pub enum CalibrateError {
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("tensor '{tensor}' is {found}, expected float32 activations")]
+    #[error("tensor '{tensor}' is {found}, expected float32, float16 or 8-bit integer activations")]
     NotFloat { tensor: String, found: String },
     #[error(
         "tensor '{tensor}' has shape {found:?} in one batch and {expected:?} in another; bounds need a fixed per-sample shape"
@@ -578,10 +578,17 @@ fn insert_descending(top: &mut [f32], v: f32) {
 
 /// Folds one batch of an activation into its per-neuron maximum (and minimum).
 fn fold_max(slot: &mut Slot, tensor: &str, value: &Value, batch: usize) -> Result<(), CalibrateError> {
-    let view = value.view::<f32>().ok_or_else(|| CalibrateError::NotFloat {
-        tensor: tensor.to_owned(),
-        found: value.elem_type().name().to_owned(),
-    })?;
+    let widened;
+    let view = match value.view::<f32>() {
+        Some(view) => view,
+        None => {
+            widened = value.widened_f32().map_err(|found| CalibrateError::NotFloat {
+                tensor: tensor.to_owned(),
+                found,
+            })?;
+            widened.view()
+        }
+    };
     let shape = view.shape();
     if shape.first() != Some(&batch) {
         return Err(CalibrateError::NoBatchAxis {

@@ -267,7 +267,13 @@ enum Step {
 /// A bound tensor as stored, in the stored precision, stepped as asked.
 fn bound_tensor(name: &str, dims: &[i64], values: &[f32], elem_type: i32, step: Step) -> TensorProto {
     let mut tensor = float_tensor(name, dims, values, elem_type);
-    if step != Step::None {
+    if step != Step::None && elem_type == crate::tensor::FLOAT16 {
+        let up = step == Step::Up;
+        let stepped = values
+            .iter()
+            .map(|v| f32::from(crate::tensor::next_f16(half::f16::from_f32(*v), up)));
+        tensor.raw_data = Some(stepped.flat_map(|v| half::f16::from_f32(v).to_le_bytes()).collect());
+    } else if step != Step::None {
         let up = step == Step::Up;
         tensor.raw_data = Some(if elem_type == DOUBLE {
             values
@@ -384,7 +390,7 @@ fn match_site(model: &mut ModelProto, request: &BoundRequest) -> Result<(), Pass
     if !matches {
         return Err(PassError::SiteNotFound(describe()));
     }
-    if request.elem_type != FLOAT && request.elem_type != DOUBLE {
+    if !crate::tensor::is_bound_type(request.elem_type) {
         return Err(PassError::UnsupportedElemType {
             site: describe(),
             elem_type: request.elem_type,
@@ -1012,15 +1018,15 @@ mod tests {
         assert!(matches!(report.skipped[0].reason, PassError::InvalidBound { .. }));
         assert_eq!(m, before, "nothing half-applied");
 
-        let f16 = BoundRequest {
+        let uint8 = BoundRequest {
             site: sites[0].clone(),
             bound: Bound::scalar(1.0),
-            elem_type: 10,
+            elem_type: 2,
         };
-        let report = bound_activations(&mut m, &[f16], Mode::Zero).unwrap();
+        let report = bound_activations(&mut m, &[uint8], Mode::Zero).unwrap();
         assert!(matches!(
             report.skipped[0].reason,
-            PassError::UnsupportedElemType { elem_type: 10, .. }
+            PassError::UnsupportedElemType { elem_type: 2, .. }
         ));
 
         let mut old = model(8, 3);

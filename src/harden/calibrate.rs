@@ -73,6 +73,9 @@ pub struct ActivationMax {
     /// With `CalibrateOptions::top`: per neuron, its largest values, in descending order
     /// (neuron-major, the same number per neuron).
     pub neuron_top: Option<Vec<f32>>,
+    /// The activation's element type (float32, float16, or an integer one in a quantized
+    /// model): its bounds are stored in it.
+    pub elem: ElemType,
 }
 
 impl ActivationMax {
@@ -605,6 +608,7 @@ fn fold_max(slot: &mut Slot, tensor: &str, value: &Value, batch: usize) -> Resul
         neuron_min: track_min.then(|| ArrayD::from_elem(&shape[1..], f32::INFINITY)),
         nonfinite: 0,
         neuron_top: (top > 0).then(|| vec![f32::NEG_INFINITY; shape[1..].iter().product::<usize>() * top]),
+        elem: value.elem_type(),
     });
     if acc.shape != shape[1..] {
         return Err(CalibrateError::ShapeChanged {
@@ -692,6 +696,7 @@ mod tests {
                     neuron_min: None,
                     nonfinite: 0,
                     neuron_top: Some(top),
+                    elem: ElemType::F32,
                 }],
             }
         };

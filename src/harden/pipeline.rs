@@ -6,6 +6,7 @@
 
 use crate::data::dataset::{Samples, load_dataset};
 use crate::data::images::ImageOptions;
+use crate::engine::ElemType;
 use crate::harden::bounds::{Granularity, bound_from_maxima, bound_from_range};
 use crate::harden::bounds_file::{BoundsFile, bounds_from_file, bounds_to_file};
 use crate::harden::calibrate::{
@@ -25,7 +26,7 @@ use fitact_passes::bound_activations::{
 use fitact_passes::fold_channel_bounds::fold_channel_bounds;
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
-use fitact_passes::tensor::FLOAT;
+use fitact_passes::tensor::{FLOAT, f16_outward};
 use fitact_passes::validate::validate;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -157,11 +158,12 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
             format!("{TOOL} {VERSION} harden {}", options.input.display()),
         )
     });
+    let elems: Vec<ElemType> = calibration.activations.iter().map(|a| a.elem).collect();
     let Bounded {
         requests,
         applied,
         folded,
-    } = bound_model(&mut model, &sites, bounds, mode, options.emission)?;
+    } = bound_model(&mut model, &sites, bounds, mode, options.emission, &elems)?;
     record_metadata(&mut model, harden_metadata(options, granularity, mode, requests.len())?);
     if !unreached.is_empty() {
         let names: Vec<&str> = unreached.iter().map(|site| site.stem()).collect();
@@ -489,22 +491,32 @@ fn read_bounds(path: &Path, sites: &[ActivationSite], calibration: &Calibration)
 
 /// Bounds every site in `model` (with `fold` emissions, `fold_channel_bounds` first, then the
 /// `bound_activations` pass); a site the pass skips is an error, never a half-hardened model.
+/// Bounds are stored in each activation's own type (`elems`, as calibration saw it): a float16 one's
+/// rounded outward to float16, so no calibrated value is cut, and emitted in the plain forms
+/// (folding rescales weights, and the scaled threshold's exactness holds in float32 only).
 pub fn bound_model(
     model: &mut ModelProto,
     sites: &[ActivationSite],
     bounds: Vec<Bound>,
     mode: ModeName,
     emission: EmissionName,
+    elems: &[ElemType],
 ) -> Result<Bounded> {
     let requests: Vec<BoundRequest> = sites
         .iter()
         .zip(bounds)
-        .map(|(site, bound)| BoundRequest {
+        .zip(elems)
+        .map(|((site, bound), elem)| BoundRequest {
             site: site.clone(),
-            bound,
-            elem_type: FLOAT,
+            elem_type: elem.onnx(),
+            bound: stored_bound(bound, *elem),
         })
         .collect();
+    let float32 = requests.iter().all(|r| r.elem_type == FLOAT);
+    if !float32 && emission != EmissionName::Plain {
+        log::info!("activations in float16: bounds emitted in the plain form (--emission {emission} is float32's)");
+    }
+    let emission = if float32 { emission } else { EmissionName::Plain };
     let EmissionPlan {
         emitted,
         emissions,
@@ -524,6 +536,17 @@ pub fn bound_model(
         applied: outcome.applied,
         folded,
     })
+}
+
+/// `bound` as stored in `elem`: for float16, each end rounded outward to a float16.
+fn stored_bound(mut bound: Bound, elem: ElemType) -> Bound {
+    if elem == ElemType::F16 {
+        bound.values.iter_mut().for_each(|v| *v = f16_outward(*v, true));
+        if let Some(low) = bound.low.as_mut() {
+            low.iter_mut().for_each(|v| *v = f16_outward(*v, false));
+        }
+    }
+    bound
 }
 
 /// What the pass is asked to emit: per request, its bound (the scalar 1 where folded), its

@@ -196,9 +196,13 @@ fn check(header: Header, have: u64, holder: &str) -> Result<Checked, String> {
         ));
     };
     if data_bytes != have {
+        let readable = if data_bytes < 1024 {
+            String::new()
+        } else {
+            format!(", {}", size(data_bytes))
+        };
         return Err(format!(
-            "the header claims shape {shape:?} of {descr} ({data_bytes} bytes, {}), {holder} {have} bytes after its header",
-            size(data_bytes)
+            "the header claims shape {shape:?} of {descr} ({data_bytes} bytes{readable}), {holder} {have} bytes after its header"
         ));
     }
     Ok(Checked {
@@ -416,7 +420,7 @@ pub(crate) mod tests {
         assert!(
             read(truncated)
                 .unwrap_err()
-                .ends_with("(24 bytes, 24 bytes), the file has 19 bytes after its header")
+                .ends_with("of <i4 (24 bytes), the file has 19 bytes after its header")
         );
         assert!(
             read(&[&full[..], &[0]].concat())

@@ -10,16 +10,23 @@
 
 use libfuzzer_sys::fuzz_target;
 
+// Top-level, as `..` cannot pass through an inline module's (missing) folder; `data`
+// gives them the paths they use each other by.
 #[allow(dead_code)]
+#[path = "../../src/data/cap.rs"]
+mod cap;
+#[allow(dead_code)]
+#[path = "../../src/data/float16.rs"]
+mod float16;
+#[allow(dead_code)]
+#[path = "../../src/data/npy.rs"]
+mod npy;
+#[allow(dead_code)]
+#[path = "../../src/data/raw.rs"]
+mod raw;
+
 mod data {
-    #[path = "../../../src/data/cap.rs"]
-    pub mod cap;
-    #[path = "../../../src/data/float16.rs"]
-    pub mod float16;
-    #[path = "../../../src/data/npy.rs"]
-    pub mod npy;
-    #[path = "../../../src/data/raw.rs"]
-    pub mod raw;
+    pub(crate) use super::{cap, float16, npy, raw};
 }
 
 fuzz_target!(|bytes: &[u8]| {

@@ -58,7 +58,12 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
     let Args {
         model,
         reference,
-        data: DataArgs { data, labels, images },
+        data: DataArgs {
+            data,
+            labels,
+            images,
+            cap,
+        },
         output,
         judge,
         max_accuracy_drop,
@@ -78,6 +83,7 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         data,
         labels,
         images: images.options(),
+        data_cap: cap.max_data_memory,
         max_drop: max_accuracy_drop,
         resilience: ber.zip(min_accuracy),
         trials,

@@ -80,7 +80,12 @@ pub struct Args {
 pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
     let Args {
         models,
-        data: DataArgs { data, labels, images },
+        data: DataArgs {
+            data,
+            labels,
+            images,
+            cap,
+        },
         ber,
         fault,
         layer,
@@ -110,6 +115,7 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         data,
         labels,
         images: images.options(),
+        data_cap: cap.max_data_memory,
         bers: ber,
         trials,
         seed,

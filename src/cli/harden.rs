@@ -3,7 +3,7 @@
 //! model without activations unchanged).
 
 use super::Terminal;
-use super::args::{EngineArgs, ImageArgs};
+use super::args::{DataCapArgs, EngineArgs, ImageArgs};
 use super::output::print_stderr;
 use super::values::{KindList, ObjectiveName, parse_duration, parse_fraction, parse_kind_list, parse_percentile};
 use anyhow::{Context, Result};
@@ -39,6 +39,8 @@ pub struct Args {
     calib: PathBuf,
     #[command(flatten)]
     images: ImageArgs,
+    #[command(flatten)]
+    cap: DataCapArgs,
     /// Which activations to bound: all (the default), or a comma-separated list of relu,
     /// leakyrelu, prelu, clip, hardsigmoid, hardswish, sigmoid, tanh, silu, gelu, norm (the
     /// output of a normalisation read by a residual Add). Decomposed forms (x * Sigmoid(x),
@@ -176,6 +178,7 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         allow_unchanged: _,
         calib,
         images,
+        cap,
         activations,
         method,
         granularity,
@@ -223,6 +226,7 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         output,
         calib,
         images: images.options(),
+        data_cap: cap.max_data_memory,
         activations: activations.0,
         method,
         granularity,

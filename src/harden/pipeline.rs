@@ -42,6 +42,8 @@ pub struct HardenOptions {
     pub calib: PathBuf,
     /// How images become inputs, when `calib` is a folder.
     pub images: ImageOptions,
+    /// The memory the calibration samples (and labels) may take.
+    pub data_cap: crate::data::cap::DataCap,
     /// The kinds of activation to bound.
     pub activations: Vec<ActivationKind>,
     pub method: Method,
@@ -238,8 +240,8 @@ pub struct SearchSets {
 /// (`search::k_fold`): at least `MIN_SAMPLES` of them.
 pub fn calibration_sets(model: &ModelProto, options: &HardenOptions) -> Result<CalibrationSets> {
     let search_labels = options.search.as_ref().and_then(|s| s.labels.as_deref());
-    let data =
-        load_dataset(&options.calib, model, search_labels, &options.images).context("reading calibration samples")?;
+    let data = load_dataset(&options.calib, model, search_labels, &options.images, options.data_cap)
+        .context("reading calibration samples")?;
     let samples = data.samples;
     log::info!(
         "{}: {} samples{}",

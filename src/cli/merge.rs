@@ -32,9 +32,11 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
     } = args;
     let parts = reports
         .iter()
-        .map(|p| -> Result<CampaignReport> {
+        .map(|p| -> Result<(String, CampaignReport)> {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{} is not a campaign report", p.display()))
+            let report =
+                serde_json::from_str(&text).with_context(|| format!("{} is not a campaign report", p.display()))?;
+            Ok((p.display().to_string(), report))
         })
         .collect::<Result<Vec<_>>>()?;
     let merged = merge(parts)?;

@@ -14,6 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import distributed
 import numpy as np
 import onnx
 import pytest
@@ -52,7 +53,6 @@ def single(models):
 
 def test_a_dask_local_cluster_runs_the_shards_and_they_merge_into_the_single_process_report(
         models, single, tmp_path, monkeypatch):
-    distributed = pytest.importorskip("distributed")
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None,
                                   silence_logs=logging.ERROR) as cluster, distributed.Client(cluster) as client:
         scattered = []

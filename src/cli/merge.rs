@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The shards' reports, in any order: every shard of one campaign, once (a shard missing
+    /// or given twice, or reports of different campaigns, are refused, naming what differs).
     #[arg(required = true)]
     reports: Vec<PathBuf>,
     #[arg(long)]

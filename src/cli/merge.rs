@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The shards' reports, in any order: every shard of one campaign, once (a shard missing
+    /// or given twice, or reports of different campaigns, are refused, naming what differs).
     #[arg(required = true)]
     reports: Vec<PathBuf>,
     #[arg(long)]
@@ -32,9 +34,11 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
     } = args;
     let parts = reports
         .iter()
-        .map(|p| -> Result<CampaignReport> {
+        .map(|p| -> Result<(String, CampaignReport)> {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{} is not a campaign report", p.display()))
+            let report =
+                serde_json::from_str(&text).with_context(|| format!("{} is not a campaign report", p.display()))?;
+            Ok((p.display().to_string(), report))
         })
         .collect::<Result<Vec<_>>>()?;
     let merged = merge(parts)?;

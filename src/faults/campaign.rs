@@ -350,6 +350,7 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
         .iter()
         .map(|s| ModelSummary {
             model: s.path.clone(),
+            sha256: None,
             weights: s.target_sizes.iter().map(|(_, n)| n).sum(),
             weights_by_dtype: s.weights_by_dtype(),
             clean_accuracy: labels.as_ref().map(|l| accuracy(&s.clean.classes, l)),
@@ -575,6 +576,7 @@ fn campaign_config(
             (None, true) => Some(format!("class folders of {}", options.data.display())),
             (None, false) => None,
         },
+        data_sha256: None,
         samples,
         bers: options.bers.clone(),
         trials: options.trials,

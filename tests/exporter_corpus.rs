@@ -6,7 +6,7 @@
 //! in tract with fitact), checked in onnxruntime (`tests/python/corpus_check.py`: full check,
 //! the original's outputs, the calibrated extremes recomputed) and evaluated. Adding an
 //! entry to corpus.json adds it here; every failing entry is reported, each with the step and
-//! the error line, before the test fails.
+//! the error line, before the test fails. `FITACT_CORPUS_ENTRY=name` runs one entry.
 
 mod common;
 
@@ -304,8 +304,15 @@ fn describe(name: &str, failures: &[(String, String)]) -> Vec<String> {
 
 #[test]
 fn every_exporter_corpus_entry_inspects_hardens_checks_and_evaluates() {
-    let entries = corpus();
+    let mut entries = corpus();
     assert!(entries.len() >= 16, "corpus.json lists {} entries", entries.len());
+    if let Ok(only) = std::env::var("FITACT_CORPUS_ENTRY") {
+        entries.retain(|e| e.name == only);
+        assert!(
+            !entries.is_empty(),
+            "FITACT_CORPUS_ENTRY={only}: no such entry in corpus.json"
+        );
+    }
     let next = AtomicUsize::new(0);
     let failed: Mutex<Vec<(usize, Failures)>> = Mutex::new(Vec::new());
     // Two workers: the entries are independent, and each step is a process of its own.

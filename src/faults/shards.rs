@@ -250,7 +250,8 @@ pub fn evaluate_identified(options: &EvaluateOptions) -> Result<CampaignReport> 
     }
     let first = first.context("no model to evaluate")?;
     let data =
-        load_dataset(&options.data, &first, options.labels.as_deref(), &options.images).context("reading the data")?;
+        load_dataset(&options.data, &first, options.labels.as_deref(), &options.images, options.data_cap)
+            .context("reading the data")?;
     let data_digest = data_sha256(&data);
     let mut report = evaluate_on(options, Some(data))?;
     report.config.data_sha256 = Some(data_digest);
@@ -311,6 +312,7 @@ fn hash_values(hasher: &mut Sha256, value: &Value) {
     }
     match value.elem_type() {
         ElemType::F32 => each(hasher, value, f32::to_le_bytes),
+        ElemType::F16 => each(hasher, value, half::f16::to_le_bytes),
         ElemType::F64 => each(hasher, value, f64::to_le_bytes),
         ElemType::U8 => each(hasher, value, u8::to_le_bytes),
         ElemType::I8 => each(hasher, value, i8::to_le_bytes),

@@ -99,7 +99,11 @@ mod tests {
     #[test]
     fn free_variables_become_inputs_or_copied_initializers() {
         let branch = GraphProto {
-            node: vec![node("Mul", &["x", "w"], "t"), node("Add", &["t", "k"], "u"), node("Relu", &["u"], "r")],
+            node: vec![
+                node("Mul", &["x", "w"], "t"),
+                node("Add", &["t", "k"], "u"),
+                node("Relu", &["u"], "r"),
+            ],
             output: vec![ValueInfoProto {
                 name: Some("r".into()),
                 ..Default::default()
@@ -137,7 +141,10 @@ mod tests {
         assert_eq!(graph.initializer[0].name(), "w");
         assert_eq!(graph.input[0].name(), "x");
         // The Constant node that writes k comes along, before its use.
-        assert_eq!((graph.node[0].op_type(), graph.node[0].output[0].as_str()), ("Constant", "k"));
+        assert_eq!(
+            (graph.node[0].op_type(), graph.node[0].output[0].as_str()),
+            ("Constant", "k")
+        );
         assert_eq!(graph.input.len(), 1);
     }
 }

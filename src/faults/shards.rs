@@ -249,9 +249,14 @@ pub fn evaluate_identified(options: &EvaluateOptions) -> Result<CampaignReport> 
         first.get_or_insert(file.model);
     }
     let first = first.context("no model to evaluate")?;
-    let data =
-        load_dataset(&options.data, &first, options.labels.as_deref(), &options.images, options.data_cap)
-            .context("reading the data")?;
+    let data = load_dataset(
+        &options.data,
+        &first,
+        options.labels.as_deref(),
+        &options.images,
+        options.data_cap,
+    )
+    .context("reading the data")?;
     let data_digest = data_sha256(&data);
     let mut report = evaluate_on(options, Some(data))?;
     report.config.data_sha256 = Some(data_digest);

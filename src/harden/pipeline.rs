@@ -19,13 +19,15 @@ use crate::replay::judge::{judged_output, with_output_first};
 use crate::search::{Bases, FOLDS, KFold, MIN_SAMPLES, SearchData, SearchLog, SearchOptions, k_fold, search};
 use crate::{TOOL, VERSION};
 use anyhow::{Context, Result};
-use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
+use fitact_passes::activations::{ActivationKind, ActivationSite};
 use fitact_passes::bound_activations::{
     Applied, Bound, BoundRequest, Emission, Mode, bound_activations_with, scaled_threshold_applies,
 };
+use fitact_passes::bound_quantized::{QuantizedRequest, bound_quantized};
 use fitact_passes::fold_channel_bounds::fold_channel_bounds;
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
+use fitact_passes::quantized_activations::{INT8, UINT8, find_quantized, sites_of};
 use fitact_passes::tensor::{FLOAT, f16_outward};
 use fitact_passes::validate::validate;
 use std::path::{Path, PathBuf};
@@ -128,6 +130,15 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         unreached.len()
     );
     let seconds = started.elapsed().as_secs_f64();
+    if let Some(other) = calibration.activations.iter().find(|a| a.elem != ElemType::F32)
+        && options.search.is_some()
+    {
+        anyhow::bail!(
+            "--search tightens float32 activations; '{}' is {} (harden without --search bounds it)",
+            other.tensor,
+            other.elem.name()
+        );
+    }
     let rule = BoundRule {
         sites: &sites,
         granularity,
@@ -204,7 +215,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
 pub fn sites_to_bound(model: &ModelProto, options: &HardenOptions) -> Result<(i64, Vec<ActivationSite>)> {
     validate(model).with_context(|| format!("{} is not a usable model", options.input.display()))?;
     let opset = default_opset(model).with_context(|| format!("{}", options.input.display()))?;
-    let sites = find_kinds(model, &options.activations);
+    let sites = sites_of(model, &options.activations);
     if sites.is_empty() {
         let wanted = match options.activations.as_slice() {
             [ActivationKind::Relu] => "Relu".to_owned(),
@@ -514,34 +525,103 @@ pub fn bound_model(
             bound: stored_bound(bound, *elem),
         })
         .collect();
+    let integer: Vec<bool> = requests.iter().map(|r| matches!(r.elem_type, UINT8 | INT8)).collect();
+    let float_requests: Vec<BoundRequest> = requests
+        .iter()
+        .zip(&integer)
+        .filter(|(_, i)| !**i)
+        .map(|(r, _)| r.clone())
+        .collect();
     let float32 = requests.iter().all(|r| r.elem_type == FLOAT);
     if !float32 && emission != EmissionName::Plain {
-        log::info!("activations in float16: bounds emitted in the plain form (--emission {emission} is float32's)");
+        log::info!(
+            "activations in float16 or integers: float bounds emitted in the plain form (--emission {emission} is float32's)"
+        );
     }
     let emission = if float32 { emission } else { EmissionName::Plain };
     let EmissionPlan {
         emitted,
         emissions,
         folded,
-    } = emission_plan(model, &requests, mode, emission)?;
+    } = emission_plan(model, &float_requests, mode, emission)?;
     let outcome =
         bound_activations_with(model, &emitted, mode.into(), &emissions).context("bounding the activations")?;
-    if let Some(skipped) = outcome.skipped.first() {
+    let integer_requests: Vec<&BoundRequest> = requests
+        .iter()
+        .zip(&integer)
+        .filter(|(_, i)| **i)
+        .map(|(r, _)| r)
+        .collect();
+    let integer_outcome = bound_integers(model, &integer_requests, mode)?;
+    if let Some(skipped) = outcome.skipped.first().or(integer_outcome.skipped.first()) {
         return Err(HardenError::Skipped {
             site: skipped.site.describe(),
             reason: skipped.reason.to_string(),
         }
         .into());
     }
+    // Back in request order.
+    let (mut floats, mut integers) = (
+        outcome.applied.into_iter().zip(folded),
+        integer_outcome.applied.into_iter(),
+    );
+    let mut applied = Vec::with_capacity(requests.len());
+    let mut rescaled = Vec::with_capacity(requests.len());
+    for is_integer in integer {
+        if is_integer {
+            applied.push(integers.next().context("the integer pass applied every request")?);
+            rescaled.push(Vec::new());
+        } else {
+            let (done, folded) = floats.next().context("the pass applied every request")?;
+            applied.push(done);
+            rescaled.push(folded);
+        }
+    }
     Ok(Bounded {
         requests,
-        applied: outcome.applied,
-        folded,
+        applied,
+        folded: rescaled,
     })
 }
 
-/// `bound` as stored in `elem`: for float16, each end rounded outward to a float16.
+/// Bounds the integer activations of a quantized model in their integers (`bound_quantized`),
+/// found again in `model` as it is now (the float pass may have moved their nodes).
+fn bound_integers(
+    model: &mut ModelProto,
+    requests: &[&BoundRequest],
+    mode: ModeName,
+) -> Result<fitact_passes::bound_activations::PassReport> {
+    if requests.is_empty() {
+        return Ok(Default::default());
+    }
+    let found = find_quantized(model);
+    let quantized = requests
+        .iter()
+        .map(|r| {
+            let site = found
+                .iter()
+                .find(|q| q.site.output == r.site.output)
+                .with_context(|| format!("{} is no longer an integer activation", r.site.describe()))?;
+            Ok(QuantizedRequest {
+                site: site.clone(),
+                bound: r.bound.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    bound_quantized(model, &quantized, mode.into()).context("bounding the integer activations")
+}
+
+/// `bound` as stored in `elem`: for float16, each end rounded outward to a float16; for an
+/// 8-bit integer activation, the largest integer it keeps (in the type's range).
 fn stored_bound(mut bound: Bound, elem: ElemType) -> Bound {
+    let integers = match elem {
+        ElemType::U8 => Some((0.0, 255.0)),
+        ElemType::I8 => Some((-128.0, 127.0)),
+        _ => None,
+    };
+    if let Some((low, high)) = integers {
+        bound.values.iter_mut().for_each(|v| *v = v.floor().clamp(low, high));
+    }
     if elem == ElemType::F16 {
         bound.values.iter_mut().for_each(|v| *v = f16_outward(*v, true));
         if let Some(low) = bound.low.as_mut() {

@@ -74,12 +74,18 @@ impl WeightFormat {
                 integer: None,
             },
             WeightFormat::Float16 => StoredTensor {
-                words: values.iter().map(|v| u32::from(half::f16::from_f32(*v).to_bits())).collect(),
+                words: values
+                    .iter()
+                    .map(|v| u32::from(half::f16::from_f32(*v).to_bits()))
+                    .collect(),
                 scale: 1.0,
                 integer: None,
             },
             WeightFormat::BFloat16 => StoredTensor {
-                words: values.iter().map(|v| u32::from(half::bf16::from_f32(*v).to_bits())).collect(),
+                words: values
+                    .iter()
+                    .map(|v| u32::from(half::bf16::from_f32(*v).to_bits()))
+                    .collect(),
                 scale: 1.0,
                 integer: None,
             },

@@ -304,7 +304,10 @@ mod tests {
             ..Default::default()
         };
         let weights = Weights::of(&model);
-        assert_eq!((weights.tensors[0].dtype, weights.elements()), (DataType::Float16 as i32, 2));
+        assert_eq!(
+            (weights.tensors[0].dtype, weights.elements()),
+            (DataType::Float16 as i32, 2)
+        );
         let stored = weights.tensors[0].store(WeightFormat::Float32);
         assert_eq!(flippable_bits(&stored, &[31]), (0..16).collect::<Vec<_>>());
         // The exponent's top bit (14) of 0.5 turns it into 32768.

@@ -456,7 +456,7 @@ def scale_toward_zero(bound, dtype):
 
 
 def emit_scaled(g, out, raw, op, bound, dtype=np.float16):
-    """The scaled threshold of bound_activations.rs, its S stored as `dtype`; a float32 one
+    """The scaled threshold of bound_activations/scaled_threshold.rs, its S stored as `dtype`; a float32 one
     sits in a float32 island (Cast in, Cast out)."""
     s = add_init(g, out + "/scale", scale_toward_zero(bound, dtype))
     nodes, src, dst = [], raw, out

@@ -20,11 +20,11 @@
 //! reason.
 
 use crate::activations::ActivationSite;
-use crate::bound_activations::{Applied, Bound, Mode, PassReport, Skipped};
+use crate::bound_activations::{Applied, Bound, Mode, PassReport, Skipped, node};
 use crate::error::PassError;
 use crate::graph::default_opset;
 use crate::names::NameAllocator;
-use crate::onnx::{GraphProto, ModelProto, NodeProto, TensorProto};
+use crate::onnx::{GraphProto, ModelProto, TensorProto};
 use crate::quantized_activations::{QuantizedSite, type_maximum, type_minimum};
 
 /// What to bound: an integer site and its bound, in its integers.
@@ -148,20 +148,10 @@ fn integer_tensor(name: &str, dims: &[i64], values: &[i64], elem_type: i32) -> T
     }
 }
 
-fn node(op_type: &str, name: String, inputs: &[&str], output: &str) -> NodeProto {
-    NodeProto {
-        op_type: Some(op_type.to_owned()),
-        name: Some(name),
-        input: inputs.iter().map(|s| (*s).to_owned()).collect(),
-        output: vec![output.to_owned()],
-        ..Default::default()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::onnx::{GraphProto, OperatorSetIdProto};
+    use crate::onnx::{GraphProto, NodeProto, OperatorSetIdProto};
     use crate::quantized_activations::{UINT8, find_quantized};
 
     fn model() -> ModelProto {

@@ -38,6 +38,7 @@ mod plain;
 mod relu_first;
 mod scaled_threshold;
 mod site_nodes;
+pub(crate) use site_nodes::node;
 
 pub use scaled_threshold::{exact_scale, scaled_threshold_applies};
 

@@ -32,7 +32,8 @@ impl SiteNames<'_> {
     }
 }
 
-pub(super) fn node(op_type: &str, name: String, inputs: &[&str], output: &str) -> NodeProto {
+/// A one-output node of the default domain (the integer pass builds its nodes with it too).
+pub(crate) fn node(op_type: &str, name: String, inputs: &[&str], output: &str) -> NodeProto {
     NodeProto {
         op_type: Some(op_type.to_owned()),
         name: Some(name),

@@ -130,15 +130,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         unreached.len()
     );
     let seconds = started.elapsed().as_secs_f64();
-    if let Some(other) = calibration.activations.iter().find(|a| a.elem != ElemType::F32)
-        && options.search.is_some()
-    {
-        anyhow::bail!(
-            "--search tightens float32 activations; '{}' is {} (harden without --search bounds it)",
-            other.tensor,
-            other.elem.name()
-        );
-    }
+    search_needs_float32(options, &calibration)?;
     let rule = BoundRule {
         sites: &sites,
         granularity,
@@ -178,10 +170,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         folded,
     } = bound_model(&mut model, &sites, bounds, mode, options.emission, &elems)?;
     record_metadata(&mut model, harden_metadata(options, granularity, mode, requests.len())?);
-    if !unreached.is_empty() {
-        let names: Vec<&str> = unreached.iter().map(|site| site.stem()).collect();
-        record_metadata(&mut model, [("fitact.unreached", names.join(","))]);
-    }
+    record_unreached(&mut model, &unreached);
     // In place, the files read may be replaced (each atomically; the data file first).
     let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
     write_model(&options.output, &model, &source.external_tensors, protected).context("writing the hardened model")?;
@@ -208,6 +197,26 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         write_atomically(path, report.to_json().as_bytes()).context("writing the report")?;
     }
     Ok(report)
+}
+
+/// `--search` tightens float32 activations only (its candidates are emitted in float32).
+fn search_needs_float32(options: &HardenOptions, calibration: &Calibration) -> Result<()> {
+    match calibration.activations.iter().find(|a| a.elem != ElemType::F32) {
+        Some(other) if options.search.is_some() => anyhow::bail!(
+            "--search tightens float32 activations; '{}' is {} (harden without --search bounds it)",
+            other.tensor,
+            other.elem.name()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Names the activations left unbounded in the model's metadata (`fitact.unreached`).
+fn record_unreached(model: &mut ModelProto, unreached: &[ActivationSite]) {
+    if !unreached.is_empty() {
+        let names: Vec<&str> = unreached.iter().map(|site| site.stem()).collect();
+        record_metadata(model, [("fitact.unreached", names.join(","))]);
+    }
 }
 
 /// The model's opset and the activations of the kinds asked; none is an error

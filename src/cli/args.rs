@@ -1,12 +1,12 @@
 //! Argument groups that several commands flatten into their own: how images become inputs,
 //! which engine runs the models, and the data a command runs with its labels.
 
+use crate::data::cap::DataCap;
+use crate::data::images::{ImageOptions, Layout, Preset};
+use crate::engine::{Engine, EngineChoice};
+use crate::replay::judge::SdcRule;
 use anyhow::Result;
 use clap::Args;
-use fitact_onnx::data::cap::DataCap;
-use fitact_onnx::data::images::{ImageOptions, Layout, Preset};
-use fitact_onnx::engine::{Engine, EngineChoice};
-use fitact_onnx::replay::judge::SdcRule;
 use std::path::PathBuf;
 
 /// How a folder of images becomes model inputs (ignored for .npy/.npz data).

@@ -5,10 +5,10 @@ use super::Terminal;
 use super::args::{DataArgs, EngineArgs, SdcArgs};
 use super::output::print_stdout;
 use super::values::parse_fraction;
+use crate::check::{CheckOptions, check};
+use crate::faults::flips::WeightFormat;
+use crate::model_io::write_atomically;
 use anyhow::{Context, Result};
-use fitact_onnx::check::{CheckOptions, check};
-use fitact_onnx::faults::flips::WeightFormat;
-use fitact_onnx::model_io::write_atomically;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

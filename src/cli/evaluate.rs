@@ -5,10 +5,10 @@ use super::Terminal;
 use super::args::{DataArgs, EngineArgs, SdcArgs};
 use super::output::{CampaignFiles, write_outputs};
 use super::values::{BitList, parse_bits};
+use crate::faults::flips::WeightFormat;
+use crate::faults::shards::{ShardRequest, evaluate_identified, resolve_shard};
+use crate::faults::{EvaluateOptions, FaultKind};
 use anyhow::Result;
-use fitact_onnx::faults::flips::WeightFormat;
-use fitact_onnx::faults::shards::{ShardRequest, evaluate_identified, resolve_shard};
-use fitact_onnx::faults::{EvaluateOptions, FaultKind};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

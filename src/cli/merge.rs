@@ -3,8 +3,8 @@
 
 use super::Terminal;
 use super::output::{CampaignFiles, write_outputs};
+use crate::faults::{CampaignReport, merge};
 use anyhow::{Context, Result};
-use fitact_onnx::faults::{CampaignReport, merge};
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -13,6 +13,7 @@
 //!   part after the changed site, on cached clean values, and the samples a candidate cannot
 //!   change; `state`: the accepted point and candidate models; `path`: judging a candidate
 //!   and the path of accepted points; `search_log`: what the harden report shows.
+//!
 //! None of the savings changes a decision: a search gives the same bounds, byte for byte, as
 //! one that runs every candidate in full. Why each choice is as it is, with the measurements:
 //! docs/results/search_design.md.

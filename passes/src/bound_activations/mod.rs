@@ -18,11 +18,11 @@
 //!
 //! **When it applies** (`conditions.rs`): the node at the site is still a default-domain node
 //! of the site's operator type writing the site's output (for a Relu, reading its input too)
-//! and the model's default opset is at least 9; the activation is float32 or float64; the
-//! bounds are finite, have as many values as their dims say, a Relu's are non-negative and
-//! have no `low`, and `low <= high` everywhere; and the emission's own conditions hold. A node
-//! that fails a condition is left as it is and reported as skipped; a node is rewritten whole
-//! or not at all.
+//! and the model's default opset is at least 9; the activation is float32, float64 or
+//! float16; the bounds are finite, have as many values as their dims say, a Relu's are
+//! non-negative and have no `low`, and `low <= high` everywhere; and the emission's own
+//! conditions hold. A node that fails a condition is left as it is and reported as skipped; a
+//! node is rewritten whole or not at all.
 //!
 //! **Names** (`site_nodes.rs`): every added node, tensor and initializer is named
 //! `<relu>/fitact/<role>` after the activation (its node name, or its output's), made unique

@@ -196,7 +196,7 @@ pub fn sites_of(model: &ModelProto, kinds: &[ActivationKind]) -> Vec<ActivationS
     }
     let (mut float, integer) = quantized_model_sites(model, kinds);
     float.extend(integer.into_iter().map(|q| q.site));
-    float.sort_by(|a, b| (a.graph.0.len(), a.node).cmp(&(b.graph.0.len(), b.node)));
+    float.sort_by_key(|s| (s.graph.0.len(), s.node));
     float
 }
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Alternative emissions of the zero-mode bound, for timing against the current one.
 
-The current zero-mode emission (passes/src/bound_activations.rs) replaces `Y = Relu(X)` by
+The current zero-mode emission (passes/src/bound_activations/plain.rs) replaces `Y = Relu(X)` by
 
     K = LessOrEqual(X, B)    T = Where(K, X, 0)    Y = Max(T, 0)
 

@@ -44,6 +44,7 @@ fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g
         output: output.clone(),
         calib: calib.to_owned(),
         images: Default::default(),
+        data_cap: Default::default(),
         activations: vec![fitact_passes::activations::ActivationKind::Relu],
         method,
         granularity: g,

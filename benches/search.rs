@@ -70,6 +70,7 @@ fn bench(
         output: dir.join("searched.onnx"),
         calib: data.to_owned(),
         images: Default::default(),
+        data_cap: Default::default(),
         activations: vec![fitact_passes::activations::ActivationKind::Relu],
         method: Method::Fitact,
         granularity: None,

@@ -3,10 +3,11 @@
 
 Usage: scripts/dependencies.py
 
-Every file of src/ belongs to a stage (its folder, or its own name for main.rs, check.rs and
-model_io.rs); every `crate::STAGE` or `fitact_onnx::STAGE` path in it outside its
-`#[cfg(test)]` module (tests may use any stage to build their inputs) must name its own stage
-or one below it in LAYERS. Prints the dependencies of each stage, and every path that reaches
+Every file of src/ belongs to a stage (its folder, or its own name for check.rs and
+model_io.rs; main.rs, the binary, counts with `cli`, the library's command line it calls);
+every `crate::STAGE` or `fitact_onnx::STAGE` path in it outside its `#[cfg(test)]` module
+(tests may use any stage to build their inputs) must name its own stage or one below it in
+LAYERS. Prints the dependencies of each stage, and every path that reaches
 up; exits 1 if there is one.
 """
 import pathlib

@@ -28,6 +28,8 @@ pub struct CheckOptions {
     pub data: PathBuf,
     pub labels: Option<PathBuf>,
     pub images: ImageOptions,
+    /// The memory the data (and labels) may take.
+    pub data_cap: crate::data::cap::DataCap,
     /// Largest allowed drop of accuracy (or of agreement, without labels), as a fraction.
     pub max_drop: f64,
     /// The resilience floor: (BER, minimum mean accuracy under faults).
@@ -88,8 +90,14 @@ pub fn check(options: &CheckOptions) -> Result<CheckReport> {
     let reference = read_model(&options.reference)
         .context("reading the reference model")?
         .model;
-    let data =
-        load_dataset(&options.data, &model, options.labels.as_deref(), &options.images).context("reading the data")?;
+    let data = load_dataset(
+        &options.data,
+        &model,
+        options.labels.as_deref(),
+        &options.images,
+        options.data_cap,
+    )
+    .context("reading the data")?;
     if options.resilience.is_some() {
         ensure!(
             data.labels.is_some(),
@@ -181,6 +189,7 @@ fn resilience_check(options: &CheckOptions, data: Dataset, ber: f64, min_accurac
             data: options.data.clone(),
             labels: options.labels.clone(),
             images: options.images.clone(),
+            data_cap: options.data_cap,
             bers: vec![ber],
             trials: options.trials,
             seed: options.seed,

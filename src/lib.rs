@@ -2,11 +2,13 @@
 //!
 //! The execution side lives here, in folders by stage; pure graph rewrites live in the
 //! `fitact-passes` crate (`passes/`). Dependencies point one way (docs/architecture.md):
-//! the binary (`main.rs`, `cli/`) uses the stages, a stage uses the stages below it, and
-//! everything may use `engine`, `model_io` and `passes`, which use nothing above them.
+//! the command line (`cli`, which the binary `main.rs` and the Python module call) uses the
+//! stages, a stage uses the stages below it, and everything may use `engine`, `model_io` and
+//! `passes`, which use nothing above them.
 //!
 //! | module | owns |
 //! |---|---|
+//! | `cli` | the command line: arguments, one file per command, exit codes |
 //! | `report` | a campaign as CSV, a table, an SVG plot and an HTML page |
 //! | `check` | the CI gate: clean accuracy or agreement within a budget, a resilience floor |
 //! | `harden` | calibration, bounds, method presets, the harden pipeline and its report; `inspect` |
@@ -24,6 +26,7 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 pub mod budget;
 pub mod check;
+pub mod cli;
 pub mod data;
 pub mod engine;
 pub mod faults;

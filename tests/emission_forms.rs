@@ -179,7 +179,8 @@ fn harden(model: &ModelProto, bounds: &[Vec<f32>], mode: ModeName, emission: Emi
             low: None,
         })
         .collect();
-    bound_model(&mut m, &sites, bounds, mode, emission).unwrap();
+    let elems = vec![fitact_onnx::engine::ElemType::F32; sites.len()];
+    bound_model(&mut m, &sites, bounds, mode, emission, &elems).unwrap();
     m
 }
 

@@ -6,7 +6,10 @@
 //! **After**: a *new* model (the input model is untouched) whose main graph is G, with the
 //! model's IR version, opset imports and functions, where
 //! - each free variable that is an initializer of an enclosing graph is copied in as an
-//!   initializer (weights stay constants, so a runtime can fold them), and
+//!   initializer, and one a `Constant` node of an enclosing graph writes is copied in as that
+//!   node (weights and the parameters of a `Slice`, as the TorchScript exporter writes them,
+//!   stay constants, so a runtime can fold them: tract cannot type a `Slice` whose steps are
+//!   inputs), and
 //! - every other free variable is declared as a graph input, without a type: the caller
 //!   feeds the values the enclosing graph computed, and states their types at run time.
 //!
@@ -18,7 +21,7 @@
 
 use crate::error::PassError;
 use crate::graph::{GraphPath, free_variables, graph_at};
-use crate::onnx::{ModelProto, TensorProto, ValueInfoProto};
+use crate::onnx::{ModelProto, NodeProto, TensorProto, ValueInfoProto};
 
 pub struct ExtractedBranch {
     pub model: ModelProto,
@@ -39,10 +42,23 @@ pub fn extract_branch(model: &ModelProto, path: &GraphPath) -> Result<ExtractedB
             .iter()
             .find_map(|g| g.initializer.iter().find(|t| t.name() == name).cloned())
     };
+    let outer_constant = |name: &str| -> Option<NodeProto> {
+        scopes.iter().find_map(|g| {
+            g.node
+                .iter()
+                .find(|n| n.op_type() == "Constant" && n.output.first().is_some_and(|o| o == name))
+                .cloned()
+        })
+    };
     let mut free_inputs = Vec::new();
+    let mut constants = Vec::new();
     for name in free {
-        match outer_initializer(&name) {
-            Some(tensor) => graph.initializer.push(tensor),
+        if let Some(tensor) = outer_initializer(&name) {
+            graph.initializer.push(tensor);
+            continue;
+        }
+        match outer_constant(&name) {
+            Some(node) => constants.push(node),
             None => {
                 graph.input.push(ValueInfoProto {
                     name: Some(name.clone()),
@@ -52,6 +68,7 @@ pub fn extract_branch(model: &ModelProto, path: &GraphPath) -> Result<ExtractedB
             }
         }
     }
+    graph.node.splice(0..0, constants);
     let extracted = ModelProto {
         ir_version: model.ir_version,
         opset_import: model.opset_import.clone(),
@@ -82,7 +99,11 @@ mod tests {
     #[test]
     fn free_variables_become_inputs_or_copied_initializers() {
         let branch = GraphProto {
-            node: vec![node("Mul", &["x", "w"], "t"), node("Relu", &["t"], "r")],
+            node: vec![
+                node("Mul", &["x", "w"], "t"),
+                node("Add", &["t", "k"], "u"),
+                node("Relu", &["u"], "r"),
+            ],
             output: vec![ValueInfoProto {
                 name: Some("r".into()),
                 ..Default::default()
@@ -100,7 +121,7 @@ mod tests {
         };
         let model = ModelProto {
             graph: Some(GraphProto {
-                node: vec![node("Identity", &["in"], "x"), if_node],
+                node: vec![node("Identity", &["in"], "x"), node("Constant", &[], "k"), if_node],
                 initializer: vec![TensorProto {
                     name: Some("w".into()),
                     ..Default::default()
@@ -110,8 +131,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            free_variables(&model.graph.as_ref().unwrap().node[1].attribute[0].g.clone().unwrap()),
-            ["x", "w"]
+            free_variables(&model.graph.as_ref().unwrap().node[2].attribute[0].g.clone().unwrap()),
+            ["x", "w", "k"]
         );
         let path = crate::activations::find_relus(&model)[0].graph.clone();
         let extracted = extract_branch(&model, &path).unwrap();
@@ -119,5 +140,11 @@ mod tests {
         let graph = extracted.model.graph.unwrap();
         assert_eq!(graph.initializer[0].name(), "w");
         assert_eq!(graph.input[0].name(), "x");
+        // The Constant node that writes k comes along, before its use.
+        assert_eq!(
+            (graph.node[0].op_type(), graph.node[0].output[0].as_str()),
+            ("Constant", "k")
+        );
+        assert_eq!(graph.input.len(), 1);
     }
 }

@@ -7,6 +7,7 @@
 
 pub mod activations;
 pub mod bound_activations;
+pub mod bound_quantized;
 pub mod error;
 pub mod extract_branch;
 pub mod extract_suffix;
@@ -14,6 +15,7 @@ pub mod fold_channel_bounds;
 pub mod graph;
 pub mod names;
 pub mod patterns;
+pub mod quantized_activations;
 pub mod smoke;
 pub mod tensor;
 pub mod validate;

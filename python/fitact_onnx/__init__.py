@@ -88,7 +88,9 @@ def harden(model: Any, calib: Any, **options: Any) -> Tuple[Any, Optional[Dict[s
         return hardened, work.read_json(report) if os.path.exists(report) else None
 
 
-def evaluate(models: Sequence[Any], data: Any, **options: Any) -> Dict[str, Any]:
+def evaluate(
+    models: Sequence[Any], data: Any, *, executor: Any = None, shards: Optional[int] = None, **options: Any
+) -> Dict[str, Any]:
     """A fault-injection campaign over ``models`` on ``data``: ``fitact-onnx evaluate``.
 
     Returns the campaign report as a dict (docs/reports.md: ``config``, ``models``,
@@ -101,15 +103,31 @@ def evaluate(models: Sequence[Any], data: Any, **options: Any) -> Dict[str, Any]
     ``ort_lib``, the image options, ``quiet``, ``verbose``. The results table is printed on
     stdout, as the CLI does (``quiet=True`` prints only errors).
 
+    ``executor=`` (a ``concurrent.futures.Executor``: Dask's ``Client.get_executor()``,
+    ``mpi4py.futures.MPIPoolExecutor``, a ``ProcessPoolExecutor``...) with ``shards=N`` runs
+    the campaign as N tasks on it (``shard="K/N"`` each) and returns their merged report: the
+    one this call returns without them. ``report``, ``csv``, ``plot`` and ``html`` are the
+    merged report's. Models and data given as paths are read by each worker at that path (a
+    filesystem they share); models in memory and arrays are shipped: by a Dask executor once
+    per worker (scattered), by any other with each task (docs/guide/scale-out.md).
+
     Example::
 
         campaign = fitact_onnx.evaluate([model, hardened], data=x_test, labels=y_test,
                                         ber=[1e-6, 1e-5], trials=50, seed=7)
         for row in campaign["results"]:
             print(row["model"], row["ber"], row["accuracy"])
+
+        client = distributed.Client("scheduler:8786")
+        campaign = fitact_onnx.evaluate([model, hardened], data=x_test, labels=y_test, ber=[1e-5],
+                                        trials=1000, executor=client.get_executor(), shards=64)
     """
     if isinstance(models, (str, bytes, os.PathLike)) or not isinstance(models, Sequence):
         raise ValueError("models must be a list of models (onnx.ModelProto, bytes or paths)")
+    if executor is not None or shards is not None:
+        from ._executors import evaluate_sharded
+
+        return evaluate_sharded(evaluate, merge, models, data, executor, shards, options)
     with _Workspace() as work:
         report = work.output(options.pop("report", None), "campaign.json")
         labels = work.labels(options.pop("labels", None), "labels")
@@ -162,8 +180,10 @@ def merge(reports: Sequence[Any], **options: Any) -> Dict[str, Any]:
     """The report of a whole campaign from those of its shards: ``fitact-onnx merge``.
 
     ``reports`` are the shards' campaign reports, as dicts (what ``evaluate(..., shard="K/N")``
-    returns) or JSON paths. Returns the merged report; ``report``, ``csv``, ``plot`` and
-    ``html`` (paths) also write it; ``quiet``, ``verbose``.
+    returns) or JSON paths, in any order. Returns the merged report; ``report``, ``csv``,
+    ``plot`` and ``html`` (paths) also write it; ``quiet``, ``verbose``. Reports of different
+    campaigns, or a shard missing or given twice, raise ``FitactError`` naming it (a report
+    given as a dict is named ``reports[i]``).
 
     Example::
 
@@ -174,7 +194,7 @@ def merge(reports: Sequence[Any], **options: Any) -> Dict[str, Any]:
         raise ValueError("reports must be a list of campaign reports (dicts or paths)")
     with _Workspace() as work:
         report = work.output(options.pop("report", None), "merged.json")
-        shards = [work.report(r, f"shard{i}") for i, r in enumerate(reports)]
+        shards = [work.report(r, f"reports[{i}]") for i, r in enumerate(reports)]
         work.run("merge", shards, dict(options, report=report))
         return work.read_json(report)
 
@@ -323,6 +343,7 @@ class _Workspace:
         if not isinstance(report, Mapping):
             raise ValueError(f"{name}: expected a campaign report (a dict) or a path, got {type(report).__name__}")
         path = self._made(f"{name}.json")
+        self._names[path] = name
         with open(path, "w") as f:
             json.dump(report, f)
         return path

@@ -5,6 +5,7 @@ Example::
     hardened, report = fitact_onnx.harden(onnx.load("model.onnx"), calib=np.load("calib.npy"))
 """
 
+import concurrent.futures
 import datetime
 import os
 from typing import Any, Dict, Mapping, Optional, Protocol, Sequence, Tuple, TypedDict, Union
@@ -102,7 +103,8 @@ class EvaluateOptions(RunOptions, total=False):
     format: Optional[str]  # float32 | q15.16 | int8
     bits: Union[str, Sequence[int], None]  # "23-30" or [30, 31]
     target: Optional[str]
-    shard: Optional[str]  # "K/N"
+    shard: Optional[str]  # "K/N" or "auto" (from the scheduler's variables)
+    shard_count: Optional[int]  # N, with shard="auto" where the scheduler gives only K
     threads: Optional[int]
     csv: Optional[PathLike]
     plot: Optional[PathLike]
@@ -123,12 +125,22 @@ def harden(model: Model, calib: Data, **options: Unpack[HardenOptions]) -> Tuple
         hardened, report = fitact_onnx.harden(model, calib=np.load("calib.npy"), method="ranger")
     """
 
-def evaluate(models: Sequence[Model], data: Data, **options: Unpack[EvaluateOptions]) -> Report:
-    """``fitact-onnx evaluate``: the campaign report.
+def evaluate(
+    models: Sequence[Model],
+    data: Data,
+    *,
+    executor: Optional[concurrent.futures.Executor] = ...,
+    shards: Optional[int] = ...,
+    **options: Unpack[EvaluateOptions],
+) -> Report:
+    """``fitact-onnx evaluate``: the campaign report; with ``executor=`` and ``shards=N``, N
+    shards run as tasks on the executor, merged.
 
     Example::
 
         campaign = fitact_onnx.evaluate([model, hardened], data=x, labels=y, ber=[1e-5], trials=50)
+        spread = fitact_onnx.evaluate([model, hardened], data=x, labels=y, ber=[1e-5], trials=50,
+                                      executor=client.get_executor(), shards=8)
     """
 
 def check(model: Model, reference: Model, data: Data, **options: Unpack[CheckOptions]) -> Report:

@@ -1,6 +1,6 @@
 //! `fitact_onnx._native`, the compiled half of the Python package: the command line itself
-//! (`src/main.rs` and `src/cli/`, compiled once more into this module, so every option, default,
-//! check and message is the CLI's), `inspect`'s listing as JSON, and `InMemory`: numpy arrays
+//! (`fitact_onnx::cli`, which the binary runs too, so every option, default, check and message
+//! is the CLI's), `inspect`'s listing as JSON, and `InMemory`: numpy arrays
 //! handed to a command in memory, under a path that stands for the file they replace
 //! (`fitact_onnx::data::memory`). The Python half (`python/fitact_onnx/`) turns Python values
 //! into flags, files (models) and `InMemory` arrays, and reports back into Python values.
@@ -8,12 +8,8 @@
 //! The GIL is released while a command runs; progress bars follow the CLI's rule (stderr is a
 //! terminal and not `-q`).
 
-#[path = "../../src/main.rs"]
-#[allow(dead_code)] // its `main`: the binary's entry point, not used here
-mod command_line;
-
 use clap::Parser;
-use command_line::Cli;
+use fitact_onnx::cli::{self, Cli};
 use fitact_onnx::data::dataset::{READABLE_DTYPES, Raw};
 use fitact_onnx::data::memory::{self, Arrays};
 use numpy::{Element, PyReadonlyArrayDyn, PyUntypedArray, PyUntypedArrayMethods};
@@ -69,10 +65,10 @@ fn command_error(err: anyhow::Error) -> PyErr {
 #[pyfunction]
 #[pyo3(signature = (argv, onnxruntime_package=None))]
 fn run(py: Python<'_>, argv: Vec<OsString>, onnxruntime_package: Option<PathBuf>) -> PyResult<u8> {
-    let cli = Cli::try_parse_from(program(argv)).map_err(|e| PyValueError::new_err(clap_message(&e)))?;
-    command_line::set_log_level(cli.quiet, cli.verbose);
+    let parsed = Cli::try_parse_from(program(argv)).map_err(|e| PyValueError::new_err(clap_message(&e)))?;
+    cli::set_log_level(parsed.quiet, parsed.verbose);
     fitact_onnx::engine::set_host_python_onnxruntime(onnxruntime_package);
-    match py.detach(|| command_line::run(cli)) {
+    match py.detach(|| cli::run(parsed)) {
         Ok(code) => Ok(exit_number(code)),
         Err(err) => Err(command_error(err)),
     }
@@ -83,20 +79,20 @@ fn run(py: Python<'_>, argv: Vec<OsString>, onnxruntime_package: Option<PathBuf>
 #[pyfunction]
 #[pyo3(signature = (argv, onnxruntime_package=None))]
 fn main(py: Python<'_>, argv: Vec<OsString>, onnxruntime_package: Option<PathBuf>) -> u8 {
-    let cli = match Cli::try_parse_from(program(argv)) {
-        Ok(cli) => cli,
+    let parsed = match Cli::try_parse_from(program(argv)) {
+        Ok(parsed) => parsed,
         Err(e) => {
             let _ = e.print();
             return u8::try_from(e.exit_code()).unwrap_or(2);
         }
     };
-    command_line::set_log_level(cli.quiet, cli.verbose);
+    cli::set_log_level(parsed.quiet, parsed.verbose);
     fitact_onnx::engine::set_host_python_onnxruntime(onnxruntime_package);
-    match py.detach(|| command_line::run(cli)) {
+    match py.detach(|| cli::run(parsed)) {
         Ok(code) => exit_number(code),
         Err(err) => {
             eprintln!("error: {err:#}");
-            command_line::error_code(&err)
+            cli::error_code(&err)
         }
     }
 }
@@ -105,7 +101,7 @@ fn main(py: Python<'_>, argv: Vec<OsString>, onnxruntime_package: Option<PathBuf
 #[pyfunction]
 #[pyo3(signature = (model, activations="all"))]
 fn inspect_json(py: Python<'_>, model: PathBuf, activations: &str) -> PyResult<String> {
-    let kinds = command_line::cli::values::parse_kind_list(activations)
+    let kinds = cli::values::parse_kind_list(activations)
         .map_err(|e| PyValueError::new_err(format!("invalid value '{activations}' for activations: {e}")))?;
     py.detach(|| {
         let inspection = fitact_onnx::harden::inspect::inspect(&model, &kinds.0)?;

@@ -125,7 +125,7 @@ def test_data_that_does_not_fit_the_model_is_a_value_error_with_the_cli_line(tmp
         fitact_onnx.harden(MODEL, calib=wrong)
     assert str(in_memory.value) == str(raised.value).replace(str(tmp_path / "wrong.npy"), "calib")
     # A rank that fits no layout, as numpy users pass it by mistake.
-    with pytest.raises(ValueError, match=r"^calib: array 'input' has samples of shape \[3, 3\]"):
+    with pytest.raises(ValueError, match=r"^reading calibration samples: calib: array 'input' has samples of shape \[3, 3\]"):
         fitact_onnx.harden(MODEL, calib=np.zeros((4, 3, 3), np.float32))
 
 

@@ -1,11 +1,12 @@
 //! Argument groups that several commands flatten into their own: how images become inputs,
 //! which engine runs the models, and the data a command runs with its labels.
 
+use crate::data::cap::DataCap;
+use crate::data::images::{ImageOptions, Layout, Preset};
+use crate::engine::{Engine, EngineChoice};
+use crate::replay::judge::SdcRule;
 use anyhow::Result;
 use clap::Args;
-use fitact_onnx::data::images::{ImageOptions, Layout, Preset};
-use fitact_onnx::engine::{Engine, EngineChoice};
-use fitact_onnx::replay::judge::SdcRule;
 use std::path::PathBuf;
 
 /// How a folder of images becomes model inputs (ignored for .npy/.npz data).
@@ -74,6 +75,19 @@ pub struct DataArgs {
     pub labels: Option<PathBuf>,
     #[command(flatten)]
     pub images: ImageArgs,
+    #[command(flatten)]
+    pub cap: DataCapArgs,
+}
+
+/// The memory a data set may take (--data, --calib, --labels).
+#[derive(Args, Clone)]
+pub struct DataCapArgs {
+    /// The most memory the samples may take once read, e.g. 512MiB, 2GiB, 4G or bytes; a
+    /// file, archive member or image folder over it is refused before it is read. Counted
+    /// as the arrays are read, before conversion to the input's type: 4 bytes a value for
+    /// float16/float32, 8 for float64 and any integer type, 1 for bool.
+    #[arg(long = "max-data-memory", value_name = "SIZE", default_value = "4GiB", value_parser = DataCap::parse)]
+    pub max_data_memory: DataCap,
 }
 
 /// What counts as a changed prediction on the judged output (SDC, disagreement).

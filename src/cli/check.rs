@@ -5,10 +5,10 @@ use super::Terminal;
 use super::args::{DataArgs, EngineArgs, SdcArgs};
 use super::output::print_stdout;
 use super::values::parse_fraction;
+use crate::check::{CheckOptions, check};
+use crate::faults::flips::WeightFormat;
+use crate::model_io::write_atomically;
 use anyhow::{Context, Result};
-use fitact_onnx::check::{CheckOptions, check};
-use fitact_onnx::faults::flips::WeightFormat;
-use fitact_onnx::model_io::write_atomically;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -58,7 +58,12 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
     let Args {
         model,
         reference,
-        data: DataArgs { data, labels, images },
+        data: DataArgs {
+            data,
+            labels,
+            images,
+            cap,
+        },
         output,
         judge,
         max_accuracy_drop,
@@ -78,6 +83,7 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         data,
         labels,
         images: images.options(),
+        data_cap: cap.max_data_memory,
         max_drop: max_accuracy_drop,
         resilience: ber.zip(min_accuracy),
         trials,

@@ -5,10 +5,10 @@ use super::Terminal;
 use super::args::{DataArgs, EngineArgs, SdcArgs};
 use super::output::{CampaignFiles, write_outputs};
 use super::values::{BitList, parse_bits};
+use crate::faults::flips::WeightFormat;
+use crate::faults::shards::{ShardRequest, evaluate_identified, resolve_shard};
+use crate::faults::{EvaluateOptions, FaultKind};
 use anyhow::Result;
-use fitact_onnx::faults::flips::WeightFormat;
-use fitact_onnx::faults::{EvaluateOptions, evaluate};
-use fitact_onnx::faults::{FaultKind, Shard};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -48,9 +48,16 @@ pub struct Args {
     /// Only tensors whose name matches this regular expression flip.
     #[arg(long)]
     target: Option<regex::Regex>,
-    /// Run only trials t with t % N == K (K/N), to spread a campaign; see `merge`.
-    #[arg(long)]
-    shard: Option<Shard>,
+    /// Run only trials t with t % N == K (K/N), to spread a campaign; see `merge`. `auto`:
+    /// K and N from the scheduler running this process: a Slurm array job, a Kubernetes
+    /// Indexed Job (N from --shard-count or FITACT_SHARD_COUNT), or FITACT_SHARD_INDEX and
+    /// FITACT_SHARD_COUNT (docs/guide/scale-out.md).
+    #[arg(long, value_name = "K/N|auto")]
+    shard: Option<ShardRequest>,
+    /// The number of shards N, for --shard auto where the scheduler gives only K; it must
+    /// agree with N where that is known.
+    #[arg(long, requires = "shard", value_name = "N")]
+    shard_count: Option<usize>,
     /// Worker threads (default: all cores). Results do not depend on it.
     #[arg(long)]
     threads: Option<usize>,
@@ -80,7 +87,12 @@ pub struct Args {
 pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
     let Args {
         models,
-        data: DataArgs { data, labels, images },
+        data: DataArgs {
+            data,
+            labels,
+            images,
+            cap,
+        },
         ber,
         fault,
         layer,
@@ -92,6 +104,7 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         bits,
         target,
         shard,
+        shard_count,
         threads,
         batch_size,
         engine,
@@ -101,15 +114,17 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         html,
         dump_faults,
     } = args;
-    if let Some(threads) = threads {
-        rayon::ThreadPoolBuilder::new().num_threads(threads).build_global()?;
-    }
+    let shard = match shard {
+        Some(request) => Some(resolve_shard(request, shard_count, &environment())?),
+        None => None,
+    };
     let options = EvaluateOptions {
         engine: engine.engine()?,
         models,
         data,
         labels,
         images: images.options(),
+        data_cap: cap.max_data_memory,
         bers: ber,
         trials,
         seed,
@@ -126,7 +141,13 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         sdc: judge.sdc,
         sdc_tolerance: judge.sdc_tolerance,
     };
-    let campaign = evaluate(&options)?;
+    // A pool of this call's own, not the global one: the Python API runs commands again in
+    // one process, and shards side by side in threads (Dask workers with processes=False).
+    let mut pool = rayon::ThreadPoolBuilder::new();
+    if let Some(threads) = threads {
+        pool = pool.num_threads(threads);
+    }
+    let campaign = pool.build()?.install(|| evaluate_identified(&options))?;
     let files = CampaignFiles {
         report,
         csv,
@@ -135,4 +156,12 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
     };
     write_outputs(&campaign, &files, terminal.quiet)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The process environment as `--shard auto` reads it (variables that are not UTF-8 left out:
+/// none of those it reads can be).
+fn environment() -> std::collections::BTreeMap<String, String> {
+    std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect()
 }

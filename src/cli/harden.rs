@@ -3,19 +3,20 @@
 //! model without activations unchanged).
 
 use super::Terminal;
-use super::args::{EngineArgs, ImageArgs};
+use super::args::{DataCapArgs, EngineArgs, ImageArgs};
 use super::output::print_stderr;
 use super::values::{KindList, ObjectiveName, parse_duration, parse_fraction, parse_kind_list, parse_percentile};
+use crate::faults::flips::WeightFormat;
+use crate::harden::bounds::Granularity;
+use crate::harden::method::{EmissionName, Method, ModeName};
+use crate::harden::{HardenError, HardenOptions, SearchSettings, Unreached, harden};
+use crate::model_io::{read_model, write_model};
+use crate::search::{FaultSweep, Objective};
 use anyhow::{Context, Result};
-use fitact_onnx::budget::{BudgetOptions, CostModel, FaultSettings, Runtime};
-use fitact_onnx::engine::{Engine, EngineChoice, EngineKind};
-use fitact_onnx::faults::flips::WeightFormat;
-use fitact_onnx::harden::bounds::Granularity;
-use fitact_onnx::harden::budgeted::BudgetSettings;
-use fitact_onnx::harden::method::{EmissionName, Method, ModeName};
-use fitact_onnx::harden::{HardenError, HardenOptions, SearchSettings, Unreached, harden};
-use fitact_onnx::model_io::{read_model, write_atomically, write_model};
-use fitact_onnx::search::{FaultSweep, Objective};
+use crate::budget::{BudgetOptions, CostModel, FaultSettings, Runtime};
+use crate::engine::{Engine, EngineChoice, EngineKind};
+use crate::harden::budgeted::BudgetSettings;
+use crate::model_io::write_atomically;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -42,6 +43,8 @@ pub struct Args {
     calib: PathBuf,
     #[command(flatten)]
     images: ImageArgs,
+    #[command(flatten)]
+    cap: DataCapArgs,
     /// Which activations to bound: all (the default), or a comma-separated list of relu,
     /// leakyrelu, prelu, clip, hardsigmoid, hardswish, sigmoid, tanh, silu, gelu, norm (the
     /// output of a normalisation read by a residual Add). Decomposed forms (x * Sigmoid(x),
@@ -189,7 +192,7 @@ impl BudgetArgs {
         &self,
         engine: &Engine,
         (labels, search): (Option<PathBuf>, bool),
-        batch_size: usize,
+        (batch_size, data_cap): (usize, crate::data::cap::DataCap),
         faults: FaultSettings,
     ) -> Result<Option<BudgetSettings>> {
         let Some(max_overhead) = self.max_overhead else {
@@ -219,6 +222,7 @@ impl BudgetArgs {
             },
             labels,
             samples: self.budget_samples as usize,
+            data_cap,
         }))
     }
 }
@@ -243,7 +247,7 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
         other => other?,
     };
     if let (Some(path), Some(budget)) = (&plot_budget, &report.budget) {
-        let svg = fitact_onnx::report::budget_curve::budget_svg(budget)?;
+        let svg = crate::report::budget_curve::budget_svg(budget)?;
         write_atomically(path, svg.as_bytes()).with_context(|| format!("writing {}", path.display()))?;
     }
     if !terminal.quiet {
@@ -262,6 +266,7 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         allow_unchanged: _,
         calib,
         images,
+        cap,
         activations,
         method,
         granularity,
@@ -306,13 +311,14 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
     };
     let engine = engine.engine()?;
     let faults = FaultSettings::new(fault_format, fault_ber.clone(), fault_patterns, seed);
-    let within = budget_args.settings(&engine, (labels.clone(), search), batch_size, faults)?;
+    let within = budget_args.settings(&engine, (labels.clone(), search), (batch_size, cap.max_data_memory), faults)?;
     Ok(HardenOptions {
         engine,
         input,
         output,
         calib,
         images: images.options(),
+        data_cap: cap.max_data_memory,
         activations: activations.0,
         method,
         granularity,

@@ -24,7 +24,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         activations,
         json,
     } = args;
-    let inspection = fitact_onnx::harden::inspect::inspect(&model, &activations.0)?;
+    let inspection = crate::harden::inspect::inspect(&model, &activations.0)?;
     let text = if json {
         serde_json::to_string_pretty(&inspection)? + "\n"
     } else {

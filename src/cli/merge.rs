@@ -3,13 +3,15 @@
 
 use super::Terminal;
 use super::output::{CampaignFiles, write_outputs};
+use crate::faults::{CampaignReport, merge};
 use anyhow::{Context, Result};
-use fitact_onnx::faults::{CampaignReport, merge};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(clap::Args)]
 pub struct Args {
+    /// The shards' reports, in any order: every shard of one campaign, once (a shard missing
+    /// or given twice, or reports of different campaigns, are refused, naming what differs).
     #[arg(required = true)]
     reports: Vec<PathBuf>,
     #[arg(long)]
@@ -32,9 +34,11 @@ pub fn run(args: Args, terminal: Terminal) -> Result<ExitCode> {
     } = args;
     let parts = reports
         .iter()
-        .map(|p| -> Result<CampaignReport> {
+        .map(|p| -> Result<(String, CampaignReport)> {
             let text = std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
-            serde_json::from_str(&text).with_context(|| format!("{} is not a campaign report", p.display()))
+            let report =
+                serde_json::from_str(&text).with_context(|| format!("{} is not a campaign report", p.display()))?;
+            Ok((p.display().to_string(), report))
         })
         .collect::<Result<Vec<_>>>()?;
     let merged = merge(parts)?;

@@ -1,9 +1,9 @@
 //! How results leave the tool: a campaign's files, written atomically, and its table; text on
 //! stdout and stderr, where a closed pipe or a closed stderr is a normal end, not an error.
 
+use crate::faults::CampaignReport;
+use crate::model_io::write_atomically;
 use anyhow::{Context, Result};
-use fitact_onnx::faults::CampaignReport;
-use fitact_onnx::model_io::write_atomically;
 use std::io::Write;
 use std::path::PathBuf;
 
@@ -24,7 +24,7 @@ pub fn write_outputs(campaign: &CampaignReport, files: &CampaignFiles, quiet: bo
         html,
     } = files;
     if let Some(path) = html {
-        let page = fitact_onnx::report::html::campaign_html(campaign)?;
+        let page = crate::report::html::campaign_html(campaign)?;
         write_atomically(path, page.as_bytes()).context("writing the HTML page")?;
     }
     if let Some(path) = report {
@@ -34,7 +34,7 @@ pub fn write_outputs(campaign: &CampaignReport, files: &CampaignFiles, quiet: bo
         write_atomically(path, campaign.to_csv()?.as_bytes()).context("writing the CSV")?;
     }
     if let Some(path) = plot {
-        let svg = fitact_onnx::report::plot::accuracy_svg(campaign)?;
+        let svg = crate::report::plot::accuracy_svg(campaign)?;
         write_atomically(path, svg.as_bytes()).context("writing the plot")?;
     }
     if !quiet {

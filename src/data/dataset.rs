@@ -2,16 +2,15 @@
 //! archive (one array per input name), a folder of images (`images`) or arrays registered in
 //! memory under a path (`memory`), checked against what the model expects, with their labels.
 
-use crate::data::float16::Float16;
+use crate::data::cap::{Budget, DataCap};
 use crate::data::memory;
+use crate::data::npy::{self, Npz};
+pub use crate::data::raw::{Integer, READABLE_DTYPES, Raw};
 use crate::engine::{
     ElemType, Engine, EngineError, Outputs, Session, Value, declared_dims, declared_elem_type, model_input_names,
 };
 use fitact_passes::onnx::ModelProto;
-use ndarray::{ArrayD, IxDyn};
-use ndarray_npy::{NpzReader, ReadNpyError, ReadNpzError, ReadableElement, read_npy};
-use std::fs::File;
-use std::io::{Read, Seek};
+use ndarray::ArrayD;
 use std::path::Path;
 use thiserror::Error;
 
@@ -132,161 +131,6 @@ pub fn session_for(
     engine.load(model, &shapes, preferred, outputs)
 }
 
-/// An array as read from a file or handed over in memory (`Raw::from` an ndarray of any
-/// element type the tool reads), before it is converted to the input's type.
-#[derive(Debug, Clone)]
-pub enum Raw {
-    /// float16, widened (exactly) to f32.
-    F16(ArrayD<f32>),
-    F32(ArrayD<f32>),
-    F64(ArrayD<f64>),
-    /// Any integer type, widened (its name kept for messages).
-    Int(ArrayD<i64>, &'static str),
-    Bool(ArrayD<bool>),
-}
-
-/// The element types the tool reads, as a message names them.
-pub const READABLE_DTYPES: &str = "float16/32/64, int8/16/32/64, uint8/16/32, bool";
-
-impl From<ArrayD<f32>> for Raw {
-    fn from(a: ArrayD<f32>) -> Raw {
-        Raw::F32(a)
-    }
-}
-
-impl From<ArrayD<f64>> for Raw {
-    fn from(a: ArrayD<f64>) -> Raw {
-        Raw::F64(a)
-    }
-}
-
-impl From<ArrayD<bool>> for Raw {
-    fn from(a: ArrayD<bool>) -> Raw {
-        Raw::Bool(a)
-    }
-}
-
-impl From<ArrayD<half::f16>> for Raw {
-    fn from(a: ArrayD<half::f16>) -> Raw {
-        Raw::F16(a.mapv(f32::from))
-    }
-}
-
-/// The integer types an array may hold, widened to i64 with their numpy name kept.
-pub trait Integer: Copy + Into<i64> {
-    const NAME: &'static str;
-}
-
-/// Each integer type with its numpy name.
-macro_rules! integer_names {
-    ($($t:ty => $name:literal),* $(,)?) => {
-        $(impl Integer for $t {
-            const NAME: &'static str = $name;
-        })*
-    };
-}
-
-integer_names!(i8 => "int8", i16 => "int16", i32 => "int32", i64 => "int64", u8 => "uint8", u16 => "uint16", u32 => "uint32");
-
-impl<T: Integer> From<ArrayD<T>> for Raw {
-    fn from(a: ArrayD<T>) -> Raw {
-        Raw::Int(a.mapv(Into::into), T::NAME)
-    }
-}
-
-impl Raw {
-    fn shape(&self) -> &[usize] {
-        match self {
-            Raw::F16(a) | Raw::F32(a) => a.shape(),
-            Raw::F64(a) => a.shape(),
-            Raw::Int(a, _) => a.shape(),
-            Raw::Bool(a) => a.shape(),
-        }
-    }
-
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            Raw::F16(_) => "float16",
-            Raw::F32(_) => "float32",
-            Raw::F64(_) => "float64",
-            Raw::Int(_, name) => name,
-            Raw::Bool(_) => "bool",
-        }
-    }
-}
-
-/// Where one array is read from; `read` fails with `WrongType` on the header alone when the
-/// file holds another dtype.
-trait ArraySource {
-    fn read<T: ReadableElement>(&mut self) -> Result<ArrayD<T>, DtypeError>;
-}
-
-enum DtypeError {
-    WrongType,
-    Other(String),
-}
-
-fn npy_error(e: ReadNpyError) -> DtypeError {
-    match e {
-        ReadNpyError::WrongDescriptor(_) => DtypeError::WrongType,
-        other => DtypeError::Other(other.to_string()),
-    }
-}
-
-struct NpyFile<'p>(&'p Path);
-
-impl ArraySource for NpyFile<'_> {
-    fn read<T: ReadableElement>(&mut self) -> Result<ArrayD<T>, DtypeError> {
-        read_npy::<_, ArrayD<T>>(self.0).map_err(npy_error)
-    }
-}
-
-struct NpzEntry<'r, R: Read + Seek>(&'r mut NpzReader<R>, &'r str);
-
-impl<R: Read + Seek> ArraySource for NpzEntry<'_, R> {
-    fn read<T: ReadableElement>(&mut self) -> Result<ArrayD<T>, DtypeError> {
-        self.0
-            .by_name::<ndarray::OwnedRepr<T>, IxDyn>(self.1)
-            .map_err(|e| match e {
-                ReadNpzError::Npy(e) => npy_error(e),
-                other => DtypeError::Other(other.to_string()),
-            })
-    }
-}
-
-/// Reads one array of any dtype numpy writes for numbers or booleans (complex excepted),
-/// trying each element type in turn.
-fn read_any(source: &mut impl ArraySource) -> Result<Raw, String> {
-    fn attempt<T: ReadableElement>(
-        source: &mut impl ArraySource,
-        wrap: impl FnOnce(ArrayD<T>) -> Raw,
-        error: &mut Option<String>,
-    ) -> Option<Raw> {
-        match source.read::<T>() {
-            Ok(a) => Some(wrap(a)),
-            Err(DtypeError::WrongType) => None,
-            Err(DtypeError::Other(e)) => {
-                error.get_or_insert(e);
-                None
-            }
-        }
-    }
-    let mut error = None;
-    let e = &mut error;
-    let raw = attempt::<f32>(source, Raw::from, e)
-        .or_else(|| attempt::<f64>(source, Raw::from, e))
-        .or_else(|| attempt::<i64>(source, Raw::from, e))
-        .or_else(|| attempt::<i32>(source, Raw::from, e))
-        .or_else(|| attempt::<i16>(source, Raw::from, e))
-        .or_else(|| attempt::<i8>(source, Raw::from, e))
-        .or_else(|| attempt::<u8>(source, Raw::from, e))
-        .or_else(|| attempt::<u16>(source, Raw::from, e))
-        .or_else(|| attempt::<u32>(source, Raw::from, e))
-        .or_else(|| attempt::<bool>(source, Raw::from, e))
-        .or_else(|| attempt::<Float16>(source, |a| Raw::F16(a.mapv(|h| h.0)), e));
-    raw.ok_or_else(|| error.unwrap_or_else(|| format!("its dtype is none the tool reads ({READABLE_DTYPES})")))
-}
-
 /// The largest integer magnitude float32 holds exactly (2^24); float64's is 2^53.
 const F32_EXACT: i64 = 1 << 24;
 const F64_EXACT: i64 = 1 << 53;
@@ -299,6 +143,10 @@ fn convert(raw: Raw, to: ElemType) -> Result<Value, String> {
     let ints_within = |a: &ArrayD<i64>, low: i64, high: i64| a.iter().find(|v| **v < low || **v > high).copied();
     match (raw, to) {
         (Raw::F16(a) | Raw::F32(a), ElemType::F32) => Ok(Value::from(a)),
+        // As float64 to float32: a float16 model's input takes float32 data, rounded as a
+        // float16 runtime would round it.
+        (Raw::F16(a) | Raw::F32(a), ElemType::F16) => Ok(Value::from(a.mapv(half::f16::from_f32))),
+        (Raw::F64(a), ElemType::F16) => Ok(Value::from(a.mapv(half::f16::from_f64))),
         (Raw::F16(a), ElemType::F64) => Ok(Value::from(a.mapv(f64::from))),
         (Raw::F64(a), ElemType::F32) => Ok(Value::from(a.mapv(|v| v as f32))),
         (Raw::F32(a), ElemType::F64) => Ok(Value::from(a.mapv(f64::from))),
@@ -391,41 +239,19 @@ fn layout_for(shape: &[usize], dims: Option<&[Option<i64>]>) -> Result<Layout, S
 /// `(N, *input_shape)` for an input with no batch axis in front (a state, a scalar `()` as
 /// `(N,)`) gives N whole feeds, and the model then runs one sample at a time.
 pub fn load_samples(path: &Path, model: &ModelProto) -> Result<Samples, DatasetError> {
+    load_samples_within(path, model, DataCap::DEFAULT)
+}
+
+/// `load_samples` with the arrays' memory capped at `cap` (`data::cap`): a header or an
+/// archive member that claims more than its bytes hold, or arrays that would take more than
+/// `cap` once read, are refused before anything is allocated.
+pub fn load_samples_within(path: &Path, model: &ModelProto, cap: DataCap) -> Result<Samples, DatasetError> {
     let invalid = |reason: String| DatasetError::Invalid {
         path: path.display().to_string(),
         reason,
     };
     let input_names = model_input_names(model);
-    let is_npz = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz"));
-    let raw: Vec<(String, Raw)> = if let Some(arrays) = memory::registered(path) {
-        arrays.for_inputs(&input_names).map_err(invalid)?
-    } else if is_npz {
-        let file = File::open(path).map_err(|e| invalid(e.to_string()))?;
-        let mut reader = NpzReader::new(file).map_err(|e| invalid(format!("not a .npz archive: {e}")))?;
-        let present = reader.names().map_err(|e| invalid(e.to_string()))?;
-        input_names
-            .iter()
-            .map(|name| {
-                if !present.contains(name) {
-                    return Err(invalid(format!(
-                        "no array named '{name}' (the model's input); found {present:?}"
-                    )));
-                }
-                let array =
-                    read_any(&mut NpzEntry(&mut reader, name)).map_err(|r| invalid(format!("array '{name}': {r}")))?;
-                Ok((name.clone(), array))
-            })
-            .collect::<Result<_, _>>()?
-    } else {
-        if input_names.len() != 1 {
-            return Err(invalid(format!(
-                "the model has {} inputs ({input_names:?}); give a .npz with one array per input name",
-                input_names.len()
-            )));
-        }
-        vec![(input_names[0].clone(), read_any(&mut NpyFile(path)).map_err(invalid)?)]
-    };
-
+    let raw = read_arrays(path, &input_names, &mut Budget::new(cap)).map_err(invalid)?;
     let mut count = None;
     let (mut inputs, mut layouts) = (Vec::new(), Vec::new());
     for (name, array) in raw {
@@ -457,6 +283,38 @@ pub fn load_samples(path: &Path, model: &ModelProto) -> Result<Samples, DatasetE
     })
 }
 
+/// The array for each of `input_names`, from the arrays registered in memory under `path`, a
+/// `.npz` archive or a `.npy` file, each charged to `budget` before it is read.
+fn read_arrays(path: &Path, input_names: &[String], budget: &mut Budget) -> Result<Vec<(String, Raw)>, String> {
+    if let Some(arrays) = memory::registered(path) {
+        return arrays.for_inputs(input_names, budget);
+    }
+    if path.extension().is_some_and(|e| e.eq_ignore_ascii_case("npz")) {
+        let mut npz = Npz::open(path)?;
+        let present = npz.names();
+        return input_names
+            .iter()
+            .map(|name| {
+                if !present.contains(name) {
+                    return Err(format!(
+                        "no array named '{name}' (the model's input); found {present:?}"
+                    ));
+                }
+                Ok((name.clone(), npz.read(name, budget)?))
+            })
+            .collect();
+    }
+    if input_names.len() != 1 {
+        return Err(format!(
+            "the model has {} inputs ({input_names:?}); give a .npz with one array per input name",
+            input_names.len()
+        ));
+    }
+    let name = &input_names[0];
+    let array = npy::read_npy_file(path, &format!("array '{name}'"), budget)?;
+    Ok(vec![(name.clone(), array)])
+}
+
 /// Refuses a float array holding a NaN or an infinity, naming the sample.
 fn check_finite(name: &str, array: &Raw) -> Result<(), String> {
     let (len, index) = match array {
@@ -483,12 +341,14 @@ pub struct Dataset {
 
 /// Loads the samples at `path` for `model`: a folder is read as images (labels from class
 /// sub-folders), anything else as `.npy`/`.npz`. A `labels` file, when given, supplies the
-/// labels (and overrides those of class folders).
+/// labels (and overrides those of class folders). The samples, and the labels, may take at
+/// most `cap` of memory (`data::cap`).
 pub fn load_dataset(
     path: &Path,
     model: &fitact_passes::onnx::ModelProto,
     labels: Option<&Path>,
     images: &crate::data::images::ImageOptions,
+    cap: DataCap,
 ) -> anyhow::Result<Dataset> {
     use anyhow::Context;
     let input_names = crate::engine::model_input_names(model);
@@ -499,33 +359,33 @@ pub fn load_dataset(
             path.display()
         );
         let dims = crate::engine::declared_dims(model, &input_names[0]).unwrap_or_default();
-        let set = crate::data::images::load_images(path, &input_names[0], &dims, images)?;
+        let set = crate::data::images::load_images(path, &input_names[0], &dims, images, cap)?;
         (set.samples, set.labels)
     } else {
-        (load_samples(path, model)?, None)
+        (load_samples_within(path, model, cap)?, None)
     };
     let labels = match labels {
-        Some(file) => Some(load_labels(file, samples.count).context("reading the labels")?),
+        Some(file) => Some(load_labels(file, samples.count, cap).context("reading the labels")?),
         None => folder_labels,
     };
     Ok(Dataset { samples, labels })
 }
 
 /// Class labels: an int64 or int32 `.npy` (or such an array registered in memory under
-/// `path`) with one non-negative label per sample.
-pub fn load_labels(path: &Path, count: usize) -> anyhow::Result<Vec<usize>> {
-    let read = |p: &Path| -> anyhow::Result<Vec<i64>> {
-        if let Some(arrays) = memory::registered(p) {
-            return arrays.labels().map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
+/// `path`) with one non-negative label per sample, taking at most `cap` of memory.
+pub fn load_labels(path: &Path, count: usize, cap: DataCap) -> anyhow::Result<Vec<usize>> {
+    let read = |p: &Path| -> Result<Vec<i64>, String> {
+        let mut budget = Budget::new(cap);
+        let raw = match memory::registered(p) {
+            Some(arrays) => return arrays.labels(&mut budget),
+            None => npy::read_npy_file(p, "the labels", &mut budget)?,
+        };
+        match raw {
+            Raw::Int(a, "int64" | "int32") => Ok(a.iter().copied().collect()),
+            other => Err(format!("expected int64 or int32 labels, got {}", other.type_name())),
         }
-        if let Ok(a) = ndarray_npy::read_npy::<_, ndarray::ArrayD<i64>>(p) {
-            return Ok(a.iter().copied().collect());
-        }
-        let a: ndarray::ArrayD<i32> = ndarray_npy::read_npy(p)
-            .map_err(|e| anyhow::anyhow!("{}: expected int64 or int32 labels: {e}", p.display()))?;
-        Ok(a.iter().map(|v| i64::from(*v)).collect())
     };
-    let labels = read(path)?;
+    let labels = read(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
     anyhow::ensure!(
         labels.len() == count,
         "{}: {} labels for {count} samples",
@@ -546,6 +406,7 @@ mod tests {
     };
     use ndarray::Array;
     use ndarray_npy::{NpzWriter, write_npy};
+    use std::fs::File;
 
     /// A model that only declares inputs: (name, ONNX type code, dims; -1 for a symbolic one,
     /// -2 for `dim_value: -1` as Paddle writes a dynamic size).
@@ -714,6 +575,56 @@ mod tests {
             err.contains("holds float16 values, the input takes int64: give integer values"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn lying_headers_name_the_file_and_arrays_over_the_cap_name_the_array() {
+        use crate::data::npy::tests::{npy, npz};
+        let dir = tempfile::tempdir().unwrap();
+        let model = model_with_inputs(&[("x", FLOAT, &[-1, 4])]);
+        let lie = dir.path().join("bad.npy");
+        std::fs::write(&lie, npy("<f4", "(1099511627776,)", &[0; 100])).unwrap();
+        assert_eq!(
+            error_of(&lie, &model),
+            format!(
+                "{}: the header claims shape [1099511627776] of <f4 (4398046511104 bytes, 4.0 TiB), the file has 100 bytes after its header",
+                lie.display()
+            )
+        );
+        let values: Vec<u8> = (0..8).flat_map(|v| (v as f32).to_le_bytes()).collect();
+        let archive = dir.path().join("calib.npz");
+        let member = npy("<f4", "(2, 4)", &values);
+        std::fs::write(&archive, npz(&[("x.npy", &member)], zip::CompressionMethod::Deflated)).unwrap();
+        let samples = load_samples(&archive, &model).unwrap();
+        assert_eq!(
+            samples.inputs[0].1.to_array::<f32>().unwrap().as_slice().unwrap(),
+            &[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]
+        );
+        let err = load_samples_within(&archive, &model, DataCap::bytes(16))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            err,
+            format!(
+                "{}: array 'x' would take 32 bytes, over the 16 bytes data cap (--max-data-memory)",
+                archive.display()
+            )
+        );
+        let labels = dir.path().join("labels.npy");
+        std::fs::write(
+            &labels,
+            npy("<i8", "(2,)", &[1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
+        )
+        .unwrap();
+        assert_eq!(load_labels(&labels, 2, DataCap::DEFAULT).unwrap(), [1, 0]);
+        let err = load_labels(&labels, 2, DataCap::bytes(8)).unwrap_err().to_string();
+        assert!(
+            err.ends_with("the labels would take 16 bytes, over the 8 bytes data cap (--max-data-memory)"),
+            "{err}"
+        );
+        std::fs::write(&labels, npy("<f4", "(2,)", &[0; 8])).unwrap();
+        let err = load_labels(&labels, 2, DataCap::DEFAULT).unwrap_err().to_string();
+        assert!(err.ends_with("expected int64 or int32 labels, got float32"), "{err}");
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! When the images sit in sub-folders, each first-level sub-folder is a class and its index
 //! (sub-folders in name order) is the sample's label, as torchvision's `ImageFolder` does.
 
+use crate::data::cap::{Budget, DataCap, held};
 use crate::data::dataset::Samples;
 use clap::ValueEnum;
 use image::imageops::FilterType;
@@ -143,12 +144,13 @@ fn per_channel(values: &[f32], channels: usize, what: &str) -> Result<Vec<f32>, 
 }
 
 /// Reads every image under `dir` for the model input `input` whose declared dimensions are
-/// `dims` (batch axis included).
+/// `dims` (batch axis included), into at most `cap` of memory.
 pub fn load_images(
     dir: &Path,
     input: &str,
     dims: &[Option<i64>],
     options: &ImageOptions,
+    cap: DataCap,
 ) -> Result<ImageSet, ImageError> {
     let invalid = |reason: String| ImageError::Invalid {
         path: dir.display().to_string(),
@@ -197,6 +199,19 @@ pub fn load_images(
         Some(labels)
     };
 
+    let values = [files.len(), channels, height, width]
+        .iter()
+        .try_fold(1usize, |n, d| n.checked_mul(*d));
+    Budget::new(cap)
+        .charge(
+            &format!(
+                "{} image{} of {channels}x{height}x{width} float32",
+                files.len(),
+                if files.len() == 1 { "" } else { "s" }
+            ),
+            values.and_then(|v| held(v, 4)),
+        )
+        .map_err(invalid)?;
     let mut batch = Array4::<f32>::zeros((files.len(), channels, height, width));
     for (index, file) in files.iter().enumerate() {
         let image = image::open(file).map_err(|e| ImageError::Invalid {
@@ -249,7 +264,7 @@ mod tests {
         write_png(&dir.path().join("ant/c.PNG"), 4, 4, |_, _| [0, 0, 0]);
         std::fs::write(dir.path().join("notes.txt"), "not an image").unwrap();
         let dims = [None, Some(3), Some(4), Some(4)];
-        let set = load_images(dir.path(), "x", &dims, &ImageOptions::default()).unwrap();
+        let set = load_images(dir.path(), "x", &dims, &ImageOptions::default(), DataCap::DEFAULT).unwrap();
         assert_eq!(set.classes, ["ant", "cat"]);
         assert_eq!(set.labels, Some(vec![0, 0, 1]));
         let x = set.samples.inputs[0].1.view::<f32>().unwrap();
@@ -263,7 +278,14 @@ mod tests {
             layout: Some(Layout::Nhwc),
             ..Default::default()
         };
-        let set = load_images(dir.path(), "x", &[None, Some(4), Some(4), Some(3)], &imagenet).unwrap();
+        let set = load_images(
+            dir.path(),
+            "x",
+            &[None, Some(4), Some(4), Some(3)],
+            &imagenet,
+            DataCap::DEFAULT,
+        )
+        .unwrap();
         let x = set.samples.inputs[0].1.view::<f32>().unwrap();
         assert_eq!(x.shape(), [3, 4, 4, 3]);
         assert!((x[[2, 0, 0, 0]] - (1.0 - 0.485) / 0.229).abs() < 1e-5);
@@ -284,6 +306,7 @@ mod tests {
             "x",
             &[Some(1), Some(1), Some(2), Some(2)],
             &ImageOptions::default(),
+            DataCap::DEFAULT,
         )
         .unwrap();
         assert_eq!(set.labels, None);
@@ -296,7 +319,10 @@ mod tests {
     fn what_does_not_fit_is_named() {
         let dir = tempfile::tempdir().unwrap();
         let err = |dims: &[Option<i64>], options: &ImageOptions| {
-            load_images(dir.path(), "x", dims, options).err().unwrap().to_string()
+            load_images(dir.path(), "x", dims, options, DataCap::DEFAULT)
+                .err()
+                .unwrap()
+                .to_string()
         };
         let image_dims = [None, Some(3), Some(4), Some(4)];
         assert!(err(&image_dims, &ImageOptions::default()).contains("no image (png, jpg, jpeg) in this folder"));
@@ -308,6 +334,14 @@ mod tests {
             ..Default::default()
         };
         assert!(err(&image_dims, &two_means).contains("--mean has 2 values; the model's input has 3 channels"));
+        // A model that declares huge images is refused before the batch is allocated.
+        let huge = [None, Some(3), Some(1 << 20), Some(1 << 20)];
+        assert!(
+            err(&huge, &ImageOptions::default())
+                .contains("1 image of 3x1048576x1048576 float32 would take 12.0 TiB, over the 4.0 GiB data cap"),
+            "{}",
+            err(&huge, &ImageOptions::default())
+        );
         write_png(&dir.path().join("sub/b.png"), 4, 4, |_, _| [1; 3]);
         assert!(err(&image_dims, &ImageOptions::default()).contains("a.png is not inside a class sub-folder"));
         std::fs::write(dir.path().join("sub/c.jpg"), "garbage").unwrap();

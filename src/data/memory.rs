@@ -6,6 +6,7 @@
 //! for a file there: the same checks, conversions and messages as the `.npy` or `.npz` they
 //! stand for. Nothing is registered unless a caller does it, so the CLI reads files only.
 
+use crate::data::cap::Budget;
 use crate::data::dataset::Raw;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -58,11 +59,16 @@ pub(crate) fn registered(path: &Path) -> Option<Arc<Arrays>> {
 }
 
 impl Arrays {
-    /// One array per input of `input_names`, in that order, or why these arrays do not give
-    /// them (the messages of a `.npy` or `.npz` file).
-    pub(crate) fn for_inputs(&self, input_names: &[String]) -> Result<Vec<(String, Raw)>, String> {
+    /// One array per input of `input_names`, in that order, each charged to `budget` before
+    /// it is copied, or why these arrays do not give them (the messages of a `.npy` or `.npz`
+    /// file).
+    pub(crate) fn for_inputs(&self, input_names: &[String], budget: &mut Budget) -> Result<Vec<(String, Raw)>, String> {
+        let take = |name: &String, array: &Raw, budget: &mut Budget| {
+            budget.charge(&format!("array '{name}'"), array.held_bytes())?;
+            Ok((name.clone(), array.clone()))
+        };
         match self {
-            Arrays::One(array) if input_names.len() == 1 => Ok(vec![(input_names[0].clone(), array.clone())]),
+            Arrays::One(array) if input_names.len() == 1 => Ok(vec![take(&input_names[0], array, budget)?]),
             Arrays::One(_) => Err(format!(
                 "the model has {} inputs ({input_names:?}); give one array per input name",
                 input_names.len()
@@ -70,7 +76,7 @@ impl Arrays {
             Arrays::Named(arrays) => input_names
                 .iter()
                 .map(|name| match arrays.iter().find(|(n, _)| n == name) {
-                    Some((_, array)) => Ok((name.clone(), array.clone())),
+                    Some((_, array)) => take(name, array, budget),
                     None => {
                         let present: Vec<&str> = arrays.iter().map(|(n, _)| n.as_str()).collect();
                         Err(format!(
@@ -82,10 +88,13 @@ impl Arrays {
         }
     }
 
-    /// Labels, as an int64 or int32 `.npy` file gives them.
-    pub(crate) fn labels(&self) -> Result<Vec<i64>, String> {
+    /// Labels, as an int64 or int32 `.npy` file gives them, charged to `budget`.
+    pub(crate) fn labels(&self, budget: &mut Budget) -> Result<Vec<i64>, String> {
         match self {
-            Arrays::One(Raw::Int(a, "int64" | "int32")) => Ok(a.iter().copied().collect()),
+            Arrays::One(array @ Raw::Int(a, "int64" | "int32")) => {
+                budget.charge("the labels", array.held_bytes())?;
+                Ok(a.iter().copied().collect())
+            }
             Arrays::One(other) => Err(format!("expected int64 or int32 labels, got {}", other.type_name())),
             Arrays::Named(_) => Err("expected one array of labels, got arrays by name".to_owned()),
         }
@@ -95,7 +104,8 @@ impl Arrays {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::data::dataset::{load_labels, load_samples};
+    use crate::data::cap::DataCap;
+    use crate::data::dataset::{load_labels, load_samples, load_samples_within};
     use fitact_passes::onnx::ModelProto;
     use ndarray::{ArrayD, IxDyn};
     use ndarray_npy::write_npy;
@@ -138,7 +148,10 @@ mod tests {
             from_memory.inputs[0].1.to_array::<f32>().unwrap(),
             from_file.inputs[0].1.to_array::<f32>().unwrap()
         );
-        assert_eq!(load_labels(memory.path(), 6).unwrap(), (0..6).collect::<Vec<_>>());
+        assert_eq!(
+            load_labels(memory.path(), 6, DataCap::DEFAULT).unwrap(),
+            (0..6).collect::<Vec<_>>()
+        );
 
         // A NaN is refused as in a file, naming the path the arrays stand in for.
         let mut nan = ArrayD::<f32>::zeros(IxDyn(&[2, 2]));
@@ -150,7 +163,7 @@ mod tests {
             "{err}"
         );
         assert!(error(memory.path(), &model(&["x", "y"])).contains("give one array per input name"));
-        let err = load_labels(nan.path(), 4).unwrap_err().to_string();
+        let err = load_labels(nan.path(), 4, DataCap::DEFAULT).unwrap_err().to_string();
         assert!(err.contains("expected int64 or int32 labels, got float32"), "{err}");
     }
 
@@ -167,6 +180,15 @@ mod tests {
         let err = error(memory.path(), &model(&["a", "c"]));
         assert!(
             err.contains(r#"no array named 'c' (the model's input); found ["b", "a"]"#),
+            "{err}"
+        );
+
+        // The arrays are in memory already, but their copies count against the cap.
+        let err = load_samples_within(memory.path(), &model(&["a", "b"]), DataCap::bytes(50))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.ends_with("array 'b' would take 16 bytes (64 bytes with the arrays read before it), over the 50 bytes data cap (--max-data-memory)"),
             "{err}"
         );
 

@@ -389,6 +389,7 @@ fn value_of(name: &str, value: DynValue) -> Result<Value, EngineError> {
         .ok_or_else(|| run_error(format!("output '{name}' is not a tensor")))?;
     let elem = match kind {
         TensorElementType::Float32 => ElemType::F32,
+        TensorElementType::Float16 => ElemType::F16,
         TensorElementType::Uint8 => ElemType::U8,
         TensorElementType::Int8 => ElemType::I8,
         TensorElementType::Int32 => ElemType::I32,

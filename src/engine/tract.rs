@@ -176,6 +176,7 @@ fn fact_of(value: &Value) -> TypedFact {
 fn datum_of(elem: ElemType) -> DatumType {
     match elem {
         ElemType::F32 => DatumType::F32,
+        ElemType::F16 => DatumType::F16,
         ElemType::U8 => DatumType::U8,
         ElemType::I8 => DatumType::I8,
         ElemType::I32 => DatumType::I32,

@@ -11,6 +11,8 @@ use tract_onnx::prelude::{Datum, IntoTValue, TValue, Tensor};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ElemType {
     F32,
+    /// IEEE half precision (`half::f16`, which tract uses too).
+    F16,
     U8,
     I8,
     I32,
@@ -33,6 +35,7 @@ impl ElemType {
     pub fn dispatch<F: PerElement>(self, f: F) -> Option<F::Output> {
         match self {
             ElemType::F32 => Some(f.run::<f32>()),
+            ElemType::F16 => Some(f.run::<half::f16>()),
             ElemType::U8 => Some(f.run::<u8>()),
             ElemType::I8 => Some(f.run::<i8>()),
             ElemType::I32 => Some(f.run::<i32>()),
@@ -47,6 +50,7 @@ impl ElemType {
     pub fn onnx(self) -> i32 {
         match self {
             ElemType::F32 => 1,
+            ElemType::F16 => 10,
             ElemType::U8 => 2,
             ElemType::I8 => 3,
             ElemType::I32 => 6,
@@ -61,6 +65,7 @@ impl ElemType {
     pub fn from_onnx(code: i32) -> ElemType {
         [
             ElemType::F32,
+            ElemType::F16,
             ElemType::U8,
             ElemType::I8,
             ElemType::I32,
@@ -76,13 +81,14 @@ impl ElemType {
     pub fn name(self) -> &'static str {
         match self {
             ElemType::F32 => "float32",
+            ElemType::F16 => "float16",
             ElemType::U8 => "uint8",
             ElemType::I8 => "int8",
             ElemType::I32 => "int32",
             ElemType::I64 => "int64",
             ElemType::Bool => "bool",
             ElemType::F64 => "float64",
-            ElemType::Other => "a type other than float32/64, int8/32/64, uint8 and bool",
+            ElemType::Other => "a type other than float16/32/64, int8/32/64, uint8 and bool",
         }
     }
 }
@@ -108,6 +114,7 @@ pub(super) enum Repr {
 #[derive(Clone)]
 pub enum Array {
     F32(ArcArray<f32, IxDyn>),
+    F16(ArcArray<half::f16, IxDyn>),
     U8(ArcArray<u8, IxDyn>),
     I8(ArcArray<i8, IxDyn>),
     I32(ArcArray<i32, IxDyn>),
@@ -142,6 +149,7 @@ macro_rules! element {
     };
 }
 element!(f32, F32);
+element!(half::f16, F16);
 element!(u8, U8);
 element!(i8, I8);
 element!(i32, I32);
@@ -153,6 +161,7 @@ impl Array {
     fn elem_type(&self) -> ElemType {
         match self {
             Array::F32(_) => ElemType::F32,
+            Array::F16(_) => ElemType::F16,
             Array::U8(_) => ElemType::U8,
             Array::I8(_) => ElemType::I8,
             Array::I32(_) => ElemType::I32,
@@ -165,6 +174,7 @@ impl Array {
     fn shape(&self) -> &[usize] {
         match self {
             Array::F32(a) => a.shape(),
+            Array::F16(a) => a.shape(),
             Array::U8(a) => a.shape(),
             Array::I8(a) => a.shape(),
             Array::I32(a) => a.shape(),
@@ -213,6 +223,7 @@ impl Value {
     pub fn bytes(&self) -> usize {
         let width = match self.elem_type() {
             ElemType::U8 | ElemType::I8 | ElemType::Bool => 1,
+            ElemType::F16 => 2,
             ElemType::F32 | ElemType::I32 => 4,
             ElemType::I64 | ElemType::F64 | ElemType::Other => 8,
         };
@@ -234,6 +245,22 @@ impl Value {
     pub fn f32s(&self) -> Result<ArrayViewD<'_, f32>, String> {
         self.view::<f32>()
             .ok_or_else(|| format!("{} where float32 was expected", self.elem_type().name()))
+    }
+
+    /// The elements of a float16 or 8-bit integer value widened (exactly) to float32, or an
+    /// error naming the type found. Calibration reads float16 activations and the integer
+    /// ones of quantized models this way; float32 values are read in place (`view`).
+    pub fn widened_f32(&self) -> Result<ArrayD<f32>, String> {
+        if let Some(v) = self.view::<half::f16>() {
+            return Ok(v.mapv(f32::from));
+        }
+        if let Some(v) = self.view::<u8>() {
+            return Ok(v.mapv(f32::from));
+        }
+        if let Some(v) = self.view::<i8>() {
+            return Ok(v.mapv(f32::from));
+        }
+        Err(self.elem_type().name().to_owned())
     }
 
     /// An owned copy of the elements, when they are of type `T`.
@@ -343,6 +370,7 @@ impl Value {
             }
             Repr::Array(a) => match a {
                 Array::F32(a) => array_to_tensor(a),
+                Array::F16(a) => array_to_tensor(a),
                 Array::U8(a) => array_to_tensor(a),
                 Array::I8(a) => array_to_tensor(a),
                 Array::I32(a) => array_to_tensor(a),
@@ -367,6 +395,7 @@ fn tract_elem_type(t: &TValue) -> ElemType {
     use tract_onnx::prelude::DatumType;
     match t.datum_type() {
         DatumType::F32 => ElemType::F32,
+        DatumType::F16 => ElemType::F16,
         DatumType::U8 => ElemType::U8,
         DatumType::I8 => ElemType::I8,
         DatumType::I32 => ElemType::I32,

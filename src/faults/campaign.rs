@@ -34,6 +34,8 @@ pub struct EvaluateOptions {
     pub labels: Option<PathBuf>,
     /// How images become inputs, when `data` is a folder.
     pub images: crate::data::images::ImageOptions,
+    /// The memory the data (and labels) may take.
+    pub data_cap: crate::data::cap::DataCap,
     pub bers: Vec<f64>,
     pub trials: usize,
     pub seed: u64,
@@ -313,8 +315,14 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
     let first = read_model(&options.models[0]).context("reading the first model")?.model;
     let data = match data {
         Some(data) => data,
-        None => load_dataset(&options.data, &first, options.labels.as_deref(), &options.images)
-            .context("reading the data")?,
+        None => load_dataset(
+            &options.data,
+            &first,
+            options.labels.as_deref(),
+            &options.images,
+            options.data_cap,
+        )
+        .context("reading the data")?,
     };
     let (samples, labels) = (data.samples, data.labels);
     let batch_size = batch_size_for(&first, options.batch_size.min(samples.count));
@@ -342,6 +350,7 @@ pub fn evaluate_on(options: &EvaluateOptions, data: Option<Dataset>) -> Result<C
         .iter()
         .map(|s| ModelSummary {
             model: s.path.clone(),
+            sha256: None,
             weights: s.target_sizes.iter().map(|(_, n)| n).sum(),
             weights_by_dtype: s.weights_by_dtype(),
             clean_accuracy: labels.as_ref().map(|l| accuracy(&s.clean.classes, l)),
@@ -567,6 +576,7 @@ fn campaign_config(
             (None, true) => Some(format!("class folders of {}", options.data.display())),
             (None, false) => None,
         },
+        data_sha256: None,
         samples,
         bers: options.bers.clone(),
         trials: options.trials,

@@ -16,6 +16,11 @@ pub struct CampaignConfig {
     pub layers: Vec<String>,
     pub data: String,
     pub labels: Option<String>,
+    /// SHA-256 of the samples and labels as the campaign read them (absent in reports of
+    /// earlier versions and of library callers of `evaluate`): with it, `merge` compares
+    /// the data by content, not by path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_sha256: Option<String>,
     pub samples: usize,
     pub bers: Vec<f64>,
     pub trials: usize,
@@ -44,6 +49,10 @@ impl CampaignConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelSummary {
     pub model: String,
+    /// SHA-256 of the model file followed by its external data files (absent as
+    /// `config.data_sha256` is): with it, `merge` compares the model by content, not by path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
     /// Stored values that can be hit (after --target), and how many of each element type.
     pub weights: usize,
     #[serde(default)]

@@ -26,6 +26,14 @@ pub enum WeightFormat {
     #[value(name = "int8")]
     #[serde(rename = "int8")]
     Int8,
+    /// IEEE half precision: float32 weights as a float16 deployment stores them.
+    #[value(name = "float16")]
+    #[serde(rename = "float16")]
+    Float16,
+    /// bfloat16 (float32's exponent, 7 fraction bits).
+    #[value(name = "bfloat16")]
+    #[serde(rename = "bfloat16")]
+    BFloat16,
 }
 
 /// A tensor as stored: one word per value (the low `bits()` bits are used) and its scale;
@@ -41,6 +49,7 @@ impl WeightFormat {
     pub fn bits(self) -> u32 {
         match self {
             WeightFormat::Float32 | WeightFormat::Q15_16 => 32,
+            WeightFormat::Float16 | WeightFormat::BFloat16 => 16,
             WeightFormat::Int8 => 8,
         }
     }
@@ -64,6 +73,22 @@ impl WeightFormat {
                 scale: 1.0 / 65536.0,
                 integer: None,
             },
+            WeightFormat::Float16 => StoredTensor {
+                words: values
+                    .iter()
+                    .map(|v| u32::from(half::f16::from_f32(*v).to_bits()))
+                    .collect(),
+                scale: 1.0,
+                integer: None,
+            },
+            WeightFormat::BFloat16 => StoredTensor {
+                words: values
+                    .iter()
+                    .map(|v| u32::from(half::bf16::from_f32(*v).to_bits()))
+                    .collect(),
+                scale: 1.0,
+                integer: None,
+            },
             WeightFormat::Int8 => {
                 let max = values.iter().fold(0.0f32, |m, v| m.max(v.abs()));
                 let scale = if max > 0.0 && max.is_finite() { max / 127.0 } else { 1.0 };
@@ -85,6 +110,8 @@ impl WeightFormat {
             WeightFormat::Float32 => f32::from_bits(word),
             WeightFormat::Q15_16 => (f64::from(word as i32) * f64::from(scale)) as f32,
             WeightFormat::Int8 => f32::from(word as u8 as i8) * scale,
+            WeightFormat::Float16 => f32::from(half::f16::from_bits(word as u16)),
+            WeightFormat::BFloat16 => f32::from(half::bf16::from_bits(word as u16)),
         }
     }
 }
@@ -168,6 +195,22 @@ pub fn sample_flips_in(tensors: &[(&str, usize, &[u32])], ber: f64, seed: u64, t
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn half_precision_formats_store_16_bit_words_that_load_back() {
+        for format in [WeightFormat::Float16, WeightFormat::BFloat16] {
+            let stored = format.store(&[0.5, -3.0, 0.0]);
+            assert_eq!(format.bits(), 16);
+            assert!(stored.words.iter().all(|w| *w <= 0xFFFF));
+            let back: Vec<f32> = stored.words.iter().map(|w| format.load(*w, stored.scale)).collect();
+            assert_eq!(back, [0.5, -3.0, 0.0]);
+        }
+        // float16's top exponent bit: 0.5 -> 32768; bfloat16's: 0.5 -> 2^127.
+        let f16 = WeightFormat::Float16.store(&[0.5]).words[0] ^ (1 << 14);
+        assert_eq!(WeightFormat::Float16.load(f16, 1.0), 32768.0);
+        let bf16 = WeightFormat::BFloat16.store(&[0.5]).words[0] ^ (1 << 14);
+        assert_eq!(WeightFormat::BFloat16.load(bf16, 1.0), 2f32.powi(127));
+    }
 
     #[test]
     fn flipping_bit_30_of_a_float_gives_the_expected_value() {

@@ -7,8 +7,9 @@
 //! indices, ...) are structure, not weights, and int64/bool tensors are left out: a flip
 //! there is a malformed graph, not a corrupted value.
 //!
-//! A float tensor is stored as the weight format says (`--format`); an integer tensor as its
-//! own words, every bit of which may flip.
+//! A float32 tensor is stored as the weight format says (`--format`); an integer tensor, and
+//! a float16 or bfloat16 one (a half-precision model's weights), as its own words, every bit
+//! of which may flip (a half-precision word's bits are its sign, exponent and fraction).
 
 use crate::faults::flips::{StoredTensor, WeightFormat};
 use fitact_passes::graph::attribute_graphs_mut;
@@ -62,7 +63,7 @@ pub struct Weights {
 fn integer_width(dtype: i32) -> Option<u32> {
     match DataType::try_from(dtype).ok()? {
         DataType::Int8 | DataType::Uint8 => Some(8),
-        DataType::Int16 | DataType::Uint16 => Some(16),
+        DataType::Int16 | DataType::Uint16 | DataType::Float16 | DataType::Bfloat16 => Some(16),
         DataType::Int32 | DataType::Uint32 => Some(32),
         _ => None,
     }
@@ -290,6 +291,32 @@ mod tests {
             raw_data: Some(raw),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn half_precision_weights_flip_as_their_own_16_bit_words() {
+        let half = |v: f32| half::f16::from_f32(v).to_le_bytes().to_vec();
+        let model = ModelProto {
+            graph: Some(GraphProto {
+                initializer: vec![int_tensor("w", DataType::Float16, [half(0.5), half(-2.0)].concat())],
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let weights = Weights::of(&model);
+        assert_eq!(
+            (weights.tensors[0].dtype, weights.elements()),
+            (DataType::Float16 as i32, 2)
+        );
+        let stored = weights.tensors[0].store(WeightFormat::Float32);
+        assert_eq!(flippable_bits(&stored, &[31]), (0..16).collect::<Vec<_>>());
+        // The exponent's top bit (14) of 0.5 turns it into 32768.
+        let mut words = stored.words.clone();
+        words[0] ^= 1 << 14;
+        let written = Weights::write_into(&model, &[load(&stored, &words, WeightFormat::Float32)]);
+        let raw = written.graph.unwrap().initializer[0].raw_data.clone().unwrap();
+        assert_eq!(half::f16::from_le_bytes([raw[0], raw[1]]).to_f32(), 32768.0);
+        assert_eq!(half::f16::from_le_bytes([raw[2], raw[3]]).to_f32(), -2.0);
     }
 
     #[test]

@@ -11,6 +11,7 @@
 //! tensors, since the first run moved the node indices.
 
 use crate::budget::{self, BudgetOptions, BudgetReport, Form, FormInfo, Site};
+use crate::engine::ElemType;
 use crate::harden::bounds::{Granularity, site_granularities};
 use crate::harden::calibrate::Calibration;
 use crate::harden::method::{EmissionName, ModeName};
@@ -29,6 +30,8 @@ pub struct BudgetSettings {
     pub labels: Option<std::path::PathBuf>,
     /// The campaigns run on the first this many calibration samples.
     pub samples: usize,
+    /// What the labels file may take in memory (`--max-data-memory`).
+    pub data_cap: crate::data::cap::DataCap,
 }
 
 /// The bounds of each form, per site, and how each form is emitted.
@@ -38,6 +41,8 @@ pub struct Forms<'a> {
     pub full: Vec<Bound>,
     pub mode: ModeName,
     pub emission: EmissionName,
+    /// The type each site's activation is stored in (integer sites are bounded in integers).
+    pub elems: Vec<ElemType>,
     /// Bounds for the saturate form (None when it is the full form).
     pub cheap: Option<Vec<Bound>>,
 }
@@ -74,6 +79,7 @@ impl Forms<'_> {
             full,
             mode: rule.mode,
             emission,
+            elems: calibration.activations.iter().map(|a| a.elem).collect(),
             cheap,
         }
     }
@@ -87,18 +93,24 @@ impl Forms<'_> {
         if !full.is_empty() {
             let sites: Vec<ActivationSite> = full.iter().map(|i| self.sites[*i].clone()).collect();
             let bounds = full.iter().map(|i| self.full[*i].clone()).collect();
-            let done = bound_model(&mut model, &sites, bounds, self.mode, self.emission)?;
+            let elems = self.elems_of(&full);
+            let done = bound_model(&mut model, &sites, bounds, self.mode, self.emission, &elems)?;
             bounded.extend(split(&full, done));
         }
         let cheap: Vec<usize> = (0..forms.len()).filter(|i| forms[*i] == Form::Cheap).collect();
         if let (false, Some(cheap_bounds)) = (cheap.is_empty(), &self.cheap) {
             let sites = found_again(&model, cheap.iter().map(|i| &self.sites[*i]))?;
             let bounds = cheap.iter().map(|i| cheap_bounds[*i].clone()).collect();
-            let done = bound_model(&mut model, &sites, bounds, ModeName::Saturate, self.emission)?;
+            let elems = self.elems_of(&cheap);
+            let done = bound_model(&mut model, &sites, bounds, ModeName::Saturate, self.emission, &elems)?;
             bounded.extend(split(&cheap, done));
         }
         bounded.sort_by_key(|(i, _)| *i);
         Ok(Built { model, bounded })
+    }
+
+    fn elems_of(&self, indices: &[usize]) -> Vec<ElemType> {
+        indices.iter().map(|i| self.elems[*i]).collect()
     }
 }
 
@@ -271,7 +283,7 @@ pub fn harden_within(
     let count = samples.count.min(settings.samples.max(1));
     let labels = match &settings.labels {
         Some(path) => Some(
-            crate::data::dataset::load_labels(path, samples.count)
+            crate::data::dataset::load_labels(path, samples.count, settings.data_cap)
                 .context("reading --labels")?
                 .into_iter()
                 .take(count)

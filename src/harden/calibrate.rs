@@ -28,7 +28,7 @@ use thiserror::Error;
 pub enum CalibrateError {
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error("tensor '{tensor}' is {found}, expected float32 activations")]
+    #[error("tensor '{tensor}' is {found}, expected float32, float16 or 8-bit integer activations")]
     NotFloat { tensor: String, found: String },
     #[error(
         "tensor '{tensor}' has shape {found:?} in one batch and {expected:?} in another; bounds need a fixed per-sample shape"
@@ -73,6 +73,9 @@ pub struct ActivationMax {
     /// With `CalibrateOptions::top`: per neuron, its largest values, in descending order
     /// (neuron-major, the same number per neuron).
     pub neuron_top: Option<Vec<f32>>,
+    /// The activation's element type (float32, float16, or an integer one in a quantized
+    /// model): its bounds are stored in it.
+    pub elem: ElemType,
 }
 
 impl ActivationMax {
@@ -578,10 +581,17 @@ fn insert_descending(top: &mut [f32], v: f32) {
 
 /// Folds one batch of an activation into its per-neuron maximum (and minimum).
 fn fold_max(slot: &mut Slot, tensor: &str, value: &Value, batch: usize) -> Result<(), CalibrateError> {
-    let view = value.view::<f32>().ok_or_else(|| CalibrateError::NotFloat {
-        tensor: tensor.to_owned(),
-        found: value.elem_type().name().to_owned(),
-    })?;
+    let widened;
+    let view = match value.view::<f32>() {
+        Some(view) => view,
+        None => {
+            widened = value.widened_f32().map_err(|found| CalibrateError::NotFloat {
+                tensor: tensor.to_owned(),
+                found,
+            })?;
+            widened.view()
+        }
+    };
     let shape = view.shape();
     if shape.first() != Some(&batch) {
         return Err(CalibrateError::NoBatchAxis {
@@ -598,6 +608,7 @@ fn fold_max(slot: &mut Slot, tensor: &str, value: &Value, batch: usize) -> Resul
         neuron_min: track_min.then(|| ArrayD::from_elem(&shape[1..], f32::INFINITY)),
         nonfinite: 0,
         neuron_top: (top > 0).then(|| vec![f32::NEG_INFINITY; shape[1..].iter().product::<usize>() * top]),
+        elem: value.elem_type(),
     });
     if acc.shape != shape[1..] {
         return Err(CalibrateError::ShapeChanged {
@@ -685,6 +696,7 @@ mod tests {
                     neuron_min: None,
                     nonfinite: 0,
                     neuron_top: Some(top),
+                    elem: ElemType::F32,
                 }],
             }
         };

@@ -4,8 +4,9 @@
 
 use crate::model_io::read_model;
 use anyhow::{Context, Result};
-use fitact_passes::activations::{ActivationKind, find_activations};
+use fitact_passes::activations::ActivationKind;
 use fitact_passes::graph::{default_opset, for_each_graph};
+use fitact_passes::quantized_activations::sites_of;
 use serde::Serialize;
 use std::path::Path;
 
@@ -75,7 +76,7 @@ pub fn inspect(path: &Path, kinds: &[ActivationKind]) -> Result<Inspection> {
         Ok(shapes) => (shapes, None),
         Err(e) => (Default::default(), Some(format!("{e:#}"))),
     };
-    let activations = find_activations(model)
+    let activations = sites_of(model, &ActivationKind::ALL)
         .into_iter()
         .map(|site| ActivationInfo {
             kind: site.kind.op_type(),

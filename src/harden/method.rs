@@ -33,7 +33,7 @@ pub enum ModeName {
 }
 
 /// `--emission`: which nodes a bounded Relu gets (the functions are the same; the forms differ
-/// in what runtimes fuse, `passes/src/bound_activations.rs` and `fold_channel_bounds.rs`).
+/// in what runtimes fuse, `passes/src/bound_activations/` and `fold_channel_bounds.rs`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum EmissionName {

@@ -6,6 +6,7 @@
 
 use crate::data::dataset::{Samples, load_dataset};
 use crate::data::images::ImageOptions;
+use crate::engine::ElemType;
 use crate::harden::bounds::{Granularity, bound_from_maxima, bound_from_range, site_granularities};
 use crate::harden::bounds_file::{BoundsFile, bounds_from_file, bounds_to_file};
 use crate::harden::calibrate::{
@@ -18,14 +19,16 @@ use crate::replay::judge::{judged_output, with_output_first};
 use crate::search::{Bases, FOLDS, KFold, MIN_SAMPLES, SearchData, SearchLog, SearchOptions, k_fold, search};
 use crate::{TOOL, VERSION};
 use anyhow::{Context, Result};
-use fitact_passes::activations::{ActivationKind, ActivationSite, find_kinds};
+use fitact_passes::activations::{ActivationKind, ActivationSite};
 use fitact_passes::bound_activations::{
     Applied, Bound, BoundRequest, Emission, Mode, bound_activations_with, scaled_threshold_applies,
 };
+use fitact_passes::bound_quantized::{QuantizedRequest, bound_quantized};
 use fitact_passes::fold_channel_bounds::fold_channel_bounds;
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
-use fitact_passes::tensor::FLOAT;
+use fitact_passes::quantized_activations::{INT8, UINT8, find_quantized, sites_of};
+use fitact_passes::tensor::{FLOAT, f16_outward};
 use fitact_passes::validate::validate;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -41,6 +44,8 @@ pub struct HardenOptions {
     pub calib: PathBuf,
     /// How images become inputs, when `calib` is a folder.
     pub images: ImageOptions,
+    /// The memory the calibration samples (and labels) may take.
+    pub data_cap: crate::data::cap::DataCap,
     /// The kinds of activation to bound.
     pub activations: Vec<ActivationKind>,
     pub method: Method,
@@ -127,6 +132,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         unreached.len()
     );
     let seconds = started.elapsed().as_secs_f64();
+    search_needs_float32(options, &calibration)?;
     let rule = BoundRule {
         sites: &sites,
         granularity,
@@ -168,10 +174,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         budget,
     ) = bound_as_asked(&mut model, &rule, bounds, &mut calibration, &sets.samples, options)?;
     record_metadata(&mut model, harden_metadata(options, granularity, mode, requests.len())?);
-    if !unreached.is_empty() {
-        let names: Vec<&str> = unreached.iter().map(|site| site.stem()).collect();
-        record_metadata(&mut model, [("fitact.unreached", names.join(","))]);
-    }
+    record_unreached(&mut model, &unreached);
     // In place, the files read may be replaced (each atomically; the data file first).
     let protected: &[PathBuf] = if options.in_place { &[] } else { &source.files_read };
     write_model(&options.output, &model, &source.external_tensors, protected).context("writing the hardened model")?;
@@ -201,12 +204,32 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     Ok(report)
 }
 
+/// `--search` tightens float32 activations only (its candidates are emitted in float32).
+fn search_needs_float32(options: &HardenOptions, calibration: &Calibration) -> Result<()> {
+    match calibration.activations.iter().find(|a| a.elem != ElemType::F32) {
+        Some(other) if options.search.is_some() => anyhow::bail!(
+            "--search tightens float32 activations; '{}' is {} (harden without --search bounds it)",
+            other.tensor,
+            other.elem.name()
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// Names the activations left unbounded in the model's metadata (`fitact.unreached`).
+fn record_unreached(model: &mut ModelProto, unreached: &[ActivationSite]) {
+    if !unreached.is_empty() {
+        let names: Vec<&str> = unreached.iter().map(|site| site.stem()).collect();
+        record_metadata(model, [("fitact.unreached", names.join(","))]);
+    }
+}
+
 /// The model's opset and the activations of the kinds asked; none is an error
 /// (`HardenError::NoActivations`, exit 1) that says what was looked for.
 pub fn sites_to_bound(model: &ModelProto, options: &HardenOptions) -> Result<(i64, Vec<ActivationSite>)> {
     validate(model).with_context(|| format!("{} is not a usable model", options.input.display()))?;
     let opset = default_opset(model).with_context(|| format!("{}", options.input.display()))?;
-    let sites = find_kinds(model, &options.activations);
+    let sites = sites_of(model, &options.activations);
     if sites.is_empty() {
         let wanted = match options.activations.as_slice() {
             [ActivationKind::Relu] => "Relu".to_owned(),
@@ -242,8 +265,8 @@ pub struct SearchSets {
 /// (`search::k_fold`): at least `MIN_SAMPLES` of them.
 pub fn calibration_sets(model: &ModelProto, options: &HardenOptions) -> Result<CalibrationSets> {
     let search_labels = options.search.as_ref().and_then(|s| s.labels.as_deref());
-    let data =
-        load_dataset(&options.calib, model, search_labels, &options.images).context("reading calibration samples")?;
+    let data = load_dataset(&options.calib, model, search_labels, &options.images, options.data_cap)
+        .context("reading calibration samples")?;
     let samples = data.samples;
     log::info!(
         "{}: {} samples{}",
@@ -486,7 +509,8 @@ fn bound_as_asked(
     options: &HardenOptions,
 ) -> Result<(Bounded, Option<crate::budget::BudgetReport>)> {
     let Some(settings) = &options.budget else {
-        let bounded = bound_model(model, rule.sites, bounds, rule.mode, options.emission)?;
+        let elems: Vec<ElemType> = calibration.activations.iter().map(|a| a.elem).collect();
+        let bounded = bound_model(model, rule.sites, bounds, rule.mode, options.emission, &elems)?;
         return Ok((bounded, None));
     };
     let within = crate::harden::budgeted::bound_within_budget(
@@ -524,41 +548,131 @@ fn read_bounds(path: &Path, sites: &[ActivationSite], calibration: &Calibration)
 
 /// Bounds every site in `model` (with `fold` emissions, `fold_channel_bounds` first, then the
 /// `bound_activations` pass); a site the pass skips is an error, never a half-hardened model.
+/// Bounds are stored in each activation's own type (`elems`, as calibration saw it): a float16 one's
+/// rounded outward to float16, so no calibrated value is cut, and emitted in the plain forms
+/// (folding rescales weights, and the scaled threshold's exactness holds in float32 only).
 pub fn bound_model(
     model: &mut ModelProto,
     sites: &[ActivationSite],
     bounds: Vec<Bound>,
     mode: ModeName,
     emission: EmissionName,
+    elems: &[ElemType],
 ) -> Result<Bounded> {
     let requests: Vec<BoundRequest> = sites
         .iter()
         .zip(bounds)
-        .map(|(site, bound)| BoundRequest {
+        .zip(elems)
+        .map(|((site, bound), elem)| BoundRequest {
             site: site.clone(),
-            bound,
-            elem_type: FLOAT,
+            elem_type: elem.onnx(),
+            bound: stored_bound(bound, *elem),
         })
         .collect();
+    let integer: Vec<bool> = requests.iter().map(|r| matches!(r.elem_type, UINT8 | INT8)).collect();
+    let float_requests: Vec<BoundRequest> = requests
+        .iter()
+        .zip(&integer)
+        .filter(|(_, i)| !**i)
+        .map(|(r, _)| r.clone())
+        .collect();
+    let float32 = requests.iter().all(|r| r.elem_type == FLOAT);
+    if !float32 && emission != EmissionName::Plain {
+        log::info!(
+            "activations in float16 or integers: float bounds emitted in the plain form (--emission {emission} is float32's)"
+        );
+    }
+    let emission = if float32 { emission } else { EmissionName::Plain };
     let EmissionPlan {
         emitted,
         emissions,
         folded,
-    } = emission_plan(model, &requests, mode, emission)?;
+    } = emission_plan(model, &float_requests, mode, emission)?;
     let outcome =
         bound_activations_with(model, &emitted, mode.into(), &emissions).context("bounding the activations")?;
-    if let Some(skipped) = outcome.skipped.first() {
+    let integer_requests: Vec<&BoundRequest> = requests
+        .iter()
+        .zip(&integer)
+        .filter(|(_, i)| **i)
+        .map(|(r, _)| r)
+        .collect();
+    let integer_outcome = bound_integers(model, &integer_requests, mode)?;
+    if let Some(skipped) = outcome.skipped.first().or(integer_outcome.skipped.first()) {
         return Err(HardenError::Skipped {
             site: skipped.site.describe(),
             reason: skipped.reason.to_string(),
         }
         .into());
     }
+    // Back in request order.
+    let (mut floats, mut integers) = (
+        outcome.applied.into_iter().zip(folded),
+        integer_outcome.applied.into_iter(),
+    );
+    let mut applied = Vec::with_capacity(requests.len());
+    let mut rescaled = Vec::with_capacity(requests.len());
+    for is_integer in integer {
+        if is_integer {
+            applied.push(integers.next().context("the integer pass applied every request")?);
+            rescaled.push(Vec::new());
+        } else {
+            let (done, folded) = floats.next().context("the pass applied every request")?;
+            applied.push(done);
+            rescaled.push(folded);
+        }
+    }
     Ok(Bounded {
         requests,
-        applied: outcome.applied,
-        folded,
+        applied,
+        folded: rescaled,
     })
+}
+
+/// Bounds the integer activations of a quantized model in their integers (`bound_quantized`),
+/// found again in `model` as it is now (the float pass may have moved their nodes).
+fn bound_integers(
+    model: &mut ModelProto,
+    requests: &[&BoundRequest],
+    mode: ModeName,
+) -> Result<fitact_passes::bound_activations::PassReport> {
+    if requests.is_empty() {
+        return Ok(Default::default());
+    }
+    let found = find_quantized(model);
+    let quantized = requests
+        .iter()
+        .map(|r| {
+            let site = found
+                .iter()
+                .find(|q| q.site.output == r.site.output)
+                .with_context(|| format!("{} is no longer an integer activation", r.site.describe()))?;
+            Ok(QuantizedRequest {
+                site: site.clone(),
+                bound: r.bound.clone(),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    bound_quantized(model, &quantized, mode.into()).context("bounding the integer activations")
+}
+
+/// `bound` as stored in `elem`: for float16, each end rounded outward to a float16; for an
+/// 8-bit integer activation, the largest integer it keeps (in the type's range).
+fn stored_bound(mut bound: Bound, elem: ElemType) -> Bound {
+    let integers = match elem {
+        ElemType::U8 => Some((0.0, 255.0)),
+        ElemType::I8 => Some((-128.0, 127.0)),
+        _ => None,
+    };
+    if let Some((low, high)) = integers {
+        bound.values.iter_mut().for_each(|v| *v = v.floor().clamp(low, high));
+    }
+    if elem == ElemType::F16 {
+        bound.values.iter_mut().for_each(|v| *v = f16_outward(*v, true));
+        if let Some(low) = bound.low.as_mut() {
+            low.iter_mut().for_each(|v| *v = f16_outward(*v, false));
+        }
+    }
+    bound
 }
 
 /// What the pass is asked to emit: per request, its bound (the scalar 1 where folded), its

@@ -295,3 +295,23 @@ pub fn unbounded_relus(model: &ModelProto) -> Vec<String> {
     }
     found
 }
+
+/// Runs `tests/python/<script>` with `args` like `python`, but returns its failure instead of
+/// panicking: its stderr, trimmed (the scripts print one line per failed check), for tests
+/// that collect every failure before failing.
+pub fn python_result(script: &str, args: &[&Path]) -> Result<String, String> {
+    let out = Command::new("python3")
+        .arg(repo().join("tests/python").join(script))
+        .args(args)
+        .output()
+        .map_err(|e| format!("python3 does not run ({e}): install Python with onnx and onnxruntime (.ci/run)"))?;
+    if out.status.success() {
+        return Ok(String::from_utf8_lossy(&out.stdout).into_owned());
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_owned();
+    Err(if stderr.is_empty() {
+        "(no message)".to_owned()
+    } else {
+        stderr
+    })
+}

@@ -1,0 +1,137 @@
+//! The models edge devices run (fixtures/precision/, made by fixtures/make_precision_fixtures.py
+//! from the float fixtures): statically quantized int8 models in QDQ and QOperator form and
+//! float16 ones. Each is inspected, hardened with every method, checked in onnxruntime (full
+//! onnx check, outputs equal at the calibration feeds, as many integer kernels after
+//! onnxruntime's optimizer as the original, bounds in the activations' own type) and evaluated.
+
+mod common;
+
+use common::{cli, python, repo};
+use std::path::{Path, PathBuf};
+
+fn precision(name: &str) -> PathBuf {
+    repo().join("fixtures/precision").join(name)
+}
+
+/// The first `n` rows of a fixture's .npy, written to `dir` (a debug build stays quick).
+fn head(file: &Path, n: usize, dir: &Path) -> PathBuf {
+    let name = file.file_name().unwrap().to_str().unwrap();
+    let out = dir.join(format!("head{n}_{name}"));
+    if !out.exists() {
+        if name.contains("fp16") {
+            std::fs::copy(file, &out).unwrap();
+        } else if name.contains("labels") {
+            let a: ndarray::ArrayD<i64> = ndarray_npy::read_npy(file).unwrap();
+            ndarray_npy::write_npy(&out, &a.slice_axis(ndarray::Axis(0), (0..n).into()).to_owned()).unwrap();
+        } else {
+            let a: ndarray::ArrayD<f32> = ndarray_npy::read_npy(file).unwrap();
+            ndarray_npy::write_npy(&out, &a.slice_axis(ndarray::Axis(0), (0..n).into()).to_owned()).unwrap();
+        }
+    }
+    out
+}
+
+/// The calibration file a fixture takes (128 samples): float16 ones for a float16 input.
+fn calib_for(model: &str, dir: &Path) -> PathBuf {
+    if model.ends_with("_fp16_io.onnx") {
+        precision("calib_fp16.npy")
+    } else {
+        head(&repo().join("fixtures/calib.npy"), 128, dir)
+    }
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = cli(args);
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn harden_and_check(model: &str, method: &str, dir: &Path) -> serde_json::Value {
+    let input = precision(model);
+    let calib = calib_for(model, dir);
+    let out = dir.join(format!("{model}.{method}.onnx"));
+    let paths = [&input, &out, &calib].map(|p| p.to_str().unwrap().to_owned());
+    run_ok(&[
+        "harden", &paths[0], &paths[1], "--calib", &paths[2], "--method", method, "-q",
+    ]);
+    let seen = python("precision_check.py", &[&input, &out, &calib]);
+    serde_json::from_str(seen.trim().lines().last().unwrap()).unwrap()
+}
+
+#[test]
+fn int8_models_are_bounded_in_their_integers_and_keep_their_kernels() {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["resnet_qdq.onnx", "resnet_qop.onnx", "mobilenetv3_qdq.onnx"] {
+        let listing = run_ok(&["inspect", precision(model).to_str().unwrap()]);
+        assert!(listing.contains("absorbed Relu, in integers"), "{model}: {listing}");
+        for method in ["fitact", "ranger", "clipact"] {
+            let seen = harden_and_check(model, method, dir.path());
+            assert_eq!(
+                seen["bound_types"],
+                serde_json::json!(["UINT8"]),
+                "{model} {method}: {seen}"
+            );
+            assert!(seen["kernels"]["QLinearConv"].as_u64().unwrap() > 0, "{seen}");
+        }
+    }
+    // The hard-swish net's HardSwish sits in float between DQ and Q: bounded after its Q.
+    let listing = run_ok(&["inspect", precision("mobilenetv3_qdq.onnx").to_str().unwrap()]);
+    assert!(listing.contains("HardSwish (in integers)"), "{listing}");
+}
+
+#[test]
+fn float16_models_are_bounded_in_float16() {
+    let dir = tempfile::tempdir().unwrap();
+    for model in ["resnet_fp16.onnx", "resnet_fp16_io.onnx", "mobilenetv3_fp16.onnx"] {
+        for method in ["fitact", "ranger", "clipact"] {
+            let seen = harden_and_check(model, method, dir.path());
+            assert_eq!(
+                seen["bound_types"],
+                serde_json::json!(["FLOAT16"]),
+                "{model} {method}: {seen}"
+            );
+        }
+    }
+}
+
+#[test]
+fn quantized_and_float16_models_are_evaluated_with_their_stored_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = head(&repo().join("fixtures/test.npy"), 200, dir.path());
+    let labels = head(&repo().join("fixtures/test_labels.npy"), 200, dir.path());
+    for model in ["resnet_qdq.onnx", "resnet_fp16.onnx"] {
+        let report = dir.path().join(format!("{model}.json"));
+        let paths =
+            [precision(model), test.clone(), labels.clone(), report.clone()].map(|p| p.to_str().unwrap().to_owned());
+        run_ok(&[
+            "evaluate", &paths[0], "--data", &paths[1], "--labels", &paths[2], "--ber", "1e-4", "--trials", "2",
+            "--seed", "7", "--report", &paths[3], "-q",
+        ]);
+        let text = std::fs::read_to_string(&report).unwrap();
+        let expected = if model.contains("qdq") {
+            "\"int8\""
+        } else {
+            "\"float16\""
+        };
+        assert!(
+            text.contains(expected),
+            "{model}: no {expected} words counted in {text:.2000}"
+        );
+    }
+    // --search tightens float32 activations only: a one-line refusal, not a broken model.
+    let out = cli(&[
+        "harden",
+        precision("resnet_qdq.onnx").to_str().unwrap(),
+        dir.path().join("s.onnx").to_str().unwrap(),
+        "--calib",
+        calib_for("resnet_qdq.onnx", dir.path()).to_str().unwrap(),
+        "--search",
+    ]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("--search tightens float32 activations"), "{stderr}");
+}

@@ -63,11 +63,12 @@ def harden(model: Any, calib: Any, **options: Any) -> Tuple[Any, Optional[Dict[s
     ``output=`` and ``report=`` (paths) also keep the model (with its ``.data`` external
     weights, if any) and the report there. ``labels=`` (with ``search=True``) is an int array
     or a ``.npy`` path. Every other option is the CLI's (``fitact-onnx harden --help``):
-    ``method`` "fitact" | "ranger" | "clipact", ``granularity`` "layer" | "channel" | "neuron",
+    ``method`` "fitact" | "ranger" | "clipact", ``granularity`` "layer" | "channel" | "neuron" | "hybrid",
     ``mode`` "zero" | "saturate", ``activations`` "all" or a list such as ``["relu", "silu"]``,
     ``margin``, ``batch_size``, ``engine`` "auto" | "onnxruntime" | "tract", ``ort_lib``,
     ``search``, ``budget`` 0.005 or "0.5%", ``max_evals``, ``time_limit`` (seconds, "2m" or a
-    ``timedelta``), ``percentile``, ``objective``, ``fault_ber``, ``seed``, the image options
+    ``timedelta``), ``percentile``, ``objective``, ``fault_ber``, ``seed``, ``max_overhead`` "10%" (with ``runtime``
+    "onnxruntime" | "openvino" | "tract", ``labels=`` too), the image options
     (``preset``, ``scale``, ``mean``, ``std``, ``layout``), ``quiet`` and ``verbose``.
 
     Example::

@@ -6,17 +6,17 @@ use super::Terminal;
 use super::args::{DataCapArgs, EngineArgs, ImageArgs};
 use super::output::print_stderr;
 use super::values::{KindList, ObjectiveName, parse_duration, parse_fraction, parse_kind_list, parse_percentile};
+use crate::budget::{BudgetOptions, CostModel, FaultSettings, Runtime};
+use crate::engine::{Engine, EngineChoice, EngineKind};
 use crate::faults::flips::WeightFormat;
 use crate::harden::bounds::Granularity;
+use crate::harden::budgeted::BudgetSettings;
 use crate::harden::method::{EmissionName, Method, ModeName};
 use crate::harden::{HardenError, HardenOptions, SearchSettings, Unreached, harden};
+use crate::model_io::write_atomically;
 use crate::model_io::{read_model, write_model};
 use crate::search::{FaultSweep, Objective};
 use anyhow::{Context, Result};
-use crate::budget::{BudgetOptions, CostModel, FaultSettings, Runtime};
-use crate::engine::{Engine, EngineChoice, EngineKind};
-use crate::harden::budgeted::BudgetSettings;
-use crate::model_io::write_atomically;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -311,7 +311,12 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
     };
     let engine = engine.engine()?;
     let faults = FaultSettings::new(fault_format, fault_ber.clone(), fault_patterns, seed);
-    let within = budget_args.settings(&engine, (labels.clone(), search), (batch_size, cap.max_data_memory), faults)?;
+    let within = budget_args.settings(
+        &engine,
+        (labels.clone(), search),
+        (batch_size, cap.max_data_memory),
+        faults,
+    )?;
     Ok(HardenOptions {
         engine,
         input,

@@ -82,6 +82,16 @@ fn the_report_accounts_for_every_activation_and_the_budget_is_kept() {
     let predicted = budget["predicted_overhead"].as_f64().unwrap();
     assert!(predicted <= 0.15 + 1e-9, "predicted {predicted}");
     assert!(budget["full_predicted_overhead"].as_f64().unwrap() > 0.15);
+    // The upgrades that spent what the path left stay within the budget and each gained.
+    let path_end = budget["path"].as_array().unwrap().last().unwrap()["resilience"]
+        .as_f64()
+        .unwrap();
+    let mut before = path_end;
+    for step in budget["filled"].as_array().unwrap() {
+        assert!(step["predicted_overhead"].as_f64().unwrap() <= 0.15 + 1e-9, "{step}");
+        assert!(step["resilience"].as_f64().unwrap() > before, "{step}");
+        before = step["resilience"].as_f64().unwrap();
+    }
     assert_eq!(budget["cost_model"], "count");
     assert!(budget["measured_overhead"].is_null(), "the count model times nothing");
     let r = &budget["resilience"];

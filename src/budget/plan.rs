@@ -11,7 +11,7 @@
 //! form), and the state each budget of `CURVE_BUDGETS` would choose is timed.
 
 use crate::budget::benefit::{Campaign, FaultSettings, mean_ci, mean_difference};
-use crate::budget::choice::{Offer, Path, RESOLUTION, State};
+use crate::budget::choice::{Fill, Offer, Path, RESOLUTION, State};
 use crate::budget::cost::{CostModel, Costs, GroupCost, Runtime, Timer, counted, measured};
 use crate::budget::{Build, Form, Site, openvino};
 use crate::data::dataset::Samples;
@@ -67,6 +67,8 @@ pub struct BudgetReport {
     pub checks: Vec<Check>,
     /// The pruning path: each step's activation, forms, predicted cost and resilience.
     pub path: Vec<PathStep>,
+    /// The upgrades that spent what the path's last step left of the target (last check's).
+    pub filled: Vec<PathStep>,
     /// Candidate models run under the faults: the first campaigns, then along the path.
     pub candidates_measured: usize,
     /// With `--plot-budget`: resilience against overhead, per budget.
@@ -198,6 +200,7 @@ pub fn choose(
         groups: costs.groups.clone(),
         checks: checks.clone(),
         path: chooser.path_steps(),
+        filled: chooser.fill_steps(),
         candidates_measured: chooser.candidates_measured(),
         curve,
         seconds: started.elapsed().as_secs_f64(),
@@ -234,6 +237,20 @@ fn full_but(n: usize, site: usize, form: Form) -> Vec<Form> {
     forms
 }
 
+/// Runs the fault patterns on a candidate state, keeping its per-pattern metrics.
+fn measurer<'m>(
+    build: &'m Build<'m>,
+    campaign: &'m Campaign,
+    metrics: &'m mut HashMap<Vec<Form>, Vec<f64>>,
+) -> impl FnMut(&[Form]) -> Result<f64> + 'm {
+    move |forms: &[Form]| {
+        let values = campaign.run(1, &|_| build(forms))?.remove(0);
+        let mean = mean_ci(&values).0;
+        metrics.insert(forms.to_vec(), values);
+        Ok(mean)
+    }
+}
+
 /// The pruning path with what it measures with, and every measured state's metrics.
 struct Chooser<'a> {
     sites: &'a [Site],
@@ -253,6 +270,10 @@ struct Chooser<'a> {
     /// Candidates run: the original, full hardening, each first downgrade, the path's.
     first_candidates: usize,
     full_measured: Option<f64>,
+    /// The path's last state with what it left of the target spent (`Path::filled`).
+    fill: Option<Fill>,
+    /// States measured by every fill.
+    fill_measured: usize,
 }
 
 impl<'a> Chooser<'a> {
@@ -293,11 +314,16 @@ impl<'a> Chooser<'a> {
             metrics,
             first_candidates: 2,
             full_measured: None,
+            fill: None,
+            fill_measured: 0,
         })
     }
 
-    /// The state chosen so far: the path's last, or the start before any step.
+    /// The state chosen so far: the last fill's, the path's last, or the start before any step.
     fn current(&self) -> State {
+        if let Some(fill) = &self.fill {
+            return fill.last().clone();
+        }
         self.path
             .as_ref()
             .map_or_else(|| self.start.clone(), |p| p.last().clone())
@@ -340,20 +366,26 @@ impl<'a> Chooser<'a> {
     }
 
     /// Follows the path down to `target` (no step while the start fits), measuring each
-    /// candidate state.
+    /// candidate state, then spends what its last step left of `target` (`Path::filled`).
     fn advance_to(&mut self, target: f64) -> Result<()> {
         if self.path.is_none() && self.start.cost <= target + 1e-12 {
             return Ok(());
         }
+        self.descend(target)?;
+        let (build, campaign) = (self.build, self.campaign);
+        let path = self.path.as_ref().expect("started");
+        let fill = path.filled(target, &mut measurer(build, campaign, &mut self.metrics))?;
+        self.fill_measured += fill.measured;
+        self.fill = Some(fill);
+        Ok(())
+    }
+
+    /// The path alone down to `target`.
+    fn descend(&mut self, target: f64) -> Result<()> {
         self.path()?;
-        let (build, campaign, metrics) = (self.build, self.campaign, &mut self.metrics);
-        let mut measure = |forms: &[Form]| -> Result<f64> {
-            let values = campaign.run(1, &|_| build(forms))?.remove(0);
-            let mean = mean_ci(&values).0;
-            metrics.insert(forms.to_vec(), values);
-            Ok(mean)
-        };
-        self.path.as_mut().expect("started").advance_to(target, &mut measure)
+        let (build, campaign) = (self.build, self.campaign);
+        let path = self.path.as_mut().expect("started");
+        path.advance_to(target, &mut measurer(build, campaign, &mut self.metrics))
     }
 
     /// The path down to the budget, the state reached timed, and further down while the
@@ -395,7 +427,7 @@ impl<'a> Chooser<'a> {
     }
 
     fn candidates_measured(&self) -> usize {
-        self.first_candidates + self.path.as_ref().map_or(0, |p| p.measured)
+        self.first_candidates + self.path.as_ref().map_or(0, |p| p.measured) + self.fill_measured
     }
 
     /// The overhead of `forms` measured against the original (and full hardening's, kept).
@@ -481,7 +513,15 @@ impl<'a> Chooser<'a> {
     }
 
     fn path_steps(&self) -> Vec<PathStep> {
-        let states = self.path.as_ref().map_or(&[][..], |p| &p.states[..]);
+        self.steps(self.path.as_ref().map_or(&[][..], |p| &p.states[..]))
+    }
+
+    fn fill_steps(&self) -> Vec<PathStep> {
+        self.steps(self.fill.as_ref().map_or(&[][..], |f| &f.states[1..]))
+    }
+
+    /// The states that a step led to, as the report lists them.
+    fn steps(&self, states: &[State]) -> Vec<PathStep> {
         states
             .iter()
             .filter_map(|state| {
@@ -500,8 +540,7 @@ impl<'a> Chooser<'a> {
     /// The path to its end; per budget of `CURVE_BUDGETS` (up to full hardening's cost), the
     /// state it chooses, and each distinct state timed in one block.
     fn curve(&mut self) -> Result<Vec<CurvePoint>> {
-        self.path()?;
-        self.advance_to(0.0)?;
+        self.descend(0.0)?;
         let path = self.path.as_ref().expect("started");
         let full_cost = self.start.cost;
         let mut budgets: Vec<f64> = CURVE_BUDGETS.iter().copied().filter(|b| *b < full_cost).collect();

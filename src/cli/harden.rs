@@ -298,17 +298,7 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
     if !(margin.is_finite() && margin > -1.0) {
         anyhow::bail!("--margin must be a finite number above -1, got {margin}");
     }
-    let output = match (output, in_place) {
-        (Some(output), true) if !same_file(&output, &input) => {
-            anyhow::bail!(
-                "--in-place writes over the input; OUTPUT {} is another file",
-                output.display()
-            )
-        }
-        (_, true) => input.clone(),
-        (Some(output), false) => output,
-        (None, false) => unreachable!("clap requires OUTPUT without --in-place"),
-    };
+    let output = resolve_output(output, in_place, &input)?;
     let engine = engine.engine()?;
     let faults = FaultSettings::new(fault_format, fault_ber.clone(), fault_patterns, seed);
     let within = budget_args.settings(
@@ -357,6 +347,21 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         bounds_out: save_bounds,
         unreached,
         budget: within,
+    })
+}
+
+/// Where the hardened model goes: OUTPUT, or the input itself with `--in-place`.
+fn resolve_output(output: Option<PathBuf>, in_place: bool, input: &Path) -> Result<PathBuf> {
+    Ok(match (output, in_place) {
+        (Some(output), true) if !same_file(&output, input) => {
+            anyhow::bail!(
+                "--in-place writes over the input; OUTPUT {} is another file",
+                output.display()
+            )
+        }
+        (_, true) => input.to_path_buf(),
+        (Some(output), false) => output,
+        (None, false) => unreachable!("clap requires OUTPUT without --in-place"),
     })
 }
 

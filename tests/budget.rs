@@ -276,6 +276,64 @@ fn measured_costs_are_timed_and_the_chosen_model_checked() {
     assert!(curve.len() >= 2 && curve[0]["budget"] == 0.0);
     let svg = std::fs::read_to_string(plot).unwrap();
     assert!(svg.starts_with("<svg") && svg.contains("model written"));
+    // The costs reused: the same forms as the report that timed them lists for its path's
+    // start, nothing timed, and the same model bytes on 1 and 2 threads.
+    let forms = |b: &Json| -> Vec<Json> {
+        b["activations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["forms"].clone())
+            .collect()
+    };
+    let mut written = Vec::new();
+    for threads in ["1", "2"] {
+        let (again, again_report) = (
+            dir.path().join(format!("again{threads}.onnx")),
+            dir.path().join("again.json"),
+        );
+        let mut reuse = budget_flags(&labels, "10%");
+        reuse.retain(|f| *f != "count" && *f != "--cost-model");
+        reuse.extend([
+            "--budget-costs",
+            report.to_str().unwrap(),
+            "--report",
+            again_report.to_str().unwrap(),
+            "--threads",
+            threads,
+        ]);
+        harden_ok(&fixture("resnet.onnx"), &again, &calib, &reuse);
+        let reused = read_json(&again_report)["budget"].clone();
+        assert!(
+            reused["runtime"].as_str().unwrap().starts_with("the costs of"),
+            "{}",
+            reused["runtime"]
+        );
+        assert!(reused["measured_overhead"].is_null());
+        assert_eq!(forms(&reused), forms(&budget), "the costs as the report lists them");
+        written.push(std::fs::read(&again).unwrap());
+    }
+    assert_eq!(written[0], written[1]);
+    // A report of another model is refused in one line.
+    let run = harden_cli(
+        &fixture("vgg.onnx"),
+        &dir.path().join("v.onnx"),
+        &calib,
+        &[
+            "--labels",
+            labels.to_str().unwrap(),
+            "--max-overhead",
+            "10%",
+            "--budget-costs",
+            report.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(
+        stderr.contains("reading the costs in") && stderr.lines().count() == 1,
+        "{stderr}"
+    );
 }
 
 #[test]

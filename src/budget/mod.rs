@@ -7,7 +7,7 @@
 //! count`), `openvino` (the timing in OpenVINO, through its Python package), `benefit` (paired
 //! fault campaigns: the resilience each activation's bound buys), `choice` (the best forms
 //! within the budget: an exact knapsack over costs rounded to `choice::RESOLUTION`) and
-//! `plan` (the sequence: costs, benefits, choice, the measured check of the chosen model and
+//! `reused_costs` (the costs of an earlier report, `--budget-costs`), `plan` (the sequence: costs, benefits, choice, the measured check of the chosen model and
 //! its repair, the resilience-vs-overhead curve), whose result is `BudgetReport`.
 //!
 //! Knows nothing of how a form is emitted: the caller (`harden::budgeted`) describes every
@@ -20,6 +20,7 @@ pub mod choice;
 pub mod cost;
 mod openvino;
 pub mod plan;
+mod reused_costs;
 
 pub use benefit::FaultSettings;
 pub use cost::{CostModel, Runtime};

@@ -13,6 +13,7 @@
 use crate::budget::benefit::{Campaign, FaultSettings, mean_ci, mean_difference};
 use crate::budget::choice::{Fill, Offer, Path, RESOLUTION, State};
 use crate::budget::cost::{CostModel, Costs, GroupCost, Runtime, Timer, counted, measured};
+use crate::budget::reused_costs::costs_from_report;
 use crate::budget::{Build, Form, Site, openvino};
 use crate::data::dataset::Samples;
 use crate::engine::Engine;
@@ -41,6 +42,8 @@ pub struct BudgetOptions {
     pub batch_size: usize,
     /// Also compute the resilience-vs-overhead curve.
     pub curve: bool,
+    /// An earlier report whose costs are taken instead of timing or counting (`--budget-costs`).
+    pub costs_from: Option<std::path::PathBuf>,
 }
 
 /// What `harden --max-overhead` chose and why (the `budget` field of the harden report).
@@ -157,20 +160,21 @@ pub fn choose(
     options: &BudgetOptions,
 ) -> Result<(Vec<Form>, BudgetReport)> {
     let started = Instant::now();
-    let runtime = match (&options.cost_model, &options.runtime) {
-        (CostModel::Count, _) => "count".to_owned(),
-        (CostModel::Measure, Runtime::OpenVino) => format!("openvino {}", openvino::version()?),
-        (CostModel::Measure, runtime) => runtime.describe(),
+    let runtime = match (&options.costs_from, &options.cost_model, &options.runtime) {
+        (Some(path), _, _) => format!("the costs of {}", path.display()),
+        (None, CostModel::Count, _) => "count".to_owned(),
+        (None, CostModel::Measure, Runtime::OpenVino) => format!("openvino {}", openvino::version()?),
+        (None, CostModel::Measure, runtime) => runtime.describe(),
     };
     let timer = Timer {
         runtime: options.runtime.clone(),
         sample: samples.select(&[0]),
     };
-    let timing = options.cost_model == CostModel::Measure;
-    let costs = if timing {
-        measured(sites, build, &timer)?
-    } else {
-        counted(sites)
+    let timing = options.cost_model == CostModel::Measure && options.costs_from.is_none();
+    let costs = match &options.costs_from {
+        Some(path) => costs_from_report(sites, path)?,
+        None if timing => measured(sites, build, &timer)?,
+        None => counted(sites),
     };
     let campaign = Campaign::new(
         &options.engine,

@@ -169,6 +169,10 @@ struct BudgetArgs {
     /// form adds (deterministic, approximate: for tests, or where nothing can be timed).
     #[arg(long, value_enum, default_value_t = CostModel::Measure, requires = "max_overhead")]
     cost_model: CostModel,
+    /// Take the costs from this earlier harden report of the same model and options instead
+    /// of timing them: the same choice on every run (nothing is timed then).
+    #[arg(long, value_name = "REPORT", requires = "max_overhead")]
+    budget_costs: Option<PathBuf>,
     /// --max-overhead's fault campaigns run on the first this many calibration samples.
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..), requires = "max_overhead")]
     budget_samples: u64,
@@ -219,6 +223,7 @@ impl BudgetArgs {
                 faults,
                 batch_size,
                 curve: self.plot_budget.is_some(),
+                costs_from: self.budget_costs.clone(),
             },
             labels,
             samples: self.budget_samples as usize,

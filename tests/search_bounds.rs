@@ -195,9 +195,9 @@ fn labels_at(rows: &[usize], dst: &Path) {
 
 /// On 64 calibration samples the default budget (0.5%) is below anything 64 samples can vouch
 /// for: the default search keeps the calibrated bounds and says so. With a budget they can
-/// vouch for (5%, none lost), the tight search holds it on the 2000 test images, on two
-/// different draws of the 64 (the full sweep, 64 to 200 samples x 10 draws on every fixture,
-/// is benches/search_default.py).
+/// vouch for a loss or two at (10%), the tight search tightens, and the drop on the 2000 test
+/// images stays within the drop it vouches for, on two draws of the 64 (the full sweep, 64 to
+/// 200 samples x 10 draws on three fixtures, is benches/search_default.py).
 #[test]
 fn the_budget_holds_on_64_calibration_samples() {
     let dir = tempfile::tempdir().unwrap();
@@ -220,17 +220,19 @@ fn the_budget_holds_on_64_calibration_samples() {
             assert!(verdict.contains("vouch for no drop below 4.57%"), "{verdict}");
         }
         let out = dir.path().join(format!("tight{draw}.onnx"));
-        let flags = ["--search", "--objective", "tight", "--budget", "5%", "--labels", labels];
+        let flags = ["--search", "--objective", "tight", "--budget", "10%", "--labels", labels];
         let search = &harden(&model, &calib, &out, &flags)["search"];
-        assert_eq!((search["holdout_samples"].as_u64(), search["may_lose"].as_u64()), (Some(64), Some(0)));
+        assert_eq!((search["holdout_samples"].as_u64(), search["may_lose"].as_u64()), (Some(64), Some(2)));
+        let vouched = search["drop_upper_bound"].as_f64().unwrap();
+        assert!(vouched <= 0.1, "{search}");
         let ratio = search["mean_bound_ratio"].as_f64().unwrap();
         assert!(ratio < 0.97, "draw {draw}: the search tightened the bounds: {ratio}");
         let [original, searched] = test_accuracy(&[&model, &out])[..] else {
             unreachable!()
         };
         assert!(
-            searched >= original - 0.05,
-            "draw {draw}: test accuracy {searched} against {original}, over the 5% budget (ratio {ratio})"
+            searched >= original - vouched,
+            "draw {draw}: test accuracy {searched} against {original}, beyond the {vouched} vouched for (ratio {ratio})"
         );
     }
 }

@@ -57,7 +57,10 @@ fn search_tightens_bounds_within_the_budget() {
     let may_lose = search["may_lose"].as_u64().unwrap() as usize;
     assert_eq!(Some(may_lose), fitact_onnx::search::Vouch::new(0.05, 256).may_lose);
     let reference = search["reference"].as_f64().unwrap();
-    assert!((threshold - (reference - may_lose as f64 / 256.0)).abs() < 1e-9, "{search}");
+    assert!(
+        (threshold - (reference - may_lose as f64 / 256.0)).abs() < 1e-9,
+        "{search}"
+    );
     assert!(search["lost"].as_u64().unwrap() as usize <= may_lose, "{search}");
     assert!(search["drop_upper_bound"].as_f64().unwrap() <= 0.05, "{search}");
     assert!(search["verdict"].as_str().unwrap().starts_with("tightened"), "{search}");
@@ -220,9 +223,20 @@ fn the_budget_holds_on_64_calibration_samples() {
             assert!(verdict.contains("vouch for no drop below 4.57%"), "{verdict}");
         }
         let out = dir.path().join(format!("tight{draw}.onnx"));
-        let flags = ["--search", "--objective", "tight", "--budget", "10%", "--labels", labels];
+        let flags = [
+            "--search",
+            "--objective",
+            "tight",
+            "--budget",
+            "10%",
+            "--labels",
+            labels,
+        ];
         let search = &harden(&model, &calib, &out, &flags)["search"];
-        assert_eq!((search["holdout_samples"].as_u64(), search["may_lose"].as_u64()), (Some(64), Some(2)));
+        assert_eq!(
+            (search["holdout_samples"].as_u64(), search["may_lose"].as_u64()),
+            (Some(64), Some(2))
+        );
         let vouched = search["drop_upper_bound"].as_f64().unwrap();
         assert!(vouched <= 0.1, "{search}");
         let ratio = search["mean_bound_ratio"].as_f64().unwrap();

@@ -162,14 +162,22 @@ fn search_summary(search: &crate::search::SearchLog) -> String {
                 .ok()
                 .and_then(|v| v.as_str().map(str::to_owned))
                 .unwrap_or_default(),
-            sweep.bers.iter().map(|b| format!("{b:e}")).collect::<Vec<_>>().join(","),
+            sweep
+                .bers
+                .iter()
+                .map(|b| format!("{b:e}"))
+                .collect::<Vec<_>>()
+                .join(","),
             sweep.patterns,
             search.fault_samples.unwrap_or(0)
         ),
         None => "tight".to_owned(),
     };
-    let mut text = format!("search: {}
-", search.verdict);
+    let mut text = format!(
+        "search: {}
+",
+        search.verdict
+    );
     text += &format!(
         "search: objective {objective}; {}-fold {} {:.2}% on {} check samples (original {:.2}%, calibrated bounds {:.2}%), {} lost: a drop of at most {:.2}% (95%, budget {:.2}%); {} evaluations in {:.1}s, {}\n",
         search.folds,

@@ -88,7 +88,11 @@ mod tests {
         // The one-sided Clopper-Pearson bound (scipy.stats.beta.ppf(0.95, k + 1, n - k)); 0.0466
         // for 1 in 100 is the textbook value.
         for (k, n, expected) in [(1, 100, 0.04656), (2, 200, 0.03114), (4, 200, 0.04518)] {
-            assert!((drop_upper_bound(k, n) - expected).abs() < 2e-4, "{k}/{n}: {}", drop_upper_bound(k, n));
+            assert!(
+                (drop_upper_bound(k, n) - expected).abs() < 2e-4,
+                "{k}/{n}: {}",
+                drop_upper_bound(k, n)
+            );
         }
         let bounds: Vec<f64> = (0..10).map(|k| drop_upper_bound(k, 128)).collect();
         assert!(bounds.windows(2).all(|w| w[0] < w[1]), "{bounds:?}");

@@ -135,7 +135,8 @@ impl Start {
         let reference = search.reference_metric();
         let reference_kept = (reference * checked as f64).round() as usize;
         let vouch = Vouch::new(budget, checked);
-        let calibrated = full_metric(search.check(&vec![1.0f32; search.shared.accepted.len()], None, f64::NEG_INFINITY)?);
+        let calibrated =
+            full_metric(search.check(&vec![1.0f32; search.shared.accepted.len()], None, f64::NEG_INFINITY)?);
         let threshold = vouch.may_lose.map(|l| share(reference_kept.saturating_sub(l), checked));
         Ok(Start {
             reference,

@@ -157,14 +157,21 @@ pub(super) fn verdict(log: &SearchLog, start: &Start) -> String {
         );
     }
     if log.path_points <= 1 {
-        return format!("{kept}: no tighter point within the {} budget ({})", pct(log.budget), log.stopped);
+        return format!(
+            "{kept}: no tighter point within the {} budget ({})",
+            pct(log.budget),
+            log.stopped
+        );
     }
     let tightened = format!("bounds at {:.1}% of the calibrated ones", 100.0 * log.mean_bound_ratio);
     match &log.fault_sweep {
         None => format!("tightened ({tightened}, objective tight)"),
         Some(sweep) if log.mean_bound_ratio >= 1.0 => {
             if log.fault_points.len() <= 1 {
-                format!("{kept}: stopped ({}) before a tighter point ran under faults", log.stopped)
+                format!(
+                    "{kept}: stopped ({}) before a tighter point ran under faults",
+                    log.stopped
+                )
             } else {
                 format!(
                     "{kept}: tightening gains nothing beyond chance (95%) under {} faults, so it would spend clean accuracy for nothing",

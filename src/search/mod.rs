@@ -215,10 +215,13 @@ fn search_reusing(
     Ok((bounds, log))
 }
 
+/// What the phases leave: the path of accepted points, every step per site, why they stopped.
+type Spent = (Vec<PathPoint>, Vec<Vec<Step>>, &'static str);
+
 /// The search's phases from the calibrated point, while the check samples vouch for a loss
 /// at all and the calibrated point is within it: the path of accepted points (the calibrated
 /// one first), every step per site, and why it stopped.
-fn spend(search: &mut Search, start: &Start) -> Result<(Vec<PathPoint>, Vec<Vec<Step>>, &'static str)> {
+fn spend(search: &mut Search, start: &Start) -> Result<Spent> {
     let n = search.shared.accepted.len();
     let scales = vec![1.0f32; n];
     let mut run = Run {

@@ -116,8 +116,8 @@ def one_draw(args, name, size, seed, x_test, y_test, work):
 def summarize(records):
     """The markdown tables of docs/results/search_default_2026-12-05.md, from the records."""
     lines = ["| model | calibration samples | draws | tight: mean bound ratio | tight: test drop, mean / max (points) "
-             "| within budget | check: lost / vouched drop (max) | default: bounds kept |",
-             "|---|---|---|---|---|---|---|---|"]
+             "| within budget | check: lost / vouched drop (max) | default: bounds kept | tight / default search time, mean (s) |",
+             "|---|---|---|---|---|---|---|---|---|"]
     cells = {}
     for r in records:
         cells.setdefault((r["model"], r["size"]), []).append(r)
@@ -128,7 +128,9 @@ def summarize(records):
             f"| {model} | {size} | {len(rs)} | {np.mean([r['tight']['mean_bound_ratio'] for r in rs]):.3f} "
             f"| {np.mean(drops):.2f} / {max(drops):.2f} | {sum(d <= budget for d in drops)} of {len(rs)} "
             f"| {max(r['tight']['check_lost'] for r in rs)} / {100 * max(r['tight']['drop_upper_bound'] for r in rs):.2f}% "
-            f"| {sum(r['default']['mean_bound_ratio'] == 1.0 for r in rs)} of {len(rs)} |")
+            f"| {sum(r['default']['mean_bound_ratio'] == 1.0 for r in rs)} of {len(rs)} "
+            f"| {np.mean([r['tight']['search_seconds'] for r in rs]):.1f} / "
+            f"{np.mean([r['default']['search_seconds'] for r in rs]):.1f} |")
     lines += ["", "| model | calibration samples | draw | search | fault model | bound ratio | test drop (points) "
               "| paired gain under faults (points, 95%) | search time (s) |", "|---|---|---|---|---|---|---|---|---|"]
     for r in records:

@@ -39,7 +39,7 @@ for m in ${FIXTURES:-resnet alexnet}; do
     $B harden $F/$m.onnx $p.calibrated.onnx $C --method fitact
     S="--method fitact --search --labels labels-$n.npy"
     s0=$(date +%s.%N)
-    $B harden $F/$m.onnx $p.searched.onnx $C $S --report $p.searched.json
+    $B harden $F/$m.onnx $p.searched.onnx $C $S --objective tight --report $p.searched.json
     s1=$(date +%s.%N)
     $B harden $F/$m.onnx $p.resf32.onnx $C $S --objective resilience --fault-format float32 --fault-ber 3e-4 --report $p.resf32.json
     s2=$(date +%s.%N)

@@ -34,8 +34,10 @@ fn search_tightens_bounds_within_the_budget() {
     let out = dir.path().join("searched.onnx");
     let budget = [
         "--search",
+        "--objective",
+        "tight",
         "--budget",
-        "1%",
+        "5%",
         "--labels",
         label_path.to_str().unwrap(),
         "--max-evals",
@@ -50,14 +52,18 @@ fn search_tightens_bounds_within_the_budget() {
     assert_eq!(search["folds"], 4);
     let threshold = search["threshold"].as_f64().unwrap();
     assert!(search["final_metric"].as_f64().unwrap() >= threshold, "{search}");
-    // The budget is spent from the calibrated bounds' own k-fold metric, or the original's if
-    // that is lower.
-    let safety = fitact_onnx::search::SAFETY;
-    let start = search["reference"]
-        .as_f64()
-        .unwrap()
-        .min(search["calibrated_metric"].as_f64().unwrap());
-    assert!((threshold - (start - 0.01 * safety)).abs() < 1e-9, "{search}");
+    // The lowest metric accepted is the original's count less the most samples whose loss
+    // keeps the drop's 95% upper bound within the budget.
+    let may_lose = search["may_lose"].as_u64().unwrap() as usize;
+    assert_eq!(Some(may_lose), fitact_onnx::search::Vouch::new(0.05, 256).may_lose);
+    let reference = search["reference"].as_f64().unwrap();
+    assert!(
+        (threshold - (reference - may_lose as f64 / 256.0)).abs() < 1e-9,
+        "{search}"
+    );
+    assert!(search["lost"].as_u64().unwrap() as usize <= may_lose, "{search}");
+    assert!(search["drop_upper_bound"].as_f64().unwrap() <= 0.05, "{search}");
+    assert!(search["verdict"].as_str().unwrap().starts_with("tightened"), "{search}");
     let ratio = search["mean_bound_ratio"].as_f64().unwrap();
     assert!(ratio < 0.95, "the search tightened the bounds: {ratio}");
     for layer in search["layers"].as_array().unwrap() {
@@ -117,8 +123,11 @@ fn search_is_deterministic_and_respects_its_limits() {
     let model = dir.path().join("shared_relu.onnx");
     let calib = dir.path().join("x.npy");
     let out = |name: &str| -> PathBuf { dir.path().join(name) };
-    let a = harden(&model, &calib, &out("a.onnx"), &["--search"]);
-    let b = harden(&model, &calib, &out("b.onnx"), &["--search"]);
+    // 256 samples vouch for a few losses under a 5% budget, so the search runs its phases.
+    let tight = ["--search", "--objective", "tight", "--budget", "5%"];
+    let with = |extra: &[&'static str]| -> Vec<&'static str> { tight.iter().chain(extra).copied().collect() };
+    let a = harden(&model, &calib, &out("a.onnx"), &tight);
+    let b = harden(&model, &calib, &out("b.onnx"), &tight);
     assert_eq!(
         std::fs::read(out("a.onnx")).unwrap(),
         std::fs::read(out("b.onnx")).unwrap(),
@@ -130,7 +139,7 @@ fn search_is_deterministic_and_respects_its_limits() {
         assert_eq!(layer["base"], "maximum", "percentiles only with --percentile");
     }
 
-    let limited = harden(&model, &calib, &out("c.onnx"), &["--search", "--max-evals", "5"]);
+    let limited = harden(&model, &calib, &out("c.onnx"), &with(&["--max-evals", "5"]));
     assert_eq!(limited["search"]["stopped"], "evaluation limit");
     assert!(
         limited["search"]["evaluations"].as_u64().unwrap() <= 6,
@@ -139,7 +148,7 @@ fn search_is_deterministic_and_respects_its_limits() {
     );
 
     // A limit no candidate fits in: the calibrated point and the final check, nothing else.
-    let timed = harden(&model, &calib, &out("d.onnx"), &["--search", "--time-limit", "0.001s"]);
+    let timed = harden(&model, &calib, &out("d.onnx"), &with(&["--time-limit", "0.001s"]));
     let search = &timed["search"];
     assert_eq!(search["stopped"], "time limit");
     assert_eq!(search["evaluations"], 2, "{search}");
@@ -149,21 +158,24 @@ fn search_is_deterministic_and_respects_its_limits() {
         "{search}"
     );
 
-    // The resilience objective under the same limit checks the calibrated point under faults
-    // and nothing else, and keeps it.
+    // The resilience objective under the same limit accepts no tighter point, so it runs no
+    // fault sweep, keeps the calibrated bounds and says why.
     let timed = harden(
         &model,
         &calib,
         &out("e.onnx"),
-        &["--search", "--objective", "resilience", "--time-limit", "0.001s"],
+        &["--search", "--budget", "5%", "--time-limit", "0.001s"],
     );
     let search = &timed["search"];
+    assert_eq!(search["objective"], "resilience", "the default");
     assert_eq!(search["stopped"], "time limit");
-    let points = search["fault_points"].as_array().unwrap();
-    assert_eq!(points.len(), 1, "{search}");
-    assert_eq!(points[0]["accepted"], 0);
-    assert_eq!(points[0]["chosen"], true);
+    assert_eq!(search["fault_points"].as_array().unwrap().len(), 0, "{search}");
     assert_eq!(search["mean_bound_ratio"], 1.0, "{search}");
+    let verdict = search["verdict"].as_str().unwrap();
+    assert!(
+        verdict.starts_with("kept the calibrated bounds: no tighter point") && verdict.contains("time limit"),
+        "{verdict}"
+    );
 }
 
 /// Top-1 accuracy of each model on the fixture's test split (2000 images), in onnxruntime.
@@ -178,28 +190,63 @@ fn test_accuracy(models: &[&Path]) -> Vec<f64> {
         .collect()
 }
 
+/// The first `n` labels of the calibration set, at `rows`, written to `dst`.
+fn labels_at(rows: &[usize], dst: &Path) {
+    let labels: ndarray::Array1<i64> = ndarray_npy::read_npy(fixture("calib_labels.npy")).unwrap();
+    ndarray_npy::write_npy(dst, &labels.select(ndarray::Axis(0), rows)).unwrap();
+}
+
+/// On 64 calibration samples the default budget (0.5%) is below anything 64 samples can vouch
+/// for: the default search keeps the calibrated bounds and says so. With a budget they can
+/// vouch for a loss or two at (10%), the tight search tightens, and the drop on the 2000 test
+/// images stays within the drop it vouches for, on two draws of the 64 (the full sweep, 64 to
+/// 200 samples x 10 draws on three fixtures, is benches/search_default.py).
 #[test]
 fn the_budget_holds_on_64_calibration_samples() {
     let dir = tempfile::tempdir().unwrap();
-    let calib = dir.path().join("calib.npy");
-    first_rows(&fixture("calib.npy"), &calib, 64);
-    for name in ["alexnet", "resnet"] {
-        let model = fixture(&format!("{name}.onnx"));
-        let out = dir.path().join(format!("{name}.onnx"));
-        let json = harden(&model, &calib, &out, &["--search"]);
-        let search = &json["search"];
+    let all: ndarray::Array4<f32> = ndarray_npy::read_npy(fixture("calib.npy")).unwrap();
+    let model = fixture("resnet.onnx");
+    for draw in 0..2usize {
+        // Every 7th sample from an offset: 64 of the 512, a different set per draw.
+        let rows: Vec<usize> = (0..64).map(|k| (draw * 3 + k * 7) % all.shape()[0]).collect();
+        let calib = dir.path().join(format!("calib{draw}.npy"));
+        ndarray_npy::write_npy(&calib, &all.select(ndarray::Axis(0), &rows)).unwrap();
+        let labels = dir.path().join(format!("labels{draw}.npy"));
+        labels_at(&rows, &labels);
+        let labels = labels.to_str().unwrap();
+        if draw == 0 {
+            let out = dir.path().join("default.onnx");
+            let search = &harden(&model, &calib, &out, &["--search", "--labels", labels])["search"];
+            assert_eq!(search["may_lose"], serde_json::Value::Null, "{search}");
+            assert_eq!(search["mean_bound_ratio"], 1.0, "{search}");
+            let verdict = search["verdict"].as_str().unwrap();
+            assert!(verdict.contains("vouch for no drop below 4.57%"), "{verdict}");
+        }
+        let out = dir.path().join(format!("tight{draw}.onnx"));
+        let flags = [
+            "--search",
+            "--objective",
+            "tight",
+            "--budget",
+            "10%",
+            "--labels",
+            labels,
+        ];
+        let search = &harden(&model, &calib, &out, &flags)["search"];
         assert_eq!(
-            (search["holdout_samples"].as_u64(), search["folds"].as_u64()),
-            (Some(64), Some(4))
+            (search["holdout_samples"].as_u64(), search["may_lose"].as_u64()),
+            (Some(64), Some(2))
         );
+        let vouched = search["drop_upper_bound"].as_f64().unwrap();
+        assert!(vouched <= 0.1, "{search}");
         let ratio = search["mean_bound_ratio"].as_f64().unwrap();
-        assert!(ratio < 0.97, "{name}: the search tightened the bounds: {ratio}");
+        assert!(ratio < 0.97, "draw {draw}: the search tightened the bounds: {ratio}");
         let [original, searched] = test_accuracy(&[&model, &out])[..] else {
             unreachable!()
         };
         assert!(
-            searched >= original - 0.005,
-            "{name}: test accuracy {searched} against {original}, over the 0.5% budget (ratio {ratio})"
+            searched >= original - vouched,
+            "draw {draw}: test accuracy {searched} against {original}, beyond the {vouched} vouched for (ratio {ratio})"
         );
     }
 }
@@ -212,7 +259,10 @@ fn the_search_gives_the_same_bounds_on_any_number_of_threads() {
     let out = |threads: &str| -> PathBuf { dir.path().join(format!("{threads}.onnx")) };
     let runs: Vec<serde_json::Value> = ["1", "3"]
         .iter()
-        .map(|t| harden(&fixture("resnet.onnx"), &calib, &out(t), &["--search", "--threads", t]))
+        .map(|t| {
+            let flags = ["--search", "--objective", "tight", "--budget", "5%", "--threads", t];
+            harden(&fixture("resnet.onnx"), &calib, &out(t), &flags)
+        })
         .collect();
     assert!(
         std::fs::read(out("1")).unwrap() == std::fs::read(out("3")).unwrap(),
@@ -279,8 +329,8 @@ fn the_resilience_objective_moves_off_the_calibrated_bounds_only_for_a_confident
     let run = |name: &str, format: &str, ber: &str| {
         let flags = [
             "--search",
-            "--objective",
-            "resilience",
+            "--budget",
+            "5%",
             "--fault-format",
             format,
             "--fault-ber",

@@ -129,11 +129,11 @@ pub struct Args {
     /// let the test accuracy drop beyond the budget (docs/results.md).
     #[arg(long, value_parser = parse_percentile, requires = "search")]
     percentile: Option<f64>,
-    /// tight: the smallest bounds within the budget; resilience: of the points the search
-    /// passes through within the budget (calibrated to tightest), the one with the best
-    /// accuracy under weight faults of --fault-format at --fault-ber, moving off the looser
-    /// point only for a gain with 95% confidence over the fixed fault patterns.
-    #[arg(long, value_enum, default_value_t = ObjectiveName::Tight, requires = "search")]
+    /// resilience (the default): of the points the search passes through within the budget
+    /// (calibrated to tightest), the best under weight faults of --fault-format at
+    /// --fault-ber, leaving the calibrated bounds only for a gain with 95% confidence; tight:
+    /// the smallest bounds within the budget.
+    #[arg(long, value_enum, default_value_t = ObjectiveName::Resilience, requires = "search")]
     objective: ObjectiveName,
     /// Objective resilience and --max-overhead: the BERs of the fault sweep.
     #[arg(long, value_delimiter = ',', default_value = "1e-5,3e-5")]
@@ -142,7 +142,8 @@ pub struct Args {
     /// point or candidate checked).
     #[arg(long, default_value_t = 16)]
     fault_patterns: usize,
-    /// Objective resilience and --max-overhead: how weights are stored (as evaluate's --format).
+    /// Objective resilience and --max-overhead: how float weights are stored (as evaluate's
+    /// --format; integer tensors are flipped in their own words whatever it says).
     #[arg(long, value_enum, default_value_t = WeightFormat::Float32)]
     fault_format: WeightFormat,
     /// Objective resilience and --max-overhead: the seed of the fault patterns.

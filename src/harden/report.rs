@@ -143,41 +143,7 @@ impl HardenReport {
             text += "\n";
         }
         if let Some(search) = &self.search {
-            text += &format!(
-                "search: bounds at {:.1}% of the calibrated maxima on average; {}-fold {} {:.2}% on {} samples (original {:.2}%, calibrated bounds {:.2}%, floor {:.2}%); {} evaluations in {:.1}s, {}\n",
-                100.0 * search.mean_bound_ratio,
-                search.folds,
-                search.metric,
-                100.0 * search.final_metric,
-                search.holdout_samples,
-                100.0 * search.reference,
-                100.0 * search.calibrated_metric,
-                100.0 * search.threshold,
-                search.evaluations,
-                search.seconds,
-                search.stopped
-            );
-            if let Some(before) = search.calibrated_fault_metric {
-                text += &format!(
-                    "search (resilience): {} under faults {:.2}% with the calibrated bounds",
-                    search.metric,
-                    100.0 * before
-                );
-                for point in search.fault_points.iter().filter(|p| p.accepted > 0) {
-                    text += &format!(
-                        ", {:.2}% at {:.1}% of them (gain at least {:+.2} points, 95%)",
-                        100.0 * point.fault_metric,
-                        100.0 * point.mean_scale,
-                        100.0 * point.gain_lower_bound.unwrap_or(f64::NAN)
-                    );
-                }
-                text += &match search.fault_points.iter().find(|p| p.chosen) {
-                    Some(p) if p.accepted > 0 => {
-                        format!("; kept the best confident gain, at {:.1}%\n", 100.0 * p.mean_scale)
-                    }
-                    _ => "; no tighter point gains with confidence: the bounds stay calibrated\n".to_owned(),
-                };
-            }
+            text += &search_summary(search);
         }
         if let Some(budget) = &self.budget {
             text += &budget_summary(budget);
@@ -226,4 +192,52 @@ fn budget_summary(budget: &crate::budget::BudgetReport) -> String {
                 100.0 * k
             ))
     )
+}
+
+/// The search's lines of the summary: what it did and why (`SearchLog::verdict`), under which
+/// objective and fault model, and what its check samples vouch for.
+fn search_summary(search: &crate::search::SearchLog) -> String {
+    let objective = match &search.fault_sweep {
+        Some(sweep) => format!(
+            "resilience under {} weight faults at BER {} ({} patterns each, {} samples)",
+            serde_json::to_value(sweep.format)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default(),
+            sweep
+                .bers
+                .iter()
+                .map(|b| format!("{b:e}"))
+                .collect::<Vec<_>>()
+                .join(","),
+            sweep.patterns,
+            search.fault_samples.unwrap_or(0)
+        ),
+        None => "tight".to_owned(),
+    };
+    let mut text = format!("search: {}\n", search.verdict);
+    text += &format!(
+        "search: objective {objective}; {}-fold {} {:.2}% on {} check samples (original {:.2}%, calibrated bounds {:.2}%), {} lost: a drop of at most {:.2}% (95%, budget {:.2}%); {} evaluations in {:.1}s, {}\n",
+        search.folds,
+        search.metric,
+        100.0 * search.final_metric,
+        search.holdout_samples,
+        100.0 * search.reference,
+        100.0 * search.calibrated_metric,
+        search.lost,
+        100.0 * search.drop_upper_bound,
+        100.0 * search.budget,
+        search.evaluations,
+        search.seconds,
+        search.stopped
+    );
+    if let (Some(before), Some(after)) = (search.calibrated_fault_metric, search.final_fault_metric) {
+        text += &format!(
+            "search: {} under faults {:.2}% with the calibrated bounds, {:.2}% with the bounds written\n",
+            search.metric,
+            100.0 * before,
+            100.0 * after
+        );
+    }
+    text
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// A held-out sample the original model gets right counts as kept only if the candidate also
 /// keeps at least this share of its top-1 margin: a sample about to flip is counted as
 /// flipped, which makes a few hundred held-out samples speak for the many unseen ones near
-/// the decision boundary (see `SAFETY`).
+/// the decision boundary (see `confidence`).
 pub const MARGIN_KEPT: f32 = 0.5;
 
 /// What the search evaluates against: the check samples, hardest first (see `Holdout::new`).

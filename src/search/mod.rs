@@ -8,6 +8,8 @@
 //!   within its share of the budget; before it, where asked, a percentile base;
 //! - `descent` (phase 2): coordinate descent on the whole model with the full budget;
 //! - `resilience` (objective `resilience`): the point of the path best under a fault sweep;
+//! - `confidence`: how many check samples a point may lose, so that the one-sided 95% upper
+//!   bound of its drop stays within the budget;
 //! - `folds`: the k-fold check of a candidate; `holdout`: which check samples count, and the
 //!   tally that stops a check once the threshold is out of reach; `reuse`: reruns of only the
 //!   part after the changed site, on cached clean values, and the samples a candidate cannot
@@ -22,6 +24,7 @@
 //! cached clean values), `data`, `engine` and `passes`; nothing above (`harden` calls it).
 
 mod bisection;
+mod confidence;
 mod descent;
 mod folds;
 mod holdout;
@@ -32,6 +35,7 @@ mod search_log;
 mod state;
 
 pub use bisection::{BISECTION_STEPS, OUTLIERS};
+pub use confidence::{CONFIDENCE, Vouch, drop_upper_bound};
 pub use folds::{CHECK_SAMPLES, FOLDS, KFold, MIN_SAMPLES, SearchData, k_fold};
 pub use holdout::MARGIN_KEPT;
 pub use resilience::{FAULT_POINTS, FAULT_SAMPLES, FaultPoint, FaultSweep};
@@ -47,17 +51,11 @@ use fitact_passes::onnx::ModelProto;
 use holdout::full_metric;
 use path::{PathPoint, Run};
 use resilience::choose_under_faults;
-use search_log::{layer_logs, mean};
+use search_log::{layer_logs, mean, verdict};
 use serde::Serialize;
 use state::Search;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// The share of the budget the check's drop may use: the check set is small and every
-/// candidate is checked on it, so the best candidates are the ones it favours by chance; to
-/// keep the budget on new data, the search holds the drop within this share of it (the full
-/// budget did not hold: docs/results/search_design.md).
-pub const SAFETY: f64 = 0.5;
 
 /// What a site's scale applies to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,9 +102,10 @@ pub struct Bases<'a> {
 /// the scaled bounds fitted on every sample. The steps: measure the reference and the
 /// calibrated point (the bounds at scale 1, each fold's checked on samples they did not see),
 /// tune layer by layer (`Run::layer_by_layer`), then descend on the whole model
-/// (`Run::coordinate_descent`), and log what was done. The budget is spent from the
-/// calibrated point's metric, when it is below the original's: the fold bounds, fitted on
-/// fewer samples, cut more than the bounds fitted on all will.
+/// (`Run::coordinate_descent`), with objective `resilience` choose the point of the path best
+/// under faults, and log what was done. A point is accepted only while the check samples vouch
+/// for its drop (`Vouch`): the losses are counted against the original, including those of the
+/// calibrated point's fold bounds, which cut more than the bounds fitted on all will.
 pub fn search(
     original: &ModelProto,
     sites: &[ActivationSite],
@@ -115,6 +114,50 @@ pub fn search(
     options: &SearchOptions,
 ) -> Result<(Vec<Bound>, SearchLog)> {
     search_reusing(original, sites, data, mode, options, true)
+}
+
+/// The check's count at the start: the original's and the calibrated point's metrics, and
+/// what the check samples vouch for under the budget.
+pub(super) struct Start {
+    reference: f64,
+    calibrated: f64,
+    checked: usize,
+    reference_kept: usize,
+    vouch: Vouch,
+    /// The lowest metric a point may have: the original's count less the losses vouched for
+    /// (None when the samples vouch for no loss under the budget).
+    threshold: Option<f64>,
+}
+
+impl Start {
+    fn measure(search: &mut Search, budget: f64) -> Result<Start> {
+        let checked = search.check_count();
+        let reference = search.reference_metric();
+        let reference_kept = (reference * checked as f64).round() as usize;
+        let vouch = Vouch::new(budget, checked);
+        let calibrated =
+            full_metric(search.check(&vec![1.0f32; search.shared.accepted.len()], None, f64::NEG_INFINITY)?);
+        let threshold = vouch.may_lose.map(|l| share(reference_kept.saturating_sub(l), checked));
+        Ok(Start {
+            reference,
+            calibrated,
+            checked,
+            reference_kept,
+            vouch,
+            threshold,
+        })
+    }
+
+    /// The check samples a point of metric `metric` loses against the original.
+    pub(super) fn lost(&self, metric: f64) -> usize {
+        self.reference_kept
+            .saturating_sub((metric * self.checked as f64).round() as usize)
+    }
+}
+
+/// `kept` of `n` as a metric, computed as `Tally` does, so that a threshold is met exactly.
+fn share(kept: usize, n: usize) -> f64 {
+    kept as f64 / n.max(1) as f64
 }
 
 /// `search`, where candidates reuse the accepted point's flags of the samples they cannot
@@ -130,50 +173,23 @@ fn search_reusing(
     let started = Instant::now();
     let mut search = Search::new(original, sites, data, mode, options)?;
     search.shared.reuse_unchanged = reuse_unchanged;
-    let reference_metric = search.reference_metric();
-    let n = sites.len();
-    let budget = options.budget * SAFETY;
-    let resilience = matches!(options.objective, Objective::Resilience(_));
-    let scales = vec![1.0f32; n];
-    let calibrated_metric = full_metric(search.check(&scales, None, f64::NEG_INFINITY)?);
-    let start = reference_metric.min(calibrated_metric);
-    let threshold = start - budget;
-    search.accepted_metric = calibrated_metric;
-    let mut run = Run {
-        path: vec![PathPoint {
-            scales: scales.clone(),
-            on_percentile: search.shared.on_percentile.clone(),
-            metric: calibrated_metric,
-        }],
-        search: &mut search,
-        scales,
-        steps: vec![Vec::new(); n],
-        stopped: "converged",
-    };
-    run.layer_by_layer(start, budget, threshold)?;
-    if run.stopped == "converged" {
-        run.coordinate_descent(threshold)?;
-    }
-    let Run {
-        mut scales,
-        steps,
-        mut stopped,
-        path,
-        ..
-    } = run;
-    let fault_points = if resilience {
+    let start = Start::measure(&mut search, options.budget)?;
+    search.accepted_metric = start.calibrated;
+    let (path, steps, mut stopped) = spend(&mut search, &start)?;
+    let mut scales = path[0].scales.clone();
+    let mut fault_points = Vec::new();
+    // With no tighter point accepted there is nothing to choose: no fault sweep is run.
+    if matches!(options.objective, Objective::Resilience(_)) && path.len() > 1 {
         let (points, limited) = choose_under_faults(&mut search, &path)?;
         stopped = limited.unwrap_or(stopped);
         let chosen = points.iter().find(|p| p.chosen).map_or(0, |p| p.accepted);
-        scales = path[chosen].scales.clone();
         search.shared.on_percentile = path[chosen].on_percentile.clone();
-        points
-    } else {
-        Vec::new()
-    };
-    let fault_of = |pick: &dyn Fn(&FaultPoint) -> bool| fault_points.iter().find(|p| pick(p)).map(|p| p.fault_metric);
-    let calibrated_fault_metric = fault_of(&|p| p.accepted == 0);
-    let final_fault_metric = fault_of(&|p| p.chosen);
+        scales = path[chosen].scales.clone();
+        fault_points = points;
+    } else if let Some(last) = path.last() {
+        search.shared.on_percentile = last.on_percentile.clone();
+        scales = last.scales.clone();
+    }
     let final_metric = full_metric(search.check(&scales, None, f64::NEG_INFINITY)?);
     let bounds: Vec<Bound> = scales
         .iter()
@@ -184,28 +200,48 @@ fn search_reusing(
     let ratios = layers
         .iter()
         .map(|l| f64::from(l.bound_mean_after) / f64::from(l.bound_mean_before).max(f64::MIN_POSITIVE));
-    let log = SearchLog {
-        metric: if data.labels.is_some() { "accuracy" } else { "agreement" },
-        holdout_samples: search.check_count(),
-        folds: search.folds.len(),
-        reference: reference_metric,
-        budget: options.budget,
-        threshold,
-        objective: if resilience { "resilience" } else { "tight" },
-        calibrated_fault_metric,
-        final_fault_metric,
-        fault_points,
-        calibrated_metric,
-        final_metric,
-        evaluations: search.evaluations,
-        samples_run: search.shared.samples_run.load(Ordering::Relaxed),
-        samples_reused: search.shared.samples_reused.load(Ordering::Relaxed),
-        seconds: started.elapsed().as_secs_f64(),
-        stopped,
-        mean_bound_ratio: mean(ratios),
-        layers,
-    };
+    let mut log = SearchLog::new(data.labels.is_some(), options, &start, final_metric);
+    log.path_points = path.len();
+    log.fault_samples = search.fault_holdout.as_ref().map(|h| h.len());
+    log.set_fault_points(fault_points);
+    log.evaluations = search.evaluations;
+    log.samples_run = search.shared.samples_run.load(Ordering::Relaxed);
+    log.samples_reused = search.shared.samples_reused.load(Ordering::Relaxed);
+    log.seconds = started.elapsed().as_secs_f64();
+    log.stopped = stopped;
+    log.mean_bound_ratio = mean(ratios);
+    log.layers = layers;
+    log.verdict = verdict(&log, &start);
     Ok((bounds, log))
+}
+
+/// What the phases leave: the path of accepted points, every step per site, why they stopped.
+type Spent = (Vec<PathPoint>, Vec<Vec<Step>>, &'static str);
+
+/// The search's phases from the calibrated point, while the check samples vouch for a loss
+/// at all and the calibrated point is within it: the path of accepted points (the calibrated
+/// one first), every step per site, and why it stopped.
+fn spend(search: &mut Search, start: &Start) -> Result<Spent> {
+    let n = search.shared.accepted.len();
+    let scales = vec![1.0f32; n];
+    let mut run = Run {
+        path: vec![PathPoint {
+            scales: scales.clone(),
+            on_percentile: search.shared.on_percentile.clone(),
+            metric: start.calibrated,
+        }],
+        search,
+        scales,
+        steps: vec![Vec::new(); n],
+        stopped: "converged",
+    };
+    if let Some(threshold) = start.threshold.filter(|t| start.calibrated >= *t) {
+        run.layer_by_layer(start.calibrated, start.calibrated - threshold, threshold)?;
+        if run.stopped == "converged" {
+            run.coordinate_descent(threshold)?;
+        }
+    }
+    Ok((run.path, run.steps, run.stopped))
 }
 
 #[cfg(test)]

@@ -22,7 +22,7 @@ use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 
 /// The fixed fault patterns of the `resilience` objective.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Serialize)]
 pub struct FaultSweep {
     pub bers: Vec<f64>,
     /// Patterns per BER.

@@ -305,6 +305,8 @@ mod tests {
         let fixture = resnet(64);
         let mut options = options();
         options.max_evals = Some(40);
+        // A budget 64 check samples vouch for (two lost), so that the search runs its phases.
+        options.budget = 0.1;
         let data = fixture.data(None);
         let run = |reuse| search_reusing(&fixture.model, &fixture.sites, &data, Mode::Zero, &options, reuse).unwrap();
         let ((reused, with), (full, without)) = (run(true), run(false));

@@ -1,0 +1,247 @@
+#!/usr/bin/env python3
+"""Resilience and cost of every hardening method on the int8 and float16 fixtures (not CI).
+
+For each fixture of fixtures/precision/ (make_precision_fixtures.py) it hardens with
+
+    fitact            fitact-onnx harden M.onnx (channel, zero)
+    fitact_saturate   ... --mode saturate (channel, saturate)
+    clipact           ... --method clipact (layer, zero)
+    ranger            ... --method ranger (layer, saturate)
+    ranger_by_quant   (int8 only) the float32 source hardened with --method ranger --emission fold,
+                      then quantized with make_precision_fixtures.quantize (same settings as the
+                      fixture: per channel, uint8 activations, int8 weights, MinMax on calib[:128])
+    eq255             (int8 QDQ only) the original with Where(Equal(q, 255), zp, q) after each uint8
+                      QuantizeLinear of an absorbed Relu: zero what saturated at the layer's top
+                      (benches/integer_zero_forms.py zero_saturated; no calibration of its own)
+    ranger_by_quant_eq255  the same on ranger_by_quant, whose per-channel bounds were folded into
+                      the weights, so that 255 is each channel's own calibrated top
+
+then runs one `fitact-onnx evaluate` per fixture with the original and every hardened model
+together (each tensor's flips are drawn from (seed, trial, BER, tensor name): models that share a
+tensor's name get the same flips in it), and times each model over its original in onnxruntime
+(1 intra/inter-op thread, batch 1, interleaved rounds, medians: time_variants of
+benches/precision_emissions.py).
+
+Per model it reports clean accuracy, accuracy ± 95% CI at each BER, the paired difference to the
+original, and the recovered fraction (hardened - original) / (clean - original) at each BER.
+
+usage: python3 benches/precision_resilience.py [--binary target/release/fitact-onnx]
+       [--fixtures resnet_qdq,resnet_qop,...] [--images 1000] [--trials 30] [--ber 1e-5,1e-4]
+       [--seed 7] [--rounds 11] [--runs 200] [--json OUT.json] [--keep DIR]
+"""
+
+import argparse
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+from onnxruntime.quantization import QuantFormat
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FIX = os.path.join(ROOT, "fixtures")
+PRECISION = os.path.join(FIX, "precision")
+sys.path.insert(0, FIX)
+sys.path.insert(0, HERE)
+from make_precision_fixtures import CALIB_SAMPLES, quantize  # noqa: E402
+from integer_zero_forms import zero_saturated  # noqa: E402
+from precision_emissions import ALL, time_variants  # noqa: E402
+
+# fixture -> (float32 source, quantization format or None for float16)
+FIXTURES = {
+    "resnet_qdq": ("resnet", QuantFormat.QDQ),
+    "resnet_qop": ("resnet", QuantFormat.QOperator),
+    "mobilenetv3_qdq": ("mobilenetv3", QuantFormat.QDQ),
+    "alexnet_qdq": ("alexnet", QuantFormat.QDQ),
+    "resnet_fp16": ("resnet", None),
+    "mobilenetv3_fp16": ("mobilenetv3", None),
+    "resnet_fp16_io": ("resnet", None),
+}
+METHODS = {
+    "fitact": [],
+    "fitact_saturate": ["--mode", "saturate"],
+    "clipact": ["--method", "clipact"],
+    "ranger": ["--method", "ranger"],
+}
+
+
+def harden(binary, src, dst, calib, flags):
+    subprocess.run([binary, "harden", src, dst, "--calib", calib, "-q", *flags], check=True)
+
+
+def calib_file(fixture):
+    return os.path.join(PRECISION, "calib_fp16.npy") if fixture.endswith("_io") else os.path.join(FIX, "calib.npy")
+
+
+def make_models(binary, fixture, tmp):
+    """{name: path}: the original, its hardened variants, and (int8) Ranger-by-quantization."""
+    source, fmt = FIXTURES[fixture]
+    original = os.path.join(PRECISION, fixture + ".onnx")
+    models = {"original": original}
+    for name, flags in METHODS.items():
+        dst = os.path.join(tmp, f"{fixture}.{name}.onnx")
+        harden(binary, original, dst, calib_file(fixture), flags)
+        models[name] = dst
+    if fmt is not None:
+        folded = os.path.join(tmp, f"{source}.ranger_fold.onnx")
+        harden(binary, os.path.join(FIX, source + ".onnx"), folded, os.path.join(FIX, "calib.npy"),
+               ["--method", "ranger", "--emission", "fold"])
+        dst = os.path.join(tmp, f"{fixture}.ranger_by_quant.onnx")
+        qtmp = os.path.join(tmp, "q_" + fixture)
+        os.makedirs(qtmp, exist_ok=True)
+        quantize(folded, dst, fmt, np.load(os.path.join(FIX, "calib.npy"))[:CALIB_SAMPLES], qtmp)
+        models["ranger_by_quant"] = dst
+    if fmt == QuantFormat.QDQ:
+        for name in ("original", "ranger_by_quant"):
+            trick, count = zero_saturated(onnx.load(models[name]))
+            dst = os.path.join(tmp, f"{fixture}.{name}.eq255.onnx")
+            onnx.save(trick, dst)
+            models[("" if name == "original" else name + "_") + "eq255"] = dst
+            print(f"   {name}: Where(Equal(q, 255), zp, q) at {count} sites", flush=True)
+    return models
+
+
+def shared_weights(models):
+    """Per model: the share of the original's stored words (by initializer name and size) it
+    also holds, i.e. whose flips are paired with the original's."""
+    def sizes(path):
+        return {t.name: int(np.prod(t.dims, dtype=np.int64)) for t in onnx.load(path).graph.initializer}
+
+    base = sizes(models["original"])
+    total = sum(base.values())
+    out = {}
+    for name, path in models.items():
+        s = sizes(path)
+        out[name] = sum(v for k, v in base.items() if s.get(k) == v) / total
+    return out
+
+
+def evaluate(binary, models, data, labels, args, report):
+    cmd = [binary, "evaluate", *models.values(), "--data", data, "--labels", labels,
+           "--ber", args.ber, "--trials", str(args.trials), "--seed", str(args.seed), "--report", report, "-q"]
+    start = time.time()
+    subprocess.run(cmd, check=True)
+    return cmd, time.time() - start
+
+
+def mean_ci(values):
+    v = np.asarray(values, np.float64)
+    return float(v.mean()), float(1.96 * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else float("nan")
+
+
+def summarize(report_path, models):
+    """Per model: clean accuracy; per BER: mean ± CI, paired difference to the original ± CI, recovered fraction."""
+    rep = json.load(open(report_path))
+    names = list(models)
+    bers = rep["config"]["bers"]
+    acc = {}  # (model index, ber index) -> [accuracy per trial, in trial order]
+    for t in sorted(rep["trials"], key=lambda t: (t["model"], t["ber"], t["trial"])):
+        acc.setdefault((t["model"], t["ber"]), []).append(t["accuracy"])
+    out = {}
+    clean0 = rep["models"][0]["clean_accuracy"]
+    for m, name in enumerate(names):
+        row = {"clean": rep["models"][m]["clean_accuracy"], "weights_by_dtype": rep["models"][m]["weights_by_dtype"], "ber": {}}
+        for b, ber in enumerate(bers):
+            mean, ci = mean_ci(acc[(m, b)])
+            diff, diff_ci = mean_ci(np.array(acc[(m, b)]) - np.array(acc[(0, b)]))
+            lost = clean0 - float(np.mean(acc[(0, b)]))
+            row["ber"][f"{ber:g}"] = {
+                "mean": mean, "ci95": ci, "paired_diff": diff, "paired_diff_ci95": diff_ci,
+                "recovered": diff / lost if lost > 0 else None,
+                "recovered_ci95": diff_ci / lost if lost > 0 else None,
+                "mean_flips_by_dtype": next(r["mean_flips_by_dtype"] for r in rep["results"]
+                                            if r["model"] == rep["models"][m]["model"] and r["ber"] == ber),
+            }
+        out[name] = row
+    return out
+
+
+def timing(models, rounds, runs):
+    calib = np.load(os.path.join(FIX, "calib.npy"))
+    variants = [(name, onnx.load(path), ALL) for name, path in models.items()]
+    per_round = time_variants(variants, calib, rounds, runs)
+    base = np.array(per_round["original"])
+    return {
+        name: {
+            "median_ms": 1e3 * float(np.median(t)),
+            "ratio_of_medians": float(np.median(t) / np.median(base)),
+            "median_round_ratio": float(np.median(np.array(t) / base)),
+            "round_ratio_range": [float(np.min(np.array(t) / base)), float(np.max(np.array(t) / base))],
+        }
+        for name, t in per_round.items()
+    }
+
+
+def print_table(fixture, rows, times, bers):
+    print(f"\n{fixture}")
+    head = "| model | clean | " + " | ".join(f"BER {b}" for b in bers) + " | " + \
+        " | ".join(f"recovered {b}" for b in bers) + " | time vs original |"
+    print(head)
+    print("|" + "---|" * (head.count("|") - 1))
+    for name, r in rows.items():
+        cells = [f"{100 * r['clean']:.2f}"]
+        cells += [f"{100 * r['ber'][b]['mean']:.2f} ± {100 * r['ber'][b]['ci95']:.2f}" for b in bers]
+        for b in bers:
+            rec = r["ber"][b]["recovered"]
+            cells.append("-" if name == "original" or rec is None else
+                         f"{100 * rec:.0f}% ± {100 * r['ber'][b]['recovered_ci95']:.0f}")
+        t = times.get(name)
+        cells.append(f"{t['ratio_of_medians']:.2f}x ({t['round_ratio_range'][0]:.2f}-{t['round_ratio_range'][1]:.2f})" if t else "")
+        print(f"| {name} | " + " | ".join(cells) + " |")
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "fitact-onnx"))
+    p.add_argument("--fixtures", default=",".join(FIXTURES))
+    p.add_argument("--images", type=int, default=1000)
+    p.add_argument("--trials", type=int, default=30)
+    p.add_argument("--ber", default="1e-5,1e-4")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--rounds", type=int, default=11)
+    p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--no-timing", action="store_true")
+    p.add_argument("--json", help="write every measurement here (merged into an existing file)")
+    p.add_argument("--keep", help="keep the hardened models and campaign reports in this folder")
+    args = p.parse_args()
+    result = json.load(open(args.json)) if args.json and os.path.exists(args.json) else {}
+    result.setdefault("fixtures", {})
+    result["versions"] = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
+    tmp = args.keep or tempfile.mkdtemp(prefix="precision_resilience.")
+    os.makedirs(tmp, exist_ok=True)
+    data, labels = os.path.join(tmp, "test.npy"), os.path.join(tmp, "test_labels.npy")
+    np.save(data, np.load(os.path.join(FIX, "test.npy"))[: args.images])
+    np.save(labels, np.load(os.path.join(FIX, "test_labels.npy"))[: args.images])
+    bers = [f"{float(b):g}" for b in args.ber.split(",")]
+    for fixture in args.fixtures.split(","):
+        print(f"== {fixture}: hardening", flush=True)
+        models = make_models(args.binary, fixture, tmp)
+        report = os.path.join(tmp, f"{fixture}.campaign.json")
+        print(f"== {fixture}: evaluate", flush=True)
+        cmd, seconds = evaluate(args.binary, models, data, labels, args, report)
+        rows = summarize(report, models)
+        times = {} if args.no_timing else timing(models, args.rounds, args.runs)
+        print_table(fixture, rows, times, bers)
+        result["fixtures"][fixture] = {
+            "evaluate": " ".join(os.path.relpath(c, ROOT) if os.path.isabs(c) else c for c in cmd),
+            "evaluate_seconds": seconds, "images": args.images, "models": rows, "timing": times,
+            "shared_with_original": shared_weights(models), "load_at_end": os.getloadavg(),
+        }
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(result, f, indent=1)
+                f.write("\n")
+    if not args.keep:
+        shutil.rmtree(tmp)
+
+
+if __name__ == "__main__":
+    main()

@@ -130,11 +130,34 @@ def cli(binary, *args):
             "exit": r.returncode, "stderr_last": err[-3:], "stdout_head": r.stdout.strip().splitlines()[:25]}
 
 
+def campaign(args, original, hardened, out, name):
+    """One paired evaluate of the original and its hardened models (fitact default and ranger),
+    the bfloat16 words flipped as stored; returns the report's per-model results."""
+    ranger = os.path.join(out, name + ".ranger.onnx")
+    subprocess.run([args.binary, "harden", original, ranger, "--calib", os.path.join(FIX, "calib.npy"), "--method", "ranger", "-q"], check=True)
+    data, labels = os.path.join(out, "test.npy"), os.path.join(out, "test_labels.npy")
+    np.save(data, np.load(os.path.join(FIX, "test.npy"))[: args.samples])
+    np.save(labels, np.load(os.path.join(FIX, "test_labels.npy"))[: args.samples])
+    report = os.path.join(out, name + ".campaign.json")
+    cmd = [args.binary, "evaluate", original, hardened, ranger, "--data", data, "--labels", labels,
+           "--ber", "1e-5,1e-4", "--trials", str(args.trials), "--seed", "7", "--report", report, "-q"]
+    subprocess.run(cmd, check=True)
+    rep = json.load(open(report))
+    rows = []
+    for r in rep["results"]:
+        rows.append({"model": os.path.basename(r["model"]), "ber": r["ber"], "clean": r["clean_accuracy"],
+                     "mean": r["accuracy"]["mean"], "ci95": r["accuracy"]["ci95"], "flips_by_dtype": r["mean_flips_by_dtype"]})
+        print(rows[-1], flush=True)
+    return {"command": "fitact-onnx " + " ".join(os.path.basename(c) for c in cmd[1:]), "weights_by_dtype": [m["weights_by_dtype"] for m in rep["models"]], "results": rows}
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--binary", default=os.path.join(ROOT, "target", "release", "fitact-onnx"))
     p.add_argument("--out")
     p.add_argument("--samples", type=int, default=1000)
+    p.add_argument("--evaluate", action="store_true", help="also evaluate what hardens (30 paired trials)")
+    p.add_argument("--trials", type=int, default=30)
     p.add_argument("--json")
     args = p.parse_args()
     out = args.out or tempfile.mkdtemp(prefix="bf16.")
@@ -156,13 +179,15 @@ def main():
         except Exception as e:  # noqa: BLE001
             r["onnx_full_check"] = str(e).strip().splitlines()[0][:300]
         r["onnxruntime"] = ort_run(path, x, y)
-        r["inspect"] = {e: cli(args.binary, "inspect", path, "--engine", e) for e in ("onnxruntime", "tract")}
+        r["inspect"] = cli(args.binary, "inspect", path)
         r["harden"] = {}
         for e in ("onnxruntime", "tract"):
             hardened = os.path.join(out, f"{name}.fitact.{e}.onnx")
             r["harden"][e] = cli(args.binary, "harden", path, hardened, "--calib", calib, "--engine", e)
             if r["harden"][e]["exit"] == 0:
                 r["harden"][e]["hardened_onnxruntime"] = ort_run(hardened, x, y)
+                if e == "onnxruntime" and args.evaluate:
+                    r["evaluate"] = campaign(args, path, hardened, out, name)
         result["models"][name] = r
         print(json.dumps({name: r}, indent=1), flush=True)
     if args.json:

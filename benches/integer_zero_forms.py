@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cheaper integer forms of a zero-above bound on uint8 activations, timed in onnxruntime (not CI).
 
-On fixtures/precision/resnet_qdq.onnx every QuantizeLinear of an absorbed Relu (uint8, zero point 0;
+On fixtures/precision/resnet_qdq.onnx (or another --fixture) every QuantizeLinear of an absorbed Relu (uint8, zero point 0;
 sites and per-channel bounds Bq as in benches/precision_emissions.py: the largest q each channel
 takes over calib.npy[:128] in the int8 model itself) gets one of these node sets between it and
 its DequantizeLinear readers (B = Bq as a [C,1,1] uint8 tensor, zp the site's zero point):
@@ -17,15 +17,18 @@ its DequantizeLinear readers (B = Bq as a [C,1,1] uint8 tensor, zp the site's ze
     min_mod      Mod(Min(q, B + 1), B + 1)    (exact where B_c < 255; a channel with B_c = 255
                  has nothing above it and gets divisor 255, which zeroes its 255s: not exact there)
     float_island DequantizeLinear -> Where(LessOrEqual(y, b), y, 0) -> QuantizeLinear -> DequantizeLinear
+    where_full, mul_mask_full, min_full   where, mul_mask, min with B repeated to [1, C, H, W]
+    arith_full   Mul(q, Sub(1, Min(Sub(Max(q, B), B), 1)))   (no comparison, B as [1, C, H, W]; zp 0)
     not zero above a per-channel bound, for comparison:
     min          Min(q, B)                                           (saturate)
     mod_wrap     Mod(q, B + 1)   values above B wrap into [0, B]      (B_c = 255: divisor 255)
     eq255_where  Where(Equal(q, 255), zp, q)    scalar: zero only what saturated at the layer's 255
+    mul_lt255    Mul(q, Cast(Less(q, 255), uint8))   the same as mul_mask
     mod255       Mod(q, 255)                    the same in one op (zp 0)
     clip_scalar  Clip(q, -, max_c Bq)            (a layer saturate)
 
-Every variant (the original included) is run at opset 14 (Mul/Sub/Add take uint8 from 14); the
-opset-13 original is timed too. For each form: whether its logits equal the `where` form's at
+Every variant (the original included) is run at opset 14, or the model's own if later (Mul/Sub/Add
+take uint8 from 14); the original as stored (opset 13 for resnet) is timed too. For each form: whether its logits equal the `where` form's at
 calib[:128] (batch 1 for gather_elem), whether its bounded tensors equal where's, onnxruntime's
 optimized op counts (QLinearConv kept?), and the time over the original (1 thread, batch 1,
 interleaved rounds, medians; time_variants of benches/precision_emissions.py).
@@ -56,14 +59,20 @@ def node(op, inputs, output, name, **attrs):
     return helper.make_node(op, inputs, [output], name=name, **attrs)
 
 
-def form_where(g, s, q):
-    b = add_init(g, s.tensor + "/bound", channel_bound(s))
+def full_bound(s):
+    """The per-channel bound repeated over the activation's spatial dims ([1, C, H, W]): an
+    operand of the activation's own shape but the batch, so no per-channel broadcast."""
+    return np.ascontiguousarray(np.broadcast_to(channel_bound(s), (1, *s.shape[1:])))
+
+
+def form_where(g, s, q, bound=channel_bound):
+    b = add_init(g, s.tensor + "/bound", bound(s))
     p = s.tensor
     return [node("LessOrEqual", [p, b], p + "/keep", p + "/le"), node("Where", [p + "/keep", p, s.zp_name], p + "/out", p + "/where")]
 
 
-def form_mul_mask(g, s, q):
-    b = add_init(g, s.tensor + "/bound", channel_bound(s))
+def form_mul_mask(g, s, q, bound=channel_bound):
+    b = add_init(g, s.tensor + "/bound", bound(s))
     p = s.tensor
     return [
         node("LessOrEqual", [p, b], p + "/keep", p + "/le"),
@@ -82,6 +91,30 @@ def form_mul_mask_zp(g, s, q):
         node("Sub", [p, s.zp_name], p + "/centred", p + "/sub"),
         node("Mul", [p + "/centred", p + "/mask"], p + "/kept", p + "/mul"),
         node("Add", [p + "/kept", s.zp_name], p + "/out", p + "/add"),
+    ]
+
+
+def form_arith_full(g, s, q):
+    """No comparison: above = Min(Max(q, B) - B, 1), out = q * (1 - above), B as [1, C, H, W]."""
+    b = add_init(g, s.tensor + "/bound", full_bound(s))
+    one = add_init(g, s.tensor + "/one", np.array(1, np.uint8))
+    p = s.tensor
+    return [
+        node("Max", [p, b], p + "/max", p + "/max"),
+        node("Sub", [p + "/max", b], p + "/excess", p + "/sub"),
+        node("Min", [p + "/excess", one], p + "/above", p + "/min"),
+        node("Sub", [one, p + "/above"], p + "/keep", p + "/not"),
+        node("Mul", [p, p + "/keep"], p + "/out", p + "/mul"),
+    ]
+
+
+def form_mul_lt255(g, s, q):
+    top = add_init(g, s.tensor + "/top", np.array(255, np.uint8))
+    p = s.tensor
+    return [
+        node("Less", [p, top], p + "/keep", p + "/lt"),
+        node("Cast", [p + "/keep"], p + "/mask", p + "/cast", to=TensorProto.UINT8),
+        node("Mul", [p, p + "/mask"], p + "/out", p + "/mul"),
     ]
 
 
@@ -159,8 +192,8 @@ def form_min_mod(g, s, q):
     return [node("Min", [p, d], p + "/min", p + "/min"), node("Mod", [p + "/min", d], p + "/out", p + "/mod", fmod=0)]
 
 
-def form_min(g, s, q):
-    b = add_init(g, s.tensor + "/bound", channel_bound(s))
+def form_min(g, s, q, bound=channel_bound):
+    b = add_init(g, s.tensor + "/bound", bound(s))
     return [node("Min", [s.tensor, b], s.tensor + "/out", s.tensor + "/min")]
 
 
@@ -189,9 +222,11 @@ FORMS = {
     "where": form_where, "mul_mask": form_mul_mask, "mul_mask_zp": form_mul_mask_zp, "sub_mul": form_sub_mul, "gather_lut": form_gather_lut,
     "gather_elem": form_gather_elem, "qlinear_where": form_qlinear_where, "qlinear_mul": form_qlinear_mul,
     "min_mod": form_min_mod, "float_island": None, "min": form_min, "mod_wrap": form_mod_wrap,
-    "eq255_where": form_eq255_where, "mod255": form_mod255, "clip_scalar": form_clip_scalar,
+    "eq255_where": form_eq255_where,
+    "where_full": lambda g, s, q: form_where(g, s, q, full_bound), "mul_mask_full": lambda g, s, q: form_mul_mask(g, s, q, full_bound),
+    "min_full": lambda g, s, q: form_min(g, s, q, full_bound), "arith_full": form_arith_full, "mul_lt255": form_mul_lt255, "mod255": form_mod255, "clip_scalar": form_clip_scalar,
 }  # fmt: skip
-ZERO_ABOVE = ("where", "mul_mask", "mul_mask_zp", "sub_mul", "gather_lut", "gather_elem", "qlinear_where", "qlinear_mul", "min_mod", "float_island")
+ZERO_ABOVE = ("arith_full", "where_full", "mul_mask_full", "where", "mul_mask", "mul_mask_zp", "sub_mul", "gather_lut", "gather_elem", "qlinear_where", "qlinear_mul", "min_mod", "float_island")
 
 
 def at_opset(model, version):
@@ -239,6 +274,31 @@ def check(name, model, sites, calib, reference):
         return {"error": str(e).splitlines()[0][:300]}
     diff = [int((a != b).sum()) for a, b in zip(outs[1:], reference[1:])]
     return {"logits_max_abs_diff": float(np.abs(outs[0] - reference[0]).max()), "bounded_elements_differing": sum(diff)}
+
+
+def exhaustive(name, site):
+    """The form alone on every uint8 value in every channel of `site` (a one-site graph: float x ->
+    QuantizeLinear -> the form), against Where(q <= B, q, zp): the calibration samples never go
+    above a bound, so they cannot tell the forms apart there. Returns the count of differing values."""
+    c = len(site.bq)
+    values = np.tile(np.arange(256, dtype=np.uint8), (c, 1)).reshape(1, c, 16, 16)
+    scale = np.float32(site.scale)
+    x = ((values.astype(np.float32) - np.float32(site.zero_point)) * scale).astype(np.float32)
+    g = helper.make_graph([], "one_site", [helper.make_tensor_value_info("x", TensorProto.FLOAT, list(x.shape))], [])
+    add_init(g, "scale", np.array(scale, np.float32))
+    add_init(g, "zp", np.array(site.zero_point, np.uint8))
+    q = helper.make_node("QuantizeLinear", ["x", "scale", "zp"], ["q"], name="q")
+    g.node.append(q)
+    probe = type("Site", (), {"tensor": "q", "zp_name": "zp", "bq": site.bq, "rank": 4, "zero_point": site.zero_point,
+                              "scale": site.scale, "width": 16, "shape": x.shape})
+    for n in FORMS[name](g, probe, q):
+        g.node.append(n)
+    g.output.append(helper.make_tensor_value_info("q/out", TensorProto.UINT8, None))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 14), helper.make_opsetid("com.microsoft", 1)])
+    m.ir_version = 8
+    out = session(m).run(None, {"x": x})[0]
+    expected = np.where(values <= site.bq.reshape(1, c, 1, 1), values, site.zero_point)
+    return int((out != expected).sum())
 
 
 def profile(model, x, runs=200):
@@ -291,19 +351,21 @@ def main():
     p.add_argument("--forms", default=",".join(FORMS))
     p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--fixture", default="resnet", help="resnet, mobilenetv3 or alexnet (fixtures/precision/<it>_qdq.onnx)")
     p.add_argument("--profile", action="store_true", help="also give onnxruntime's per-op kernel time")
     p.add_argument("--json")
     args = p.parse_args()
-    model13 = onnx.load(os.path.join(PRECISION, "resnet_qdq.onnx"))
-    source = onnx.load(os.path.join(FIXTURES, "resnet.onnx"))
+    model13 = onnx.load(os.path.join(PRECISION, args.fixture + "_qdq.onnx"))
+    source = onnx.load(os.path.join(FIXTURES, args.fixture + ".onnx"))
     calib = np.load(os.path.join(FIXTURES, "calib.npy"))[:CALIB_SAMPLES]
     sites = qdq_sites(model13, source)
     calibrate_uint8(model13, sites, calib)
     shapes = run_batches(session(with_outputs(model13, [s.tensor for s in sites], TensorProto.UINT8)), calib[:1])[1:]
     for s, a in zip(sites, shapes):
         s.width = a.shape[-1]
-    model = at_opset(model13, 14)
-    variants = [("original_opset13", model13, ALL), ("original", model, ALL)]
+        s.shape = a.shape
+    model = at_opset(model13, max(14, next(o.version for o in model13.opset_import if o.domain in ("", "ai.onnx"))))
+    variants = [("original_as_stored", model13, ALL), ("original", model, ALL)]
     for name in args.forms.split(","):
         m = variant_iii_float(model, sites) if name == "float_island" else emit(model, sites, FORMS[name])
         variants.append((name, m, ALL))
@@ -313,12 +375,15 @@ def main():
         row = {"opt_ops": {k: v for k, v in optimized_ops(m, ALL).items() if k in ("QLinearConv", "QLinearAdd", "QGemm", "Conv", "DequantizeLinear", "QuantizeLinear")}}
         if name in FORMS:
             row.update(check(name, m, sites, calib, reference))
+            if FORMS[name] is not None:
+                row["exhaustive_differing"] = {f"{s.kind} zp {int(s.zero_point)}": exhaustive(name, s) for s in
+                                               {(s.kind, int(s.zero_point)): s for s in sites}.values()}
         rows[name] = row
         print(name, row, flush=True)
     per_round = time_variants([v for v in variants if "error" not in rows[v[0]]], calib, args.rounds, args.runs)
     base = np.array(per_round["original"])
-    print("\n| form | zero above per-channel B | equal to where at calib | QLinearConv | time vs original (rounds' range) | median ms |")
-    print("|---|---|---|---|---|---|")
+    print("\n| form | zero above per-channel B | equal to where at calib | differs from where, all 256 values (site kind) | QLinearConv | time vs original (rounds' range) | median ms |")
+    print("|---|---|---|---|---|---|---|")
     for name, _, _ in variants:
         row = rows[name]
         if name in per_round:
@@ -326,7 +391,7 @@ def main():
             row.update(ratio=float(np.median(t) / np.median(base)), range=[float((t / base).min()), float((t / base).max())], median_ms=1e3 * float(np.median(t)))
         eq = "-" if name not in FORMS else ("error" if "error" in row else ("yes" if row.get("bounded_elements_differing", 0) == 0 and row["logits_max_abs_diff"] == 0 else f"no ({row.get('bounded_elements_differing')} elements, logits {row['logits_max_abs_diff']:.3g})"))
         ratio = f"{row['ratio']:.2f}x ({row['range'][0]:.2f}-{row['range'][1]:.2f})" if "ratio" in row else row.get("error", "")
-        print(f"| {name} | {'yes' if name in ZERO_ABOVE else 'no'} | {eq} | {row['opt_ops'].get('QLinearConv', 0)} | {ratio} | {row.get('median_ms', float('nan')):.3f} |")
+        print(f"| {name} | {'yes' if name in ZERO_ABOVE else 'no'} | {eq} | {row.get('exhaustive_differing', '-')} | {row['opt_ops'].get('QLinearConv', 0)} | {ratio} | {row.get('median_ms', float('nan')):.3f} |")
     if args.profile:
         for name, m, _ in variants:
             if "error" not in rows[name]:
@@ -334,7 +399,7 @@ def main():
                 print(name, {k: round(v, 1) for k, v in rows[name]["profile_us"].items()})
     if args.json:
         with open(args.json, "w") as f:
-            json.dump({"sites": len(sites), "rounds": args.rounds, "runs": args.runs, "load": os.getloadavg(), "forms": rows}, f, indent=1)
+            json.dump({"fixture": args.fixture, "sites": len(sites), "zero_points": sorted({int(s.zero_point) for s in sites}), "rounds": args.rounds, "runs": args.runs, "load": os.getloadavg(), "forms": rows}, f, indent=1)
             f.write("\n")
 
 

@@ -13,8 +13,10 @@ For each fixture of fixtures/precision/ (make_precision_fixtures.py) it hardens 
     eq255             (int8 QDQ only) the original with Where(Equal(q, 255), zp, q) after each uint8
                       QuantizeLinear of an absorbed Relu: zero what saturated at the layer's top
                       (benches/integer_zero_forms.py zero_saturated; no calibration of its own)
-    ranger_by_quant_eq255  the same on ranger_by_quant, whose per-channel bounds were folded into
-                      the weights, so that 255 is each channel's own calibrated top
+    ranger_by_quant_eq255  the same on ranger_by_quant
+    ranger_channel_by_quant(_eq255)  (--models) as ranger_by_quant with --granularity channel: the
+                      per-channel bounds folded into the weights, so that 255 is each channel's own
+                      calibrated top (and eq255 a per-channel zero-above at a scalar op's cost)
 
 then runs one `fitact-onnx evaluate` per fixture with the original and every hardened model
 together (each tensor's flips are drawn from (seed, trial, BER, tensor name): models that share a
@@ -65,6 +67,7 @@ FIXTURES = {
     "mobilenetv3_fp16": ("mobilenetv3", None),
     "resnet_fp16_io": ("resnet", None),
 }
+REUSE = False  # --reuse: keep the models and campaign reports found in --keep
 METHODS = {
     "fitact": [],
     "fitact_saturate": ["--mode", "saturate"],
@@ -74,6 +77,8 @@ METHODS = {
 
 
 def harden(binary, src, dst, calib, flags):
+    if REUSE and os.path.exists(dst):
+        return
     subprocess.run([binary, "harden", src, dst, "--calib", calib, "-q", *flags], check=True)
 
 
@@ -81,32 +86,42 @@ def calib_file(fixture):
     return os.path.join(PRECISION, "calib_fp16.npy") if fixture.endswith("_io") else os.path.join(FIX, "calib.npy")
 
 
-def make_models(binary, fixture, tmp):
-    """{name: path}: the original, its hardened variants, and (int8) Ranger-by-quantization."""
+BY_QUANT = {  # hardened in float32, then quantized like the fixture
+    "ranger_by_quant": ["--method", "ranger", "--emission", "fold"],
+    "ranger_channel_by_quant": ["--method", "ranger", "--granularity", "channel", "--emission", "fold"],
+}
+
+
+def make_models(binary, fixture, tmp, wanted):
+    """{name: path}: the original, its hardened variants, and (int8) the models hardened before quantization."""
     source, fmt = FIXTURES[fixture]
     original = os.path.join(PRECISION, fixture + ".onnx")
     models = {"original": original}
     for name, flags in METHODS.items():
+        if name in wanted:
+            models[name] = os.path.join(tmp, f"{fixture}.{name}.onnx")
+            harden(binary, original, models[name], calib_file(fixture), flags)
+    for name, flags in BY_QUANT.items():
+        if fmt is None or not {name, name + "_eq255"} & wanted:
+            continue
+        folded = os.path.join(tmp, f"{source}.{name}.fold.onnx")
+        harden(binary, os.path.join(FIX, source + ".onnx"), folded, os.path.join(FIX, "calib.npy"), flags)
         dst = os.path.join(tmp, f"{fixture}.{name}.onnx")
-        harden(binary, original, dst, calib_file(fixture), flags)
-        models[name] = dst
-    if fmt is not None:
-        folded = os.path.join(tmp, f"{source}.ranger_fold.onnx")
-        harden(binary, os.path.join(FIX, source + ".onnx"), folded, os.path.join(FIX, "calib.npy"),
-               ["--method", "ranger", "--emission", "fold"])
-        dst = os.path.join(tmp, f"{fixture}.ranger_by_quant.onnx")
-        qtmp = os.path.join(tmp, "q_" + fixture)
+        qtmp = os.path.join(tmp, f"q_{fixture}_{name}")
         os.makedirs(qtmp, exist_ok=True)
-        quantize(folded, dst, fmt, np.load(os.path.join(FIX, "calib.npy"))[:CALIB_SAMPLES], qtmp)
-        models["ranger_by_quant"] = dst
+        if not (REUSE and os.path.exists(dst)):
+            quantize(folded, dst, fmt, np.load(os.path.join(FIX, "calib.npy"))[:CALIB_SAMPLES], qtmp)
+        models[name] = dst
     if fmt == QuantFormat.QDQ:
-        for name in ("original", "ranger_by_quant"):
-            trick, count = zero_saturated(onnx.load(models[name]))
-            dst = os.path.join(tmp, f"{fixture}.{name}.eq255.onnx")
-            onnx.save(trick, dst)
-            models[("" if name == "original" else name + "_") + "eq255"] = dst
+        for name in ["original", *BY_QUANT]:
+            trick = ("" if name == "original" else name + "_") + "eq255"
+            if trick not in wanted:
+                continue
+            model, count = zero_saturated(onnx.load(models[name]))
+            models[trick] = os.path.join(tmp, f"{fixture}.{trick}.onnx")
+            onnx.save(model, models[trick])
             print(f"   {name}: Where(Equal(q, 255), zp, q) at {count} sites", flush=True)
-    return models
+    return {k: v for k, v in models.items() if k in wanted}
 
 
 def shared_weights(models):
@@ -208,25 +223,35 @@ def main():
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--rounds", type=int, default=11)
     p.add_argument("--runs", type=int, default=200)
+    p.add_argument("--models", default="original,fitact,fitact_saturate,clipact,ranger,ranger_by_quant,eq255,ranger_by_quant_eq255",
+                   help="the models of each campaign (the original first); also ranger_channel_by_quant(_eq255)")
     p.add_argument("--no-timing", action="store_true")
     p.add_argument("--json", help="write every measurement here (merged into an existing file)")
     p.add_argument("--keep", help="keep the hardened models and campaign reports in this folder")
+    p.add_argument("--reuse", action="store_true", help="reuse the models and reports found in --keep")
     args = p.parse_args()
+    global REUSE
+    REUSE = args.reuse
     result = json.load(open(args.json)) if args.json and os.path.exists(args.json) else {}
     result.setdefault("fixtures", {})
     result["versions"] = {"onnxruntime": ort.__version__, "onnx": onnx.__version__}
     tmp = args.keep or tempfile.mkdtemp(prefix="precision_resilience.")
     os.makedirs(tmp, exist_ok=True)
     data, labels = os.path.join(tmp, "test.npy"), os.path.join(tmp, "test_labels.npy")
-    np.save(data, np.load(os.path.join(FIX, "test.npy"))[: args.images])
-    np.save(labels, np.load(os.path.join(FIX, "test_labels.npy"))[: args.images])
+    if not (args.reuse and os.path.exists(data)):
+        np.save(data, np.load(os.path.join(FIX, "test.npy"))[: args.images])
+        np.save(labels, np.load(os.path.join(FIX, "test_labels.npy"))[: args.images])
     bers = [f"{float(b):g}" for b in args.ber.split(",")]
     for fixture in args.fixtures.split(","):
         print(f"== {fixture}: hardening", flush=True)
-        models = make_models(args.binary, fixture, tmp)
+        models = make_models(args.binary, fixture, tmp, set(args.models.split(",")))
         report = os.path.join(tmp, f"{fixture}.campaign.json")
         print(f"== {fixture}: evaluate", flush=True)
-        cmd, seconds = evaluate(args.binary, models, data, labels, args, report)
+        if REUSE and os.path.exists(report):
+            cmd, seconds = json.load(open(report + ".cmd"))
+        else:
+            cmd, seconds = evaluate(args.binary, models, data, labels, args, report)
+            json.dump([cmd, seconds], open(report + ".cmd", "w"))
         rows = summarize(report, models)
         times = {} if args.no_timing else timing(models, args.rounds, args.runs)
         print_table(fixture, rows, times, bers)

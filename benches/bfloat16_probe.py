@@ -172,7 +172,7 @@ def main():
         path = os.path.join(out, name + ".onnx")
         model = make(os.path.join(FIX, "resnet.onnx"))
         onnx.save(model, path)
-        r = {"path": path}
+        r = {"path": os.path.basename(path)}
         try:
             onnx.checker.check_model(model, full_check=True)
             r["onnx_full_check"] = "ok"

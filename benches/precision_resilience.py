@@ -179,6 +179,28 @@ def summarize(report_path, models):
     return out
 
 
+def pooled(reports, hardened):
+    """Recovered fraction of the model at index `hardened` over the original (index 0), pooling
+    the trials of several campaigns (different seeds: independent trials) per BER."""
+    out = {}
+    for b, ber in enumerate(json.load(open(reports[0]))["config"]["bers"]):
+        diffs, orig, clean = [], [], []
+        for path in reports:
+            rep = json.load(open(path))
+            acc = {}
+            for t in rep["trials"]:
+                if t["ber"] == b:
+                    acc.setdefault(t["model"], {})[t["trial"]] = t["accuracy"]
+            diffs += [acc[hardened][k] - acc[0][k] for k in sorted(acc[0])]
+            orig += list(acc[0].values())
+            clean.append(rep["models"][0]["clean_accuracy"])
+        diff, ci = mean_ci(diffs)
+        lost = float(np.mean(clean)) - float(np.mean(orig))
+        out[f"{ber:g}"] = {"trials": len(diffs), "original": float(np.mean(orig)), "paired_diff": diff, "paired_diff_ci95": ci,
+                           "recovered": diff / lost, "recovered_ci95": ci / lost}
+    return out
+
+
 def timing(models, rounds, runs):
     calib = np.load(os.path.join(FIX, "calib.npy"))
     variants = [(name, onnx.load(path), ALL) for name, path in models.items()]
@@ -229,7 +251,12 @@ def main():
     p.add_argument("--json", help="write every measurement here (merged into an existing file)")
     p.add_argument("--keep", help="keep the hardened models and campaign reports in this folder")
     p.add_argument("--reuse", action="store_true", help="reuse the models and reports found in --keep")
+    p.add_argument("--pool", help="REPORT,REPORT,...: only pool these campaigns' trials (model --pool-model against model 0)")
+    p.add_argument("--pool-model", type=int, default=1)
     args = p.parse_args()
+    if args.pool:
+        print(json.dumps(pooled(args.pool.split(","), args.pool_model), indent=1))
+        return
     global REUSE
     REUSE = args.reuse
     result = json.load(open(args.json)) if args.json and os.path.exists(args.json) else {}

@@ -33,6 +33,10 @@ calib[:128] (batch 1 for gather_elem), whether its bounded tensors equal where's
 optimized op counts (QLinearConv kept?), and the time over the original (1 thread, batch 1,
 interleaved rounds, medians; time_variants of benches/precision_emissions.py).
 
+With --harden-output H (fitact-onnx harden of fixtures/precision/<fixture>_qdq.onnx): harden's
+Where forms rewritten as mul_mask / mul_mask_zp (rewrite_harden_output), checked against H on
+all of test.npy and calib[:128], and timed.
+
 usage: python3 benches/integer_zero_forms.py [--rounds 11] [--runs 200] [--forms where,mul_mask,...]
        [--json OUT.json] [--profile]
 """
@@ -346,6 +350,59 @@ def zero_saturated(model):
     return m, count
 
 
+def rewrite_harden_output(model, min_opset=14):
+    """harden's integer zero form, Where(LessOrEqual(q, B), q, Z) with a uint8/int8 scalar Z, rewritten
+    as mul_mask (Z = 0) or mul_mask_zp (Z != 0); every other node kept. The model is set to opset
+    14 when older. Returns the model and the number of sites rewritten."""
+    m = at_opset(model, max(min_opset, next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx"))))
+    g = m.graph
+    init = {t.name: t for t in g.initializer}
+    prod = {o: n for n in g.node for o in n.output}
+    count = 0
+    for w in [n for n in g.node if n.op_type == "Where"]:
+        le = prod.get(w.input[0])
+        z = init.get(w.input[2])
+        if le is None or le.op_type != "LessOrEqual" or le.input[0] != w.input[1] or z is None:
+            continue
+        if z.data_type not in (TensorProto.UINT8, TensorProto.INT8):
+            continue
+        q, out, stem = w.input[1], w.output[0], w.name
+        cast = node("Cast", [w.input[0]], stem + "/mask", stem + "/cast", to=z.data_type)
+        if onnx.numpy_helper.to_array(z).any():
+            new = [cast, node("Sub", [q, w.input[2]], stem + "/centred", stem + "/sub"),
+                   node("Mul", [stem + "/centred", stem + "/mask"], stem + "/kept", stem + "/mul"),
+                   node("Add", [stem + "/kept", w.input[2]], out, stem + "/add")]
+        else:
+            new = [cast, node("Mul", [q, stem + "/mask"], out, stem + "/mul")]
+        position = list(g.node).index(w)
+        g.node.remove(w)
+        for k, n in enumerate(new):
+            g.node.insert(position + k, n)
+        count += 1
+    return m, count
+
+
+def harden_output_section(args):
+    """harden's own output (--harden-output, made from fixtures/precision/<fixture>_qdq.onnx) with
+    its Where forms rewritten by rewrite_harden_output: logits on all of test.npy (where values do
+    go above the bounds) and calib[:128] against harden's, and the time of both over the original."""
+    calib = np.load(os.path.join(FIXTURES, "calib.npy"))[:CALIB_SAMPLES]
+    x, y = np.load(os.path.join(FIXTURES, "test.npy")), np.load(os.path.join(FIXTURES, "test_labels.npy"))
+    original = onnx.load(os.path.join(PRECISION, args.fixture + "_qdq.onnx"))
+    hardened = onnx.load(args.harden_output)
+    rewritten, count = rewrite_harden_output(hardened)
+    onnx.checker.check_model(rewritten, full_check=True)
+    a, b = run_batches(session(hardened), x)[0], run_batches(session(rewritten), x)[0]
+    ca, cb = run_batches(session(hardened), calib)[0], run_batches(session(rewritten), calib)[0]
+    row = {"sites": count, "test_max_abs_diff": float(np.abs(a - b).max()), "calib_max_abs_diff": float(np.abs(ca - cb).max()),
+           "accuracy": [float((a.argmax(1) == y).mean()), float((b.argmax(1) == y).mean())]}
+    per = time_variants([("original", original, ALL), ("harden_where", hardened, ALL), ("harden_mul_mask", rewritten, ALL)], calib, args.rounds, args.runs)
+    base = np.array(per["original"])
+    row["time"] = {k: {"ratio": float(np.median(v) / np.median(base)), "range": [float((np.array(v) / base).min()), float((np.array(v) / base).max())]} for k, v in per.items()}
+    print(json.dumps(row, indent=1))
+    return row
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--forms", default=",".join(FORMS))
@@ -354,7 +411,15 @@ def main():
     p.add_argument("--fixture", default="resnet", help="resnet, mobilenetv3 or alexnet (fixtures/precision/<it>_qdq.onnx)")
     p.add_argument("--profile", action="store_true", help="also give onnxruntime's per-op kernel time")
     p.add_argument("--json")
+    p.add_argument("--harden-output", help="only: rewrite this harden output of the fixture (see harden_output_section)")
     args = p.parse_args()
+    if args.harden_output:
+        row = harden_output_section(args)
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump({"fixture": args.fixture, "harden_output": os.path.basename(args.harden_output), "load": os.getloadavg(), **row}, f, indent=1)
+                f.write("\n")
+        return
     model13 = onnx.load(os.path.join(PRECISION, args.fixture + "_qdq.onnx"))
     source = onnx.load(os.path.join(FIXTURES, args.fixture + ".onnx"))
     calib = np.load(os.path.join(FIXTURES, "calib.npy"))[:CALIB_SAMPLES]

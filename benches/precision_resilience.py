@@ -28,8 +28,13 @@ Per model it reports clean accuracy, accuracy ± 95% CI at each BER, the paired 
 original, and the recovered fraction (hardened - original) / (clean - original) at each BER.
 
 usage: python3 benches/precision_resilience.py [--binary target/release/fitact-onnx]
-       [--fixtures resnet_qdq,resnet_qop,...] [--images 1000] [--trials 30] [--ber 1e-5,1e-4]
-       [--seed 7] [--rounds 11] [--runs 200] [--json OUT.json] [--keep DIR]
+       [--fixtures resnet_qdq,resnet_qop,...] [--models original,fitact,...] [--images 1000]
+       [--trials 30] [--ber 1e-5,1e-4] [--seed 7] [--rounds 11] [--runs 200] [--no-timing]
+       [--json OUT.json] [--keep DIR [--reuse]]
+       python3 benches/precision_resilience.py --pool REPORT,REPORT [--pool-model 1]
+--reuse keeps the models and campaign reports already in --keep; --pool pools the trials of
+campaigns run with different seeds (model --pool-model against model 0) into one recovered
+fraction per BER. Results of 2026-12-05: docs/results/precision_resilience_2026-12-05.md.
 """
 
 import argparse

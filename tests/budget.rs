@@ -389,3 +389,46 @@ fn budget_flags_without_what_they_need_are_refused() {
     let run = harden_cli(&fixture("resnet.onnx"), &out, &calib, &["--max-overhead", "150%"]);
     assert_eq!(run.status.code(), Some(2));
 }
+
+#[test]
+fn an_int8_model_is_bounded_within_the_budget_in_its_integers() {
+    // Integer sites are offered the full form or none (a mixed build could not find them
+    // again): the choice completes and the bounds it writes are uint8.
+    let dir = tempfile::tempdir().unwrap();
+    let (calib, labels) = small_calib(dir.path(), 32);
+    let model = fixture("precision/resnet_qdq.onnx");
+    let (out, report) = (dir.path().join("q.onnx"), dir.path().join("q.json"));
+    let mut flags = budget_flags(&labels, "10%");
+    flags.extend(["--report", report.to_str().unwrap()]);
+    harden_ok(&model, &out, &calib, &flags);
+    let budget = read_json(&report)["budget"].clone();
+    let listed = budget["activations"].as_array().unwrap();
+    assert!(!listed.is_empty());
+    for a in listed {
+        let offered: Vec<&str> = a["forms"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| f["form"].as_str().unwrap())
+            .collect();
+        assert_eq!(offered, ["none", "channel/zero"], "{a}");
+    }
+    assert!(budget["predicted_overhead"].as_f64().unwrap() <= 0.1 + 1e-9);
+    let written = read_model(&out).unwrap().model;
+    let uint8 = 2;
+    let bounds: Vec<_> = written
+        .graph
+        .as_ref()
+        .unwrap()
+        .initializer
+        .iter()
+        .filter(|t| t.name().contains("bound"))
+        .collect();
+    let bounded = listed.iter().filter(|a| a["form"] != "none").count();
+    assert!(bounded > 0 && bounded < listed.len(), "a partial choice: {bounded}");
+    assert_eq!(bounds.len(), bounded, "one bound tensor per bounded site");
+    assert!(
+        bounds.iter().all(|t| t.data_type() == uint8),
+        "bounds in the model's integers"
+    );
+}

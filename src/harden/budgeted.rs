@@ -64,7 +64,14 @@ impl Forms<'_> {
         calibration: &Calibration,
         emission: EmissionName,
     ) -> Forms<'a> {
-        let cheap = (rule.mode != ModeName::Saturate).then(|| {
+        // A model with sites in both forms is bounded in two runs, and the second finds its
+        // sites again by their outputs: an integer site's output moves to its bound node, so
+        // models with integer sites are offered the full form or none.
+        let integer = calibration
+            .activations
+            .iter()
+            .any(|a| matches!(a.elem, ElemType::U8 | ElemType::I8));
+        let cheap = (rule.mode != ModeName::Saturate && !integer).then(|| {
             BoundRule {
                 sites: rule.sites,
                 granularity: rule.granularity,

@@ -190,17 +190,6 @@ impl Stored {
     }
 }
 
-/// Mean and 95% confidence half-width (normal approximation) of per-pattern metrics.
-pub fn mean_ci(values: &[f64]) -> (f64, f64) {
-    let n = values.len() as f64;
-    let mean = values.iter().sum::<f64>() / n.max(1.0);
-    if values.len() < 2 {
-        return (mean, 0.0);
-    }
-    let var = values.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (n - 1.0);
-    (mean, 1.96 * (var / n).sqrt())
-}
-
 /// Mean of the paired differences `a - b`.
 pub fn mean_difference(a: &[f64], b: &[f64]) -> f64 {
     a.iter().zip(b).map(|(x, y)| x - y).sum::<f64>() / a.len().max(1) as f64

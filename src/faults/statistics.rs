@@ -30,7 +30,8 @@ fn t_95(df: f64) -> f64 {
         + (3.0 * z.powi(7) + 19.0 * z.powi(5) + 17.0 * z.powi(3) - 15.0 * z) / (384.0 * df.powi(3))
 }
 
-fn mean_ci(values: &[f64]) -> MeanCi {
+/// Mean and 95% half-width (normal approximation) of per-trial or per-pattern values.
+pub fn mean_ci(values: &[f64]) -> MeanCi {
     let n = values.len() as f64;
     let mean = values.iter().sum::<f64>() / n.max(1.0);
     let ci95 = if values.len() > 1 {

@@ -20,6 +20,17 @@ pub enum Granularity {
     Hybrid,
 }
 
+impl std::fmt::Display for Granularity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Granularity::Layer => "layer",
+            Granularity::Channel => "channel",
+            Granularity::Neuron => "neuron",
+            Granularity::Hybrid => "hybrid",
+        })
+    }
+}
+
 /// The granularity each of `sites` gets: `granularity` itself, or for `Hybrid` the layer
 /// everywhere but at the last activation of the main graph (in node order; the last of all
 /// when none is in the main graph), which gets one bound per neuron.

@@ -12,7 +12,7 @@
 
 use crate::budget::{self, BudgetOptions, BudgetReport, Form, FormInfo, Site};
 use crate::engine::ElemType;
-use crate::harden::bounds::{Granularity, site_granularities};
+use crate::harden::bounds::site_granularities;
 use crate::harden::calibrate::Calibration;
 use crate::harden::method::{EmissionName, ModeName};
 use crate::harden::pipeline::{BoundRule, Bounded, bound_model};
@@ -224,12 +224,12 @@ fn budget_sites(forms: &Forms, rule: &BoundRule, calibration: &Calibration) -> R
             if let Some(cheap) = &cheap_passes
                 && cheap[i] < full_passes[i]
             {
-                let label = format!("{}/saturate", granularity_name(granularities[i]));
+                let label = format!("{}/saturate", granularities[i]);
                 offered.push(info(Form::Cheap, label, cheap[i]));
             }
             offered.push(info(
                 Form::Full,
-                format!("{}/{}", granularity_name(granularities[i]), rule.mode),
+                format!("{}/{}", granularities[i], rule.mode),
                 full_passes[i],
             ));
             Site {
@@ -240,15 +240,6 @@ fn budget_sites(forms: &Forms, rule: &BoundRule, calibration: &Calibration) -> R
             }
         })
         .collect())
-}
-
-fn granularity_name(granularity: Granularity) -> &'static str {
-    match granularity {
-        Granularity::Layer => "layer",
-        Granularity::Channel => "channel",
-        Granularity::Neuron => "neuron",
-        Granularity::Hybrid => "hybrid",
-    }
 }
 
 /// What `harden_within` wrote into the model: what each bounded site got (in site order),

@@ -747,14 +747,10 @@ fn harden_metadata(
     bounded: usize,
 ) -> Result<[(&'static str, String); 9]> {
     let kinds: Vec<String> = options.activations.iter().map(|k| k.cli_name()).collect();
-    let granularity_name = serde_json::to_value(granularity)?
-        .as_str()
-        .unwrap_or_default()
-        .to_owned();
     Ok([
         ("fitact.tool", format!("{TOOL} {VERSION}")),
         ("fitact.method", options.method.to_string()),
-        ("fitact.granularity", granularity_name),
+        ("fitact.granularity", granularity.to_string()),
         ("fitact.mode", mode.to_string()),
         ("fitact.emission", options.emission.to_string()),
         ("fitact.margin", options.margin.to_string()),

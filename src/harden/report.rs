@@ -120,10 +120,7 @@ impl HardenReport {
             self.output,
             self.activations.len(),
             self.method,
-            serde_json::to_value(self.granularity)
-                .unwrap()
-                .as_str()
-                .unwrap_or_default(),
+            self.granularity,
             self.mode,
             bound_values,
             self.calibration.samples,

@@ -8,6 +8,7 @@
 pub mod activations;
 pub mod bound_activations;
 pub mod bound_quantized;
+pub mod bound_stored;
 pub mod error;
 pub mod extract_branch;
 pub mod extract_suffix;

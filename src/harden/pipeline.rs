@@ -20,15 +20,13 @@ use crate::search::{Bases, FOLDS, KFold, MIN_SAMPLES, SearchData, SearchLog, Sea
 use crate::{TOOL, VERSION};
 use anyhow::{Context, Result};
 use fitact_passes::activations::{ActivationKind, ActivationSite};
-use fitact_passes::bound_activations::{
-    Applied, Bound, BoundRequest, Emission, Mode, bound_activations_with, scaled_threshold_applies,
-};
-use fitact_passes::bound_quantized::{QuantizedRequest, bound_quantized};
+use fitact_passes::bound_activations::{Applied, Bound, BoundRequest, Emission, Mode, scaled_threshold_applies};
+use fitact_passes::bound_stored::{bound_stored, is_integer, stored_bound};
 use fitact_passes::fold_channel_bounds::fold_channel_bounds;
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
-use fitact_passes::quantized_activations::{INT8, UINT8, find_quantized, sites_of};
-use fitact_passes::tensor::{FLOAT, f16_outward};
+use fitact_passes::quantized_activations::sites_of;
+use fitact_passes::tensor::FLOAT;
 use fitact_passes::validate::validate;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -132,7 +130,6 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         unreached.len()
     );
     let seconds = started.elapsed().as_secs_f64();
-    search_needs_float32(options, &calibration)?;
     let rule = BoundRule {
         sites: &sites,
         granularity,
@@ -202,18 +199,6 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
         write_atomically(path, report.to_json().as_bytes()).context("writing the report")?;
     }
     Ok(report)
-}
-
-/// `--search` tightens float32 activations only (its candidates are emitted in float32).
-fn search_needs_float32(options: &HardenOptions, calibration: &Calibration) -> Result<()> {
-    match calibration.activations.iter().find(|a| a.elem != ElemType::F32) {
-        Some(other) if options.search.is_some() => anyhow::bail!(
-            "--search tightens float32 activations; '{}' is {} (harden without --search bounds it)",
-            other.tensor,
-            other.elem.name()
-        ),
-        _ => Ok(()),
-    }
 }
 
 /// Names the activations left unbounded in the model's metadata (`fitact.unreached`).
@@ -492,8 +477,10 @@ fn search_bounds(
             percentiles: all.1.as_deref(),
         },
     };
-    let (bounds, log) =
-        search(&judged, rule.sites, &data, rule.mode.into(), &search_options).context("searching the bounds")?;
+    // Candidates are emitted in each activation's own type, as the bounds written are.
+    let types: Vec<i32> = calibrations.all.activations.iter().map(|a| a.elem.onnx()).collect();
+    let (bounds, log) = search(&judged, rule.sites, &types, &data, rule.mode.into(), &search_options)
+        .context("searching the bounds")?;
     log::info!("search: {} evaluations in {:.1}s", log.evaluations, log.seconds);
     Ok((bounds, log))
 }
@@ -566,10 +553,10 @@ pub fn bound_model(
         .map(|((site, bound), elem)| BoundRequest {
             site: site.clone(),
             elem_type: elem.onnx(),
-            bound: stored_bound(bound, *elem),
+            bound: stored_bound(bound, elem.onnx()),
         })
         .collect();
-    let integer: Vec<bool> = requests.iter().map(|r| matches!(r.elem_type, UINT8 | INT8)).collect();
+    let integer: Vec<bool> = requests.iter().map(|r| is_integer(r.elem_type)).collect();
     let float_requests: Vec<BoundRequest> = requests
         .iter()
         .zip(&integer)
@@ -588,91 +575,37 @@ pub fn bound_model(
         emissions,
         folded,
     } = emission_plan(model, &float_requests, mode, emission)?;
-    let outcome =
-        bound_activations_with(model, &emitted, mode.into(), &emissions).context("bounding the activations")?;
-    let integer_requests: Vec<&BoundRequest> = requests
-        .iter()
-        .zip(&integer)
-        .filter(|(_, i)| **i)
-        .map(|(r, _)| r)
-        .collect();
-    let integer_outcome = bound_integers(model, &integer_requests, mode)?;
-    if let Some(skipped) = outcome.skipped.first().or(integer_outcome.skipped.first()) {
+    // The float requests as planned (their bounds the scalar 1 where folded), with the integer
+    // ones, in request order.
+    let (mut planned, mut plans) = (emitted.into_iter().zip(emissions), folded.into_iter());
+    let mut ordered = Vec::with_capacity(requests.len());
+    let mut ordered_emissions = Vec::with_capacity(requests.len());
+    let mut rescaled = Vec::with_capacity(requests.len());
+    for (request, is_integer) in requests.iter().zip(&integer) {
+        if *is_integer {
+            ordered.push(request.clone());
+            ordered_emissions.push(Emission::Plain);
+            rescaled.push(Vec::new());
+        } else {
+            let (emitted, form) = planned.next().context("the plan has every float request")?;
+            ordered.push(emitted);
+            ordered_emissions.push(form);
+            rescaled.push(plans.next().context("the plan has every float request")?);
+        }
+    }
+    let outcome = bound_stored(model, &ordered, mode.into(), &ordered_emissions).context("bounding the activations")?;
+    if let Some(skipped) = outcome.skipped.first() {
         return Err(HardenError::Skipped {
             site: skipped.site.describe(),
             reason: skipped.reason.to_string(),
         }
         .into());
     }
-    // Back in request order.
-    let (mut floats, mut integers) = (
-        outcome.applied.into_iter().zip(folded),
-        integer_outcome.applied.into_iter(),
-    );
-    let mut applied = Vec::with_capacity(requests.len());
-    let mut rescaled = Vec::with_capacity(requests.len());
-    for is_integer in integer {
-        if is_integer {
-            applied.push(integers.next().context("the integer pass applied every request")?);
-            rescaled.push(Vec::new());
-        } else {
-            let (done, folded) = floats.next().context("the pass applied every request")?;
-            applied.push(done);
-            rescaled.push(folded);
-        }
-    }
     Ok(Bounded {
         requests,
-        applied,
+        applied: outcome.applied,
         folded: rescaled,
     })
-}
-
-/// Bounds the integer activations of a quantized model in their integers (`bound_quantized`),
-/// found again in `model` as it is now (the float pass may have moved their nodes).
-fn bound_integers(
-    model: &mut ModelProto,
-    requests: &[&BoundRequest],
-    mode: ModeName,
-) -> Result<fitact_passes::bound_activations::PassReport> {
-    if requests.is_empty() {
-        return Ok(Default::default());
-    }
-    let found = find_quantized(model);
-    let quantized = requests
-        .iter()
-        .map(|r| {
-            let site = found
-                .iter()
-                .find(|q| q.site.output == r.site.output)
-                .with_context(|| format!("{} is no longer an integer activation", r.site.describe()))?;
-            Ok(QuantizedRequest {
-                site: site.clone(),
-                bound: r.bound.clone(),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    bound_quantized(model, &quantized, mode.into()).context("bounding the integer activations")
-}
-
-/// `bound` as stored in `elem`: for float16, each end rounded outward to a float16; for an
-/// 8-bit integer activation, the largest integer it keeps (in the type's range).
-fn stored_bound(mut bound: Bound, elem: ElemType) -> Bound {
-    let integers = match elem {
-        ElemType::U8 => Some((0.0, 255.0)),
-        ElemType::I8 => Some((-128.0, 127.0)),
-        _ => None,
-    };
-    if let Some((low, high)) = integers {
-        bound.values.iter_mut().for_each(|v| *v = v.floor().clamp(low, high));
-    }
-    if elem == ElemType::F16 {
-        bound.values.iter_mut().for_each(|v| *v = f16_outward(*v, true));
-        if let Some(low) = bound.low.as_mut() {
-            low.iter_mut().for_each(|v| *v = f16_outward(*v, false));
-        }
-    }
-    bound
 }
 
 /// What the pass is asked to emit: per request, its bound (the scalar 1 where folded), its

@@ -197,10 +197,7 @@ fn search_summary(search: &crate::search::SearchLog) -> String {
     let objective = match &search.fault_sweep {
         Some(sweep) => format!(
             "resilience under {} weight faults at BER {} ({} patterns each, {} samples)",
-            serde_json::to_value(sweep.format)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default(),
+            search.fault_model(),
             sweep
                 .bers
                 .iter()

@@ -133,7 +133,15 @@ mod tests {
         let fixture = resnet(48);
         let options = options();
         let data = fixture.data(None);
-        let mut search = Search::new(&fixture.model, &fixture.sites, &data, Mode::Zero, &options).unwrap();
+        let mut search = Search::new(
+            &fixture.model,
+            &fixture.sites,
+            &fixture.types,
+            &data,
+            Mode::Zero,
+            &options,
+        )
+        .unwrap();
         let n = fixture.sites.len();
         let mut stopped_early = 0;
         for (l, scale) in [(n - 1, 0.2), (0, 0.3), (n / 2, 0.5), (2, 0.8), (n - 1, 0.95)] {

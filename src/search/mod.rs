@@ -40,7 +40,6 @@ pub use folds::{CHECK_SAMPLES, FOLDS, KFold, MIN_SAMPLES, SearchData, k_fold};
 pub use holdout::MARGIN_KEPT;
 pub use resilience::{FAULT_POINTS, FAULT_SAMPLES, FaultPoint, FaultSweep};
 pub use search_log::{LayerSearch, SearchLog, Step};
-pub use state::scaled;
 
 use crate::engine::Engine;
 use crate::replay::judge::SdcRule;
@@ -109,11 +108,12 @@ pub struct Bases<'a> {
 pub fn search(
     original: &ModelProto,
     sites: &[ActivationSite],
+    types: &[i32],
     data: &SearchData,
     mode: Mode,
     options: &SearchOptions,
 ) -> Result<(Vec<Bound>, SearchLog)> {
-    search_reusing(original, sites, data, mode, options, true)
+    search_reusing(original, sites, types, data, mode, options, true)
 }
 
 /// The check's count at the start: the original's and the calibrated point's metrics, and
@@ -165,13 +165,14 @@ fn share(kept: usize, n: usize) -> f64 {
 fn search_reusing(
     original: &ModelProto,
     sites: &[ActivationSite],
+    types: &[i32],
     data: &SearchData,
     mode: Mode,
     options: &SearchOptions,
     reuse_unchanged: bool,
 ) -> Result<(Vec<Bound>, SearchLog)> {
     let started = Instant::now();
-    let mut search = Search::new(original, sites, data, mode, options)?;
+    let mut search = Search::new(original, sites, types, data, mode, options)?;
     search.shared.reuse_unchanged = reuse_unchanged;
     let start = Start::measure(&mut search, options.budget)?;
     search.accepted_metric = start.calibrated;
@@ -194,7 +195,7 @@ fn search_reusing(
     let bounds: Vec<Bound> = scales
         .iter()
         .enumerate()
-        .map(|(l, s)| scaled(search.shared.base(&search.full, l), *s))
+        .map(|(l, s)| search.shared.scaled(l, search.shared.base(&search.full, l), *s))
         .collect();
     let layers = layer_logs(sites, &data.full, &bounds, &scales, steps, &search.shared.on_percentile);
     let ratios = layers
@@ -211,6 +212,9 @@ fn search_reusing(
     log.stopped = stopped;
     log.mean_bound_ratio = mean(ratios);
     log.layers = layers;
+    if let Objective::Resilience(sweep) = &options.objective {
+        log.fault_words = resilience::flipped_words(original, sweep);
+    }
     log.verdict = verdict(&log, &start);
     Ok((bounds, log))
 }
@@ -282,6 +286,8 @@ mod tests {
     pub(super) struct Fixture {
         pub(super) model: ModelProto,
         pub(super) sites: Vec<ActivationSite>,
+        /// Every site's element type: float32.
+        pub(super) types: Vec<i32>,
         pub(super) samples: Samples,
         pub(super) k_fold: KFold,
         pub(super) fold_bounds: Vec<Vec<Bound>>,
@@ -308,6 +314,7 @@ mod tests {
         let full = channel_bounds(&model, &sites, &samples);
         Fixture {
             model,
+            types: vec![fitact_passes::tensor::FLOAT; sites.len()],
             sites,
             samples,
             k_fold,

@@ -13,10 +13,11 @@ use super::state::Search;
 use super::{Objective, SearchOptions};
 use crate::faults::flips::{WeightFormat, sample_flips_in};
 use crate::faults::statistics::lower_bound_95;
-use crate::faults::weights::{Values, Weights, flippable_bits, load};
+use crate::faults::weights::{Values, Weights, dtype_name, flippable_bits, load};
 use crate::replay::prediction_runner;
 use anyhow::{Context, Result};
 use fitact_passes::onnx::ModelProto;
+use fitact_passes::tensor::FLOAT;
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
@@ -111,6 +112,32 @@ impl Search<'_> {
             })
             .collect()
     }
+}
+
+/// The words `sweep` flips in `original`, most bits first: float32 tensors in the sweep's
+/// format, every other in its own type (`int8`, `float16`...).
+pub(super) fn flipped_words(original: &ModelProto, sweep: &FaultSweep) -> Vec<String> {
+    let weights = Weights::of(original);
+    let float_bits: Vec<u32> = (0..sweep.format.bits()).collect();
+    let mut bits: Vec<(String, usize)> = Vec::new();
+    for tensor in &weights.tensors {
+        let stored = tensor.store(sweep.format);
+        let word = if tensor.dtype == FLOAT {
+            serde_json::to_value(sweep.format)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default()
+        } else {
+            dtype_name(tensor.dtype)
+        };
+        let count = stored.words.len() * flippable_bits(&stored, &float_bits).len();
+        match bits.iter_mut().find(|(w, _)| *w == word) {
+            Some((_, total)) => *total += count,
+            None => bits.push((word, count)),
+        }
+    }
+    bits.sort_by_key(|(_, count)| std::cmp::Reverse(*count));
+    bits.into_iter().map(|(word, _)| word).collect()
 }
 
 /// The original's weights under each fault pattern of the sweep: per pattern, every weight

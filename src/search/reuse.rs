@@ -7,11 +7,12 @@
 
 use super::folds::FoldCheck;
 use super::holdout::{Tallied, Tally};
-use super::state::{Shared, node_indices, scaled};
+use super::state::{Shared, node_indices};
 use crate::engine::{Outputs, Value};
 use crate::replay::{Batches, Feeds, prediction_runner};
 use anyhow::{Context, Result};
 use fitact_passes::activations::ActivationKind;
+use fitact_passes::bound_stored::is_integer;
 use fitact_passes::extract_suffix::{downstream_tensors, extract_suffix};
 use fitact_passes::onnx::ModelProto;
 use ndarray::{ArrayD, IxDyn, Zip};
@@ -21,14 +22,16 @@ impl Shared<'_> {
     /// and the nodes each site's bound `emitted`: the tensors downstream of its bound, those
     /// its suffix reads, and the tensor its bound compares, if its suffix reads it.
     pub(super) fn map_suffixes(&mut self, model: &ModelProto, emitted: &[Vec<String>]) -> Result<()> {
-        for (site, names) in self.sites.iter().zip(emitted) {
+        for ((site, names), stored) in self.sites.iter().zip(emitted).zip(&self.stored) {
             let dirty = node_indices(model, names)?;
             self.downstream.push(downstream_tensors(model, &dirty)?);
             let boundary = extract_suffix(model, &dirty)?.boundary;
-            // A bounded Relu's nodes compare its input; every other bound, the activation's output.
+            // A bounded float Relu's nodes compare its input; every other bound, the activation's
+            // output (an integer one's input is the float its QuantizeLinear reads).
+            let float_relu = site.kind == ActivationKind::Relu && !is_integer(stored.elem_type);
             let compared = [&site.output, &site.input]
                 .into_iter()
-                .take(if site.kind == ActivationKind::Relu { 2 } else { 1 })
+                .take(if float_relu { 2 } else { 1 })
                 .find(|t| boundary.contains(t))
                 .cloned();
             self.compared.push(compared);
@@ -59,8 +62,9 @@ impl Shared<'_> {
         if values.shape().first() != Some(&fold.holdout.len()) {
             return None;
         }
-        let now = scaled(self.base_on(&fold.bases, l, self.on_percentile[l]), candidate[l]);
-        let then = scaled(
+        let now = self.scaled(l, self.base_on(&fold.bases, l, self.on_percentile[l]), candidate[l]);
+        let then = self.scaled(
+            l,
             self.base_on(&fold.bases, l, self.accepted_on_percentile[l]),
             self.accepted[l],
         );
@@ -228,9 +232,8 @@ fn stacked(feeds: &Feeds, batches: &Batches) -> Option<Vec<(String, Value)>> {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
     use crate::search::search_reusing;
-    use crate::search::state::Search;
+    use crate::search::state::{Search, scaled};
     use crate::search::tests::{metric, options, resnet};
     use fitact_passes::bound_activations::{Bound, Mode};
 
@@ -239,7 +242,15 @@ mod tests {
         let fixture = resnet(48);
         let options = options();
         let data = fixture.data(None);
-        let mut search = Search::new(&fixture.model, &fixture.sites, &data, Mode::Zero, &options).unwrap();
+        let mut search = Search::new(
+            &fixture.model,
+            &fixture.sites,
+            &fixture.types,
+            &data,
+            Mode::Zero,
+            &options,
+        )
+        .unwrap();
         let n = fixture.sites.len();
         let mut scales = vec![1.0f32; n];
         // Accept tight scales at sites on both sides of residual joins, in an order that
@@ -264,14 +275,22 @@ mod tests {
     #[test]
     fn suffix_checks_stay_right_as_sites_try_and_take_their_percentile_base() {
         let fixture = resnet(48);
-        let lower = |bounds: &[Bound]| bounds.iter().map(|b| scaled(b, 0.7)).collect::<Vec<_>>();
+        let lower = |bounds: &[Bound]| bounds.iter().map(|b| scaled(b, 0.7, 0.0)).collect::<Vec<_>>();
         let percentiles = (
             fixture.fold_bounds.iter().map(|b| lower(b)).collect(),
             lower(&fixture.full),
         );
         let options = options();
         let data = fixture.data(Some(&percentiles));
-        let mut search = Search::new(&fixture.model, &fixture.sites, &data, Mode::Zero, &options).unwrap();
+        let mut search = Search::new(
+            &fixture.model,
+            &fixture.sites,
+            &fixture.types,
+            &data,
+            Mode::Zero,
+            &options,
+        )
+        .unwrap();
         let n = fixture.sites.len();
         let scales = vec![1.0f32; n];
         // As the search does: a site tries its percentile base (a check that may refresh the
@@ -308,7 +327,18 @@ mod tests {
         // A budget 64 check samples vouch for (two lost), so that the search runs its phases.
         options.budget = 0.1;
         let data = fixture.data(None);
-        let run = |reuse| search_reusing(&fixture.model, &fixture.sites, &data, Mode::Zero, &options, reuse).unwrap();
+        let run = |reuse| {
+            search_reusing(
+                &fixture.model,
+                &fixture.sites,
+                &fixture.types,
+                &data,
+                Mode::Zero,
+                &options,
+                reuse,
+            )
+            .unwrap()
+        };
         let ((reused, with), (full, without)) = (run(true), run(false));
         let values = |bounds: &[Bound]| bounds.iter().map(|b| b.values.clone()).collect::<Vec<_>>();
         assert_eq!(values(&reused), values(&full));

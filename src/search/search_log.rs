@@ -83,6 +83,9 @@ pub struct SearchLog {
     /// Mean over activations of (searched bound / calibrated bound).
     pub mean_bound_ratio: f64,
     pub layers: Vec<LayerSearch>,
+    /// Objective `resilience`: the words the fault sweep flips in the model, most bits first
+    /// (float32 weights as `--fault-format` stores them; any other tensor in its own type).
+    pub fault_words: Vec<String>,
 }
 
 impl SearchLog {
@@ -121,6 +124,17 @@ impl SearchLog {
             stopped: "converged",
             mean_bound_ratio: 1.0,
             layers: Vec::new(),
+            fault_words: Vec::new(),
+        }
+    }
+
+    /// The fault model in a few words: the words flipped (`float32`; `int8, float32 and int32`
+    /// for a quantized model).
+    pub fn fault_model(&self) -> String {
+        match self.fault_words.as_slice() {
+            [] => self.fault_sweep.as_ref().map(format_name).unwrap_or_default(),
+            [one] => one.clone(),
+            [first @ .., last] => format!("{} and {last}", first.join(", ")),
         }
     }
 
@@ -175,14 +189,14 @@ pub(super) fn verdict(log: &SearchLog, start: &Start) -> String {
             } else {
                 format!(
                     "{kept}: tightening gains nothing beyond chance (95%) under {} faults, so it would spend clean accuracy for nothing",
-                    format_name(sweep)
+                    log.fault_model()
                 )
             }
         }
-        Some(sweep) => format!(
+        Some(_) => format!(
             "tightened ({tightened}): {} under {} faults {} against {} with the calibrated bounds",
             log.metric,
-            format_name(sweep),
+            log.fault_model(),
             pct(log.final_fault_metric.unwrap_or(f64::NAN)),
             pct(log.calibrated_fault_metric.unwrap_or(f64::NAN))
         ),

@@ -11,9 +11,10 @@ use crate::faults::weights::Values;
 use crate::replay::CleanValues;
 use anyhow::{Context, Result};
 use fitact_passes::activations::ActivationSite;
-use fitact_passes::bound_activations::{Bound, BoundRequest, Mode, bound_activations};
+use fitact_passes::bound_activations::{Bound, BoundRequest, Emission, Mode};
+use fitact_passes::bound_stored::{bound_stored, is_integer, stored_bound};
 use fitact_passes::onnx::ModelProto;
-use fitact_passes::tensor::FLOAT;
+use fitact_passes::quantized_activations::find_quantized;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::AtomicUsize;
 use std::time::Instant;
@@ -21,10 +22,36 @@ use std::time::Instant;
 /// A point of the search: every site's scale (as bits) and whether it is on its percentile.
 pub(super) type Point = (Vec<u32>, Vec<bool>);
 
+/// How an activation is stored: the element type its bounds are emitted in, and the value
+/// its scale shrinks them toward (the integer that stands for 0 in a quantized one).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Stored {
+    pub(super) elem_type: i32,
+    pub(super) zero: f32,
+}
+
+/// Per site of `original`, how it is stored, given its element type (`types`).
+fn stored_types(original: &ModelProto, sites: &[ActivationSite], types: &[i32]) -> Vec<Stored> {
+    let quantized = find_quantized(original);
+    sites
+        .iter()
+        .zip(types)
+        .map(|(site, elem_type)| Stored {
+            elem_type: *elem_type,
+            zero: quantized
+                .iter()
+                .find(|q| is_integer(*elem_type) && q.site.output == site.output)
+                .map_or(0.0, |q| q.zero_point as f32),
+        })
+        .collect()
+}
+
 /// What every fold's check reads and none changes while it runs.
 pub(super) struct Shared<'a> {
     pub(super) original: &'a ModelProto,
     pub(super) sites: &'a [ActivationSite],
+    /// Per site, how its activation is stored (its bounds are emitted in that type).
+    pub(super) stored: Vec<Stored>,
     pub(super) mode: Mode,
     /// Per site, whether its scale applies to its percentile bound instead of its maxima:
     /// for the candidate (`on_percentile`) and at the accepted point.
@@ -69,6 +96,7 @@ impl<'a> Search<'a> {
     pub(super) fn new(
         original: &'a ModelProto,
         sites: &'a [ActivationSite],
+        types: &[i32],
         data: &SearchData<'a>,
         mode: Mode,
         options: &'a SearchOptions,
@@ -78,6 +106,7 @@ impl<'a> Search<'a> {
         let shared = Shared {
             original,
             sites,
+            stored: stored_types(original, sites, types),
             mode,
             on_percentile: vec![false; sites.len()],
             accepted_on_percentile: vec![false; sites.len()],
@@ -128,12 +157,20 @@ impl<'a> Search<'a> {
     }
 }
 
-/// The bound shrunk toward 0 by `scale`: both ends of a two-sided one.
-pub fn scaled(bound: &Bound, scale: f32) -> Bound {
+/// The bound shrunk by `scale` toward `zero` (0, or the zero point of an integer activation):
+/// both ends of a two-sided one.
+pub(super) fn scaled(bound: &Bound, scale: f32, zero: f32) -> Bound {
+    let toward = |v: &f32| {
+        if zero == 0.0 {
+            v * scale
+        } else {
+            zero + (v - zero) * scale
+        }
+    };
     Bound {
         dims: bound.dims.clone(),
-        values: bound.values.iter().map(|v| v * scale).collect(),
-        low: bound.low.as_ref().map(|low| low.iter().map(|v| v * scale).collect()),
+        values: bound.values.iter().map(toward).collect(),
+        low: bound.low.as_ref().map(|low| low.iter().map(toward).collect()),
     }
 }
 
@@ -151,6 +188,11 @@ impl Shared<'_> {
         }
     }
 
+    /// Site `l`'s bound `base` at `scale` (toward the value that stands for 0).
+    pub(super) fn scaled(&self, l: usize, base: &Bound, scale: f32) -> Bound {
+        scaled(base, scale, self.stored[l].zero)
+    }
+
     /// The point `scales` (on the current bases).
     pub(super) fn point(&self, scales: &[f32]) -> Point {
         (scales.iter().map(|s| s.to_bits()).collect(), self.on_percentile.clone())
@@ -164,8 +206,9 @@ impl Shared<'_> {
         )
     }
 
-    /// The original with `scales` on `bases` (the candidate's), and per site the names of the
-    /// nodes its bound emitted.
+    /// The original with `scales` on `bases` (the candidate's), each bound stored in its
+    /// activation's type and emitted in the plain form, and per site the names of the nodes
+    /// its bound emitted.
     pub(super) fn harden(&self, bases: &Bases, scales: &[f32]) -> Result<(ModelProto, Vec<Vec<String>>)> {
         let mut model = self.original.clone();
         let requests: Vec<BoundRequest> = self
@@ -175,11 +218,11 @@ impl Shared<'_> {
             .enumerate()
             .map(|(l, (site, s))| BoundRequest {
                 site: site.clone(),
-                bound: scaled(self.base(bases, l), *s),
-                elem_type: FLOAT,
+                bound: stored_bound(self.scaled(l, self.base(bases, l), *s), self.stored[l].elem_type),
+                elem_type: self.stored[l].elem_type,
             })
             .collect();
-        let report = bound_activations(&mut model, &requests, self.mode)?;
+        let report = bound_stored(&mut model, &requests, self.mode, &vec![Emission::Plain; requests.len()])?;
         anyhow::ensure!(report.skipped.is_empty(), "the search could not bound every activation");
         Ok((model, report.applied.into_iter().map(|a| a.nodes).collect()))
     }
@@ -231,4 +274,24 @@ pub(super) fn node_indices(model: &ModelProto, names: &[String]) -> Result<Vec<u
         .iter()
         .filter_map(|name| graph.node.iter().position(|n| n.name() == name))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integer_bounds_shrink_toward_their_zero_point_and_float_ones_toward_zero() {
+        let bound = Bound {
+            dims: vec![2],
+            values: vec![200.0, 100.0],
+            low: Some(vec![-4.0, 0.0]),
+        };
+        let integer = scaled(&bound, 0.5, 128.0);
+        assert_eq!(integer.values, vec![164.0, 114.0]);
+        assert_eq!(integer.low, Some(vec![62.0, 64.0]));
+        let float = scaled(&bound, 0.5, 0.0);
+        assert_eq!(float.values, vec![100.0, 50.0]);
+        assert_eq!(float.low, Some(vec![-2.0, 0.0]));
+    }
 }

@@ -1,9 +1,10 @@
 """Checks a hardened int8 or float16 model against its original in onnxruntime.
 
-usage: precision_check.py ORIGINAL HARDENED CALIB.npy
+usage: precision_check.py ORIGINAL HARDENED CALIB.npy [--searched]
 
 - the onnx checker's full check passes;
-- the outputs are equal at the calibration feeds (the bounds keep every calibrated value);
+- the outputs are equal at the calibration feeds (the bounds keep every calibrated value;
+  not asked with --searched: a search's tighter bounds may cut some);
 - onnxruntime's optimized graph (ORT_ENABLE_ALL, one thread) keeps as many integer kernels
   (QLinearConv, QGemm, QLinearAdd, QLinearMatMul) as the original's: the bounds sit in the
   integers, not in float islands;
@@ -39,7 +40,7 @@ def kernels(path):
     return {k: sum(n.op_type == k for n in graph.node) for k in KERNELS}
 
 
-def main(original, hardened, calib):
+def main(original, hardened, calib, *flags):
     onnx.checker.check_model(onnx.load(hardened), full_check=True)
     a, b = session(original), session(hardened)
     x = np.load(calib)[:64]
@@ -47,7 +48,7 @@ def main(original, hardened, calib):
     x = x.astype(np.float16 if feed.type == "tensor(float16)" else np.float32)
     ya, yb = a.run(None, {feed.name: x})[0], b.run(None, {feed.name: x})[0]
     diff = float(np.abs(ya.astype(np.float32) - yb.astype(np.float32)).max())
-    assert diff <= 1e-5, f"outputs differ by {diff}"
+    assert diff <= 1e-5 or "--searched" in flags, f"outputs differ by {diff}"
     ka, kb = kernels(original), kernels(hardened)
     assert ka == kb, f"integer kernels {ka} in the original, {kb} hardened"
     model = onnx.load(hardened)

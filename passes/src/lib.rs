@@ -17,6 +17,7 @@ pub mod graph;
 pub mod names;
 pub mod patterns;
 pub mod quantized_activations;
+pub mod raise_opset;
 pub mod smoke;
 pub mod tensor;
 pub mod validate;

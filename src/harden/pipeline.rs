@@ -13,7 +13,7 @@ use crate::harden::calibrate::{
     ActivationMax, CalibrateOptions, Calibration, ReachedCalibration, calibrate_reached, top_for,
 };
 use crate::harden::method::{EmissionName, Method, ModeName};
-use crate::harden::report::{ActivationReport, CalibrationSummary, HardenReport, Stats, UnreachedReport};
+use crate::harden::report::{ActivationReport, CalibrationSummary, HardenReport, OpsetRaised, Stats, UnreachedReport};
 use crate::model_io::{read_model, write_atomically, write_model};
 use crate::replay::judge::{judged_output, with_output_first};
 use crate::search::{Bases, FOLDS, KFold, MIN_SAMPLES, SearchData, SearchLog, SearchOptions, k_fold, search};
@@ -25,7 +25,8 @@ use fitact_passes::bound_stored::{bound_stored, is_integer, stored_bound};
 use fitact_passes::fold_channel_bounds::fold_channel_bounds;
 use fitact_passes::graph::default_opset;
 use fitact_passes::onnx::{ModelProto, StringStringEntryProto};
-use fitact_passes::quantized_activations::sites_of;
+use fitact_passes::quantized_activations::{UINT8, sites_of};
+use fitact_passes::raise_opset::{RAISED, Raise, plan_raise, raise_opset};
 use fitact_passes::tensor::FLOAT;
 use fitact_passes::validate::validate;
 use std::path::{Path, PathBuf};
@@ -195,6 +196,12 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     };
     let mut report = harden_report(options, &made, search_log);
     report.budget = budget;
+    let (raised, kept) = opset_note(opset, &model, &requests, mode)?;
+    if let Some(raised) = &raised {
+        log::info!("opset {} raised to {}: {}", raised.from, raised.to, raised.why);
+    }
+    report.opset_raised = raised;
+    report.warnings.extend(kept);
     if let Some(path) = &options.report {
         write_atomically(path, report.to_json().as_bytes()).context("writing the report")?;
     }
@@ -593,6 +600,7 @@ pub fn bound_model(
             rescaled.push(plans.next().context("the plan has every float request")?);
         }
     }
+    raise_for_masks(model, &requests, mode)?;
     let outcome = bound_stored(model, &ordered, mode.into(), &ordered_emissions).context("bounding the activations")?;
     if let Some(skipped) = outcome.skipped.first() {
         return Err(HardenError::Skipped {
@@ -605,6 +613,59 @@ pub fn bound_model(
         requests,
         applied: outcome.applied,
         folded: rescaled,
+    })
+}
+
+/// Raises a model at opset 12 or 13 to 14 when a uint8 zero bound wants the mask form and 14
+/// reads every node alike (`raise_opset`); else leaves it (the bounds are then `Where`).
+fn raise_for_masks(model: &mut ModelProto, requests: &[BoundRequest], mode: ModeName) -> Result<()> {
+    if wants_mask(mode, requests.iter().map(|r| r.elem_type)) {
+        let raise = raise_opset(model).context("raising the opset for the uint8 mask form")?;
+        log::debug!("opset for the uint8 mask form: {raise:?}");
+    }
+    Ok(())
+}
+
+/// Why `harden` raises an opset: `bound_quantized` emits a uint8 zero bound as a mask
+/// (`Mul`/`Sub`/`Add` on uint8, opset 14) rather than `Where`, 1.29x the int8 model instead of
+/// 1.50x on resnet_qdq in onnxruntime (docs/results/precision_resilience_2026-12-05.md).
+pub const MASK_NEEDS_14: &str = "uint8 zero bounds as a mask (Mul on uint8 needs opset 14), cheaper than Where";
+
+/// Whether a zero-mode bound of these integer types has a cheaper form from opset 14 (uint8's mask).
+fn wants_mask(mode: ModeName, mut elem_types: impl Iterator<Item = i32>) -> bool {
+    mode == ModeName::Zero && elem_types.any(|t| t == UINT8)
+}
+
+/// The report's note on the opset: raised (from `input_opset` to the written model's) for the
+/// mask form, or kept with the reasons when a uint8 zero bound wanted it and 14 would read the
+/// model differently (a warning: the bounds are then the dearer Where).
+fn opset_note(
+    input_opset: i64,
+    model: &ModelProto,
+    requests: &[BoundRequest],
+    mode: ModeName,
+) -> Result<(Option<OpsetRaised>, Option<String>)> {
+    let written = default_opset(model)?;
+    if written != input_opset {
+        let raised = OpsetRaised {
+            from: input_opset,
+            to: written,
+            why: MASK_NEEDS_14,
+        };
+        return Ok((Some(raised), None));
+    }
+    if !wants_mask(mode, requests.iter().map(|r| r.elem_type)) || written >= RAISED {
+        return Ok((None, None));
+    }
+    Ok(match plan_raise(model)? {
+        Raise::Refused { opset, reasons } => (
+            None,
+            Some(format!(
+                "opset {opset} kept, so the uint8 zero bounds are Where, not the cheaper mask of opset 14: {}",
+                reasons.join("; ")
+            )),
+        ),
+        _ => (None, None),
     })
 }
 
@@ -744,6 +805,7 @@ fn harden_report(options: &HardenOptions, made: &Hardened, search_log: Option<Se
         unreached: made.unreached.iter().map(unreached_report).collect(),
         search: search_log,
         budget: None,
+        opset_raised: None,
         warnings: batch_coupling(options.input.display().to_string(), made)
             .into_iter()
             .chain(unreached_warning(made.unreached))

@@ -17,7 +17,11 @@ pub struct HardenReport {
     /// `--emission`: the nodes a bounded Relu got.
     pub emission: EmissionName,
     pub margin: f32,
+    /// The input model's default-domain opset.
     pub opset: i64,
+    /// When the written model imports a later opset than the input: from, to and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub opset_raised: Option<OpsetRaised>,
     /// The engine that ran the calibration (and the search).
     pub engine: crate::engine::EngineInfo,
     pub calibration: CalibrationSummary,
@@ -32,6 +36,14 @@ pub struct HardenReport {
     pub budget: Option<crate::budget::BudgetReport>,
     /// What the user should know about the result, one line each (also printed).
     pub warnings: Vec<String>,
+}
+
+/// The opset `harden` moved the model to, and why (no operator of the model reads differently there).
+#[derive(Debug, Clone, Serialize)]
+pub struct OpsetRaised {
+    pub from: i64,
+    pub to: i64,
+    pub why: &'static str,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -138,6 +150,9 @@ impl HardenReport {
                 text += &format!(" ({})", a.kind);
             }
             text += "\n";
+        }
+        if let Some(raised) = &self.opset_raised {
+            text += &format!("opset {} raised to {}: {}\n", raised.from, raised.to, raised.why);
         }
         if let Some(search) = &self.search {
             text += &search_summary(search);

@@ -6,7 +6,9 @@
 
 mod common;
 
-use common::{cli, python, repo};
+use common::{cli, python, repo, tract_outputs};
+use fitact_onnx::model_io::read_model;
+use fitact_passes::graph::default_opset;
 use std::path::{Path, PathBuf};
 
 fn precision(name: &str) -> PathBuf {
@@ -54,9 +56,10 @@ fn harden_and_check(model: &str, method: &str, dir: &Path) -> serde_json::Value 
     let input = precision(model);
     let calib = calib_for(model, dir);
     let out = dir.join(format!("{model}.{method}.onnx"));
-    let paths = [&input, &out, &calib].map(|p| p.to_str().unwrap().to_owned());
+    let report = dir.join(format!("{model}.{method}.json"));
+    let paths = [&input, &out, &calib, &report].map(|p| p.to_str().unwrap().to_owned());
     run_ok(&[
-        "harden", &paths[0], &paths[1], "--calib", &paths[2], "--method", method, "-q",
+        "harden", &paths[0], &paths[1], "--calib", &paths[2], "--method", method, "--report", &paths[3], "-q",
     ]);
     let seen = python("precision_check.py", &[&input, &out, &calib]);
     serde_json::from_str(seen.trim().lines().last().unwrap()).unwrap()
@@ -81,6 +84,63 @@ fn int8_models_are_bounded_in_their_integers_and_keep_their_kernels() {
     // The hard-swish net's HardSwish sits in float between DQ and Q: bounded after its Q.
     let listing = run_ok(&["inspect", precision("mobilenetv3_qdq.onnx").to_str().unwrap()]);
     assert!(listing.contains("HardSwish (in integers)"), "{listing}");
+}
+
+/// onnxruntime's quantizer writes opset 13, where uint8 has no `Mul`: harden raises the QDQ
+/// ResNet to 14 (nothing in it reads differently there) so its zero bounds take the mask form,
+/// which must give Where's values (onnxruntime, at the calibration feeds and on test images,
+/// where some values go above the bounds; tract, at the calibration feeds) and keep every
+/// integer kernel (`harden_and_check`). (tract runs a bounded Q -> DQ pair apart from its
+/// fused path: both forms differ from the original there by rounding, 0.17 in a logit.)
+#[test]
+fn an_opset_13_int8_model_is_raised_to_14_for_the_mask_form() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = "resnet_qdq.onnx";
+    let seen = harden_and_check(model, "fitact", dir.path());
+    assert_eq!(seen["kernels"]["QLinearConv"], 13, "{seen}");
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join(format!("{model}.fitact.json"))).unwrap()).unwrap();
+    assert_eq!(report["opset"], 13);
+    assert_eq!(report["opset_raised"]["to"], 14, "{report}");
+    let out = dir.path().join(format!("{model}.fitact.onnx"));
+    let hardened = read_model(&out).unwrap().model;
+    assert_eq!(default_opset(&hardened).unwrap(), 14);
+    let graph = hardened.graph.as_ref().unwrap();
+    let count = |op: &str| {
+        graph
+            .node
+            .iter()
+            .filter(|n| n.name().contains("/fitact/") && n.op_type() == op)
+            .count()
+    };
+    assert_eq!((count("Mul"), count("Cast"), count("Where")), (11, 11, 0));
+
+    let calib = calib_for(model, dir.path());
+    let test = head(&repo().join("fixtures/test.npy"), 64, dir.path());
+    let where_form = dir.path().join("where.onnx");
+    let line = python("mask_matches_where.py", &[&out, &where_form, &calib, &test]);
+    let same: serde_json::Value = serde_json::from_str(line.trim().lines().last().unwrap()).unwrap();
+    assert_eq!(same["sites"], 11, "{same}");
+    assert!(
+        same["values_cut"].as_u64().unwrap() > 0,
+        "nothing above a bound: {same}"
+    );
+
+    let where_form = read_model(&where_form).unwrap().model;
+    for (want, got) in tract_outputs(&where_form, &calib, 8)
+        .iter()
+        .zip(tract_outputs(&hardened, &calib, 8))
+    {
+        let diff = want
+            .iter()
+            .zip(got.iter())
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0f32, f32::max);
+        assert_eq!(
+            diff, 0.0,
+            "tract: the mask form's outputs differ from Where's by {diff}"
+        );
+    }
 }
 
 #[test]

@@ -1,11 +1,11 @@
 """Checks that harden's uint8 mask form gives the values of its Where form, in onnxruntime.
 
-usage: mask_matches_where.py HARDENED SAMPLES.npy [SAMPLES.npy ...]
+usage: mask_matches_where.py HARDENED WHERE_OUT.onnx SAMPLES.npy [SAMPLES.npy ...]
 
 Every bound harden wrote as `Mul(q, Cast(LessOrEqual(q, B), uint8))` (zero point 0) or
 `Add(Mul(Sub(q, Z), mask), Z)` is rewritten as `Where(LessOrEqual(q, B), q, Z)`, the form
 before opset 14; both models run on the first 64 rows of each samples file and their outputs
-must be equal. The values cut (above a bound) are counted, so a check where no value was
+must be equal. The Where form is written to WHERE_OUT (for a run in another engine). The values cut (above a bound) are counted, so a check where no value was
 cut is visible. Prints one JSON line of what it saw.
 """
 
@@ -68,11 +68,12 @@ def session(model):
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
-def main(hardened, *samples):
+def main(hardened, where_out, *samples):
     mask = onnx.load(hardened)
     where, keeps = as_where(mask)
     assert keeps, "no mask form in the model"
     onnx.checker.check_model(where, full_check=True)
+    onnx.save(where, where_out)
     a, b = session(mask), session(with_outputs(where, keeps))
     feed = a.get_inputs()[0].name
     diff, cut, seen = 0.0, 0, 0

@@ -431,4 +431,18 @@ fn an_int8_model_is_bounded_within_the_budget_in_its_integers() {
         bounds.iter().all(|t| t.data_type() == uint8),
         "bounds in the model's integers"
     );
+    // As without a budget: opset 13 raised to 14 for the uint8 mask form.
+    assert_eq!(read_json(&report)["opset_raised"]["to"], 14);
+    assert_eq!(fitact_passes::graph::default_opset(&written).unwrap(), 14);
+    let ops: Vec<&str> = written
+        .graph
+        .as_ref()
+        .unwrap()
+        .node
+        .iter()
+        .filter(|n| n.name().contains("/fitact/"))
+        .map(|n| n.op_type())
+        .collect();
+    assert_eq!(ops.iter().filter(|op| **op == "Mul").count(), bounded, "{ops:?}");
+    assert!(!ops.contains(&"Where"), "{ops:?}");
 }

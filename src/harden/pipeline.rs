@@ -196,12 +196,7 @@ pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     };
     let mut report = harden_report(options, &made, search_log);
     report.budget = budget;
-    let (raised, kept) = opset_note(opset, &model, &requests, mode)?;
-    if let Some(raised) = &raised {
-        log::info!("opset {} raised to {}: {}", raised.from, raised.to, raised.why);
-    }
-    report.opset_raised = raised;
-    report.warnings.extend(kept);
+    note_opset(&mut report, opset, &model, &requests, mode)?;
     if let Some(path) = &options.report {
         write_atomically(path, report.to_json().as_bytes()).context("writing the report")?;
     }
@@ -634,6 +629,23 @@ pub const MASK_NEEDS_14: &str = "uint8 zero bounds as a mask (Mul on uint8 needs
 /// Whether a zero-mode bound of these integer types has a cheaper form from opset 14 (uint8's mask).
 fn wants_mask(mode: ModeName, mut elem_types: impl Iterator<Item = i32>) -> bool {
     mode == ModeName::Zero && elem_types.any(|t| t == UINT8)
+}
+
+/// Puts `opset_note` into the report (and the log).
+fn note_opset(
+    report: &mut HardenReport,
+    input_opset: i64,
+    model: &ModelProto,
+    requests: &[BoundRequest],
+    mode: ModeName,
+) -> Result<()> {
+    let (raised, kept) = opset_note(input_opset, model, requests, mode)?;
+    if let Some(raised) = &raised {
+        log::info!("opset {} raised to {}: {}", raised.from, raised.to, raised.why);
+    }
+    report.opset_raised = raised;
+    report.warnings.extend(kept);
+    Ok(())
 }
 
 /// The report's note on the opset: raised (from `input_opset` to the written model's) for the

@@ -35,10 +35,13 @@ interleaved rounds, medians; time_variants of benches/precision_emissions.py).
 
 With --harden-output H (fitact-onnx harden of fixtures/precision/<fixture>_qdq.onnx): harden's
 Where forms rewritten as mul_mask / mul_mask_zp (rewrite_harden_output), checked against H on
-all of test.npy and calib[:128], and timed.
+all of test.npy and calib[:128], and timed. With --harden-after A as well (harden of the same fixture
+by a later build, e.g. one that raises opset 13 to 14 and emits the mask itself): A's logits against
+the rewrite's on the same samples, and A timed in the same interleaved rounds ("harden_after").
 
 usage: python3 benches/integer_zero_forms.py [--rounds 11] [--runs 200] [--forms where,mul_mask,...]
        [--json OUT.json] [--profile]
+       python3 benches/integer_zero_forms.py --fixture resnet --harden-output H.onnx [--harden-after A.onnx] [--json OUT.json]
 """
 
 import argparse
@@ -396,7 +399,15 @@ def harden_output_section(args):
     ca, cb = run_batches(session(hardened), calib)[0], run_batches(session(rewritten), calib)[0]
     row = {"sites": count, "test_max_abs_diff": float(np.abs(a - b).max()), "calib_max_abs_diff": float(np.abs(ca - cb).max()),
            "accuracy": [float((a.argmax(1) == y).mean()), float((b.argmax(1) == y).mean())]}
-    per = time_variants([("original", original, ALL), ("harden_where", hardened, ALL), ("harden_mul_mask", rewritten, ALL)], calib, args.rounds, args.runs)
+    variants = [("original", original, ALL), ("harden_where", hardened, ALL), ("harden_mul_mask", rewritten, ALL)]
+    if args.harden_after:
+        after = onnx.load(args.harden_after)
+        onnx.checker.check_model(after, full_check=True)
+        aa, ac = run_batches(session(after), x)[0], run_batches(session(after), calib)[0]
+        row["after"] = {"file": os.path.basename(args.harden_after), "opset": next(o.version for o in after.opset_import if o.domain in ("", "ai.onnx")),
+                        "test_max_abs_diff_to_rewrite": float(np.abs(aa - b).max()), "calib_max_abs_diff_to_rewrite": float(np.abs(ac - cb).max())}
+        variants.append(("harden_after", after, ALL))
+    per = time_variants(variants, calib, args.rounds, args.runs)
     base = np.array(per["original"])
     row["time"] = {k: {"ratio": float(np.median(v) / np.median(base)), "range": [float((np.array(v) / base).min()), float((np.array(v) / base).max())]} for k, v in per.items()}
     print(json.dumps(row, indent=1))
@@ -412,12 +423,13 @@ def main():
     p.add_argument("--profile", action="store_true", help="also give onnxruntime's per-op kernel time")
     p.add_argument("--json")
     p.add_argument("--harden-output", help="only: rewrite this harden output of the fixture (see harden_output_section)")
+    p.add_argument("--harden-after", help="with --harden-output: a later build's harden output of the fixture, checked and timed with it")
     args = p.parse_args()
     if args.harden_output:
         row = harden_output_section(args)
         if args.json:
             with open(args.json, "w") as f:
-                json.dump({"fixture": args.fixture, "harden_output": os.path.basename(args.harden_output), "load": os.getloadavg(), **row}, f, indent=1)
+                json.dump({"fixture": args.fixture, "harden_output": os.path.basename(args.harden_output), "rounds": args.rounds, "runs": args.runs, "load": os.getloadavg(), **row}, f, indent=1)
                 f.write("\n")
         return
     model13 = onnx.load(os.path.join(PRECISION, args.fixture + "_qdq.onnx"))

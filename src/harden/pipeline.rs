@@ -932,49 +932,26 @@ fn batch_coupling(input: String, made: &Hardened) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fitact_passes::onnx::{GraphProto, NodeProto, OperatorSetIdProto, TensorProto};
+    use fitact_passes::onnx::NodeProto;
 
-    fn node(op: &str, inputs: &[&str], outputs: &[&str]) -> NodeProto {
-        NodeProto {
-            op_type: Some(op.into()),
-            name: Some(op.to_lowercase()),
-            input: inputs.iter().map(|s| (*s).into()).collect(),
-            output: outputs.iter().map(|s| (*s).into()).collect(),
+    /// The int8 QDQ ResNet fixture (opset 13) with a BatchNormalization with training outputs
+    /// added, which opset 14 reads differently.
+    fn qdq_with_training_bn() -> ModelProto {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/precision/resnet_qdq.onnx");
+        let mut model = read_model(&path).unwrap().model;
+        model.graph.as_mut().unwrap().node.push(NodeProto {
+            op_type: Some("BatchNormalization".into()),
+            name: Some("bn".into()),
+            input: ["x", "s", "b", "m", "v"].map(String::from).to_vec(),
+            output: ["n", "mean", "var"].map(String::from).to_vec(),
             ..Default::default()
-        }
-    }
-
-    /// Conv -> QuantizeLinear (uint8, zero point 0) -> DequantizeLinear at `opset`, after a
-    /// BatchNormalization with training outputs, which opset 14 reads differently.
-    fn qdq_with_training_bn(opset: i64) -> ModelProto {
-        ModelProto {
-            ir_version: Some(7),
-            opset_import: vec![OperatorSetIdProto {
-                domain: Some(String::new()),
-                version: Some(opset),
-            }],
-            graph: Some(GraphProto {
-                node: vec![
-                    node("BatchNormalization", &["x", "s", "b", "m", "v"], &["n", "mean", "var"]),
-                    node("Conv", &["n", "w"], &["c"]),
-                    node("QuantizeLinear", &["c", "sc", "zp"], &["cq"]),
-                    node("DequantizeLinear", &["cq", "sc", "zp"], &["y"]),
-                ],
-                initializer: vec![TensorProto {
-                    name: Some("zp".into()),
-                    data_type: Some(UINT8),
-                    raw_data: Some(vec![0]),
-                    ..Default::default()
-                }],
-                ..Default::default()
-            }),
-            ..Default::default()
-        }
+        });
+        model
     }
 
     #[test]
     fn the_report_says_why_an_opset_was_raised_or_kept() {
-        let model = qdq_with_training_bn(13);
+        let mut model = qdq_with_training_bn();
         let requests: Vec<BoundRequest> = find_quantized(&model)
             .into_iter()
             .map(|q| BoundRequest {
@@ -983,19 +960,19 @@ mod tests {
                 elem_type: q.elem_type,
             })
             .collect();
-        assert_eq!(requests.len(), 1);
+        assert_eq!(requests.len(), 11);
         let (raised, kept) = opset_note(13, &model, &requests, ModeName::Zero).unwrap();
         assert!(raised.is_none());
         let kept = kept.expect("a warning");
         assert!(
-            kept.starts_with("opset 13 kept")
-                && kept.contains("BatchNormalization 'batchnormalization': training outputs"),
+            kept.starts_with("opset 13 kept") && kept.contains("BatchNormalization 'bn': training outputs"),
             "{kept}"
         );
         // Saturate mode has no mask form to want: nothing to say.
         assert_eq!(opset_note(13, &model, &requests, ModeName::Saturate).unwrap().1, None);
         // Written at 14 from an input at 13: raised, and why.
-        let (raised, kept) = opset_note(13, &qdq_with_training_bn(14), &requests, ModeName::Zero).unwrap();
+        model.opset_import[0].version = Some(14);
+        let (raised, kept) = opset_note(13, &model, &requests, ModeName::Zero).unwrap();
         assert_eq!(raised.map(|r| (r.from, r.to)), Some((13, 14)));
         assert_eq!(kept, None);
     }

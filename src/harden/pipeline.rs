@@ -933,6 +933,7 @@ fn batch_coupling(input: String, made: &Hardened) -> Option<String> {
 mod tests {
     use super::*;
     use fitact_passes::onnx::NodeProto;
+    use fitact_passes::quantized_activations::find_quantized;
 
     /// The int8 QDQ ResNet fixture (opset 13) with a BatchNormalization with training outputs
     /// added, which opset 14 reads differently.

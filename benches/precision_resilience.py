@@ -11,6 +11,9 @@ For each fixture of fixtures/precision/ (make_precision_fixtures.py) it hardens 
                       flipped at BER 1e-4 (32 patterns), labels of the calibration samples,
                       budget 2% (the default 0.5% is more than 512 samples can vouch for, so
                       the default search keeps the calibrated bounds)
+    fitact_searched_5 the same at budget 5% with 64 patterns (room to move, and more power)
+    fitact_tight_5    ... --search --objective tight --budget 5% (the smallest bounds the budget
+                      allows: does tightening pay under these faults at all?)
     ranger_by_quant   (int8 only) the float32 source hardened with --method ranger --emission fold,
                       then quantized with make_precision_fixtures.quantize (same settings as the
                       fixture: per channel, uint8 activations, int8 weights, MinMax on calib[:128])
@@ -84,6 +87,9 @@ METHODS = {
     "ranger": ["--method", "ranger"],
     "fitact_searched": ["--search", "--labels", "CALIB_LABELS", "--budget", "2%", "--fault-ber", "1e-4",
                         "--fault-patterns", "32"],
+    "fitact_searched_5": ["--search", "--labels", "CALIB_LABELS", "--budget", "5%", "--fault-ber", "1e-4",
+                          "--fault-patterns", "64"],
+    "fitact_tight_5": ["--search", "--labels", "CALIB_LABELS", "--objective", "tight", "--budget", "5%"],
 }
 
 

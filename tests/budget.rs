@@ -129,6 +129,42 @@ fn the_choice_is_the_same_whatever_the_thread_count() {
     assert_eq!(written[0].1, written[1].1, "the same report");
 }
 
+#[test]
+fn targeted_benefits_measure_every_activation_and_follow_the_seed() {
+    // One damaging flip per group of weights, on the ResNet fixture: every activation's bound
+    // gets a measured benefit, the same seed gives the same choice, and the report says how.
+    let dir = tempfile::tempdir().unwrap();
+    let (calib, labels) = small_calib(dir.path(), 16);
+    let model = fixture("resnet.onnx");
+    let mut runs = Vec::new();
+    for name in ["a", "b"] {
+        let out = dir.path().join(format!("{name}.onnx"));
+        let report = dir.path().join(format!("{name}.json"));
+        let mut flags = budget_flags(&labels, "5%");
+        flags.extend(["--benefit", "targeted", "--benefit-flips", "1"]);
+        flags.extend(["--report", report.to_str().unwrap()]);
+        harden_ok(&model, &out, &calib, &flags);
+        let mut budget = read_json(&report)["budget"].clone();
+        budget["seconds"] = Json::Null;
+        runs.push((std::fs::read(&out).unwrap(), budget));
+    }
+    assert!(runs[0].0 == runs[1].0, "the same model bytes for the same seed");
+    assert_eq!(runs[0].1, runs[1].1, "the same report for the same seed");
+    let budget = &runs[0].1;
+    assert_eq!(budget["resilience"]["faults"]["benefit"], "targeted");
+    let sites = find_activations(&read_model(&model).unwrap().model);
+    let listed = budget["activations"].as_array().unwrap();
+    assert_eq!(listed.len(), sites.len(), "every activation is listed");
+    let full_benefit = |a: &Json| a["forms"].as_array().unwrap().last().unwrap()["benefit"].as_f64();
+    assert!(
+        listed.iter().all(|a| full_benefit(a).is_some()),
+        "every activation's bound is measured: {listed:?}"
+    );
+    // A catastrophic flip behind an unbounded Relu costs accuracy: some bound buys some.
+    assert!(listed.iter().any(|a| full_benefit(a).unwrap() > 0.0), "{listed:?}");
+    assert!(budget["predicted_overhead"].as_f64().unwrap() <= 0.05 + 1e-9);
+}
+
 /// The original with each site of `forms` bounded in the plain emission by its saved bound,
 /// in zero mode (`channel/zero`) or saturate mode (`channel/saturate`), the others left as they
 /// are.

@@ -6,7 +6,7 @@ use super::Terminal;
 use super::args::{DataCapArgs, EngineArgs, ImageArgs};
 use super::output::print_stderr;
 use super::values::{KindList, ObjectiveName, parse_duration, parse_fraction, parse_kind_list, parse_percentile};
-use crate::budget::{BudgetOptions, CostModel, FaultSettings, Runtime};
+use crate::budget::{Benefit, BudgetOptions, CostModel, FaultSettings, Runtime};
 use crate::engine::{Engine, EngineChoice, EngineKind};
 use crate::faults::flips::WeightFormat;
 use crate::harden::bounds::Granularity;
@@ -180,6 +180,16 @@ struct BudgetArgs {
     /// Also measure the resilience-vs-overhead curve over budgets 0-100% and plot it here (SVG).
     #[arg(long, requires = "max_overhead")]
     plot_budget: Option<PathBuf>,
+    /// How --max-overhead estimates what each bound buys: sampled (the metric under
+    /// --fault-patterns sampled patterns per BER) or targeted (single damaging flips in the
+    /// weights each activation's bound catches, --benefit-flips per activation, weighted by
+    /// the chance of such a flip at --fault-ber).
+    #[arg(long, value_enum, default_value_t = Benefit::Sampled, requires = "max_overhead")]
+    benefit: Benefit,
+    /// --benefit targeted: single-flip runs per activation (per group of weights whose
+    /// faults first reach the same activations).
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..), requires = "max_overhead")]
+    benefit_flips: u64,
 }
 
 /// `--runtime`.
@@ -221,7 +231,7 @@ impl BudgetArgs {
                 cost_model: self.cost_model,
                 runtime,
                 engine: engine.clone(),
-                faults,
+                faults: faults.estimated_by(self.benefit, self.benefit_flips as usize),
                 batch_size,
                 curve: self.plot_budget.is_some(),
                 costs_from: self.budget_costs.clone(),

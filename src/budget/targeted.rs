@@ -9,10 +9,12 @@
 //!
 //! Before: `P` sampled patterns per candidate, each with whatever flips the BER draws.
 //! After: one fault-free run and `K` single-flip runs per stratum. A stratum is the set of
-//! weight tensors whose faults first meet the same activations downstream (the weights a
-//! bound there catches when every activation is bounded; those read after the last
-//! activation form a stratum of their own). Within a stratum a flip lands in a tensor with
-//! probability proportional to its damaging bits, at a uniform element and damaging bit
+//! weights whose faults first meet the same activations downstream (the weights a bound there
+//! catches when every activation is bounded; those read after the last activation form a
+//! stratum of their own), of one sign: a weight blown up to a huge negative value mostly
+//! feeds zeros through the next Relu, a positive one garbage, so drawing the sign by chance
+//! would make a few events decide an activation's worth. Within a stratum a flip lands in a
+//! weight with probability proportional to its damaging bits, at a uniform damaging bit
 //! (`damaging_bits`); the events are drawn once, from the seed, and every candidate runs the
 //! same ones (common random numbers: differences between candidates are paired).
 //!
@@ -42,11 +44,13 @@ pub struct Event {
     pub bit: u32,
 }
 
-/// The weight tensors whose faults first meet the same activations.
+/// The weights whose faults first meet the same activations, of one sign.
 #[derive(Debug, Clone)]
 pub struct Stratum {
     /// The sites (indices into the budget's sites) first reached; empty: none is.
     pub sites: Vec<usize>,
+    /// Its weights are negative (else zero or positive).
+    pub negative: bool,
     /// Expected damaging flips in its tensors under the fault model.
     pub rate: f64,
     /// Its events' range in `Targeted::events`.
@@ -146,37 +150,43 @@ impl Targeted {
         let empty = GraphProto::default();
         let graph = original.graph.as_ref().unwrap_or(&empty);
         let reached = first_sites(graph, &names, &site_nodes(original, sites));
-        let mut groups: BTreeMap<Vec<usize>, Vec<usize>> = BTreeMap::new();
+        let mut groups: BTreeMap<(Vec<usize>, bool), Vec<(usize, Vec<usize>)>> = BTreeMap::new();
         for (t, sites) in reached.into_iter().enumerate() {
-            groups.entry(sites.into_iter().collect()).or_default().push(t);
+            let sites: Vec<usize> = sites.into_iter().collect();
+            let values = &weights.tensors[t].values;
+            let (negative, other): (Vec<usize>, Vec<usize>) = (0..values.len()).partition(|i| values.get(*i) < 0.0);
+            for (sign, elements) in [(false, other), (true, negative)] {
+                if !elements.is_empty() && !bits[t].is_empty() {
+                    groups.entry((sites.clone(), sign)).or_default().push((t, elements));
+                }
+            }
         }
         let mut targeted = Targeted {
             strata: Vec::new(),
             events: Vec::new(),
         };
-        for (sites, tensors) in groups {
-            let mass: Vec<f64> = tensors
+        for ((sites, negative), members) in groups {
+            let mass: Vec<f64> = members
                 .iter()
-                .map(|t| (weights.tensors[*t].values.len() * bits[*t].len()) as f64)
+                .map(|(t, elements)| (elements.len() * bits[*t].len()) as f64)
                 .collect();
             let total: f64 = mass.iter().sum();
-            if total == 0.0 {
-                continue;
-            }
             let start = targeted.events.len();
-            let mut rng = tensor_rng(seed, u64::MAX, mean_ber, &names[tensors[0]]);
+            let first = &names[members[0].0];
+            let mut rng = tensor_rng(seed, u64::MAX - u64::from(negative), mean_ber, first);
             for _ in 0..flips {
-                let t = tensors[pick(&mass, total * rng.random::<f64>())];
-                let element = rng.random_range(0..weights.tensors[t].values.len());
-                let bit = bits[t][rng.random_range(0..bits[t].len())];
+                let (t, elements) = &members[pick(&mass, total * rng.random::<f64>())];
+                let element = elements[rng.random_range(0..elements.len())];
+                let bit = bits[*t][rng.random_range(0..bits[*t].len())];
                 targeted.events.push(Event {
-                    tensor: names[t].clone(),
+                    tensor: names[*t].clone(),
                     element,
                     bit,
                 });
             }
             targeted.strata.push(Stratum {
                 sites,
+                negative,
                 rate: mean_ber * total,
                 events: start..targeted.events.len(),
             });
@@ -264,6 +274,8 @@ mod tests {
     /// x -> Conv(w1, b1) -> Relu r1 -> Conv(w2) -> Relu r2 -> Add(c) -> y.
     fn chain() -> ModelProto {
         let t = |name: &str, n: usize| float_tensor(name, &[n as i64], &vec![0.1; n], FLOAT);
+        let mut w1: Vec<f32> = vec![0.1; 30];
+        w1[..12].fill(-0.1);
         ModelProto {
             graph: Some(GraphProto {
                 node: vec![
@@ -273,7 +285,12 @@ mod tests {
                     node("Relu", "r2", &["a2"], "h2"),
                     node("Add", "add", &["h2", "c"], "y"),
                 ],
-                initializer: vec![t("w1", 30), t("b1", 10), t("w2", 40), t("c", 5)],
+                initializer: vec![
+                    float_tensor("w1", &[30], &w1, FLOAT),
+                    t("b1", 10),
+                    t("w2", 40),
+                    t("c", 5),
+                ],
                 ..Default::default()
             }),
             ..Default::default()
@@ -285,14 +302,28 @@ mod tests {
         let model = chain();
         let sites = [site("r1"), site("r2")];
         let targeted = Targeted::new(&model, &sites, WeightFormat::Float32, 1e-3, 5, 7);
-        let strata: Vec<(Vec<usize>, f64)> = targeted.strata.iter().map(|s| (s.sites.clone(), s.rate)).collect();
-        // After the last activation: c (5 words); r1: w1 and b1 (40); r2: w2 (40); one bit each.
-        assert_eq!(strata, [(vec![], 5e-3), (vec![0], 40e-3), (vec![1], 40e-3)]);
-        assert_eq!(targeted.runs(), 16);
+        let strata: Vec<(Vec<usize>, bool, f64)> = targeted
+            .strata
+            .iter()
+            .map(|s| (s.sites.clone(), s.negative, s.rate))
+            .collect();
+        // After the last activation: c (5 words); r1: w1 and b1 (40, of them w1's first 12
+        // negative); r2: w2 (40); one bit each.
+        assert_eq!(
+            strata,
+            [
+                (vec![], false, 5e-3),
+                (vec![0], false, 28e-3),
+                (vec![0], true, 12e-3),
+                (vec![1], false, 40e-3)
+            ]
+        );
+        assert_eq!(targeted.runs(), 21);
         for (s, stratum) in targeted.strata.iter().enumerate() {
-            let allowed: &[&str] = [&["c"][..], &["w1", "b1"], &["w2"]][s];
+            let allowed: &[&str] = [&["c"][..], &["w1", "b1"], &["w1"], &["w2"]][s];
             for e in &targeted.events[stratum.events.clone()] {
                 assert!(allowed.contains(&e.tensor.as_str()), "{e:?} in stratum {s}");
+                assert!(!stratum.negative || e.element < 12, "{e:?} is a negative weight");
                 assert_eq!(e.bit, 30);
             }
         }
@@ -303,20 +334,20 @@ mod tests {
         // Without r1 among the sites, w1 and b1 reach r2.
         let one = Targeted::new(&model, &[site("r2")], WeightFormat::Float32, 1e-3, 5, 7);
         assert_eq!(one.strata[1].sites, vec![0]);
-        assert!((one.strata[1].rate - 80e-3).abs() < 1e-12);
+        assert!((one.strata[1].rate - 68e-3).abs() < 1e-12);
     }
 
     #[test]
     fn the_estimate_is_the_clean_metric_times_the_expected_survival() {
         let model = chain();
         let targeted = Targeted::new(&model, &[site("r1"), site("r2")], WeightFormat::Float32, 1e-3, 2, 0);
-        // Fault-free 0.8; every event in stratum r1 halves it, the others do nothing.
+        // Fault-free 0.8; every event in r1's positive weights halves it, the others do nothing.
         let mut runs = vec![0.8; targeted.runs()];
         for e in targeted.strata[1].events.clone() {
             runs[1 + e] = 0.4;
         }
         let estimate = targeted.estimate(&runs);
-        assert!((estimate.mean - 0.8 * (-40e-3 * 0.5f64).exp()).abs() < 1e-12);
+        assert!((estimate.mean - 0.8 * (-28e-3 * 0.5f64).exp()).abs() < 1e-12);
         assert_eq!(estimate.ci95, 0.0, "no spread within a stratum");
         assert_eq!(targeted.estimate(&vec![0.8; targeted.runs()]).mean, 0.8);
         // The int8 format's damaging bits are the top two of its words.

@@ -1,7 +1,8 @@
 //! The sequence of `harden --max-overhead`: cost every form of every activation (`cost`);
 //! run the paired fault campaigns of full hardening, of the original, and of full hardening
 //! with each activation in turn unbounded or in the cheap form (`benefit`: what each holds
-//! when all others are bounded); follow the pruning path from full hardening down until the
+//! when all others are bounded; under sampled patterns, or estimated from single flips per
+//! activation with `--benefit targeted`); follow the pruning path from full hardening down until the
 //! predicted cost fits the budget (`choice`: every state on it is measured under the same
 //! faults); then time the chosen model itself against the original. Costs are not quite
 //! additive (a runtime that reorders memory around two neighbouring bounds does not pay

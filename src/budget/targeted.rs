@@ -200,7 +200,8 @@ impl Targeted {
     }
 
     /// The estimate from one candidate's runs (fault-free first, then the events in order),
-    /// with a 95% interval from the spread of each stratum's events (delta method).
+    /// with a 95% interval from the spread of each stratum's events (delta method; NaN, which
+    /// reports write as null, with a single event per stratum).
     pub fn estimate(&self, runs: &[f64]) -> MeanCi {
         let clean = runs[0];
         if clean <= 0.0 {
@@ -215,10 +216,12 @@ impl Targeted {
             let k = shares.len() as f64;
             let mean = shares.iter().sum::<f64>() / k;
             exponent += s.rate * mean;
-            if shares.len() > 1 {
+            variance += if shares.len() > 1 {
                 let var = shares.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / (k - 1.0);
-                variance += s.rate * s.rate * var / k;
-            }
+                s.rate * s.rate * var / k
+            } else {
+                f64::NAN
+            };
         }
         let mean = clean * (-exponent).exp();
         MeanCi {
@@ -349,6 +352,11 @@ mod tests {
         let estimate = targeted.estimate(&runs);
         assert!((estimate.mean - 0.8 * (-28e-3 * 0.5f64).exp()).abs() < 1e-12);
         assert_eq!(estimate.ci95, 0.0, "no spread within a stratum");
+        let single = Targeted::new(&model, &[site("r1"), site("r2")], WeightFormat::Float32, 1e-3, 1, 0);
+        assert!(
+            single.estimate(&vec![0.8; single.runs()]).ci95.is_nan(),
+            "no spread to measure"
+        );
         assert_eq!(targeted.estimate(&vec![0.8; targeted.runs()]).mean, 0.8);
         // The int8 format's damaging bits are the top two of its words.
         let stored = WeightFormat::Int8.store(&[0.5, -0.25]);

@@ -36,7 +36,7 @@ How to run (from the repository root; not part of CI):
   python3 fixtures/make_lcnet_graph.py
   python3 benches/budget.py [--models mobilenet_v3_large.opset17,pplcnet_x1_0.opset17,resnet50.opset17]
       [--budget 10%] [--ber 1e-5] [--patterns 30] [--budget-samples 32] [--trials 30]
-      [--benefit targeted] [--benefit-flips 4] [--budget-costs EARLIER_WORK]
+      [--benefit targeted|sampled] [--benefit-flips 1] [--budget-costs EARLIER_WORK]
       [--eval-samples 32] [--reps 15] [--min-time 0.2] [--work target/budget] [--json target/budget/budget.json]
 """
 
@@ -172,7 +172,9 @@ def bench_model(args, name):
     extra = ["--max-overhead", args.budget, "--fault-ber", args.ber, "--fault-patterns", str(args.patterns),
              "--budget-samples", str(args.budget_samples), "--seed", str(args.seed)]
     if args.benefit:
-        extra += ["--benefit", args.benefit, "--benefit-flips", str(args.benefit_flips)]
+        extra += ["--benefit", args.benefit]
+    if args.benefit_flips:
+        extra += ["--benefit-flips", str(args.benefit_flips)]
     if args.budget_costs:
         extra += ["--budget-costs", os.path.join(args.budget_costs, name, "budget.json")]
     if calib_labels:
@@ -246,7 +248,7 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--benefit", choices=["sampled", "targeted"], default=None,
                    help="harden's --benefit (default: harden's own default)")
-    p.add_argument("--benefit-flips", type=int, default=4, help="harden's --benefit-flips, with --benefit")
+    p.add_argument("--benefit-flips", type=int, default=None, help="harden's --benefit-flips (default: harden's)")
     p.add_argument("--budget-costs", default=None, metavar="WORK",
                    help="take the costs from WORK/<model>/budget.json, an earlier run's report (nothing timed in harden: "
                         "two benefit estimates compared on the same costs)")

@@ -26,7 +26,8 @@ fn small_calib(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
     (calib, labels)
 }
 
-/// Flags of a small, deterministic budget run: counted costs, 3 fault patterns.
+/// Flags of a small, deterministic budget run: counted costs, 3 sampled fault patterns (the
+/// default targeted estimate runs a flip per group of weights: many more runs in debug).
 fn budget_flags<'a>(labels: &'a Path, budget: &'a str) -> Vec<&'a str> {
     vec![
         "--labels",
@@ -39,6 +40,8 @@ fn budget_flags<'a>(labels: &'a Path, budget: &'a str) -> Vec<&'a str> {
         "1e-5",
         "--fault-patterns",
         "3",
+        "--benefit",
+        "sampled",
     ]
 }
 
@@ -131,8 +134,9 @@ fn the_choice_is_the_same_whatever_the_thread_count() {
 
 #[test]
 fn targeted_benefits_measure_every_activation_and_follow_the_seed() {
-    // One damaging flip per group of weights, on the ResNet fixture: every activation's bound
-    // gets a measured benefit, the same seed gives the same choice, and the report says how.
+    // One damaging flip per group of weights (the default), on the ResNet fixture: every
+    // activation's bound gets a measured benefit, the same seed gives the same choice, and
+    // the report says how.
     let dir = tempfile::tempdir().unwrap();
     let (calib, labels) = small_calib(dir.path(), 16);
     let model = fixture("resnet.onnx");
@@ -141,7 +145,8 @@ fn targeted_benefits_measure_every_activation_and_follow_the_seed() {
         let out = dir.path().join(format!("{name}.onnx"));
         let report = dir.path().join(format!("{name}.json"));
         let mut flags = budget_flags(&labels, "5%");
-        flags.extend(["--benefit", "targeted", "--benefit-flips", "1"]);
+        // The default estimate (targeted, 1 flip per group), the flags' sampled removed.
+        flags.truncate(flags.len() - 2);
         flags.extend(["--report", report.to_str().unwrap()]);
         harden_ok(&model, &out, &calib, &flags);
         let mut budget = read_json(&report)["budget"].clone();
@@ -152,6 +157,11 @@ fn targeted_benefits_measure_every_activation_and_follow_the_seed() {
     assert_eq!(runs[0].1, runs[1].1, "the same report for the same seed");
     let budget = &runs[0].1;
     assert_eq!(budget["resilience"]["faults"]["benefit"], "targeted");
+    assert_eq!(budget["resilience"]["faults"]["flips"], 1);
+    assert!(
+        budget["resilience"]["chosen"]["ci95"].is_null(),
+        "one flip per group: no interval"
+    );
     let sites = find_activations(&read_model(&model).unwrap().model);
     let listed = budget["activations"].as_array().unwrap();
     assert_eq!(listed.len(), sites.len(), "every activation is listed");

@@ -49,6 +49,18 @@ fn read_json(path: &Path) -> Json {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// Hardens `model` with `flags` to `stem`.onnx: the bytes written and the report's budget
+/// (its time left out: the rest must not depend on the run).
+fn written_and_budget(model: &Path, calib: &Path, stem: &Path, flags: &[&str]) -> (Vec<u8>, Json) {
+    let (out, report) = (stem.with_extension("onnx"), stem.with_extension("json"));
+    let mut flags = flags.to_vec();
+    flags.extend(["--report", report.to_str().unwrap()]);
+    harden_ok(model, &out, calib, &flags);
+    let mut budget = read_json(&report)["budget"].clone();
+    budget["seconds"] = Json::Null;
+    (std::fs::read(&out).unwrap(), budget)
+}
+
 #[test]
 fn the_report_accounts_for_every_activation_and_the_budget_is_kept() {
     let dir = tempfile::tempdir().unwrap();
@@ -117,17 +129,14 @@ fn the_choice_is_the_same_whatever_the_thread_count() {
     let dir = tempfile::tempdir().unwrap();
     let (calib, labels) = small_calib(dir.path(), 32);
     let model = fixture("resnet.onnx");
-    let mut written = Vec::new();
-    for threads in ["1", "2"] {
-        let out = dir.path().join(format!("r{threads}.onnx"));
-        let report = dir.path().join(format!("r{threads}.json"));
-        let mut flags = budget_flags(&labels, "5%");
-        flags.extend(["--threads", threads, "--report", report.to_str().unwrap()]);
-        harden_ok(&model, &out, &calib, &flags);
-        let mut budget = read_json(&report)["budget"].clone();
-        budget["seconds"] = Json::Null;
-        written.push((std::fs::read(&out).unwrap(), budget));
-    }
+    let written: Vec<_> = ["1", "2"]
+        .iter()
+        .map(|threads| {
+            let mut flags = budget_flags(&labels, "5%");
+            flags.extend(["--threads", threads]);
+            written_and_budget(&model, &calib, &dir.path().join(format!("r{threads}")), &flags)
+        })
+        .collect();
     assert!(written[0].0 == written[1].0, "the same model bytes");
     assert_eq!(written[0].1, written[1].1, "the same report");
 }
@@ -140,19 +149,13 @@ fn targeted_benefits_measure_every_activation_and_follow_the_seed() {
     let dir = tempfile::tempdir().unwrap();
     let (calib, labels) = small_calib(dir.path(), 16);
     let model = fixture("resnet.onnx");
-    let mut runs = Vec::new();
-    for name in ["a", "b"] {
-        let out = dir.path().join(format!("{name}.onnx"));
-        let report = dir.path().join(format!("{name}.json"));
-        let mut flags = budget_flags(&labels, "5%");
-        // The default estimate (targeted, 1 flip per group), the flags' sampled removed.
-        flags.truncate(flags.len() - 2);
-        flags.extend(["--report", report.to_str().unwrap()]);
-        harden_ok(&model, &out, &calib, &flags);
-        let mut budget = read_json(&report)["budget"].clone();
-        budget["seconds"] = Json::Null;
-        runs.push((std::fs::read(&out).unwrap(), budget));
-    }
+    let mut flags = budget_flags(&labels, "5%");
+    // The default estimate (targeted, 1 flip per group): the flags' sampled removed.
+    flags.truncate(flags.len() - 2);
+    let runs: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| written_and_budget(&model, &calib, &dir.path().join(name), &flags))
+        .collect();
     assert!(runs[0].0 == runs[1].0, "the same model bytes for the same seed");
     assert_eq!(runs[0].1, runs[1].1, "the same report for the same seed");
     let budget = &runs[0].1;

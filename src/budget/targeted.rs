@@ -57,6 +57,9 @@ pub struct Stratum {
     pub events: std::ops::Range<usize>,
 }
 
+/// A tensor (index among the weights) and the elements of it in a stratum.
+type Members = (usize, Vec<usize>);
+
 /// Every stratum with its events.
 #[derive(Debug, Clone)]
 pub struct Targeted {
@@ -150,7 +153,7 @@ impl Targeted {
         let empty = GraphProto::default();
         let graph = original.graph.as_ref().unwrap_or(&empty);
         let reached = first_sites(graph, &names, &site_nodes(original, sites));
-        let mut groups: BTreeMap<(Vec<usize>, bool), Vec<(usize, Vec<usize>)>> = BTreeMap::new();
+        let mut groups: BTreeMap<(Vec<usize>, bool), Vec<Members>> = BTreeMap::new();
         for (t, sites) in reached.into_iter().enumerate() {
             let sites: Vec<usize> = sites.into_iter().collect();
             let values = &weights.tensors[t].values;

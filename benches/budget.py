@@ -9,7 +9,8 @@ fixtures/test.npy: accuracy):
   * hardens it with the defaults (fitact: channel/zero, fold-threshold, every activation: the
     "full" model), with --granularity layer and --granularity hybrid, and with
     --max-overhead BUDGET (--fault-ber BER --fault-patterns PATTERNS on the first
-    --budget-samples calibration images; --plot-budget writes the curve, --no-curve skips it);
+    --budget-samples calibration images, --benefit sampled|targeted with --benefit-flips;
+    --plot-budget writes the curve, --no-curve skips it);
   * times, independently of the tool, the original and each hardened model in onnxruntime
     (PyPI `onnxruntime`, CPU, intra/inter-op threads 1, batch 1, the first calibration image):
     every model loaded together, --reps interleaved repetitions (order rotated), each model
@@ -35,6 +36,7 @@ How to run (from the repository root; not part of CI):
   python3 fixtures/make_lcnet_graph.py
   python3 benches/budget.py [--models mobilenet_v3_large.opset17,pplcnet_x1_0.opset17,resnet50.opset17]
       [--budget 10%] [--ber 1e-5] [--patterns 30] [--budget-samples 32] [--trials 30]
+      [--benefit targeted|sampled] [--benefit-flips 1] [--budget-costs EARLIER_WORK]
       [--eval-samples 32] [--reps 15] [--min-time 0.2] [--work target/budget] [--json target/budget/budget.json]
 """
 
@@ -169,6 +171,12 @@ def bench_model(args, name):
     budget_path = os.path.join(work, "budget.onnx")
     extra = ["--max-overhead", args.budget, "--fault-ber", args.ber, "--fault-patterns", str(args.patterns),
              "--budget-samples", str(args.budget_samples), "--seed", str(args.seed)]
+    if args.benefit:
+        extra += ["--benefit", args.benefit]
+    if args.benefit_flips:
+        extra += ["--benefit-flips", str(args.benefit_flips)]
+    if args.budget_costs:
+        extra += ["--budget-costs", os.path.join(args.budget_costs, name, "budget.json")]
     if calib_labels:
         extra += ["--labels", calib_labels]
     if not args.no_curve:
@@ -238,6 +246,12 @@ def main():
     p.add_argument("--patterns", type=int, default=30)
     p.add_argument("--budget-samples", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--benefit", choices=["sampled", "targeted"], default=None,
+                   help="harden's --benefit (default: harden's own default)")
+    p.add_argument("--benefit-flips", type=int, default=None, help="harden's --benefit-flips (default: harden's)")
+    p.add_argument("--budget-costs", default=None, metavar="WORK",
+                   help="take the costs from WORK/<model>/budget.json, an earlier run's report (nothing timed in harden: "
+                        "two benefit estimates compared on the same costs)")
     p.add_argument("--trials", type=int, default=30)
     p.add_argument("--eval-samples", type=int, default=32)
     p.add_argument("--eval-seed", type=int, default=1)

@@ -26,7 +26,8 @@ fn small_calib(dir: &Path, n: usize) -> (PathBuf, PathBuf) {
     (calib, labels)
 }
 
-/// Flags of a small, deterministic budget run: counted costs, 3 fault patterns.
+/// Flags of a small, deterministic budget run: counted costs, 3 sampled fault patterns (the
+/// default targeted estimate runs a flip per group of weights: many more runs in debug).
 fn budget_flags<'a>(labels: &'a Path, budget: &'a str) -> Vec<&'a str> {
     vec![
         "--labels",
@@ -39,11 +40,25 @@ fn budget_flags<'a>(labels: &'a Path, budget: &'a str) -> Vec<&'a str> {
         "1e-5",
         "--fault-patterns",
         "3",
+        "--benefit",
+        "sampled",
     ]
 }
 
 fn read_json(path: &Path) -> Json {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Hardens `model` with `flags` to `stem`.onnx: the bytes written and the report's budget
+/// (its time left out: the rest must not depend on the run).
+fn written_and_budget(model: &Path, calib: &Path, stem: &Path, flags: &[&str]) -> (Vec<u8>, Json) {
+    let (out, report) = (stem.with_extension("onnx"), stem.with_extension("json"));
+    let mut flags = flags.to_vec();
+    flags.extend(["--report", report.to_str().unwrap()]);
+    harden_ok(model, &out, calib, &flags);
+    let mut budget = read_json(&report)["budget"].clone();
+    budget["seconds"] = Json::Null;
+    (std::fs::read(&out).unwrap(), budget)
 }
 
 #[test]
@@ -114,19 +129,53 @@ fn the_choice_is_the_same_whatever_the_thread_count() {
     let dir = tempfile::tempdir().unwrap();
     let (calib, labels) = small_calib(dir.path(), 32);
     let model = fixture("resnet.onnx");
-    let mut written = Vec::new();
-    for threads in ["1", "2"] {
-        let out = dir.path().join(format!("r{threads}.onnx"));
-        let report = dir.path().join(format!("r{threads}.json"));
-        let mut flags = budget_flags(&labels, "5%");
-        flags.extend(["--threads", threads, "--report", report.to_str().unwrap()]);
-        harden_ok(&model, &out, &calib, &flags);
-        let mut budget = read_json(&report)["budget"].clone();
-        budget["seconds"] = Json::Null;
-        written.push((std::fs::read(&out).unwrap(), budget));
-    }
+    let written: Vec<_> = ["1", "2"]
+        .iter()
+        .map(|threads| {
+            let mut flags = budget_flags(&labels, "5%");
+            flags.extend(["--threads", threads]);
+            written_and_budget(&model, &calib, &dir.path().join(format!("r{threads}")), &flags)
+        })
+        .collect();
     assert!(written[0].0 == written[1].0, "the same model bytes");
     assert_eq!(written[0].1, written[1].1, "the same report");
+}
+
+#[test]
+fn targeted_benefits_measure_every_activation_and_follow_the_seed() {
+    // One damaging flip per group of weights (the default), on the ResNet fixture: every
+    // activation's bound gets a measured benefit, the same seed gives the same choice, and
+    // the report says how.
+    let dir = tempfile::tempdir().unwrap();
+    let (calib, labels) = small_calib(dir.path(), 16);
+    let model = fixture("resnet.onnx");
+    let mut flags = budget_flags(&labels, "5%");
+    // The default estimate (targeted, 1 flip per group): the flags' sampled removed.
+    flags.truncate(flags.len() - 2);
+    let runs: Vec<_> = ["a", "b"]
+        .iter()
+        .map(|name| written_and_budget(&model, &calib, &dir.path().join(name), &flags))
+        .collect();
+    assert!(runs[0].0 == runs[1].0, "the same model bytes for the same seed");
+    assert_eq!(runs[0].1, runs[1].1, "the same report for the same seed");
+    let budget = &runs[0].1;
+    assert_eq!(budget["resilience"]["faults"]["benefit"], "targeted");
+    assert_eq!(budget["resilience"]["faults"]["flips"], 1);
+    assert!(
+        budget["resilience"]["chosen"]["ci95"].is_null(),
+        "one flip per group: no interval"
+    );
+    let sites = find_activations(&read_model(&model).unwrap().model);
+    let listed = budget["activations"].as_array().unwrap();
+    assert_eq!(listed.len(), sites.len(), "every activation is listed");
+    let full_benefit = |a: &Json| a["forms"].as_array().unwrap().last().unwrap()["benefit"].as_f64();
+    assert!(
+        listed.iter().all(|a| full_benefit(a).is_some()),
+        "every activation's bound is measured: {listed:?}"
+    );
+    // A catastrophic flip behind an unbounded Relu costs accuracy: some bound buys some.
+    assert!(listed.iter().any(|a| full_benefit(a).unwrap() > 0.0), "{listed:?}");
+    assert!(budget["predicted_overhead"].as_f64().unwrap() <= 0.05 + 1e-9);
 }
 
 /// The original with each site of `forms` bounded in the plain emission by its saved bound,

@@ -7,19 +7,37 @@
 //! candidate that has it. A candidate's resilience under a pattern is its top-1 accuracy on the
 //! samples (with labels) or its agreement with the original's fault-free top-1 prediction.
 //! Differences between candidates are then paired: the pattern's luck cancels.
+//!
+//! With `--benefit targeted` the patterns are single damaging flips placed per activation
+//! (`targeted`), the same for every candidate, and a candidate's resilience is estimated from
+//! them (`Campaign::summary`); the rest of the stage does not change.
 
+use crate::budget::Site;
+use crate::budget::targeted::{Event, Targeted};
 use crate::data::dataset::Samples;
 use crate::engine::Engine;
+use crate::faults::campaign_report::MeanCi;
 use crate::faults::flips::{WeightFormat, sample_flips_in};
-use crate::faults::statistics::accuracy;
+use crate::faults::statistics::{accuracy, mean_ci};
 use crate::faults::weights::{Values, Weights, flippable_bits, load};
 use crate::replay::{Batches, predict};
 use anyhow::{Context, Result};
 use fitact_passes::onnx::ModelProto;
 use rayon::prelude::*;
 
+/// How the campaigns estimate a candidate's resilience (`--benefit`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Benefit {
+    /// The mean metric under sampled fault patterns (`--fault-patterns` per BER).
+    Sampled,
+    /// Single damaging flips per activation (`--benefit-flips` each), weighted by the fault
+    /// model (`targeted`).
+    Targeted,
+}
+
 /// The fault model of the campaigns (`--fault-format`, `--fault-ber`, `--fault-patterns`,
-/// `--seed`).
+/// `--seed`) and how they are run (`--benefit`, `--benefit-flips`).
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct FaultSettings {
     pub format: WeightFormat,
@@ -27,6 +45,9 @@ pub struct FaultSettings {
     /// Patterns (trials) per BER.
     pub patterns: usize,
     pub seed: u64,
+    pub benefit: Benefit,
+    /// With `Benefit::Targeted`: single-flip runs per stratum of weights.
+    pub flips: usize,
 }
 
 impl FaultSettings {
@@ -36,7 +57,14 @@ impl FaultSettings {
             bers,
             patterns,
             seed,
+            benefit: Benefit::Sampled,
+            flips: 0,
         }
+    }
+
+    /// The same faults, estimated by `benefit` (`flips` per stratum when targeted).
+    pub fn estimated_by(self, benefit: Benefit, flips: usize) -> FaultSettings {
+        FaultSettings { benefit, flips, ..self }
     }
 }
 
@@ -48,14 +76,17 @@ pub struct Campaign {
     reference: Vec<usize>,
     pub labelled: bool,
     faults: FaultSettings,
+    /// The events of `Benefit::Targeted`.
+    targeted: Option<Targeted>,
 }
 
 impl Campaign {
     /// A campaign on `samples` (run `batch_size` at a time); without labels the reference is
-    /// the original's fault-free prediction.
+    /// the original's fault-free prediction. `sites` place the targeted events.
     pub fn new(
         engine: &Engine,
         original: &ModelProto,
+        sites: &[Site],
         samples: &Samples,
         labels: Option<&[usize]>,
         faults: FaultSettings,
@@ -77,12 +108,21 @@ impl Campaign {
                     .classes
             }
         };
+        let targeted = (faults.benefit == Benefit::Targeted).then(|| {
+            let mean_ber = faults.bers.iter().sum::<f64>() / faults.bers.len() as f64;
+            Targeted::new(original, sites, faults.format, mean_ber, faults.flips, faults.seed)
+        });
+        anyhow::ensure!(
+            targeted.is_none() || faults.flips > 0,
+            "--benefit-flips must be at least 1"
+        );
         Ok(Campaign {
             engine: engine.clone(),
             batches,
             reference,
             labelled: labels.is_some(),
             faults,
+            targeted,
         })
     }
 
@@ -97,7 +137,26 @@ impl Campaign {
 
     /// How many patterns each candidate runs.
     pub fn patterns(&self) -> usize {
-        self.faults.bers.len() * self.faults.patterns
+        match &self.targeted {
+            Some(t) => t.runs(),
+            None => self.faults.bers.len() * self.faults.patterns,
+        }
+    }
+
+    /// A candidate's resilience from its runs: their mean, or the targeted estimate.
+    pub fn summary(&self, runs: &[f64]) -> MeanCi {
+        match &self.targeted {
+            Some(t) => t.estimate(runs),
+            None => mean_ci(runs),
+        }
+    }
+
+    /// What candidate `a` gains over `b` (paired: the same patterns).
+    pub fn gain(&self, a: &[f64], b: &[f64]) -> f64 {
+        match &self.targeted {
+            Some(t) => t.estimate(a).mean - t.estimate(b).mean,
+            None => mean_difference(a, b),
+        }
     }
 
     pub fn samples(&self) -> usize {
@@ -137,6 +196,13 @@ impl Campaign {
 
     /// The metric of one stored candidate under pattern `p`.
     fn faulty_metric(&self, stored: &Stored, p: usize) -> Result<f64> {
+        if let Some(targeted) = &self.targeted {
+            // Run 0 is fault-free, with the weights as the format stores them.
+            let event = p.checked_sub(1).map(|e| &targeted.events[e]);
+            let model = stored.with_event(event, self.faults.format);
+            let predictions = predict(&self.engine, &model, &self.batches, &[], false)?.0;
+            return Ok(accuracy(&predictions.classes, &self.reference));
+        }
         let ber = self.faults.bers[p / self.faults.patterns];
         let trial = (p % self.faults.patterns) as u64;
         let faulty = stored.with_flips(ber, self.faults.seed, trial, self.faults.format);
@@ -181,6 +247,26 @@ impl Stored {
         for flip in sample_flips_in(&tensors, ber, seed, trial) {
             words[flip.tensor][flip.element] ^= 1 << flip.bit;
         }
+        self.write(&words, format)
+    }
+}
+
+impl Stored {
+    /// The model with one event's bit flipped (none if it has no such tensor), every value
+    /// as the format stores it.
+    fn with_event(&self, event: Option<&Event>, format: WeightFormat) -> ModelProto {
+        let mut words: Vec<Vec<u32>> = self.stored.iter().map(|s| s.words.clone()).collect();
+        if let Some(event) = event
+            && let Some(t) = self.names.iter().position(|n| *n == event.tensor)
+            && let Some(word) = words[t].get_mut(event.element)
+        {
+            *word ^= 1 << event.bit;
+        }
+        self.write(&words, format)
+    }
+
+    /// The model holding the values of `words`, stored as this candidate's tensors are.
+    fn write(&self, words: &[Vec<u32>], format: WeightFormat) -> ModelProto {
         let values: Vec<Values> = words
             .iter()
             .zip(&self.stored)

@@ -5,7 +5,8 @@
 //! Owns: `cost` (what each form of each activation costs: timed in the runtime on the user's
 //! model, in groups, interleaved rounds, fastest runs, prices fitted per node and per value; or counted, `--cost-model
 //! count`), `openvino` (the timing in OpenVINO, through its Python package), `benefit` (paired
-//! fault campaigns: the resilience each activation's bound buys), `choice` (the best forms
+//! fault campaigns: the resilience each activation's bound buys), `targeted` (their single-flip
+//! events per activation, `--benefit targeted`), `choice` (the best forms
 //! within the budget: an exact knapsack over costs rounded to `choice::RESOLUTION`) and
 //! `reused_costs` (the costs of an earlier report, `--budget-costs`), `plan` (the sequence: costs, benefits, choice, the measured check of the chosen model and
 //! its repair, the resilience-vs-overhead curve), whose result is `BudgetReport`.
@@ -21,8 +22,9 @@ pub mod cost;
 mod openvino;
 pub mod plan;
 mod reused_costs;
+pub mod targeted;
 
-pub use benefit::FaultSettings;
+pub use benefit::{Benefit, FaultSettings};
 pub use cost::{CostModel, Runtime};
 pub use plan::{BudgetOptions, BudgetReport, choose};
 

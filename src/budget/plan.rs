@@ -1,7 +1,8 @@
 //! The sequence of `harden --max-overhead`: cost every form of every activation (`cost`);
 //! run the paired fault campaigns of full hardening, of the original, and of full hardening
 //! with each activation in turn unbounded or in the cheap form (`benefit`: what each holds
-//! when all others are bounded); follow the pruning path from full hardening down until the
+//! when all others are bounded; under sampled patterns, or estimated from single flips per
+//! activation with `--benefit targeted`); follow the pruning path from full hardening down until the
 //! predicted cost fits the budget (`choice`: every state on it is measured under the same
 //! faults); then time the chosen model itself against the original. Costs are not quite
 //! additive (a runtime that reorders memory around two neighbouring bounds does not pay
@@ -10,7 +11,7 @@
 //! `REPAIRS` times. With `curve`, the path goes on to the end (every activation in its free
 //! form), and the state each budget of `CURVE_BUDGETS` would choose is timed.
 
-use crate::budget::benefit::{Campaign, FaultSettings, mean_difference};
+use crate::budget::benefit::{Campaign, FaultSettings};
 use crate::budget::choice::{Fill, Offer, Path, RESOLUTION, State};
 use crate::budget::cost::{CostModel, Costs, GroupCost, Runtime, Timer, counted, measured};
 use crate::budget::reused_costs::costs_from_report;
@@ -18,7 +19,6 @@ use crate::budget::{Build, Form, Site, openvino};
 use crate::data::dataset::Samples;
 use crate::engine::Engine;
 use crate::faults::campaign_report::MeanCi;
-use crate::faults::statistics::mean_ci;
 use anyhow::Result;
 use fitact_passes::onnx::ModelProto;
 use serde::Serialize;
@@ -180,6 +180,7 @@ pub fn choose(
     let campaign = Campaign::new(
         &options.engine,
         original,
+        sites,
         samples,
         labels,
         options.faults.clone(),
@@ -250,7 +251,7 @@ fn measurer<'m>(
 ) -> impl FnMut(&[Form]) -> Result<f64> + 'm {
     move |forms: &[Form]| {
         let values = campaign.run(1, &|_| build(forms))?.remove(0);
-        let mean = mean_ci(&values).mean;
+        let mean = campaign.summary(&values).mean;
         metrics.insert(forms.to_vec(), values);
         Ok(mean)
     }
@@ -301,7 +302,7 @@ impl<'a> Chooser<'a> {
             .collect();
         let start = State {
             cost: crate::budget::choice::total_cost(offers, &forms),
-            resilience: mean_ci(&full).mean,
+            resilience: campaign.summary(&full).mean,
             forms: forms.clone(),
             step: None,
         };
@@ -363,8 +364,8 @@ impl<'a> Chooser<'a> {
             for (forms, values) in candidates.into_iter().zip(results) {
                 self.metrics.insert(forms, values);
             }
-            let metrics = &self.metrics;
-            let first = |i: usize, form: Form| mean_ci(&metrics[&full_but(n, i, form)]).mean;
+            let (metrics, campaign) = (&self.metrics, self.campaign);
+            let first = |i: usize, form: Form| campaign.summary(&metrics[&full_but(n, i, form)]).mean;
             self.path = Some(Path::new(self.offers, self.start.resilience, first));
         }
         Ok(self.path.as_mut().expect("just started"))
@@ -453,9 +454,9 @@ impl<'a> Chooser<'a> {
 
     /// The report's resilience: the chosen state's metrics against unbounded and full.
     fn resilience(&self, chosen: &State) -> Resilience {
-        let unbounded = mean_ci(&self.unbounded);
-        let full = mean_ci(self.full_metrics());
-        let chosen_ci = mean_ci(&self.metrics[&chosen.forms]);
+        let unbounded = self.campaign.summary(&self.unbounded);
+        let full = self.campaign.summary(self.full_metrics());
+        let chosen_ci = self.campaign.summary(&self.metrics[&chosen.forms]);
         let span = full.mean - unbounded.mean;
         Resilience {
             metric: self.campaign.metric(),
@@ -478,7 +479,7 @@ impl<'a> Chooser<'a> {
             _ => self
                 .metrics
                 .get(&full_but(n, i, form))
-                .map(|m| mean_difference(m, without)),
+                .map(|m| self.campaign.gain(m, without)),
         }
     }
 
@@ -563,8 +564,8 @@ impl<'a> Chooser<'a> {
             }
             None => None,
         };
-        let unbounded = mean_ci(&self.unbounded).mean;
-        let span = mean_ci(self.full_metrics()).mean - unbounded;
+        let unbounded = self.campaign.summary(&self.unbounded).mean;
+        let span = self.campaign.summary(self.full_metrics()).mean - unbounded;
         Ok(budgets
             .iter()
             .zip(&states)

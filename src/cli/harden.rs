@@ -6,7 +6,7 @@ use super::Terminal;
 use super::args::{DataCapArgs, EngineArgs, ImageArgs};
 use super::output::print_stderr;
 use super::values::{KindList, ObjectiveName, parse_duration, parse_fraction, parse_kind_list, parse_percentile};
-use crate::budget::{BudgetOptions, CostModel, FaultSettings, Runtime};
+use crate::budget::{Benefit, BudgetOptions, CostModel, FaultSettings, Runtime};
 use crate::engine::{Engine, EngineChoice, EngineKind};
 use crate::faults::flips::WeightFormat;
 use crate::harden::bounds::Granularity;
@@ -180,6 +180,17 @@ struct BudgetArgs {
     /// Also measure the resilience-vs-overhead curve over budgets 0-100% and plot it here (SVG).
     #[arg(long, requires = "max_overhead")]
     plot_budget: Option<PathBuf>,
+    /// How --max-overhead estimates what each bound buys: targeted (single damaging flips in
+    /// the weights each activation's bound catches, --benefit-flips per group of weights,
+    /// weighted by the chance of such a flip at --fault-ber; it kept more of full hardening on
+    /// held-out faults, docs/results/budget_2026-12-05.md) or sampled (the metric under
+    /// --fault-patterns sampled patterns per BER).
+    #[arg(long, value_enum, default_value_t = Benefit::Targeted, requires = "max_overhead")]
+    benefit: Benefit,
+    /// --benefit targeted: single-flip runs per group of weights whose faults first reach the
+    /// same activations, one group per sign (2 or more also give the estimate an interval).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..), requires = "max_overhead")]
+    benefit_flips: u64,
 }
 
 /// `--runtime`.
@@ -221,7 +232,7 @@ impl BudgetArgs {
                 cost_model: self.cost_model,
                 runtime,
                 engine: engine.clone(),
-                faults,
+                faults: faults.estimated_by(self.benefit, self.benefit_flips as usize),
                 batch_size,
                 curve: self.plot_budget.is_some(),
                 costs_from: self.budget_costs.clone(),

@@ -185,7 +185,7 @@ fn budget_summary(budget: &crate::budget::BudgetReport) -> String {
     let r = &budget.resilience;
     format!(
         "budget: within {:.1}% in {}: {}; overhead predicted {}, measured {} (every activation bounded: predicted {}, measured {})\n\
-         budget: {} under faults {:.2}% +- {:.2} (unprotected {:.2}%, every activation bounded {:.2}%): {} of what full hardening buys kept\n",
+         budget: {} under faults {:.2}% +- {} (unprotected {:.2}%, every activation bounded {:.2}%): {} of what full hardening buys kept\n",
         100.0 * budget.max_overhead,
         budget.runtime,
         forms.join(", "),
@@ -195,7 +195,11 @@ fn budget_summary(budget: &crate::budget::BudgetReport) -> String {
         percent(budget.full_measured_overhead),
         r.metric,
         100.0 * r.chosen.mean,
-        100.0 * r.chosen.ci95,
+        if r.chosen.ci95.is_finite() {
+            format!("{:.2}", 100.0 * r.chosen.ci95)
+        } else {
+            "-".to_owned()
+        },
         100.0 * r.unbounded.mean,
         100.0 * r.full.mean,
         r.kept

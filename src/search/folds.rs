@@ -126,22 +126,13 @@ impl Search<'_> {
 mod tests {
     use super::*;
     use crate::search::tests::{metric, options, resnet};
-    use fitact_passes::bound_activations::Mode;
 
     #[test]
     fn a_check_that_stops_early_decides_as_a_full_check_would() {
         let fixture = resnet(48);
         let options = options();
         let data = fixture.data(None);
-        let mut search = Search::new(
-            &fixture.model,
-            &fixture.sites,
-            &fixture.types,
-            &data,
-            Mode::Zero,
-            &options,
-        )
-        .unwrap();
+        let mut search = fixture.search(&data, &options);
         let n = fixture.sites.len();
         let mut stopped_early = 0;
         for (l, scale) in [(n - 1, 0.2), (0, 0.3), (n / 2, 0.5), (2, 0.8), (n - 1, 0.95)] {

@@ -324,6 +324,11 @@ mod tests {
     }
 
     impl Fixture {
+        /// A search of this fixture's sites (zero mode) on `data`.
+        pub(super) fn search<'a>(&'a self, data: &SearchData<'a>, options: &'a SearchOptions) -> Search<'a> {
+            Search::new(&self.model, &self.sites, &self.types, data, Mode::Zero, options).unwrap()
+        }
+
         /// What a search checks on, with `percentiles` (per fold, then on all) if given.
         pub(super) fn data<'a>(&'a self, percentiles: Option<&'a (Vec<Vec<Bound>>, Vec<Bound>)>) -> SearchData<'a> {
             SearchData {

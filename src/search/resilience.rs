@@ -8,7 +8,7 @@
 use super::folds::SearchData;
 use super::holdout::{Holdout, full_metric};
 use super::path::PathPoint;
-use super::search_log::mean;
+use super::search_log::{format_name, mean};
 use super::state::Search;
 use super::{Objective, SearchOptions};
 use crate::faults::flips::{WeightFormat, sample_flips_in};
@@ -123,10 +123,7 @@ pub(super) fn flipped_words(original: &ModelProto, sweep: &FaultSweep) -> Vec<St
     for tensor in &weights.tensors {
         let stored = tensor.store(sweep.format);
         let word = if tensor.dtype == FLOAT {
-            serde_json::to_value(sweep.format)
-                .ok()
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default()
+            format_name(sweep)
         } else {
             dtype_name(tensor.dtype)
         };
@@ -233,4 +230,38 @@ pub(super) fn choose_under_faults(
     }
     points[chosen].chosen = true;
     Ok((points, limited))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    fn sweep(format: WeightFormat) -> FaultSweep {
+        FaultSweep {
+            bers: vec![1e-4],
+            patterns: 1,
+            seed: 0,
+            format,
+        }
+    }
+
+    #[test]
+    fn the_words_flipped_are_the_model_s_own_most_bits_first() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures");
+        let read = |name: &str| crate::model_io::read_model(&fixtures.join(name)).unwrap().model;
+        let quantized = read("precision/resnet_qdq.onnx");
+        assert_eq!(
+            flipped_words(&quantized, &sweep(WeightFormat::Float32)),
+            ["int8", "float32", "int32", "uint8"]
+        );
+        assert_eq!(
+            flipped_words(&read("precision/resnet_fp16.onnx"), &sweep(WeightFormat::Float32))[0],
+            "float16"
+        );
+        assert_eq!(
+            flipped_words(&read("resnet.onnx"), &sweep(WeightFormat::Q15_16)),
+            ["q15.16"]
+        );
+    }
 }

@@ -233,7 +233,7 @@ fn stacked(feeds: &Feeds, batches: &Batches) -> Option<Vec<(String, Value)>> {
 #[cfg(test)]
 mod tests {
     use crate::search::search_reusing;
-    use crate::search::state::{Search, scaled};
+    use crate::search::state::scaled;
     use crate::search::tests::{metric, options, resnet};
     use fitact_passes::bound_activations::{Bound, Mode};
 
@@ -242,15 +242,7 @@ mod tests {
         let fixture = resnet(48);
         let options = options();
         let data = fixture.data(None);
-        let mut search = Search::new(
-            &fixture.model,
-            &fixture.sites,
-            &fixture.types,
-            &data,
-            Mode::Zero,
-            &options,
-        )
-        .unwrap();
+        let mut search = fixture.search(&data, &options);
         let n = fixture.sites.len();
         let mut scales = vec![1.0f32; n];
         // Accept tight scales at sites on both sides of residual joins, in an order that
@@ -282,15 +274,7 @@ mod tests {
         );
         let options = options();
         let data = fixture.data(Some(&percentiles));
-        let mut search = Search::new(
-            &fixture.model,
-            &fixture.sites,
-            &fixture.types,
-            &data,
-            Mode::Zero,
-            &options,
-        )
-        .unwrap();
+        let mut search = fixture.search(&data, &options);
         let n = fixture.sites.len();
         let scales = vec![1.0f32; n];
         // As the search does: a site tries its percentile base (a check that may refresh the

@@ -204,7 +204,7 @@ pub(super) fn verdict(log: &SearchLog, start: &Start) -> String {
 }
 
 /// The weight format of a sweep as `--fault-format` names it.
-fn format_name(sweep: &FaultSweep) -> String {
+pub(super) fn format_name(sweep: &FaultSweep) -> String {
     serde_json::to_value(sweep.format)
         .ok()
         .and_then(|v| v.as_str().map(str::to_owned))

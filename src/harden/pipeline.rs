@@ -536,7 +536,8 @@ fn read_bounds(path: &Path, sites: &[ActivationSite], calibration: &Calibration)
 }
 
 /// Bounds every site in `model` (with `fold` emissions, `fold_channel_bounds` first, then the
-/// `bound_activations` pass); a site the pass skips is an error, never a half-hardened model.
+/// `bound_stored` pass: float activations by `bound_activations`, integer ones in their integers
+/// by `bound_quantized`); a site the pass skips is an error, never a half-hardened model.
 /// Bounds are stored in each activation's own type (`elems`, as calibration saw it): a float16 one's
 /// rounded outward to float16, so no calibrated value is cut, and emitted in the plain forms
 /// (folding rescales weights, and the scaled threshold's exactness holds in float32 only).

@@ -108,14 +108,14 @@ impl Campaign {
                     .classes
             }
         };
+        anyhow::ensure!(
+            faults.benefit != Benefit::Targeted || faults.flips > 0,
+            "--benefit-flips must be at least 1"
+        );
         let targeted = (faults.benefit == Benefit::Targeted).then(|| {
             let mean_ber = faults.bers.iter().sum::<f64>() / faults.bers.len() as f64;
             Targeted::new(original, sites, faults.format, mean_ber, faults.flips, faults.seed)
         });
-        anyhow::ensure!(
-            targeted.is_none() || faults.flips > 0,
-            "--benefit-flips must be at least 1"
-        );
         Ok(Campaign {
             engine: engine.clone(),
             batches,

@@ -10,10 +10,12 @@
 //!
 //! With `--benefit targeted` the patterns are single damaging flips placed per activation
 //! (`targeted`), the same for every candidate, and a candidate's resilience is estimated from
-//! them (`Campaign::summary`); the rest of the stage does not change.
+//! them (`Campaign::summary`); the rest of the stage does not change. A candidate then runs
+//! only the events its changed activations can see (`Targeted::affected`) and takes the
+//! others' runs from full hardening's.
 
-use crate::budget::Site;
 use crate::budget::targeted::{Event, Targeted};
+use crate::budget::{Build, Form, Site};
 use crate::data::dataset::Samples;
 use crate::engine::Engine;
 use crate::faults::campaign_report::MeanCi;
@@ -169,29 +171,59 @@ impl Campaign {
         Ok(accuracy(&predictions.classes, &self.reference))
     }
 
-    /// Per candidate (built by `build(index)`), its metric under every pattern, in pattern
-    /// order. Candidates are built a few at a time (as many as worker threads) and their
-    /// (candidate, pattern) runs spread over the workers; results come back in order, the
-    /// same whatever the thread count.
-    pub fn run(&self, count: usize, build: &(dyn Fn(usize) -> Result<ModelProto> + Sync)) -> Result<Vec<Vec<f64>>> {
+    /// Per candidate state (built by `build`), its metric under every pattern, in pattern
+    /// order. With targeted events and a `reference` (a state and its metrics), a candidate
+    /// runs only what `Targeted::affected` names for the sites where it differs from the
+    /// reference, and takes the reference's other runs. Candidates are built a few at a time
+    /// (as many as worker threads) and their (candidate, pattern) runs spread over the
+    /// workers; results come back in order, the same whatever the thread count.
+    pub fn run(
+        &self,
+        candidates: &[Vec<Form>],
+        build: &Build,
+        reference: Option<(&[Form], &[f64])>,
+    ) -> Result<Vec<Vec<f64>>> {
         let chunk = rayon::current_num_threads().max(1);
-        let mut results = Vec::with_capacity(count);
-        for start in (0..count).step_by(chunk) {
-            let end = (start + chunk).min(count);
-            let stored = (start..end)
-                .into_par_iter()
-                .map(|c| Ok(Stored::of(build(c)?, self.faults.format)))
+        let mut results = Vec::with_capacity(candidates.len());
+        for block in candidates.chunks(chunk) {
+            let stored = block
+                .par_iter()
+                .map(|forms| Ok(Stored::of(build(forms)?, self.faults.format)))
                 .collect::<Result<Vec<_>>>()?;
-            let jobs: Vec<(usize, usize)> = (0..stored.len())
-                .flat_map(|c| (0..self.patterns()).map(move |p| (c, p)))
+            let needed: Vec<Vec<usize>> = block.iter().map(|forms| self.needed(forms, reference)).collect();
+            let jobs: Vec<(usize, usize)> = needed
+                .iter()
+                .enumerate()
+                .flat_map(|(c, runs)| runs.iter().map(move |&p| (c, p)))
                 .collect();
-            let metrics = jobs
+            let mut metrics = jobs
                 .par_iter()
                 .map(|&(c, p)| self.faulty_metric(&stored[c], p))
-                .collect::<Result<Vec<f64>>>()?;
-            results.extend(metrics.chunks(self.patterns()).map(<[f64]>::to_vec));
+                .collect::<Result<Vec<f64>>>()?
+                .into_iter();
+            for runs in &needed {
+                let mut values = match reference {
+                    Some((_, known)) if runs.len() < self.patterns() => known.to_vec(),
+                    _ => vec![f64::NAN; self.patterns()],
+                };
+                for &p in runs {
+                    values[p] = metrics.next().expect("one metric per job");
+                }
+                results.push(values);
+            }
         }
         Ok(results)
+    }
+
+    /// The patterns a candidate runs itself (`run`).
+    fn needed(&self, forms: &[Form], reference: Option<(&[Form], &[f64])>) -> Vec<usize> {
+        match (&self.targeted, reference) {
+            (Some(targeted), Some((known, _))) => {
+                let changed: Vec<usize> = (0..forms.len()).filter(|&i| forms[i] != known[i]).collect();
+                targeted.affected(&changed)
+            }
+            _ => (0..self.patterns()).collect(),
+        }
     }
 
     /// The metric of one stored candidate under pattern `p`.

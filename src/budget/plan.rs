@@ -243,14 +243,16 @@ fn full_but(n: usize, site: usize, form: Form) -> Vec<Form> {
     forms
 }
 
-/// Runs the fault patterns on a candidate state, keeping its per-pattern metrics.
+/// Runs the fault patterns on a candidate state (reusing what it shares with `full`, the
+/// start's forms and metrics), keeping its per-pattern metrics.
 fn measurer<'m>(
     build: &'m Build<'m>,
     campaign: &'m Campaign,
+    full: (&'m [Form], &'m [f64]),
     metrics: &'m mut HashMap<Vec<Form>, Vec<f64>>,
 ) -> impl FnMut(&[Form]) -> Result<f64> + 'm {
     move |forms: &[Form]| {
-        let values = campaign.run(1, &|_| build(forms))?.remove(0);
+        let values = campaign.run(&[forms.to_vec()], build, Some(full))?.remove(0);
         let mean = campaign.summary(&values).mean;
         metrics.insert(forms.to_vec(), values);
         Ok(mean)
@@ -267,8 +269,9 @@ struct Chooser<'a> {
     offers: &'a [Vec<Offer>],
     /// Every activation in its strongest form.
     start: State,
-    /// The metric per pattern of the original.
+    /// The metric per pattern of the original, and of the start.
     unbounded: Vec<f64>,
+    full: Vec<f64>,
     /// Started when a step is needed: the first campaigns (each site alone downgraded).
     path: Option<Path<'a>>,
     /// Per-pattern metrics of every state measured, by forms.
@@ -293,7 +296,7 @@ impl<'a> Chooser<'a> {
     ) -> Result<Chooser<'a>> {
         let n = sites.len();
         let ends = [vec![Form::Unbounded; n], vec![Form::Full; n]];
-        let mut runs = campaign.run(2, &|c| build(&ends[c]))?;
+        let mut runs = campaign.run(&ends, build, None)?;
         let full = runs.pop().expect("two candidates");
         let unbounded = runs.pop().expect("two candidates");
         let forms: Vec<Form> = offers
@@ -307,7 +310,7 @@ impl<'a> Chooser<'a> {
             step: None,
         };
         let mut metrics = HashMap::new();
-        metrics.insert(forms, full);
+        metrics.insert(forms, full.clone());
         Ok(Chooser {
             sites,
             build,
@@ -316,6 +319,7 @@ impl<'a> Chooser<'a> {
             offers,
             start,
             unbounded,
+            full,
             path: None,
             metrics,
             first_candidates: 2,
@@ -335,10 +339,6 @@ impl<'a> Chooser<'a> {
             .map_or_else(|| self.start.clone(), |p| p.last().clone())
     }
 
-    fn full_metrics(&self) -> &[f64] {
-        &self.metrics[&self.start.forms]
-    }
-
     /// The path, started with the first campaigns (every site alone downgraded to each
     /// weaker form it offers) if it was not yet.
     fn path(&mut self) -> Result<&mut Path<'a>> {
@@ -351,8 +351,8 @@ impl<'a> Chooser<'a> {
                 }
             }
             let started = Instant::now();
-            let build = self.build;
-            let results = self.campaign.run(candidates.len(), &|c| build(&candidates[c]))?;
+            let full = (&self.start.forms[..], &self.full[..]);
+            let results = self.campaign.run(&candidates, self.build, Some(full))?;
             log::info!(
                 "fault campaigns: {} candidates x {} patterns on {} samples in {:.1}s",
                 candidates.len(),
@@ -380,7 +380,10 @@ impl<'a> Chooser<'a> {
         self.descend(target)?;
         let (build, campaign) = (self.build, self.campaign);
         let path = self.path.as_ref().expect("started");
-        let fill = path.filled(target, &mut measurer(build, campaign, &mut self.metrics))?;
+        let fill = path.filled(
+            target,
+            &mut measurer(build, campaign, (&self.start.forms, &self.full), &mut self.metrics),
+        )?;
         self.fill_measured += fill.measured;
         self.fill = Some(fill);
         Ok(())
@@ -391,7 +394,10 @@ impl<'a> Chooser<'a> {
         self.path()?;
         let (build, campaign) = (self.build, self.campaign);
         let path = self.path.as_mut().expect("started");
-        path.advance_to(target, &mut measurer(build, campaign, &mut self.metrics))
+        path.advance_to(
+            target,
+            &mut measurer(build, campaign, (&self.start.forms, &self.full), &mut self.metrics),
+        )
     }
 
     /// The path down to the budget, the state reached timed, and further down while the
@@ -455,7 +461,7 @@ impl<'a> Chooser<'a> {
     /// The report's resilience: the chosen state's metrics against unbounded and full.
     fn resilience(&self, chosen: &State) -> Resilience {
         let unbounded = self.campaign.summary(&self.unbounded);
-        let full = self.campaign.summary(self.full_metrics());
+        let full = self.campaign.summary(&self.full);
         let chosen_ci = self.campaign.summary(&self.metrics[&chosen.forms]);
         let span = full.mean - unbounded.mean;
         Resilience {
@@ -565,7 +571,7 @@ impl<'a> Chooser<'a> {
             None => None,
         };
         let unbounded = self.campaign.summary(&self.unbounded).mean;
-        let span = self.campaign.summary(self.full_metrics()).mean - unbounded;
+        let span = self.campaign.summary(&self.full).mean - unbounded;
         Ok(budgets
             .iter()
             .zip(&states)

@@ -202,6 +202,23 @@ impl Targeted {
         1 + self.events.len()
     }
 
+    /// The runs (indices as in `runs`) a candidate whose sites `changed` are in another form
+    /// than in the reference must run itself: the fault-free one and the events of every
+    /// stratum that first reaches one of them. The other events' faults meet a bound as in
+    /// the reference before any changed site, so their runs are taken from the reference's
+    /// (first order: a cut fault can still leave a value above a later, weaker bound; on the
+    /// fixtures, benefits moved by at most 0.06 points and the path was the same, in a sixth
+    /// of the time: docs/results/budget_2026-12-06.md).
+    pub fn affected(&self, changed: &[usize]) -> Vec<usize> {
+        let mut runs = vec![0];
+        for s in &self.strata {
+            if s.sites.iter().any(|i| changed.contains(i)) {
+                runs.extend(s.events.clone().map(|e| 1 + e));
+            }
+        }
+        runs
+    }
+
     /// The estimate from one candidate's runs (fault-free first, then the events in order),
     /// with a 95% interval from the spread of each stratum's events (delta method; NaN, which
     /// reports write as null, with a single event per stratum).
@@ -361,6 +378,11 @@ mod tests {
             "no spread to measure"
         );
         assert_eq!(targeted.estimate(&vec![0.8; targeted.runs()]).mean, 0.8);
+        // r1 changed: the fault-free run and r1's two strata (events 2..6) run again; the
+        // events after the last activation (0..2) and r2's (6..8) are the reference's.
+        assert_eq!(targeted.affected(&[0]), [0, 3, 4, 5, 6]);
+        assert_eq!(targeted.affected(&[]), [0]);
+        assert_eq!(targeted.affected(&[0, 1]), [0, 3, 4, 5, 6, 7, 8]);
         // The int8 format's damaging bits are the top two of its words.
         let stored = WeightFormat::Int8.store(&[0.5, -0.25]);
         assert_eq!(damaging_bits(&stored, WeightFormat::Int8), [6, 7]);

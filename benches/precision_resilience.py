@@ -14,6 +14,7 @@ For each fixture of fixtures/precision/ (make_precision_fixtures.py) it hardens 
     fitact_searched_5 the same at budget 5% with 64 patterns (room to move, and more power)
     fitact_tight_5    ... --search --objective tight --budget 5% (the smallest bounds the budget
                       allows: does tightening pay under these faults at all?)
+    fitact_logits     ... --activations all,logits (the classifier's scores bounded too)
     ranger_by_quant   (int8 only) the float32 source hardened with --method ranger --emission fold,
                       then quantized with make_precision_fixtures.quantize (same settings as the
                       fixture: per channel, uint8 activations, int8 weights, MinMax on calib[:128])
@@ -90,6 +91,7 @@ METHODS = {
     "fitact_searched_5": ["--search", "--labels", "CALIB_LABELS", "--budget", "5%", "--fault-ber", "1e-4",
                           "--fault-patterns", "64"],
     "fitact_tight_5": ["--search", "--labels", "CALIB_LABELS", "--objective", "tight", "--budget", "5%"],
+    "fitact_logits": ["--activations", "all,logits"],
 }
 
 

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{harden_and_check, python, relu_model};
+use common::{check_hardened, fixture, harden_and_check, python, relu_model};
 use fitact_onnx::engine::{Engine, Outputs};
 use fitact_onnx::model_io::encode;
 use fitact_passes::activations::{ActivationKind, find_activations, find_kinds};
@@ -104,6 +104,38 @@ fn every_kind_hardens_and_keeps_the_outputs_in_both_runtimes() {
             32,
         );
     });
+}
+
+#[test]
+fn logits_are_bounded_when_named_with_a_quarter_of_room() {
+    // The ResNet fixture's classifier Gemm writes the output: `all,logits` bounds it on both
+    // sides, and the outputs stay the original's in both runtimes.
+    let dir = tempfile::tempdir().unwrap();
+    let x: ndarray::ArrayD<f32> = ndarray_npy::read_npy(fixture("calib.npy")).unwrap();
+    let calib = dir.path().join("calib.npy");
+    ndarray_npy::write_npy(&calib, &x.slice_axis(ndarray::Axis(0), (0..64).into()).to_owned()).unwrap();
+    let json = check_hardened(
+        &fixture("resnet.onnx"),
+        &calib,
+        &["--activations", "all,logits"],
+        "channel",
+        "zero",
+        32,
+    );
+    let sites = json["activations"].as_array().unwrap();
+    let logits: Vec<_> = sites.iter().filter(|a| a["kind"] == "Logits").collect();
+    assert_eq!(logits.len(), 1, "{sites:?}");
+    let (high, low) = (&logits[0]["bound"], &logits[0]["low"]);
+    assert!(
+        low["max"].as_f64().unwrap() < 0.0 && high["min"].as_f64().unwrap() > 0.0,
+        "{}",
+        logits[0]
+    );
+    assert!(
+        high["max"].as_f64().unwrap() >= 1.25 * logits[0]["calibrated_max"].as_f64().unwrap() - 1e-4,
+        "{}",
+        logits[0]
+    );
 }
 
 /// Reference: a LeakyRelu (alpha 0.5) bounded to [low, high].

@@ -53,14 +53,22 @@ fn run_ok(args: &[&str]) -> String {
 }
 
 fn harden_and_check(model: &str, method: &str, dir: &Path) -> serde_json::Value {
+    harden_and_check_with(model, &["--method", method], dir)
+}
+
+/// `harden_and_check` with any flags.
+fn harden_and_check_with(model: &str, flags: &[&str], dir: &Path) -> serde_json::Value {
     let input = precision(model);
     let calib = calib_for(model, dir);
-    let out = dir.join(format!("{model}.{method}.onnx"));
-    let report = dir.join(format!("{model}.{method}.json"));
+    let stem = flags.join("").replace(['-', ','], "");
+    let out = dir.join(format!("{model}.{stem}.onnx"));
+    let report = dir.join(format!("{model}.{stem}.json"));
     let paths = [&input, &out, &calib, &report].map(|p| p.to_str().unwrap().to_owned());
-    run_ok(&[
-        "harden", &paths[0], &paths[1], "--calib", &paths[2], "--method", method, "--report", &paths[3], "-q",
-    ]);
+    let mut args = vec![
+        "harden", &paths[0], &paths[1], "--calib", &paths[2], "--report", &paths[3], "-q",
+    ];
+    args.extend(flags);
+    run_ok(&args);
     let seen = python("precision_check.py", &[&input, &out, &calib]);
     serde_json::from_str(seen.trim().lines().last().unwrap()).unwrap()
 }
@@ -156,6 +164,18 @@ fn float16_models_are_bounded_in_float16() {
             );
         }
     }
+    // The classifier's scores too, in float16, on both sides.
+    let seen = harden_and_check_with("mobilenetv3_fp16.onnx", &["--activations", "all,logits"], dir.path());
+    assert_eq!(seen["bound_types"], serde_json::json!(["FLOAT16"]), "{seen}");
+    let report = dir.path().join("mobilenetv3_fp16.onnx.activationsalllogits.json");
+    let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+    let logits: Vec<_> = report["activations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|a| a["kind"] == "Logits" && a["low_initializer"].is_string())
+        .collect();
+    assert_eq!(logits.len(), 1, "{report}");
 }
 
 #[test]

@@ -8,7 +8,7 @@ pub use crate::patterns::Kind as ActivationKind;
 use crate::patterns::find_in_graph;
 
 impl ActivationKind {
-    /// Every kind, in the order `--activations all` lists them.
+    /// Every kind `--activations all` means, in the order it lists them.
     pub const ALL: [ActivationKind; 11] = [
         ActivationKind::Relu,
         ActivationKind::LeakyRelu,
@@ -22,6 +22,10 @@ impl ActivationKind {
         ActivationKind::Gelu,
         ActivationKind::Norm,
     ];
+
+    /// Kinds bounded only when named (`--activations all,logits`): not activations, and
+    /// adding them would change what `all` writes.
+    pub const OPT_IN: [ActivationKind; 1] = [ActivationKind::Logits];
 
     /// The name people read: the ONNX operator, or the usual name of a decomposed form.
     pub fn op_type(self) -> &'static str {
@@ -37,6 +41,7 @@ impl ActivationKind {
             ActivationKind::Silu => "SiLU",
             ActivationKind::Gelu => "GELU",
             ActivationKind::Norm => "Norm",
+            ActivationKind::Logits => "Logits",
         }
     }
 
@@ -53,7 +58,23 @@ impl ActivationKind {
             // Exact GELU at x = -0.75179 gives -0.169971; the tanh form's minimum is -0.170041.
             ActivationKind::Gelu => Some(-0.170_041),
             ActivationKind::Tanh => Some(-1.0),
-            ActivationKind::LeakyRelu | ActivationKind::PRelu | ActivationKind::Clip | ActivationKind::Norm => None,
+            ActivationKind::LeakyRelu
+            | ActivationKind::PRelu
+            | ActivationKind::Clip
+            | ActivationKind::Norm
+            | ActivationKind::Logits => None,
+        }
+    }
+
+    /// The least margin of a two-sided bound (`bound_from_range`: times the larger end's
+    /// magnitude). Logits: a quarter, because a test sample's top score a little above every
+    /// calibrated one is the prediction itself, and cutting it costs clean accuracy, while a
+    /// flipped classifier weight moves a score by orders of magnitude
+    /// (docs/results/precision_logits_2026-12-06.md).
+    pub fn least_margin(self) -> f32 {
+        match self {
+            ActivationKind::Logits => 0.25,
+            _ => 0.0,
         }
     }
 
@@ -63,25 +84,30 @@ impl ActivationKind {
     }
 }
 
-/// Which kinds to bound, from `relu`, `all` or a comma-separated list of kinds.
+/// Which kinds to bound: `all`, or a comma-separated list of kinds (`all` among them stands
+/// for every kind of `ALL`, e.g. `all,logits`).
 pub fn parse_kinds(text: &str) -> Result<Vec<ActivationKind>, String> {
-    if text.trim() == "all" {
-        return Ok(ActivationKind::ALL.to_vec());
-    }
+    let named = || ActivationKind::ALL.into_iter().chain(ActivationKind::OPT_IN);
     let mut kinds = Vec::new();
     for part in text.split(',').map(str::trim) {
-        let kind = ActivationKind::ALL
-            .into_iter()
-            .find(|k| k.cli_name() == part.to_ascii_lowercase())
-            .ok_or_else(|| {
-                let known: Vec<String> = ActivationKind::ALL.iter().map(|k| k.cli_name()).collect();
-                format!(
-                    "unknown activation '{part}': use all, or a list of {}",
-                    known.join(", ")
-                )
-            })?;
-        if !kinds.contains(&kind) {
-            kinds.push(kind);
+        let found: Vec<ActivationKind> = if part.eq_ignore_ascii_case("all") {
+            ActivationKind::ALL.to_vec()
+        } else {
+            let kind = named()
+                .find(|k| k.cli_name() == part.to_ascii_lowercase())
+                .ok_or_else(|| {
+                    let known: Vec<String> = named().map(|k| k.cli_name()).collect();
+                    format!(
+                        "unknown activation '{part}': use all, or a list of {}",
+                        known.join(", ")
+                    )
+                })?;
+            vec![kind]
+        };
+        for kind in found {
+            if !kinds.contains(&kind) {
+                kinds.push(kind);
+            }
         }
     }
     Ok(kinds)
@@ -223,6 +249,81 @@ mod tests {
             ]
         );
         assert_eq!(sites[2].graph.0[0].attribute, 1);
+    }
+
+    fn op(op_type: &str, inputs: &[&str], output: &str) -> NodeProto {
+        NodeProto {
+            name: Some(output.into()),
+            op_type: Some(op_type.into()),
+            input: inputs.iter().map(|s| s.to_string()).collect(),
+            output: vec![output.into()],
+            ..Default::default()
+        }
+    }
+
+    fn with_outputs(node: Vec<NodeProto>, outputs: &[&str]) -> ModelProto {
+        let output = outputs
+            .iter()
+            .map(|name| crate::onnx::ValueInfoProto {
+                name: Some(name.to_string()),
+                ..Default::default()
+            })
+            .collect();
+        ModelProto {
+            graph: Some(GraphProto {
+                node,
+                output,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn logits_are_the_classifier_output_before_casts_quantization_and_softmax() {
+        let logits = |model: &ModelProto| -> Vec<String> {
+            find_kinds(model, &[ActivationKind::Logits])
+                .iter()
+                .map(|s| s.output.clone())
+                .collect()
+        };
+        let head = |tail: Vec<NodeProto>| {
+            let mut nodes = vec![op("Relu", &["x"], "h"), op("Gemm", &["h", "w"], "z")];
+            nodes.extend(tail);
+            nodes
+        };
+        // A float16 body with a float32 output; a QDQ pair and a softmax.
+        let cast = with_outputs(head(vec![op("Cast", &["z"], "y")]), &["y"]);
+        assert_eq!(logits(&cast), ["z"]);
+        let qdq = head(vec![
+            op("QuantizeLinear", &["z", "s"], "q"),
+            op("DequantizeLinear", &["q", "s"], "dq"),
+            op("Softmax", &["dq"], "y"),
+        ]);
+        assert_eq!(logits(&with_outputs(qdq, &["y"])), ["z"]);
+        // The scores are the output themselves; the Relu is an activation, not logits.
+        let plain = with_outputs(head(vec![]), &["z"]);
+        assert_eq!(logits(&plain), ["z"]);
+        assert_eq!(find_kinds(&plain, &ActivationKind::ALL).len(), 1);
+        // Not through an Add, not when the path is read elsewhere too.
+        let added = with_outputs(head(vec![op("Add", &["z", "b"], "y")]), &["y"]);
+        assert!(logits(&added).is_empty());
+        let read_twice = with_outputs(head(vec![op("Cast", &["z"], "y"), op("Neg", &["z"], "n")]), &["y"]);
+        assert!(logits(&read_twice).is_empty());
+    }
+
+    #[test]
+    fn all_means_the_activations_and_logits_are_named() {
+        assert_eq!(parse_kinds("all").unwrap(), ActivationKind::ALL);
+        let with_logits = parse_kinds("all,logits").unwrap();
+        assert_eq!(with_logits.len(), ActivationKind::ALL.len() + 1);
+        assert_eq!(with_logits.last(), Some(&ActivationKind::Logits));
+        assert_eq!(
+            parse_kinds("relu, logits, relu").unwrap(),
+            [ActivationKind::Relu, ActivationKind::Logits]
+        );
+        let error = parse_kinds("relu,softmax").unwrap_err();
+        assert!(error.contains("'softmax'") && error.contains("logits"), "{error}");
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! | SiLU | `x * Sigmoid(x)` |
 //! | GELU | `Gelu(x)`; `x * 0.5 * (1 + Erf(x / sqrt 2))` (or `Erf(x * (1 / sqrt 2))`); `x * 0.5 * (1 + Tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`, with x^3 as `Pow(x, 3)` or `x * (x * x)`, and the product with x and 0.5 grouped in any way |
 //! | norm | the output of `BatchNormalization`, `InstanceNormalization`, `LayerNormalization` or `GroupNormalization` read by an `Add` (a linear bottleneck entering a residual sum) |
+//! | logits | the output of the `Gemm`, `MatMul` or `Conv` that writes a graph output, alone or through `Cast`, `Identity`, `Flatten`, `Reshape`, `Squeeze`, `Softmax`, `LogSoftmax`, `QuantizeLinear`, `DequantizeLinear` (the classifier's scores, before any softmax) |
 //!
 //! A decomposed form is one activation, bounded at its output only: its inner nodes (the
 //! `Clip` of a hard-swish, the `Sigmoid` of a SiLU, the `Tanh` of a GELU) are never reported
@@ -33,6 +34,7 @@ pub enum Kind {
     Silu,
     Gelu,
     Norm,
+    Logits,
 }
 
 /// One recognised activation in a graph.
@@ -446,6 +448,61 @@ fn single_op(index: &Index, i: usize) -> Option<Match> {
     })
 }
 
+/// Operators between the classifier and a graph output that keep its scores' order.
+const TO_OUTPUT: [&str; 9] = [
+    "Cast",
+    "Identity",
+    "Flatten",
+    "Reshape",
+    "Squeeze",
+    "Softmax",
+    "LogSoftmax",
+    "QuantizeLinear",
+    "DequantizeLinear",
+];
+
+/// The `Gemm`, `MatMul` or `Conv` nodes that write a graph output, alone or through
+/// `TO_OUTPUT` operators each read by that path only (so a bound at the node's output is on
+/// every path to the output), in graph output order.
+fn logits(index: &Index) -> Vec<usize> {
+    let mut found = Vec::new();
+    for output in &index.graph_outputs {
+        let mut tensor: &str = output;
+        while let Some(&i) = index.producer.get(tensor) {
+            let node = index.node(i);
+            if !is_default_domain(node) || node.output.len() != 1 {
+                break;
+            }
+            if matches!(node.op_type(), "Gemm" | "MatMul" | "Conv") {
+                if !found.contains(&i) && node.input.first().is_some_and(|x| !x.is_empty()) {
+                    found.push(i);
+                }
+                break;
+            }
+            let Some(input) = node.input.first().filter(|_| TO_OUTPUT.contains(&node.op_type())) else {
+                break;
+            };
+            let read_once = index.consumers.get(input.as_str()).is_some_and(|c| c.len() == 1);
+            if !read_once || index.graph_outputs.contains(&input.as_str()) {
+                break;
+            }
+            tensor = input;
+        }
+    }
+    found
+}
+
+fn logits_match(node: &NodeProto, i: usize) -> Match {
+    Match {
+        kind: Kind::Logits,
+        form: "logits",
+        nodes: vec![i],
+        input: node.input[0].clone(),
+        output: node.output[0].clone(),
+        nonnegative: false,
+    }
+}
+
 fn op_static(op: &str) -> &'static str {
     match op {
         "BatchNormalization" => "BatchNormalization -> Add",
@@ -483,6 +540,11 @@ pub fn find_in_graph(graph: &GraphProto) -> Vec<Match> {
     }
     let unclaimed = claimed.iter().enumerate().filter(|(_, c)| !**c).map(|(i, _)| i);
     matches.extend(unclaimed.filter_map(|i| single_op(&index, i)).collect::<Vec<_>>());
+    for i in logits(&index) {
+        if !claimed[i] && !matches.iter().any(|m| m.nodes.contains(&i)) {
+            matches.push(logits_match(index.node(i), i));
+        }
+    }
     matches.sort_by_key(|m| *m.nodes.last().expect("a match has nodes"));
     matches
 }

@@ -47,8 +47,10 @@ pub struct Args {
     cap: DataCapArgs,
     /// Which activations to bound: all (the default), or a comma-separated list of relu,
     /// leakyrelu, prelu, clip, hardsigmoid, hardswish, sigmoid, tanh, silu, gelu, norm (the
-    /// output of a normalisation read by a residual Add). Decomposed forms (x * Sigmoid(x),
-    /// GELU's erf and tanh forms, x * Clip(x + 3, 0, 6) / 6) are bounded once, at their output.
+    /// output of a normalisation read by a residual Add), and logits (only when named, e.g.
+    /// all,logits: the classifier's scores, bounded on both sides with a quarter of room).
+    /// Decomposed forms (x * Sigmoid(x), GELU's erf and tanh forms, x * Clip(x + 3, 0, 6) / 6)
+    /// are bounded once, at their output.
     #[arg(long, default_value = "all", value_parser = parse_kind_list)]
     activations: KindList,
     /// Preset: fitact = channel + zero, ranger = layer + saturate, clipact = layer + zero.

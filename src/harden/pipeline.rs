@@ -413,7 +413,8 @@ impl BoundRule<'_> {
                 let one_sided = || bound_from_maxima(&high, granularity, self.margin);
                 match &max.neuron_min {
                     Some(min) => {
-                        let two_sided = bound_from_range(min, &high, granularity, self.margin);
+                        let margin = self.margin.max(site.kind.least_margin());
+                        let two_sided = bound_from_range(min, &high, granularity, margin);
                         if redundant_low(&two_sided, site) {
                             one_sided()
                         } else {

@@ -134,7 +134,9 @@ def check_bounds(original, hardened, data, report, batch):
         high = expected_bound(hi, report["granularity"])
         if a.get("low_initializer"):
             low = expected_bound(lo, report["granularity"], np.min)
-            slack = margin * np.maximum(np.abs(low), np.abs(high))
+            # Logits keep a quarter of their magnitude (ActivationKind::least_margin).
+            least = 0.25 if a["kind"] == "Logits" else 0.0
+            slack = max(margin, least) * np.maximum(np.abs(low), np.abs(high))
             wants = [(a["bound_initializer"], high + slack), (a["low_initializer"], low - slack)]
         else:
             # One-sided (also for an activation whose bound below was dropped as redundant,

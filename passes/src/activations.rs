@@ -154,8 +154,15 @@ impl ActivationSite {
     }
 }
 
-/// Every activation of every kind, parents before children, in node order within a graph.
+/// Every activation of every kind `all` means (`ActivationKind::ALL`), parents before
+/// children, in node order within a graph.
 pub fn find_activations(model: &ModelProto) -> Vec<ActivationSite> {
+    find_kinds(model, &ActivationKind::ALL)
+}
+
+/// Every site of every kind, the opt-in ones (`ActivationKind::OPT_IN`) included, in the
+/// order of `find_activations`.
+pub fn find_sites(model: &ModelProto) -> Vec<ActivationSite> {
     let mut sites = Vec::new();
     for_each_graph(model, |path, graph| {
         for m in find_in_graph(graph) {
@@ -179,7 +186,7 @@ pub fn find_activations(model: &ModelProto) -> Vec<ActivationSite> {
 
 /// The activations of the given kinds.
 pub fn find_kinds(model: &ModelProto, kinds: &[ActivationKind]) -> Vec<ActivationSite> {
-    find_activations(model)
+    find_sites(model)
         .into_iter()
         .filter(|s| kinds.contains(&s.kind))
         .collect()

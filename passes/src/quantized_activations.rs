@@ -100,8 +100,8 @@ pub fn find_quantized(model: &ModelProto) -> Vec<QuantizedSite> {
     found
 }
 
-/// The activation a `QuantizeLinear` at `index` quantizes: a float activation it alone reads,
-/// or a `Relu` absorbed into a range that starts at the type's minimum.
+/// The activation a `QuantizeLinear` at `index` quantizes: a float activation it alone reads
+/// (not logits), or a `Relu` absorbed into a range that starts at the type's minimum.
 fn after_quantize(
     graph: &GraphProto,
     index: usize,
@@ -111,9 +111,11 @@ fn after_quantize(
     let (elem_type, zero) = zero_point(graph, node, 2)?;
     let input = node.input.first()?;
     let producer = graph.node.iter().find(|n| n.output.iter().any(|o| o == input))?;
-    let float = float_sites
-        .iter()
-        .find(|s| s.graph.is_main() && &s.output == input && readers(graph, input) == 1);
+    // Logits stay in float: their bound is two-sided and leaves room above the calibrated
+    // scores, which an integer bound capped at the type's maximum cannot.
+    let float = float_sites.iter().find(|s| {
+        s.graph.is_main() && &s.output == input && readers(graph, input) == 1 && s.kind != ActivationKind::Logits
+    });
     match float {
         Some(site) => Some((site.kind, "in integers", elem_type, zero)),
         None if ABSORBS_RELU.contains(&producer.op_type()) && zero == type_minimum(elem_type) => {
@@ -221,9 +223,9 @@ pub fn quantized_model_sites(
             })
             && integer.iter().any(|q| q.site.input == s.output)
     };
-    let float = find_activations(model)
+    let float = crate::activations::find_kinds(model, kinds)
         .into_iter()
-        .filter(|s| kinds.contains(&s.kind) && !taken_over(s))
+        .filter(|s| !taken_over(s))
         .collect();
     (float, integer)
 }

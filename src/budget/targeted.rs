@@ -31,7 +31,7 @@ use crate::budget::Site;
 use crate::faults::campaign_report::MeanCi;
 use crate::faults::flips::{StoredTensor, WeightFormat, tensor_rng};
 use crate::faults::weights::{Weights, flippable_bits};
-use fitact_passes::activations::find_activations;
+use fitact_passes::activations::find_sites;
 use fitact_passes::onnx::{GraphProto, ModelProto};
 use rand::Rng;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -123,7 +123,7 @@ fn first_sites(graph: &GraphProto, weights: &[String], sites: &HashMap<usize, us
 /// of what the main graph reaches.
 fn site_nodes(original: &ModelProto, sites: &[Site]) -> HashMap<usize, usize> {
     let mut nodes = HashMap::new();
-    for found in find_activations(original).iter().filter(|s| s.graph.is_main()) {
+    for found in find_sites(original).iter().filter(|s| s.graph.is_main()) {
         if let Some(i) = sites.iter().position(|s| s.node == found.stem()) {
             for n in &found.nodes {
                 nodes.insert(*n, i);

@@ -17,7 +17,7 @@ use crate::harden::calibrate::Calibration;
 use crate::harden::method::{EmissionName, ModeName};
 use crate::harden::pipeline::{BoundRule, Bounded, bound_model};
 use anyhow::{Context, Result};
-use fitact_passes::activations::{ActivationSite, find_activations};
+use fitact_passes::activations::{ActivationSite, find_sites};
 use fitact_passes::bound_activations::{Applied, Bound};
 use fitact_passes::graph::graph_at;
 use fitact_passes::onnx::ModelProto;
@@ -147,7 +147,7 @@ fn split(indices: &[usize], done: Bounded) -> Vec<(usize, Bounded)> {
 /// `sites` as found in `model` after another run of the pass moved its nodes: the activation
 /// writing the same output in the graph of the same labels.
 fn found_again<'s>(model: &ModelProto, sites: impl Iterator<Item = &'s ActivationSite>) -> Result<Vec<ActivationSite>> {
-    let now = find_activations(model);
+    let now = find_sites(model);
     let labels = |s: &ActivationSite| s.graph.0.iter().map(|step| step.label.clone()).collect::<Vec<_>>();
     sites
         .map(|site| {

@@ -6,8 +6,8 @@ fault patterns over every stored word of the hardened model (each bit flips with
 --ber, as `fitact-onnx evaluate` does: float16 words as float16, int8/uint8/int32 words as
 integers, float32 scales as float32), measures the accuracy lost on --images test images, and,
 in every pattern that loses more than --threshold points, runs each of its large flips alone
-(a float moved by more than x4 either way, or to inf/NaN; an integer moved by at least a quarter
-of its range) to name the flips that cost it. A pattern's loss is split over its large flips in
+(a float moved by more than x4 either way, or to inf/NaN; an integer moved by more than 4 times
+the largest magnitude in its tensor) to name the flips that cost it. A pattern's loss is split over its large flips in
 proportion to their own losses; what the large flips alone do not explain is "small flips /
 interactions". The tables group the loss by the stored type and the op that uses the flipped
 tensor, and by bit.
@@ -106,7 +106,8 @@ class Model:
             ratio = abs(f) / abs(b) if b != 0 else (np.inf if abs(f) > 1e-3 else 1.0)
             large = not np.isfinite(f) or ratio > 4 or ratio < 0.25
         else:
-            large = abs(int(after) - int(before)) >= (1 << (8 * a.dtype.itemsize - 2))
+            largest = max(int(np.abs(a.astype(np.int64)).max()), 1)
+            large = abs(int(after) - int(before)) > 4 * largest
         return float(before), float(after), bool(large)
 
 

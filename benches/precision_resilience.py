@@ -15,6 +15,8 @@ For each fixture of fixtures/precision/ (make_precision_fixtures.py) it hardens 
     fitact_tight_5    ... --search --objective tight --budget 5% (the smallest bounds the budget
                       allows: does tightening pay under these faults at all?)
     fitact_logits     ... --activations all,logits (the classifier's scores bounded too)
+    fitact_linear     ... --activations all,linear (int8: every conv output no activation follows,
+                      bounded on both sides in its integers)
     ranger_by_quant   (int8 only) the float32 source hardened with --method ranger --emission fold,
                       then quantized with make_precision_fixtures.quantize (same settings as the
                       fixture: per channel, uint8 activations, int8 weights, MinMax on calib[:128])
@@ -92,6 +94,7 @@ METHODS = {
                           "--fault-patterns", "64"],
     "fitact_tight_5": ["--search", "--labels", "CALIB_LABELS", "--objective", "tight", "--budget", "5%"],
     "fitact_logits": ["--activations", "all,logits"],
+    "fitact_linear": ["--activations", "all,linear"],
 }
 
 

@@ -94,6 +94,29 @@ fn int8_models_are_bounded_in_their_integers_and_keep_their_kernels() {
     assert!(listing.contains("HardSwish (in integers)"), "{listing}");
 }
 
+#[test]
+fn int8_conv_outputs_no_activation_follows_are_bounded_on_both_sides_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    for (model, convs) in [("resnet_qdq.onnx", 7), ("mobilenetv3_qdq.onnx", 24)] {
+        for mode in ["zero", "saturate"] {
+            // precision_check: same outputs at the calibration samples, every integer kernel kept.
+            let seen = harden_and_check_with(model, &["--activations", "all,linear", "--mode", mode], dir.path());
+            assert_eq!(seen["bound_types"], serde_json::json!(["UINT8"]), "{model}: {seen}");
+            let stem = format!("activationsalllinearmode{mode}");
+            let report = dir.path().join(format!("{model}.{stem}.json"));
+            let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
+            let linear: Vec<_> = report["activations"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|a| a["kind"] == "Linear")
+                .collect();
+            assert_eq!(linear.len(), convs, "{model}");
+            assert!(linear.iter().all(|a| a["low_initializer"].is_string()), "{linear:?}");
+        }
+    }
+}
+
 /// onnxruntime's quantizer writes opset 13, where uint8 has no `Mul`: harden raises the QDQ
 /// ResNet to 14 (nothing in it reads differently there) so its zero bounds take the mask form,
 /// which must give Where's values (onnxruntime, at the calibration feeds and on test images,

@@ -23,9 +23,9 @@ impl ActivationKind {
         ActivationKind::Norm,
     ];
 
-    /// Kinds bounded only when named (`--activations all,logits`): not activations, and
-    /// adding them would change what `all` writes.
-    pub const OPT_IN: [ActivationKind; 1] = [ActivationKind::Logits];
+    /// Kinds bounded only when named (`--activations all,logits,linear`): not activations,
+    /// and adding them would change what `all` writes.
+    pub const OPT_IN: [ActivationKind; 2] = [ActivationKind::Logits, ActivationKind::Linear];
 
     /// The name people read: the ONNX operator, or the usual name of a decomposed form.
     pub fn op_type(self) -> &'static str {
@@ -42,6 +42,7 @@ impl ActivationKind {
             ActivationKind::Gelu => "GELU",
             ActivationKind::Norm => "Norm",
             ActivationKind::Logits => "Logits",
+            ActivationKind::Linear => "Linear",
         }
     }
 
@@ -62,7 +63,8 @@ impl ActivationKind {
             | ActivationKind::PRelu
             | ActivationKind::Clip
             | ActivationKind::Norm
-            | ActivationKind::Logits => None,
+            | ActivationKind::Logits
+            | ActivationKind::Linear => None,
         }
     }
 

@@ -12,7 +12,9 @@
 //!   docs/results/precision_resilience_2026-12-05.md): `m = Cast(LessOrEqual(q_raw, Bq), UINT8)`,
 //!   `q = Mul(q_raw, m)` when `Z` is 0, else `q = Add(Mul(Sub(q_raw, Z), m), Z)` (uint8 wraps
 //!   modulo 256, so this is `q_raw` where `m` is 1 and `Z` where it is 0);
-//! - saturate mode: `q = Min(q_raw, Bq)`.
+//! - saturate mode: `q = Min(q_raw, Bq)`;
+//! - with a bound below `Lq` too (a conv's output, `Linear`): `q = Where(Or(Less(q_raw, Lq),
+//!   Greater(q_raw, Bq)), Z, q_raw)`, or `Max(Min(q_raw, Bq), Lq)` to saturate.
 //!
 //! Every reader of `q` (the next `DequantizeLinear`, a QOperator node) is unchanged, so
 //! runtimes keep their integer kernels (onnxruntime fuses `DequantizeLinear -> Conv ->
@@ -104,6 +106,27 @@ fn emit(
         .map(|v| (v.floor() as i64).clamp(type_minimum(*elem_type), type_maximum(*elem_type)))
         .collect();
     let mut initializers = vec![integer_tensor(&bound_name, &request.bound.dims, &values, *elem_type)];
+    if let Some(low) = &request.bound.low {
+        let low_name = names.fresh(&format!("{stem}/low"));
+        let lows: Vec<i64> = low
+            .iter()
+            .map(|v| (v.ceil() as i64).clamp(type_minimum(*elem_type), type_maximum(*elem_type)))
+            .collect();
+        initializers.push(integer_tensor(&low_name, &request.bound.dims, &lows, *elem_type));
+        let zero_name = names.fresh(&format!("{stem}/zero"));
+        initializers.push(integer_tensor(&zero_name, &[], &[*zero_point], *elem_type));
+        let operands = [raw.as_str(), low_name.as_str(), bound_name.as_str(), zero_name.as_str()];
+        let nodes = two_sided_nodes(&stem, operands, mode, &site.output, names);
+        return splice(
+            graph,
+            site,
+            raw,
+            (bound_name, Some(low_name)),
+            initializers,
+            nodes,
+            names,
+        );
+    }
     let nodes = match mode {
         Mode::Zero => {
             let masked = opset >= 14 && *elem_type == UINT8;
@@ -125,6 +148,21 @@ fn emit(
             &site.output,
         )],
     };
+    splice(graph, site, raw, (bound_name, None), initializers, nodes, names)
+}
+
+/// Makes the site's node write `raw`, then adds `initializers` and `nodes` (which write the
+/// site's tensor) right after it.
+fn splice(
+    graph: &mut GraphProto,
+    site: &ActivationSite,
+    raw: String,
+    (bound_initializer, low_initializer): (String, Option<String>),
+    initializers: Vec<TensorProto>,
+    nodes: Vec<NodeProto>,
+    names: &mut NameAllocator,
+) -> Applied {
+    let stem = format!("{}/fitact", site.stem());
     graph.initializer.extend(initializers);
     let producer = &mut graph.node[site.node];
     if producer.name().is_empty() {
@@ -136,9 +174,48 @@ fn emit(
     graph.node.splice(site.node + 1..site.node + 1, nodes);
     Applied {
         site: site.clone(),
-        bound_initializer: bound_name,
-        low_initializer: None,
+        bound_initializer,
+        low_initializer,
         nodes: node_names,
+    }
+}
+
+/// Two-sided, in the integers: zero mode `Where(Or(Less(raw, low), Greater(raw, bound)),
+/// zero, raw)` (`Less` and `Greater` run on uint8 in onnxruntime, `GreaterOrEqual` not
+/// everywhere), saturate `Max(Min(raw, bound), low)`.
+fn two_sided_nodes(
+    stem: &str,
+    [raw, low, bound, zero]: [&str; 4],
+    mode: Mode,
+    output: &str,
+    names: &mut NameAllocator,
+) -> Vec<NodeProto> {
+    match mode {
+        Mode::Zero => {
+            let (below, above, out) = (
+                names.fresh(&format!("{stem}/below")),
+                names.fresh(&format!("{stem}/above")),
+                names.fresh(&format!("{stem}/out")),
+            );
+            vec![
+                node("Less", names.fresh(&format!("{stem}/lt")), &[raw, low], &below),
+                node("Greater", names.fresh(&format!("{stem}/gt")), &[raw, bound], &above),
+                node("Or", names.fresh(&format!("{stem}/or")), &[&below, &above], &out),
+                node(
+                    "Where",
+                    names.fresh(&format!("{stem}/where")),
+                    &[&out, zero, raw],
+                    output,
+                ),
+            ]
+        }
+        Mode::Saturate => {
+            let clipped = names.fresh(&format!("{stem}/clipped"));
+            vec![
+                node("Min", names.fresh(&format!("{stem}/min")), &[raw, bound], &clipped),
+                node("Max", names.fresh(&format!("{stem}/max")), &[&clipped, low], output),
+            ]
+        }
     }
 }
 
@@ -209,6 +286,7 @@ fn integer_tensor(name: &str, dims: &[i64], values: &[i64], elem_type: i32) -> T
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activations::ActivationKind;
     use crate::onnx::{GraphProto, NodeProto, OperatorSetIdProto};
     use crate::quantized_activations::{UINT8, find_quantized};
 
@@ -329,6 +407,50 @@ mod tests {
         assert_eq!(graph.node[6].input[1], "q/fitact/zero");
         // Before opset 14 uint8 has no Mul: Where stays.
         assert_eq!(zero_mode_ops(13, 10).0[2..4], ["LessOrEqual", "Where"]);
+    }
+
+    #[test]
+    fn a_conv_output_off_the_types_minimum_is_bounded_on_both_sides() {
+        for (mode, expected) in [
+            (Mode::Zero, &["Less", "Greater", "Or", "Where"][..]),
+            (Mode::Saturate, &["Min", "Max"][..]),
+        ] {
+            let mut m = model();
+            // Zero point 128: no Relu was absorbed, the conv's output is `Linear`.
+            m.graph.as_mut().unwrap().initializer[0].raw_data = Some(vec![128]);
+            let site = find_quantized(&m).remove(0);
+            assert_eq!((site.site.kind, site.site.nonnegative), (ActivationKind::Linear, false));
+            let request = QuantizedRequest {
+                site,
+                bound: Bound {
+                    dims: vec![2, 1, 1],
+                    values: vec![200.4, 300.0],
+                    low: Some(vec![3.2, -7.0]),
+                },
+            };
+            let report = bound_quantized(&mut m, &[request], mode).unwrap();
+            assert_eq!(report.applied[0].low_initializer.as_deref(), Some("q/fitact/low"));
+            let graph = m.graph.unwrap();
+            let ops: Vec<&str> = graph.node.iter().map(|n| n.op_type()).collect();
+            assert_eq!(ops[2..ops.len() - 1], *expected, "{mode:?}");
+            assert_eq!(graph.node[ops.len() - 2].output[0], "cq");
+            let tensor = |name: &str| {
+                graph
+                    .initializer
+                    .iter()
+                    .find(|t| t.name() == name)
+                    .unwrap()
+                    .raw_data
+                    .clone()
+            };
+            // The smallest integer kept below, the largest above, in uint8.
+            assert_eq!(tensor("q/fitact/low").as_deref(), Some(&[4u8, 0][..]));
+            assert_eq!(tensor("q/fitact/bound").as_deref(), Some(&[200u8, 255][..]));
+            if mode == Mode::Zero {
+                assert_eq!(graph.node[5].input[1], "q/fitact/zero");
+                assert_eq!(tensor("q/fitact/zero").as_deref(), Some(&[128u8][..]));
+            }
+        }
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn is_integer(elem_type: i32) -> bool {
 }
 
 /// `bound` as an activation of `elem_type` stores it: for float16, each end rounded outward
-/// to a float16; for an 8-bit integer one, the largest integer it keeps (in the type's range).
+/// to a float16; for an 8-bit integer one, the largest integer it keeps (and below, the smallest), in the type's range.
 pub fn stored_bound(mut bound: Bound, elem_type: i32) -> Bound {
     let integers = match elem_type {
         UINT8 => Some((0.0, 255.0)),
@@ -37,6 +37,9 @@ pub fn stored_bound(mut bound: Bound, elem_type: i32) -> Bound {
     };
     if let Some((low, high)) = integers {
         bound.values.iter_mut().for_each(|v| *v = v.floor().clamp(low, high));
+        if let Some(below) = bound.low.as_mut() {
+            below.iter_mut().for_each(|v| *v = v.ceil().clamp(low, high));
+        }
     }
     if elem_type == FLOAT16 {
         bound.values.iter_mut().for_each(|v| *v = f16_outward(*v, true));
@@ -130,6 +133,9 @@ mod tests {
         assert_eq!(stored.values, vec![3.0, 255.0, 0.0]);
         let stored = stored_bound(bound(vec![-3.2, 130.0], None), INT8);
         assert_eq!(stored.values, vec![-4.0, 127.0]);
+        // The smallest integer kept below.
+        let stored = stored_bound(bound(vec![200.4], Some(vec![3.2])), UINT8);
+        assert_eq!((stored.values, stored.low), (vec![200.0], Some(vec![4.0])));
     }
 
     #[test]

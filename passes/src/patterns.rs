@@ -35,6 +35,7 @@ pub enum Kind {
     Gelu,
     Norm,
     Logits,
+    Linear,
 }
 
 /// One recognised activation in a graph.

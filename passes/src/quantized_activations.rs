@@ -101,7 +101,8 @@ pub fn find_quantized(model: &ModelProto) -> Vec<QuantizedSite> {
 }
 
 /// The activation a `QuantizeLinear` at `index` quantizes: a float activation it alone reads
-/// (not logits), or a `Relu` absorbed into a range that starts at the type's minimum.
+/// (not logits), a `Relu` absorbed into a range that starts at the type's minimum, or else a
+/// `Conv`'s output (`Linear`).
 fn after_quantize(
     graph: &GraphProto,
     index: usize,
@@ -120,6 +121,11 @@ fn after_quantize(
         Some(site) => Some((site.kind, "in integers", elem_type, zero)),
         None if ABSORBS_RELU.contains(&producer.op_type()) && zero == type_minimum(elem_type) => {
             Some((ActivationKind::Relu, "absorbed Relu, in integers", elem_type, zero))
+        }
+        // A conv no activation follows (a linear bottleneck, a residual branch): a fault in
+        // its int32 bias saturates a whole channel, which only a bound on both sides sees.
+        None if producer.op_type() == "Conv" => {
+            Some((ActivationKind::Linear, "conv output, in integers", elem_type, zero))
         }
         None => None,
     }
@@ -184,8 +190,9 @@ fn integer_site(node: &NodeProto, index: usize, kind: ActivationKind, form: &'st
         node_name: node.name().to_owned(),
         input: node.input[0].clone(),
         output: node.output[0].clone(),
-        // The integer type bounds it below: one bound above does.
-        nonnegative: true,
+        // The integer type bounds an activation below: one bound above does. A conv's
+        // output can be wrong on either side.
+        nonnegative: kind != ActivationKind::Linear,
     }
 }
 
@@ -289,14 +296,21 @@ mod tests {
             .iter()
             .map(|q| (q.site.output.as_str(), q.site.kind, q.zero_point))
             .collect();
-        // conv2's range starts at 128: no Relu was absorbed there.
+        // conv2's range starts at 128: no Relu was absorbed there, its output is `Linear`
+        // (bounded only when asked for).
         assert_eq!(
             seen,
-            [("cq", ActivationKind::Relu, 0), ("hq", ActivationKind::HardSwish, 10)]
+            [
+                ("cq", ActivationKind::Relu, 0),
+                ("hq", ActivationKind::HardSwish, 10),
+                ("c2q", ActivationKind::Linear, 128)
+            ]
         );
         let (float, integer) = quantized_model_sites(&model, &ActivationKind::ALL);
         assert!(float.is_empty(), "{float:?}");
         assert_eq!(integer.len(), 2);
+        let (_, linear) = quantized_model_sites(&model, &[ActivationKind::Linear]);
+        assert_eq!(linear.len(), 1);
         let (_, relus) = quantized_model_sites(&model, &[ActivationKind::Relu]);
         assert_eq!(relus.len(), 1);
     }

@@ -47,8 +47,10 @@ pub struct Args {
     cap: DataCapArgs,
     /// Which activations to bound: all (the default), or a comma-separated list of relu,
     /// leakyrelu, prelu, clip, hardsigmoid, hardswish, sigmoid, tanh, silu, gelu, norm (the
-    /// output of a normalisation read by a residual Add), and logits (only when named, e.g.
-    /// all,logits: the classifier's scores, bounded on both sides with a quarter of room).
+    /// output of a normalisation read by a residual Add), and, only when named (e.g.
+    /// all,logits,linear), logits (the classifier's scores, bounded on both sides with a
+    /// quarter of room) and linear (int8 models: the quantized output of a conv no activation
+    /// follows, bounded on both sides in its integers).
     /// Decomposed forms (x * Sigmoid(x), GELU's erf and tanh forms, x * Clip(x + 3, 0, 6) / 6)
     /// are bounded once, at their output.
     #[arg(long, default_value = "all", value_parser = parse_kind_list)]

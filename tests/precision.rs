@@ -53,14 +53,13 @@ fn run_ok(args: &[&str]) -> String {
 }
 
 fn harden_and_check(model: &str, method: &str, dir: &Path) -> serde_json::Value {
-    harden_and_check_with(model, &["--method", method], dir)
+    harden_and_check_with(model, method, &["--method", method], dir)
 }
 
-/// `harden_and_check` with any flags.
-fn harden_and_check_with(model: &str, flags: &[&str], dir: &Path) -> serde_json::Value {
+/// `harden_and_check` with any flags, writing `{model}.{stem}.onnx` and `.json`.
+fn harden_and_check_with(model: &str, stem: &str, flags: &[&str], dir: &Path) -> serde_json::Value {
     let input = precision(model);
     let calib = calib_for(model, dir);
-    let stem = flags.join("").replace(['-', ','], "");
     let out = dir.join(format!("{model}.{stem}.onnx"));
     let report = dir.join(format!("{model}.{stem}.json"));
     let paths = [&input, &out, &calib, &report].map(|p| p.to_str().unwrap().to_owned());
@@ -100,9 +99,14 @@ fn int8_conv_outputs_no_activation_follows_are_bounded_on_both_sides_when_asked(
     for (model, convs) in [("resnet_qdq.onnx", 7), ("mobilenetv3_qdq.onnx", 24)] {
         for mode in ["zero", "saturate"] {
             // precision_check: same outputs at the calibration samples, every integer kernel kept.
-            let seen = harden_and_check_with(model, &["--activations", "all,linear", "--mode", mode], dir.path());
+            let stem = format!("linear_{mode}");
+            let seen = harden_and_check_with(
+                model,
+                &stem,
+                &["--activations", "all,linear", "--mode", mode],
+                dir.path(),
+            );
             assert_eq!(seen["bound_types"], serde_json::json!(["UINT8"]), "{model}: {seen}");
-            let stem = format!("activationsalllinearmode{mode}");
             let report = dir.path().join(format!("{model}.{stem}.json"));
             let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
             let linear: Vec<_> = report["activations"]
@@ -188,9 +192,14 @@ fn float16_models_are_bounded_in_float16() {
         }
     }
     // The classifier's scores too, in float16, on both sides.
-    let seen = harden_and_check_with("mobilenetv3_fp16.onnx", &["--activations", "all,logits"], dir.path());
+    let seen = harden_and_check_with(
+        "mobilenetv3_fp16.onnx",
+        "logits",
+        &["--activations", "all,logits"],
+        dir.path(),
+    );
     assert_eq!(seen["bound_types"], serde_json::json!(["FLOAT16"]), "{seen}");
-    let report = dir.path().join("mobilenetv3_fp16.onnx.activationsalllogits.json");
+    let report = dir.path().join("mobilenetv3_fp16.onnx.logits.json");
     let report: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(report).unwrap()).unwrap();
     let logits: Vec<_> = report["activations"]
         .as_array()

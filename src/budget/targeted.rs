@@ -11,7 +11,7 @@
 //! After: one fault-free run and `K` single-flip runs per stratum. A stratum is the set of
 //! weights whose faults first meet the same activations downstream (the weights a bound there
 //! catches when every activation is bounded; those read after the last activation form a
-//! stratum of their own), of one sign: a weight blown up to a huge negative value mostly
+//! stratum of their own), of one sign and one stored type: a weight blown up to a huge negative value mostly
 //! feeds zeros through the next Relu, a positive one garbage, so drawing the sign by chance
 //! would make a few events decide an activation's worth. Within a stratum a flip lands in a
 //! weight with probability proportional to its damaging bits, at a uniform damaging bit
@@ -69,7 +69,9 @@ pub struct Targeted {
 
 /// The bits of a stored word whose flip can wreck a weight: a float format's top exponent bit
 /// (a weight below 2 in magnitude becomes at least 2^64 times larger), the sign and top value
-/// bit of a fixed-point or integer word.
+/// bit of a fixed-point or 8-bit integer word, and the top half of a wider integer word (an
+/// int32 bias moved by 2^16 or more saturates its channel at every position: most of what
+/// faults cost a hardened int8 model, docs/results/precision_logits_2026-12-06.md).
 pub fn damaging_bits(stored: &StoredTensor, format: WeightFormat) -> Vec<u32> {
     let float = match format {
         WeightFormat::Float32 => vec![30],
@@ -78,10 +80,10 @@ pub fn damaging_bits(stored: &StoredTensor, format: WeightFormat) -> Vec<u32> {
         WeightFormat::Int8 => vec![6, 7],
     };
     let bits = flippable_bits(stored, &float);
-    if stored.integer.is_some() {
-        bits[bits.len().saturating_sub(2)..].to_vec()
-    } else {
-        bits
+    match stored.integer {
+        Some(_) if bits.len() > 8 => bits[bits.len() / 2..].to_vec(),
+        Some(_) => bits[bits.len().saturating_sub(2)..].to_vec(),
+        None => bits,
     }
 }
 
@@ -145,22 +147,27 @@ impl Targeted {
     ) -> Targeted {
         let weights = Weights::of(original);
         let names: Vec<String> = weights.tensors.iter().map(|t| t.name.clone()).collect();
-        let bits: Vec<Vec<u32>> = weights
-            .tensors
-            .iter()
-            .map(|t| damaging_bits(&t.store(format), format))
-            .collect();
+        let stored: Vec<StoredTensor> = weights.tensors.iter().map(|t| t.store(format)).collect();
+        let bits: Vec<Vec<u32>> = stored.iter().map(|s| damaging_bits(s, format)).collect();
+        let stored_types: Vec<Option<i32>> = stored.iter().map(|s| s.integer).collect();
         let empty = GraphProto::default();
         let graph = original.graph.as_ref().unwrap_or(&empty);
         let reached = first_sites(graph, &names, &site_nodes(original, sites));
-        let mut groups: BTreeMap<(Vec<usize>, bool), Vec<Members>> = BTreeMap::new();
+        // Keyed by the sites reached, the sign, and the integer type a tensor is stored in
+        // (None: the float format), so that a few 32-bit biases are not drowned among the 8-bit
+        // weights that share their sites.
+        let mut groups: BTreeMap<(Vec<usize>, bool, Option<i32>), Vec<Members>> = BTreeMap::new();
         for (t, sites) in reached.into_iter().enumerate() {
             let sites: Vec<usize> = sites.into_iter().collect();
             let values = &weights.tensors[t].values;
             let (negative, other): (Vec<usize>, Vec<usize>) = (0..values.len()).partition(|i| values.get(*i) < 0.0);
+            let stored = stored_types[t];
             for (sign, elements) in [(false, other), (true, negative)] {
                 if !elements.is_empty() && !bits[t].is_empty() {
-                    groups.entry((sites.clone(), sign)).or_default().push((t, elements));
+                    groups
+                        .entry((sites.clone(), sign, stored))
+                        .or_default()
+                        .push((t, elements));
                 }
             }
         }
@@ -168,7 +175,7 @@ impl Targeted {
             strata: Vec::new(),
             events: Vec::new(),
         };
-        for ((sites, negative), members) in groups {
+        for ((sites, negative, _), members) in groups {
             let mass: Vec<f64> = members
                 .iter()
                 .map(|(t, elements)| (elements.len() * bits[*t].len()) as f64)
@@ -386,5 +393,15 @@ mod tests {
         // The int8 format's damaging bits are the top two of its words.
         let stored = WeightFormat::Int8.store(&[0.5, -0.25]);
         assert_eq!(damaging_bits(&stored, WeightFormat::Int8), [6, 7]);
+        // An int32 word (a quantized bias): its top half.
+        let bias = StoredTensor {
+            words: vec![0; 2],
+            scale: 1.0,
+            integer: Some(6),
+        };
+        assert_eq!(
+            damaging_bits(&bias, WeightFormat::Float32),
+            (16..32).collect::<Vec<u32>>()
+        );
     }
 }

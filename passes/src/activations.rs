@@ -68,6 +68,11 @@ impl ActivationKind {
         }
     }
 
+    /// An activation function, not one of the opt-in kinds (logits, conv outputs).
+    pub fn is_activation(self) -> bool {
+        !ActivationKind::OPT_IN.contains(&self)
+    }
+
     /// The least margin of a two-sided bound (`bound_from_range`: times the larger end's
     /// magnitude). Logits: a quarter, because a test sample's top score a little above every
     /// calibrated one is the prediction itself, and cutting it costs clean accuracy, while a

@@ -3,7 +3,7 @@
 //! `hybrid` (ProAct's HyReLU) is layer bounds everywhere and neuron bounds at the last
 //! activation (`site_granularities` resolves it per activation).
 
-use fitact_passes::activations::{ActivationKind, ActivationSite};
+use fitact_passes::activations::ActivationSite;
 use fitact_passes::bound_activations::Bound;
 use ndarray::{ArrayD, Axis};
 use serde::Serialize;
@@ -33,13 +33,13 @@ impl std::fmt::Display for Granularity {
 
 /// The granularity each of `sites` gets: `granularity` itself, or for `Hybrid` the layer
 /// everywhere but at the last activation of the main graph (in node order; the last of all
-/// when none is in the main graph; logits are not activations), which gets one bound per
-/// neuron.
+/// when none is in the main graph; logits and conv outputs are not activations), which gets
+/// one bound per neuron.
 pub fn site_granularities(granularity: Granularity, sites: &[ActivationSite]) -> Vec<Granularity> {
     if granularity != Granularity::Hybrid {
         return vec![granularity; sites.len()];
     }
-    let activation = |s: &ActivationSite| s.kind != ActivationKind::Logits;
+    let activation = |s: &ActivationSite| s.kind.is_activation();
     let last = sites
         .iter()
         .rposition(|s| s.graph.is_main() && activation(s))

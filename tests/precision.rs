@@ -215,7 +215,8 @@ fn quantized_and_float16_models_are_evaluated_with_their_stored_words() {
     let dir = tempfile::tempdir().unwrap();
     let test = head(&repo().join("fixtures/test.npy"), 200, dir.path());
     let labels = head(&repo().join("fixtures/test_labels.npy"), 200, dir.path());
-    for model in ["resnet_qdq.onnx", "resnet_fp16.onnx"] {
+    // resnet_fp16_io: float16 scores too, read widened.
+    for model in ["resnet_qdq.onnx", "resnet_fp16.onnx", "resnet_fp16_io.onnx"] {
         let report = dir.path().join(format!("{model}.json"));
         let paths =
             [precision(model), test.clone(), labels.clone(), report.clone()].map(|p| p.to_str().unwrap().to_owned());
@@ -234,6 +235,49 @@ fn quantized_and_float16_models_are_evaluated_with_their_stored_words() {
             "{model}: no {expected} words counted in {text:.2000}"
         );
     }
+}
+
+/// Seed 11's trial 11 at 1e-4 flips a scale that makes onnxruntime refuse the int8 model
+/// (QLinearGlobalAveragePool "out of computation range"): a failed trial, not a failed campaign.
+#[test]
+fn a_faulty_model_the_runtime_refuses_is_a_trial_with_every_sample_wrong() {
+    let dir = tempfile::tempdir().unwrap();
+    let test = head(&repo().join("fixtures/test.npy"), 50, dir.path());
+    let labels = head(&repo().join("fixtures/test_labels.npy"), 50, dir.path());
+    let report = dir.path().join("campaign.json");
+    let paths =
+        [precision("mobilenetv3_qdq.onnx"), test, labels, report.clone()].map(|p| p.to_str().unwrap().to_owned());
+    let table = run_ok(&[
+        "evaluate",
+        &paths[0],
+        "--data",
+        &paths[1],
+        "--labels",
+        &paths[2],
+        "--ber",
+        "1e-4",
+        "--trials",
+        "12",
+        "--seed",
+        "11",
+        "--engine",
+        "onnxruntime",
+        "--report",
+        &paths[3],
+    ]);
+    assert!(table.contains("the runtime refused 1 of 12 faulty models"), "{table}");
+    let campaign: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let refused: Vec<&serde_json::Value> = campaign["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["refused"] == true)
+        .collect();
+    assert_eq!(refused.len(), 1);
+    assert_eq!(refused[0]["trial"], 11);
+    assert_eq!(refused[0]["accuracy"], 0.0);
+    assert_eq!(refused[0]["sdc"], 1.0);
+    assert_eq!(campaign["results"][0]["refused"], 1);
 }
 
 #[test]

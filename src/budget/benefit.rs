@@ -22,7 +22,7 @@ use crate::faults::campaign_report::MeanCi;
 use crate::faults::flips::{WeightFormat, sample_flips_in};
 use crate::faults::statistics::{accuracy, mean_ci};
 use crate::faults::weights::{Values, Weights, flippable_bits, load};
-use crate::replay::{Batches, predict};
+use crate::replay::{Batches, faulty_or_refused, predict};
 use anyhow::{Context, Result};
 use fitact_passes::onnx::ModelProto;
 use rayon::prelude::*;
@@ -232,13 +232,18 @@ impl Campaign {
             // Run 0 is fault-free, with the weights as the format stores them.
             let event = p.checked_sub(1).map(|e| &targeted.events[e]);
             let model = stored.with_event(event, self.faults.format);
-            let predictions = predict(&self.engine, &model, &self.batches, &[], false)?.0;
-            return Ok(accuracy(&predictions.classes, &self.reference));
+            return self.metric_or_refused(&model);
         }
         let ber = self.faults.bers[p / self.faults.patterns];
         let trial = (p % self.faults.patterns) as u64;
         let faulty = stored.with_flips(ber, self.faults.seed, trial, self.faults.format);
-        let predictions = predict(&self.engine, &faulty, &self.batches, &[], false)?.0;
+        self.metric_or_refused(&faulty)
+    }
+
+    /// The metric of a faulty model; one the runtime refuses to run has lost every sample.
+    fn metric_or_refused(&self, faulty: &ModelProto) -> Result<f64> {
+        let run = predict(&self.engine, faulty, &self.batches, &[], false).map(|p| p.0);
+        let (predictions, _) = faulty_or_refused(run, self.reference.len(), 0)?;
         Ok(accuracy(&predictions.classes, &self.reference))
     }
 }

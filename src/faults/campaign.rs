@@ -14,7 +14,7 @@ use crate::faults::statistics::{accuracy, aggregate};
 use crate::faults::weights::{Values, Weights, dtype_name, flippable_bits, load};
 use crate::model_io::read_model;
 use crate::replay::judge::{Judge, SdcRule, check_labelled, judged_output, value_range, with_output_first};
-use crate::replay::{Batches, CleanValues, Predictions, readers, run_suffix};
+use crate::replay::{Batches, CleanValues, Predictions, faulty_or_refused, readers, run_suffix};
 use anyhow::{Context, Result, bail, ensure};
 use fitact_passes::extract_suffix::{extract_suffix, suffix_boundary};
 use fitact_passes::onnx::ModelProto;
@@ -532,15 +532,16 @@ impl Campaign<'_> {
         let mut records = Vec::new();
         let mut dumps = Vec::new();
         for (m, subject) in self.subjects.iter().enumerate() {
-            let (flips, faulty, flip_count) = if options.fault == FaultKind::Activation {
+            let (flips, faulty, flip_count, refused) = if options.fault == FaultKind::Activation {
                 let (faulty, count) =
                     subject.activation_trial(&options.engine, self.layers, options.seed, t, self.batches)?;
-                (Vec::new(), faulty, count)
+                (Vec::new(), faulty, count, false)
             } else {
                 let flips = subject.flips(options, ber, t);
-                let faulty = subject.trial(&flips, options, self.batches)?;
+                let run = subject.trial(&flips, options, self.batches);
+                let (faulty, refused) = faulty_or_refused(run, self.samples, subject.clean.width)?;
                 let count = flips.len();
-                (flips, faulty, count)
+                (flips, faulty, count, refused)
             };
             let n = self.samples as f64;
             let corrupted = subject.corrupted(&faulty);
@@ -559,6 +560,7 @@ impl Campaign<'_> {
                 accuracy: self.labels.map(|l| accuracy(&faulty.classes, l)),
                 sdc,
                 nonfinite,
+                refused,
             });
         }
         Ok((records, dumps))

@@ -83,6 +83,9 @@ pub struct ResultRecord {
     pub accuracy: Option<MeanCi>,
     pub sdc: MeanCi,
     pub nonfinite_rate: f64,
+    /// Trials whose faulty model the runtime refused to run (counted as every sample wrong).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub refused: usize,
     pub mean_flips: f64,
     /// Mean flips per trial in tensors of each element type.
     #[serde(default)]
@@ -102,6 +105,9 @@ pub struct TrialRecord {
     pub accuracy: Option<f64>,
     pub sdc: f64,
     pub nonfinite: f64,
+    /// The runtime refused to run the faulty model: every sample counts as wrong and changed.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub refused: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -122,4 +128,8 @@ impl CampaignReport {
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("report serializes") + "\n"
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }

@@ -77,6 +77,7 @@ pub fn aggregate(
                 accuracy,
                 sdc: mean_ci(&these.iter().map(|r| r.sdc).collect::<Vec<_>>()),
                 nonfinite_rate: these.iter().map(|r| r.nonfinite).sum::<f64>() / n,
+                refused: these.iter().filter(|r| r.refused).count(),
                 mean_flips: these.iter().map(|r| r.flips as f64).sum::<f64>() / n,
                 mean_flips_by_dtype: mean_by_dtype(&these),
             });

@@ -73,6 +73,18 @@ impl Predictions {
         }
     }
 
+    /// `count` samples that lost their prediction (the runtime refused the model): no class,
+    /// no values, so every judge counts them as changed and every label as missed.
+    pub fn lost(count: usize, width: usize) -> Predictions {
+        Predictions {
+            classes: vec![usize::MAX; count],
+            width,
+            margins: vec![0.0; count],
+            nonfinite: vec![false; count],
+            ..Default::default()
+        }
+    }
+
     /// Stops keeping values and frees those kept (once the judge is known not to need them).
     pub fn drop_values(&mut self) {
         self.keep_values = false;
@@ -163,9 +175,20 @@ pub fn check_labels(labels: &[usize], width: usize) -> Result<()> {
 /// (whole feeds, one sample per run), the whole output is the sample's row, whatever its
 /// shape.
 pub fn push_predictions(predictions: &mut Predictions, logits: &Value, valid: usize, whole: bool) -> Result<()> {
-    let view = logits
-        .view::<f32>()
-        .context("the model's first output is not float32")?;
+    // float16 scores (a model with float16 I/O) are read widened, exactly.
+    let widened;
+    let view = match logits.view::<f32>() {
+        Some(view) => view,
+        None => {
+            widened = logits.view::<half::f16>().map(|v| v.mapv(f32::from)).with_context(|| {
+                format!(
+                    "the model's first output is {}; the tool reads float32 or float16 scores",
+                    logits.elem_type().name()
+                )
+            })?;
+            widened.view()
+        }
+    };
     let len = view.len();
     let rows = match view.shape().first() {
         Some(rows) if !whole => *rows,
@@ -400,6 +423,25 @@ fn stale_in(
     stale
 }
 
+/// A faulty model's predictions, or when the engine refuses to load or run it (a flipped scale
+/// can put a quantized kernel "out of computation range"), `count` lost ones and `true`: a
+/// fault that stops inference is a failed trial, not a failed campaign. Other errors pass.
+pub fn faulty_or_refused(run: Result<Predictions>, count: usize, width: usize) -> Result<(Predictions, bool)> {
+    match run {
+        Ok(predictions) => Ok((predictions, false)),
+        Err(e)
+            if matches!(
+                e.downcast_ref(),
+                Some(EngineError::Load { .. } | EngineError::Run { .. })
+            ) =>
+        {
+            log::warn!("a faulty model counts as failed: {e:#}");
+            Ok((Predictions::lost(count, width), true))
+        }
+        Err(e) => Err(e),
+    }
+}
+
 /// Predictions of `suffix` (whose output `output` is the model's first) fed per batch, with
 /// their values when `keep_values`.
 pub fn run_suffix(
@@ -458,4 +500,46 @@ pub fn readers(model: &ModelProto) -> HashMap<String, Vec<usize>> {
         }
     }
     readers
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::EngineKind;
+    use ndarray::{ArrayD, IxDyn};
+
+    #[test]
+    fn float16_scores_are_read_widened_and_integer_ones_named() {
+        let scores = [0.5f32, 3.0, -1.0, 7.0, 2.0, 1.0];
+        let f16 = ArrayD::from_shape_vec(IxDyn(&[2, 3]), scores.map(half::f16::from_f32).to_vec()).unwrap();
+        let mut predictions = Predictions::default();
+        push_predictions(&mut predictions, &Value::from(f16), 2, false).unwrap();
+        assert_eq!(predictions.classes, [1, 0]);
+        assert_eq!(predictions.margins, [2.5, 5.0]);
+        let u8s = ArrayD::from_shape_vec(IxDyn(&[1, 3]), vec![1u8, 2, 3]).unwrap();
+        let error = push_predictions(&mut Predictions::default(), &Value::from(u8s), 1, false).unwrap_err();
+        assert!(format!("{error:#}").contains("first output is uint8"), "{error:#}");
+    }
+
+    #[test]
+    fn a_faulty_model_the_runtime_refuses_loses_every_sample_and_other_errors_pass() {
+        let refused = EngineError::Run {
+            engine: EngineKind::Onnxruntime,
+            message: "out of computation range".into(),
+        };
+        let run = Err(anyhow::Error::from(refused).context("running the suffix"));
+        let (lost, was_refused) = faulty_or_refused(run, 3, 10).unwrap();
+        assert!(was_refused);
+        assert_eq!(lost.classes, [usize::MAX; 3]);
+        assert_eq!(lost.width, 10);
+        let (kept, was_refused) = faulty_or_refused(Ok(Predictions::lost(1, 2)), 1, 2).unwrap();
+        assert!(!was_refused && kept.classes.len() == 1);
+        let unsupported = EngineError::Unsupported {
+            engine: EngineKind::Tract,
+            op: "Foo".into(),
+            node: "n".into(),
+        };
+        assert!(faulty_or_refused(Err(unsupported.into()), 1, 2).is_err());
+        assert!(faulty_or_refused(Err(anyhow::anyhow!("a bug")), 1, 2).is_err());
+    }
 }

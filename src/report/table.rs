@@ -29,6 +29,12 @@ impl CampaignReport {
                 pct(r.nonfinite_rate)
             );
         }
+        for r in self.results.iter().filter(|r| r.refused > 0) {
+            t += &format!(
+                "{}: the runtime refused {} of {} faulty models at BER {:.0e} (counted as every sample wrong)\n",
+                r.model, r.refused, r.trials, r.ber
+            );
+        }
         for m in &self.models {
             if let Some(auc) = m.accuracy_auc {
                 t += &format!("{}: accuracy AUC over log BER {:.2}%\n", m.model, 100.0 * auc);

@@ -246,7 +246,13 @@ fn inspect_lists_every_activation_and_what_would_be_bounded() {
         ]);
         assert!(run.status.success());
         let json: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
-        let listed = json["activations"].as_array().unwrap();
+        // The opt-in sites (the classifier's logits) are listed too, unbounded unless named.
+        let (opt_in, listed): (Vec<&serde_json::Value>, Vec<&serde_json::Value>) = json["activations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .partition(|a| ["Logits", "Linear"].contains(&a["kind"].as_str().unwrap()));
+        assert!(opt_in.iter().all(|a| a["bounded"] == false), "{opt_in:?}");
         assert_eq!(listed.len(), expected["zoo"].as_array().unwrap().len());
         let bounded: Vec<&str> = listed
             .iter()

@@ -91,6 +91,31 @@ fn int8_models_are_bounded_in_their_integers_and_keep_their_kernels() {
     // The hard-swish net's HardSwish sits in float between DQ and Q: bounded after its Q.
     let listing = run_ok(&["inspect", precision("mobilenetv3_qdq.onnx").to_str().unwrap()]);
     assert!(listing.contains("HardSwish (in integers)"), "{listing}");
+    // The opt-in sites are listed, and bounded only when named.
+    let listed = |flags: &[&str]| -> Vec<(String, bool)> {
+        let path = precision("mobilenetv3_qdq.onnx");
+        let mut args = vec!["inspect", path.to_str().unwrap(), "--json"];
+        args.extend(flags);
+        let json: serde_json::Value = serde_json::from_str(&run_ok(&args)).unwrap();
+        json["activations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| ["Linear", "Logits"].contains(&a["kind"].as_str().unwrap()))
+            .map(|a| (a["kind"].as_str().unwrap().to_owned(), a["bounded"] == true))
+            .collect()
+    };
+    let opt_in = listed(&[]);
+    assert!(
+        opt_in.iter().any(|(k, _)| k == "Linear") && opt_in.iter().any(|(k, _)| k == "Logits"),
+        "{opt_in:?}"
+    );
+    assert!(opt_in.iter().all(|(_, bounded)| !bounded), "{opt_in:?}");
+    let named = listed(&["--activations", "all,linear,logits"]);
+    assert!(
+        named.len() == opt_in.len() && named.iter().all(|(_, bounded)| *bounded),
+        "{named:?}"
+    );
 }
 
 #[test]

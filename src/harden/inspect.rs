@@ -1,5 +1,6 @@
 //! `inspect`: what the tool sees in a model before it changes anything: every activation, by
-//! kind and form, whether `--activations` would bound it, its shape (as tract infers it), and
+//! kind and form (the opt-in sites too: logits, int8 linear conv outputs), whether
+//! `--activations` would bound it, its shape (as tract infers it), and
 //! where the weights live.
 
 use crate::model_io::read_model;
@@ -76,7 +77,9 @@ pub fn inspect(path: &Path, kinds: &[ActivationKind]) -> Result<Inspection> {
         Ok(shapes) => (shapes, None),
         Err(e) => (Default::default(), Some(format!("{e:#}"))),
     };
-    let activations = sites_of(model, &ActivationKind::ALL)
+    // The opt-in kinds too (logits, linear conv outputs), so a user sees what naming them adds.
+    let every: Vec<ActivationKind> = ActivationKind::ALL.into_iter().chain(ActivationKind::OPT_IN).collect();
+    let activations = sites_of(model, &every)
         .into_iter()
         .map(|site| ActivationInfo {
             kind: site.kind.op_type(),
@@ -126,7 +129,7 @@ impl Inspection {
             w.initializers, w.initializer_elements, w.external_initializers, w.constant_nodes, w.constant_elements
         );
         t += &format!(
-            "{} activation(s), {} bounded with --activations {} (*):\n",
+            "{} site(s), {} bounded with --activations {} (*):\n",
             self.activations.len(),
             self.activations.iter().filter(|a| a.bounded).count(),
             self.selected.join(",")

@@ -45,7 +45,7 @@ fn harden_variant(input: &Path, output: PathBuf, calib: &Path, method: Method, g
         calib: calib.to_owned(),
         images: Default::default(),
         data_cap: Default::default(),
-        activations: vec![fitact_passes::activations::ActivationKind::Relu],
+        activations: Some(vec![fitact_passes::activations::ActivationKind::Relu]),
         method,
         granularity: g,
         mode: None,

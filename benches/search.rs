@@ -71,7 +71,7 @@ fn bench(
         calib: data.to_owned(),
         images: Default::default(),
         data_cap: Default::default(),
-        activations: vec![fitact_passes::activations::ActivationKind::Relu],
+        activations: Some(vec![fitact_passes::activations::ActivationKind::Relu]),
         method: Method::Fitact,
         granularity: None,
         mode: None,

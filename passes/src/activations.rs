@@ -4,6 +4,7 @@
 
 use crate::graph::{GraphPath, for_each_graph};
 use crate::onnx::ModelProto;
+use crate::onnx::tensor_proto::DataType;
 pub use crate::patterns::Kind as ActivationKind;
 use crate::patterns::find_in_graph;
 
@@ -199,6 +200,34 @@ pub fn find_kinds(model: &ModelProto, kinds: &[ActivationKind]) -> Vec<Activatio
         .collect()
 }
 
+/// The kinds `--activations` means when it is not given: `all`, and the logits when the
+/// classifier computes in float16 or bfloat16 (its weights are stored so). There a flipped
+/// weight bit makes a class score in the thousands; the logits' bound was measured free and
+/// raised the recovery of the float16 fixtures from 81-93% to 94-96%
+/// (docs/results/precision_logits_2026-12-06.md). A float32 or int8 model's default stays
+/// `all`: float32 hardening writes the same bytes as before.
+pub fn default_kinds(model: &ModelProto) -> Vec<ActivationKind> {
+    let mut kinds = ActivationKind::ALL.to_vec();
+    let Some(graph) = model.graph.as_ref() else {
+        return kinds;
+    };
+    let half = |name: &str| {
+        graph
+            .initializer
+            .iter()
+            .find(|t| t.name() == name)
+            .is_some_and(|t| [DataType::Float16 as i32, DataType::Bfloat16 as i32].contains(&t.data_type()))
+    };
+    let logits_in_half = find_kinds(model, &[ActivationKind::Logits])
+        .iter()
+        .filter(|s| s.graph.is_main())
+        .any(|s| graph.node[s.node].input.get(1).is_some_and(|w| half(w)));
+    if logits_in_half {
+        kinds.push(ActivationKind::Logits);
+    }
+    kinds
+}
+
 /// Every well-formed `Relu` (one input, one output, default domain).
 pub fn find_relus(model: &ModelProto) -> Vec<ActivationSite> {
     find_kinds(model, &[ActivationKind::Relu])
@@ -324,6 +353,30 @@ mod tests {
         assert!(logits(&added).is_empty());
         let read_twice = with_outputs(head(vec![op("Cast", &["z"], "y"), op("Neg", &["z"], "n")]), &["y"]);
         assert!(logits(&read_twice).is_empty());
+    }
+
+    #[test]
+    fn the_default_adds_logits_only_where_the_classifier_weights_are_float16() {
+        let model = |data_type: DataType| {
+            let mut m = with_outputs(vec![op("Relu", &["x"], "h"), op("Gemm", &["h", "w"], "z")], &["z"]);
+            let graph = m.graph.as_mut().unwrap();
+            graph.initializer.push(crate::onnx::TensorProto {
+                name: Some("w".into()),
+                data_type: Some(data_type as i32),
+                ..Default::default()
+            });
+            m
+        };
+        assert_eq!(default_kinds(&model(DataType::Float)), ActivationKind::ALL);
+        for half in [DataType::Float16, DataType::Bfloat16] {
+            assert_eq!(default_kinds(&model(half)).last(), Some(&ActivationKind::Logits));
+        }
+        // int8: the Gemm reads a DequantizeLinear's output, not a float16 initializer.
+        let mut qdq = model(DataType::Int8);
+        let graph = qdq.graph.as_mut().unwrap();
+        graph.node.insert(0, op("DequantizeLinear", &["w", "s"], "wf"));
+        graph.node[2].input[1] = "wf".into();
+        assert_eq!(default_kinds(&qdq), ActivationKind::ALL);
     }
 
     #[test]

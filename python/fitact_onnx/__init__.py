@@ -162,10 +162,11 @@ def check(model: Any, reference: Any, data: Any, **options: Any) -> Dict[str, An
         return work.read_json(report)
 
 
-def inspect(model: Any, *, activations: Any = "all") -> Dict[str, Any]:
+def inspect(model: Any, *, activations: Any = None) -> Dict[str, Any]:
     """The activations of ``model``, by kind, and what ``harden`` would bound: ``fitact-onnx inspect --json``.
 
-    ``activations`` is what ``harden`` would be given ("all", the default, or a list of kinds).
+    ``activations`` is what ``harden`` would be given ("all", a list of kinds, or None for
+    harden's default: "all", with the logits when the classifier computes in float16).
 
     Example::
 
@@ -174,7 +175,8 @@ def inspect(model: Any, *, activations: Any = "all") -> Dict[str, Any]:
     """
     with _Workspace() as work:
         path = work.model(model, "model")
-        return work.relabel(json.loads(_native.inspect_json(path, _flag_text(activations))))
+        kinds = None if activations is None else _flag_text(activations)
+        return work.relabel(json.loads(_native.inspect_json(path, kinds)))
 
 
 def merge(reports: Sequence[Any], **options: Any) -> Dict[str, Any]:

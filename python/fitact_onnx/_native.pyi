@@ -29,8 +29,8 @@ def main(argv: List[str], onnxruntime_package: Optional[str] = None) -> int:
         sys.exit(_native.main(["--version"]))
     """
 
-def inspect_json(model: str, activations: str = "all") -> str:
-    """``fitact-onnx inspect MODEL --activations ACTIVATIONS --json``'s output.
+def inspect_json(model: str, activations: Optional[str] = None) -> str:
+    """``fitact-onnx inspect MODEL [--activations ACTIVATIONS] --json``'s output.
 
     Example::
 

@@ -99,12 +99,16 @@ fn main(py: Python<'_>, argv: Vec<OsString>, onnxruntime_package: Option<PathBuf
 
 /// `inspect --json`'s listing of `model`, as a string (the CLI prints it).
 #[pyfunction]
-#[pyo3(signature = (model, activations="all"))]
-fn inspect_json(py: Python<'_>, model: PathBuf, activations: &str) -> PyResult<String> {
-    let kinds = cli::values::parse_kind_list(activations)
-        .map_err(|e| PyValueError::new_err(format!("invalid value '{activations}' for activations: {e}")))?;
+#[pyo3(signature = (model, activations=None))]
+fn inspect_json(py: Python<'_>, model: PathBuf, activations: Option<&str>) -> PyResult<String> {
+    let kinds = activations
+        .map(|a| {
+            cli::values::parse_kind_list(a)
+                .map_err(|e| PyValueError::new_err(format!("invalid value '{a}' for activations: {e}")))
+        })
+        .transpose()?;
     py.detach(|| {
-        let inspection = fitact_onnx::harden::inspect::inspect(&model, &kinds.0)?;
+        let inspection = fitact_onnx::harden::inspect::inspect(&model, kinds.as_ref().map(|k| k.0.as_slice()))?;
         Ok(serde_json::to_string(&inspection)?)
     })
     .map_err(|err: anyhow::Error| FitactError::new_err(format!("{err:#}")))

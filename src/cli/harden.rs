@@ -45,7 +45,8 @@ pub struct Args {
     images: ImageArgs,
     #[command(flatten)]
     cap: DataCapArgs,
-    /// Which activations to bound: all (the default), or a comma-separated list of relu,
+    /// Which activations to bound: all (the default; with logits when the classifier computes
+    /// in float16 or bfloat16), or a comma-separated list of relu,
     /// leakyrelu, prelu, clip, hardsigmoid, hardswish, sigmoid, tanh, silu, gelu, norm (the
     /// output of a normalisation read by a residual Add), and, only when named (e.g.
     /// all,logits,linear), logits (the classifier's scores, bounded on both sides with a
@@ -53,8 +54,8 @@ pub struct Args {
     /// follows, bounded on both sides in its integers).
     /// Decomposed forms (x * Sigmoid(x), GELU's erf and tanh forms, x * Clip(x + 3, 0, 6) / 6)
     /// are bounded once, at their output.
-    #[arg(long, default_value = "all", value_parser = parse_kind_list)]
-    activations: KindList,
+    #[arg(long, value_parser = parse_kind_list)]
+    activations: Option<KindList>,
     /// Preset: fitact = channel + zero, ranger = layer + saturate, clipact = layer + zero.
     #[arg(long, value_enum, default_value_t = Method::Fitact)]
     method: Method,
@@ -335,7 +336,7 @@ fn options(args: Args, terminal: Terminal) -> Result<HardenOptions> {
         calib,
         images: images.options(),
         data_cap: cap.max_data_memory,
-        activations: activations.0,
+        activations: activations.map(|k| k.0),
         method,
         granularity,
         mode,

@@ -10,9 +10,9 @@ use std::process::ExitCode;
 #[derive(clap::Args)]
 pub struct Args {
     model: PathBuf,
-    /// The kinds harden would bound (as harden's --activations).
-    #[arg(long, default_value = "all", value_parser = parse_kind_list)]
-    activations: KindList,
+    /// The kinds harden would bound (as harden's --activations; default: harden's default).
+    #[arg(long, value_parser = parse_kind_list)]
+    activations: Option<KindList>,
     /// Print JSON instead of text.
     #[arg(long)]
     json: bool,
@@ -24,7 +24,7 @@ pub fn run(args: Args) -> Result<ExitCode> {
         activations,
         json,
     } = args;
-    let inspection = crate::harden::inspect::inspect(&model, &activations.0)?;
+    let inspection = crate::harden::inspect::inspect(&model, activations.as_ref().map(|k| k.0.as_slice()))?;
     let text = if json {
         serde_json::to_string_pretty(&inspection)? + "\n"
     } else {

@@ -5,7 +5,7 @@
 
 use crate::model_io::read_model;
 use anyhow::{Context, Result};
-use fitact_passes::activations::ActivationKind;
+use fitact_passes::activations::{ActivationKind, default_kinds};
 use fitact_passes::graph::{default_opset, for_each_graph};
 use fitact_passes::quantized_activations::sites_of;
 use serde::Serialize;
@@ -54,9 +54,11 @@ fn elements(dims: &[i64]) -> u64 {
     dims.iter().map(|d| (*d).max(0) as u64).product()
 }
 
-pub fn inspect(path: &Path, kinds: &[ActivationKind]) -> Result<Inspection> {
+/// What `path` holds; `kinds` as harden's `--activations` (None: its default for the model).
+pub fn inspect(path: &Path, kinds: Option<&[ActivationKind]>) -> Result<Inspection> {
     let file = read_model(path).context("reading the model")?;
     let model = &file.model;
+    let kinds = kinds.map_or_else(|| default_kinds(model), <[ActivationKind]>::to_vec);
     let mut weights = WeightsInfo::default();
     for_each_graph(model, |_, graph| {
         weights.initializers += graph.initializer.len();

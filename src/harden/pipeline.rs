@@ -19,7 +19,7 @@ use crate::replay::judge::{judged_output, with_output_first};
 use crate::search::{Bases, FOLDS, KFold, MIN_SAMPLES, SearchData, SearchLog, SearchOptions, k_fold, search};
 use crate::{TOOL, VERSION};
 use anyhow::{Context, Result};
-use fitact_passes::activations::{ActivationKind, ActivationSite};
+use fitact_passes::activations::{ActivationKind, ActivationSite, default_kinds};
 use fitact_passes::bound_activations::{Applied, Bound, BoundRequest, Emission, Mode, scaled_threshold_applies};
 use fitact_passes::bound_stored::{bound_stored, is_integer, stored_bound};
 use fitact_passes::fold_channel_bounds::fold_channel_bounds;
@@ -45,8 +45,8 @@ pub struct HardenOptions {
     pub images: ImageOptions,
     /// The memory the calibration samples (and labels) may take.
     pub data_cap: crate::data::cap::DataCap,
-    /// The kinds of activation to bound.
-    pub activations: Vec<ActivationKind>,
+    /// The kinds of activation to bound; None: `default_kinds` of the model.
+    pub activations: Option<Vec<ActivationKind>>,
     pub method: Method,
     pub granularity: Option<Granularity>,
     pub mode: Option<ModeName>,
@@ -68,6 +68,13 @@ pub struct HardenOptions {
     pub unreached: Unreached,
     /// `--max-overhead`: bound only what fits in a latency budget (`harden::budgeted`).
     pub budget: Option<crate::harden::budgeted::BudgetSettings>,
+}
+
+impl HardenOptions {
+    /// The kinds to bound in `model`: those asked, or the model's default.
+    pub fn kinds(&self, model: &ModelProto) -> Vec<ActivationKind> {
+        self.activations.clone().unwrap_or_else(|| default_kinds(model))
+    }
 }
 
 /// What `harden` does with an activation that no calibration sample reaches (an `If` branch
@@ -110,6 +117,10 @@ pub enum HardenError {
 pub fn harden(options: &HardenOptions) -> Result<HardenReport> {
     let source = read_model(&options.input).context("reading the model")?;
     let mut model = source.model;
+    let options = &HardenOptions {
+        activations: Some(options.kinds(&model)),
+        ..options.clone()
+    };
     let (opset, mut sites) = sites_to_bound(&model, options)?;
     let (mut granularity, mode) = options.method.resolve(options.granularity, options.mode);
     log::info!(
@@ -216,9 +227,10 @@ fn record_unreached(model: &mut ModelProto, unreached: &[ActivationSite]) {
 pub fn sites_to_bound(model: &ModelProto, options: &HardenOptions) -> Result<(i64, Vec<ActivationSite>)> {
     validate(model).with_context(|| format!("{} is not a usable model", options.input.display()))?;
     let opset = default_opset(model).with_context(|| format!("{}", options.input.display()))?;
-    let sites = sites_of(model, &options.activations);
+    let kinds = options.kinds(model);
+    let sites = sites_of(model, &kinds);
     if sites.is_empty() {
-        let wanted = match options.activations.as_slice() {
+        let wanted = match kinds.as_slice() {
             [ActivationKind::Relu] => "Relu".to_owned(),
             kinds if kinds.len() == ActivationKind::ALL.len() => "activation".to_owned(),
             kinds => {
@@ -754,7 +766,7 @@ fn harden_metadata(
     mode: ModeName,
     bounded: usize,
 ) -> Result<[(&'static str, String); 9]> {
-    let kinds: Vec<String> = options.activations.iter().map(|k| k.cli_name()).collect();
+    let kinds: Vec<String> = options.activations.iter().flatten().map(|k| k.cli_name()).collect();
     Ok([
         ("fitact.tool", format!("{TOOL} {VERSION}")),
         ("fitact.method", options.method.to_string()),

@@ -232,18 +232,22 @@ impl Campaign {
             // Run 0 is fault-free, with the weights as the format stores them.
             let event = p.checked_sub(1).map(|e| &targeted.events[e]);
             let model = stored.with_event(event, self.faults.format);
-            return self.metric_or_refused(&model);
+            return self.metric_of(&model, event.is_some());
         }
         let ber = self.faults.bers[p / self.faults.patterns];
         let trial = (p % self.faults.patterns) as u64;
         let faulty = stored.with_flips(ber, self.faults.seed, trial, self.faults.format);
-        self.metric_or_refused(&faulty)
+        self.metric_of(&faulty, true)
     }
 
-    /// The metric of a faulty model; one the runtime refuses to run has lost every sample.
-    fn metric_or_refused(&self, faulty: &ModelProto) -> Result<f64> {
-        let run = predict(&self.engine, faulty, &self.batches, &[], false).map(|p| p.0);
-        let (predictions, _) = faulty_or_refused(run, self.reference.len(), 0)?;
+    /// The metric of `model`; a `faulty` one the runtime refuses to run has lost every sample
+    /// (a fault-free one it refuses is an error).
+    fn metric_of(&self, model: &ModelProto, faulty: bool) -> Result<f64> {
+        let run = predict(&self.engine, model, &self.batches, &[], false).map(|p| p.0);
+        let predictions = match faulty {
+            true => faulty_or_refused(run, self.reference.len(), 0)?.0,
+            false => run?,
+        };
         Ok(accuracy(&predictions.classes, &self.reference))
     }
 }

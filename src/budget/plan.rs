@@ -240,7 +240,8 @@ fn next_target(budget: f64, checks: &[Check]) -> Option<f64> {
     }
     let (c0, m0, c1) = (last.predicted_overhead, measured, before.predicted_overhead);
     let climb = c0 + (budget - m0) * (c1 - c0) / (over - m0);
-    (climb >= c0 + RESOLUTION).then_some(climb)
+    // Only above the repair's own target: below it, the fill has no room the repair's lacked.
+    (climb >= c0 + RESOLUTION && climb > last.target + RESOLUTION).then_some(climb)
 }
 
 /// Per site, per offered form: its cost (0 unbounded).
@@ -688,6 +689,10 @@ mod tests {
         assert_eq!(next_target(0.1, &[check(0.1, 0.095, 0.09)]), None);
         // The repair landed a hair under: no room for a unit of cost.
         let checks = [check(0.1, 0.099, 0.101), check(0.098, 0.098, 0.0999)];
+        assert_eq!(next_target(0.1, &checks), None);
+        // PP-LCNet's run: the repair's fill (target +8.55%) cost +7.9%; the interpolation
+        // (+8.4%) lies below that target, where the fill has nothing more to add.
+        let checks = [check(0.1, 0.098, 0.1146), check(0.0855, 0.079, 0.0947)];
         assert_eq!(next_target(0.1, &checks), None);
         // Nothing was predicted: no repair either.
         assert_eq!(next_target(0.1, &[check(0.1, 0.0, 0.2)]), None);

@@ -69,6 +69,11 @@ impl ActivationKind {
         }
     }
 
+    /// Every kind `--activations` can name: `ALL`, then `OPT_IN`.
+    pub fn every() -> impl Iterator<Item = ActivationKind> {
+        ActivationKind::ALL.into_iter().chain(ActivationKind::OPT_IN)
+    }
+
     /// An activation function, not one of the opt-in kinds (logits, conv outputs).
     pub fn is_activation(self) -> bool {
         !ActivationKind::OPT_IN.contains(&self)
@@ -95,7 +100,7 @@ impl ActivationKind {
 /// Which kinds to bound: `all`, or a comma-separated list of kinds (`all` among them stands
 /// for every kind of `ALL`, e.g. `all,logits`).
 pub fn parse_kinds(text: &str) -> Result<Vec<ActivationKind>, String> {
-    let named = || ActivationKind::ALL.into_iter().chain(ActivationKind::OPT_IN);
+    let named = ActivationKind::every;
     let mut kinds = Vec::new();
     for part in text.split(',').map(str::trim) {
         let found: Vec<ActivationKind> = if part.eq_ignore_ascii_case("all") {

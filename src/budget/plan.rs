@@ -8,7 +8,8 @@
 //! additive (a runtime that reorders memory around two neighbouring bounds does not pay
 //! twice, or pays more), so when the measured overhead is over the budget, the path goes on
 //! to a target smaller by measured / predicted and the new choice is timed again, at most
-//! `REPAIRS` times. With `curve`, the path goes on to the end (every activation in its free
+//! `REPAIRS` times; once a repair lands under the budget, the choice climbs back once towards
+//! it (`next_target`). With `curve`, the path goes on to the end (every activation in its free
 //! form), and the state each budget of `CURVE_BUDGETS` would choose is timed.
 
 use crate::budget::benefit::{Campaign, FaultSettings};

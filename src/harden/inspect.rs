@@ -80,7 +80,7 @@ pub fn inspect(path: &Path, kinds: Option<&[ActivationKind]>) -> Result<Inspecti
         Err(e) => (Default::default(), Some(format!("{e:#}"))),
     };
     // The opt-in kinds too (logits, linear conv outputs), so a user sees what naming them adds.
-    let every: Vec<ActivationKind> = ActivationKind::ALL.into_iter().chain(ActivationKind::OPT_IN).collect();
+    let every: Vec<ActivationKind> = ActivationKind::every().collect();
     let activations = sites_of(model, &every)
         .into_iter()
         .map(|site| ActivationInfo {

@@ -9,8 +9,8 @@
 pub mod judge;
 
 use crate::data::dataset::Samples;
-use crate::engine::{Engine, EngineError, Outputs, Session, Value};
-use anyhow::{Context, Result};
+use crate::engine::{ElemType, Engine, EngineError, Outputs, Session, Value};
+use anyhow::Result;
 use fitact_passes::onnx::ModelProto;
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -179,15 +179,14 @@ pub fn push_predictions(predictions: &mut Predictions, logits: &Value, valid: us
     let widened;
     let view = match logits.view::<f32>() {
         Some(view) => view,
-        None => {
-            widened = logits.view::<half::f16>().map(|v| v.mapv(f32::from)).with_context(|| {
-                format!(
-                    "the model's first output is {}; the tool reads float32 or float16 scores",
-                    logits.elem_type().name()
-                )
-            })?;
+        None if logits.elem_type() == ElemType::F16 => {
+            widened = logits.widened_f32().map_err(anyhow::Error::msg)?;
             widened.view()
         }
+        None => anyhow::bail!(
+            "the model's first output is {}; the tool reads float32 or float16 scores",
+            logits.elem_type().name()
+        ),
     };
     let len = view.len();
     let rows = match view.shape().first() {

@@ -361,6 +361,41 @@ mod tests {
     }
 
     #[test]
+    fn linear_bottlenecks_are_convs_read_only_by_a_sum_or_the_next_layer() {
+        let linear = |nodes: Vec<NodeProto>, outputs: &[&str]| -> Vec<String> {
+            find_kinds(&with_outputs(nodes, outputs), &[ActivationKind::Linear])
+                .iter()
+                .map(|s| s.output.clone())
+                .collect()
+        };
+        // A projection entering a residual sum, and one entering the next block's conv.
+        let block = vec![
+            op("Conv", &["x", "w1"], "p"),
+            op("Add", &["p", "x"], "s"),
+            op("Conv", &["s", "w2"], "q"),
+            op("Conv", &["q", "w3"], "e"),
+            op("Relu", &["e"], "r"),
+        ];
+        assert_eq!(linear(block, &["r"]), ["p", "q"]);
+        // Not before an activation, a normalisation or a quantizer, not a graph output, and
+        // not the logits.
+        for reader in ["Relu", "BatchNormalization", "QuantizeLinear"] {
+            let nodes = vec![op("Conv", &["x", "w"], "c"), op(reader, &["c"], "y")];
+            assert!(linear(nodes, &["y"]).is_empty(), "{reader}");
+        }
+        let mixed = vec![
+            op("Conv", &["x", "w"], "c"),
+            op("Add", &["c", "x"], "s"),
+            op("Relu", &["c"], "r"),
+        ];
+        assert!(linear(mixed, &["s", "r"]).is_empty());
+        assert!(linear(vec![op("Conv", &["x", "w"], "c")], &["c"]).is_empty());
+        // Not among the default kinds.
+        let sum = with_outputs(vec![op("Conv", &["x", "w"], "c"), op("Add", &["c", "x"], "s")], &["s"]);
+        assert!(find_kinds(&sum, &ActivationKind::ALL).is_empty());
+    }
+
+    #[test]
     fn the_default_adds_logits_only_where_the_classifier_weights_are_float16() {
         let model = |data_type: DataType| {
             let mut m = with_outputs(vec![op("Relu", &["x"], "h"), op("Gemm", &["h", "w"], "z")], &["z"]);

@@ -7,6 +7,7 @@
 //! | SiLU | `x * Sigmoid(x)` |
 //! | GELU | `Gelu(x)`; `x * 0.5 * (1 + Erf(x / sqrt 2))` (or `Erf(x * (1 / sqrt 2))`); `x * 0.5 * (1 + Tanh(sqrt(2 / pi) * (x + 0.044715 * x^3)))`, with x^3 as `Pow(x, 3)` or `x * (x * x)`, and the product with x and 0.5 grouped in any way |
 //! | norm | the output of `BatchNormalization`, `InstanceNormalization`, `LayerNormalization` or `GroupNormalization` read by an `Add` (a linear bottleneck entering a residual sum) |
+//! | linear | the output of a `Conv` read only by `Add`, `Conv`, `Gemm` or `MatMul` nodes: a linear bottleneck whose normalisation the exporter folded into the convolution, entering a residual sum or the next layer with no activation between (opt-in: `--activations all,linear`) |
 //! | logits | the output of the `Gemm`, `MatMul` or `Conv` that writes a graph output, alone or through `Cast`, `Identity`, `Flatten`, `Reshape`, `Squeeze`, `Softmax`, `LogSoftmax`, `QuantizeLinear`, `DequantizeLinear` (the classifier's scores, before any softmax) |
 //!
 //! A decomposed form is one activation, bounded at its output only: its inner nodes (the
@@ -426,12 +427,12 @@ fn single_op(index: &Index, i: usize) -> Option<Match> {
             }
             (Kind::Norm, op_static(op), false)
         }
+        "Conv" if linear_bottleneck(index, i) => (Kind::Linear, "Conv, no activation", false),
         _ => return None,
     };
     let unary = match kind {
         Kind::PRelu => node.input.len() == 2,
-        Kind::Clip => !node.input.is_empty(),
-        Kind::Norm => !node.input.is_empty(),
+        Kind::Clip | Kind::Norm | Kind::Linear => !node.input.is_empty(),
         _ => node.input.len() == 1,
     };
     let well_formed = unary
@@ -447,6 +448,27 @@ fn single_op(index: &Index, i: usize) -> Option<Match> {
         output: node.output[0].clone(),
         nonnegative,
     })
+}
+
+/// Readers of a linear bottleneck's output: a residual sum or the next layer. A flipped weight
+/// there makes a whole channel huge, and nothing bounds it before it spreads (on a trained
+/// MobileNetV3-Large at float32 BER 1e-5, five such flips per trial left 6% accuracy with every
+/// activation bounded: docs/results/budget_2026-12-07.md).
+const BOTTLENECK_READERS: [&str; 4] = ["Add", "Conv", "Gemm", "MatMul"];
+
+/// The `Conv` at `i` writes a tensor that no graph output names and that only
+/// `BOTTLENECK_READERS` read (so not a `QuantizeLinear`, a normalisation or an activation).
+fn linear_bottleneck(index: &Index, i: usize) -> bool {
+    let Some(y) = index.node(i).output.first() else {
+        return false;
+    };
+    let readers = index.consumers.get(y.as_str()).map(Vec::as_slice).unwrap_or_default();
+    !readers.is_empty()
+        && !index.graph_outputs.contains(&y.as_str())
+        && readers.iter().all(|j| {
+            let reader = index.node(*j);
+            is_default_domain(reader) && BOTTLENECK_READERS.contains(&reader.op_type())
+        })
 }
 
 /// Operators between the classifier and a graph output that keep its scores' order.

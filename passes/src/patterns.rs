@@ -453,7 +453,7 @@ fn single_op(index: &Index, i: usize) -> Option<Match> {
 /// Readers of a linear bottleneck's output: a residual sum or the next layer. A flipped weight
 /// there makes a whole channel huge, and nothing bounds it before it spreads (on a trained
 /// MobileNetV3-Large at float32 BER 1e-5, five such flips per trial left 6% accuracy with every
-/// activation bounded: docs/results/budget_2026-12-07.md).
+/// activation bounded: docs/results/budget_2026-12-06.md).
 const BOTTLENECK_READERS: [&str; 4] = ["Add", "Conv", "Gemm", "MatMul"];
 
 /// The `Conv` at `i` writes a tensor that no graph output names and that only

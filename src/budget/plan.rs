@@ -28,6 +28,10 @@ use std::time::Instant;
 
 /// Checks of a repaired choice after the first.
 pub const REPAIRS: usize = 4;
+/// Timing blocks per check; the median counts. With the lowest of two (the rule until
+/// 2026-12-06) harden's accepted figure ran 1-2 points under the bench's on the 3-5 ms mobile
+/// graphs, which put the bench over the budget (docs/results/budget_2026-12-06.md).
+const CHECK_TIMINGS: usize = 3;
 /// The budgets of the resilience-vs-overhead curve (shares of the original's latency).
 pub const CURVE_BUDGETS: [f64; 13] = [0.0, 0.01, 0.02, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0];
 
@@ -127,9 +131,9 @@ pub struct Check {
     pub target: f64,
     pub bounded: usize,
     pub predicted_overhead: f64,
-    /// The lowest of `timings`.
+    /// The median of `timings`.
     pub measured_overhead: Option<f64>,
-    /// Every timing of this choice: one, or two when the first was over the budget.
+    /// Every timing of this choice (`CHECK_TIMINGS` of them).
     pub timings: Vec<f64>,
     pub resilience: f64,
 }
@@ -216,6 +220,13 @@ pub fn choose(
         seconds: started.elapsed().as_secs_f64(),
     };
     Ok((chosen.forms, report))
+}
+
+/// The middle value (the lower middle of an even count); None when empty.
+fn median(values: &[f64]) -> Option<f64> {
+    let mut sorted = values.to_vec();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len().saturating_sub(1) / 2).copied()
 }
 
 /// The predicted cost to follow the path to after `checks`, or None to stop. While the last
@@ -442,8 +453,8 @@ impl<'a> Chooser<'a> {
         for _ in 0..=REPAIRS {
             self.advance_to(target)?;
             let state = self.current();
-            let timings = self.timings(&state.forms, budget)?;
-            let measured = timings.iter().copied().reduce(f64::min);
+            let timings = self.timings(&state.forms)?;
+            let measured = median(&timings);
             let check = Check {
                 target,
                 bounded: state.forms.iter().filter(|f| **f != Form::Unbounded).count(),
@@ -488,13 +499,11 @@ impl<'a> Chooser<'a> {
         self.first_candidates + self.path.as_ref().map_or(0, |p| p.measured) + self.fill_measured
     }
 
-    /// The overhead of `forms` timed against the original, and timed again when over
-    /// `budget`: a repair gives up resilience, and one timing block on a loaded machine can
-    /// be an outlier (the fastest of two blocks is kept, as the fastest run within one is).
-    /// Empty with the count model.
-    fn timings(&mut self, forms: &[Form], budget: f64) -> Result<Vec<f64>> {
-        let mut timings: Vec<f64> = self.time(forms)?.into_iter().collect();
-        if timings.first().is_some_and(|m| *m > budget) {
+    /// The overhead of `forms` timed against the original `CHECK_TIMINGS` times. Empty with
+    /// the count model.
+    fn timings(&mut self, forms: &[Form]) -> Result<Vec<f64>> {
+        let mut timings = Vec::new();
+        for _ in 0..CHECK_TIMINGS {
             timings.extend(self.time(forms)?);
         }
         Ok(timings)
@@ -661,6 +670,15 @@ mod tests {
             timings: vec![measured],
             resilience: 0.0,
         }
+    }
+
+    #[test]
+    fn a_check_counts_the_median_timing_not_the_lucky_one() {
+        // The PP-LCNet check of 2026-12-06 timed +11.3% and +10.1%; a third block decides.
+        assert_eq!(median(&[0.113, 0.101, 0.096]), Some(0.101));
+        assert_eq!(median(&[0.113, 0.101, 0.104]), Some(0.104));
+        assert_eq!(median(&[0.09]), Some(0.09));
+        assert_eq!(median(&[]), None);
     }
 
     #[test]

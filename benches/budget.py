@@ -25,17 +25,22 @@ fixtures/test.npy: accuracy):
     over the trials.
 Output: a Markdown table on stdout and a JSON file (--json) with every number.
 
-How long: on the 2-core machine shared with other work, MobileNetV3-Large about 30 min with
-the curve (the harden run's campaigns dominate), PP-LCNet about 20, ResNet-50 (where full
-hardening may fit 10%) 10-60 min. Quick look: --patterns 8 --trials 10 --no-curve.
+Trained graphs (fixtures/train_imagenet_graphs.py; --graphs pointing at them): the bench finds
+their test.npy / test_labels.npy and measures accuracy against the labels instead of agreement.
+At BER 1e-5 pass --activations all,logits,linear (without them full hardening itself holds 0-10%).
+
+How long: on the 2-core machine, MobileNetV3-Large about 20-45 min (the harden run's campaigns
+dominate; 300 held-out trials add about 7 min at 64 samples), PP-LCNet 7-15 min, ResNet-50 about
+50 min at --budget-samples 8. Quick look: --patterns 8 --trials 30 --no-curve.
 
 How to run (from the repository root; not part of CI):
   pip install onnx onnxruntime torch torchvision
   cargo build --release
   python3 fixtures/make_imagenet_graphs.py --archs mobilenet_v3_large,resnet50 --opsets 17
   python3 fixtures/make_lcnet_graph.py
+  (or: python3 fixtures/train_imagenet_graphs.py --out target/trained-graphs)
   python3 benches/budget.py [--models mobilenet_v3_large.opset17,pplcnet_x1_0.opset17,resnet50.opset17]
-      [--budget 10%] [--ber 1e-5] [--patterns 30] [--budget-samples 32] [--trials 30]
+      [--budget 10%] [--ber 4e-7] [--patterns 30] [--budget-samples 32] [--trials 300] [--activations KINDS]
       [--benefit targeted|sampled] [--benefit-flips 1] [--budget-costs EARLIER_WORK]
       [--eval-samples 32] [--reps 15] [--min-time 0.2] [--work target/budget] [--json target/budget/budget.json]
 """
